@@ -1,0 +1,606 @@
+/*
+ * conn.c — the connection table (generation-checked ids), write queues and their flushing,
+ * reads, backpressure, the lingering close and per-connection deadlines.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "core.h"
+
+/* ------------------------------------------------------------------ table and ids */
+
+pyws_conn *pyws_conn_get(pyws_loop *loop, uint64_t id)
+{
+    uint32_t slot = (uint32_t)id;
+    if (slot >= loop->nslots)
+        return NULL;
+    pyws_conn *c = loop->conns[slot];
+    if (!c || c->kind == PYWS_KIND_FREE || c->id != id)
+        return NULL;
+    return c;
+}
+
+pyws_conn *pyws_conn_new(pyws_loop *loop, int kind, int fd)
+{
+    uint32_t slot;
+    if (loop->nfree) {
+        slot = loop->free_slots[--loop->nfree];
+    } else {
+        if (loop->nslots == UINT32_MAX)
+            return NULL;
+        if (loop->free_cap < loop->nslots + 1) {
+            uint32_t fc = loop->free_cap ? loop->free_cap * 2 : 64;
+            uint32_t *nf = realloc(loop->free_slots, fc * sizeof(*nf));
+            if (!nf)
+                return NULL;
+            loop->free_slots = nf;
+            loop->free_cap = fc;
+        }
+        pyws_conn **nc = realloc(loop->conns, (loop->nslots + 1) * sizeof(*nc));
+        if (!nc)
+            return NULL;
+        loop->conns = nc;
+        loop->conns[loop->nslots] = NULL;
+        slot = loop->nslots++;
+    }
+    pyws_conn *c = loop->conns[slot];
+    uint32_t gen = 0;
+    if (!c) {
+        c = malloc(sizeof(*c));
+        if (!c) {
+            loop->free_slots[loop->nfree++] = slot; /* capacity exists: it came from there */
+            return NULL;
+        }
+        loop->conns[slot] = c;
+    } else {
+        gen = (uint32_t)(c->id >> 32);
+    }
+    memset(c, 0, sizeof(*c));
+    gen++;
+    if (gen == 0)
+        gen = 1;
+    c->id = ((uint64_t)gen << 32) | slot;
+    c->kind = (uint8_t)kind;
+    c->fd = fd;
+    c->last_activity = loop->now;
+    if (kind == PYWS_KIND_CONN)
+        loop->nconns++;
+    return c;
+}
+
+static void wq_clear(pyws_loop *loop, pyws_conn *c)
+{
+    for (uint32_t i = 0; i < c->wq_n; i++) {
+        pyws_wseg *s = &c->wq[(c->wq_head + i) % c->wq_cap];
+        pyws_blob_put(loop, s->blob);
+    }
+    free(c->wq);
+    c->wq = NULL;
+    c->wq_head = c->wq_n = c->wq_cap = 0;
+    c->wq_bytes = 0;
+}
+
+void pyws_conn_free(pyws_loop *loop, pyws_conn *c)
+{
+    if (c->kind == PYWS_KIND_FREE)
+        return;
+    if (c->fd >= 0) {
+        pyws_poller_del(loop->poller, c->fd,
+                        PYWS_POLL_IN | ((c->flags & CF_WANT_WRITE) ? PYWS_POLL_OUT : 0u));
+        close(c->fd);
+        c->fd = -1;
+    }
+    free(c->rbuf);
+    c->rbuf = NULL;
+    free(c->protocols);
+    c->protocols = NULL;
+    if (c->sess) {
+        /* Views into the session buffer may still be in this batch: retire, don't free. */
+        if (c->sess->held && c->sess->buf) {
+            /* if it cannot be recorded, leaking it beats freeing it under a live view */
+            (void)pyws_retire(loop, c->sess->buf);
+            c->sess->buf = NULL;
+        }
+        pyws_session_free(c->sess);
+        free(c->sess);
+        c->sess = NULL;
+    }
+    wq_clear(loop, c);
+    if (c->kind == PYWS_KIND_CONN)
+        loop->nconns--;
+    c->kind = PYWS_KIND_FREE;
+    c->flags = 0;
+    loop->free_slots[loop->nfree++] = (uint32_t)c->id;
+}
+
+void pyws_conn_close(pyws_loop *loop, pyws_conn *c, int code)
+{
+    if (c->kind != PYWS_KIND_CONN)
+        return;
+    if (!c->close_code)
+        c->close_code = code;
+    pyws_event *ev = pyws_event_push(loop, PYWS_EV_CLOSE, c->id);
+    if (ev) {
+        ev->code = c->close_code;
+        ev->aux = (c->flags & CF_WAS_WS) ? 1 : 0;
+        if (c->close_reason_len) {
+            uint8_t *copy = pyws_scratch(loop, c->close_reason_len);
+            if (copy) {
+                memcpy(copy, c->close_reason, c->close_reason_len);
+                ev->data = copy;
+                ev->len = c->close_reason_len;
+            }
+        }
+    }
+    pyws_conn_free(loop, c);
+}
+
+/* ------------------------------------------------------------------ lists */
+
+static int idlist_add(pyws_idlist *l, uint32_t slot)
+{
+    if (l->n == l->cap) {
+        uint32_t nc = l->cap ? l->cap * 2 : 64;
+        uint32_t *nv = realloc(l->v, nc * sizeof(*nv));
+        if (!nv)
+            return -1;
+        l->v = nv;
+        l->cap = nc;
+    }
+    l->v[l->n++] = slot;
+    return 0;
+}
+
+void pyws_conn_mark(pyws_loop *loop, pyws_conn *c, uint32_t flag)
+{
+    if (c->flags & flag)
+        return;
+    pyws_idlist *l = flag == CF_DIRTY ? &loop->dirty : flag == CF_PENDING ? &loop->pending
+                                                                          : &loop->held;
+    if (idlist_add(l, (uint32_t)c->id) == 0)
+        c->flags |= flag;
+}
+
+/* ------------------------------------------------------------------ write queue */
+
+static pyws_blob *blob_new(pyws_loop *loop, size_t need)
+{
+    pyws_blob *b;
+    if (need <= PYWS_BLOB_SIZE && loop->nblob_cache) {
+        b = loop->blob_cache[--loop->nblob_cache];
+    } else {
+        size_t cap = need <= PYWS_BLOB_SIZE ? PYWS_BLOB_SIZE : need;
+        b = malloc(sizeof(*b) + cap);
+        if (!b)
+            return NULL;
+        b->cap = cap;
+    }
+    b->refs = 1;
+    b->len = 0;
+    return b;
+}
+
+void pyws_blob_put(pyws_loop *loop, pyws_blob *b)
+{
+    if (--b->refs)
+        return;
+    if (b->cap == PYWS_BLOB_SIZE && loop->nblob_cache < PYWS_BLOB_CACHE)
+        loop->blob_cache[loop->nblob_cache++] = b;
+    else
+        free(b);
+}
+
+static int wq_push(pyws_conn *c, pyws_blob *b, size_t off, size_t len)
+{
+    if (c->wq_n == c->wq_cap) {
+        uint32_t nc = c->wq_cap ? c->wq_cap * 2 : 4;
+        pyws_wseg *nw = malloc(nc * sizeof(*nw));
+        if (!nw)
+            return -1;
+        for (uint32_t i = 0; i < c->wq_n; i++)
+            nw[i] = c->wq[(c->wq_head + i) % c->wq_cap];
+        free(c->wq);
+        c->wq = nw;
+        c->wq_head = 0;
+        c->wq_cap = nc;
+    }
+    pyws_wseg *s = &c->wq[(c->wq_head + c->wq_n) % c->wq_cap];
+    s->blob = b;
+    s->off = off;
+    s->len = len;
+    c->wq_n++;
+    return 0;
+}
+
+int pyws_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen,
+                    const uint8_t *b, size_t blen)
+{
+    size_t total = alen + blen;
+    if (total == 0)
+        return PYWS_OK;
+    if (c->wq_n) {
+        pyws_wseg *t = &c->wq[(c->wq_head + c->wq_n - 1) % c->wq_cap];
+        pyws_blob *bl = t->blob;
+        if (bl->refs == 1 && t->off + t->len == bl->len && bl->cap - bl->len >= total) {
+            if (alen)
+                memcpy(bl->data + bl->len, a, alen);
+            if (blen)
+                memcpy(bl->data + bl->len + alen, b, blen);
+            bl->len += total;
+            t->len += total;
+            goto queued;
+        }
+    }
+    pyws_blob *bl = blob_new(loop, total);
+    if (!bl)
+        return PYWS_ERR_NOMEM;
+    if (alen)
+        memcpy(bl->data, a, alen);
+    if (blen)
+        memcpy(bl->data + alen, b, blen);
+    bl->len = total;
+    if (wq_push(c, bl, 0, total) < 0) {
+        pyws_blob_put(loop, bl);
+        return PYWS_ERR_NOMEM;
+    }
+queued:
+    c->wq_bytes += total;
+    if (c->wq_bytes >= c->opts.write_high_water)
+        c->flags |= CF_ABOVE_HW;
+    pyws_conn_mark(loop, c, CF_DIRTY);
+    return PYWS_OK;
+}
+
+void pyws_conn_watch(pyws_loop *loop, pyws_conn *c)
+{
+    if (c->fd < 0)
+        return;
+    int want = c->wq_n != 0;
+    int have = (c->flags & CF_WANT_WRITE) != 0;
+    if (want == have)
+        return;
+    uint32_t old = PYWS_POLL_IN | (have ? PYWS_POLL_OUT : 0u);
+    uint32_t now = PYWS_POLL_IN | (want ? PYWS_POLL_OUT : 0u);
+    if (pyws_poller_mod(loop->poller, c->fd, c->id, old, now) == 0) {
+        if (want)
+            c->flags |= CF_WANT_WRITE;
+        else
+            c->flags &= ~CF_WANT_WRITE;
+    }
+}
+
+static void linger_start(pyws_loop *loop, pyws_conn *c)
+{
+    c->state = PYWS_ST_LINGER;
+    shutdown(c->fd, SHUT_WR);
+    if (c->flags & CF_EOF) {
+        pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
+        return;
+    }
+    if (!c->deadline_close)
+        pyws_conn_deadline(loop, c, c->deadline_close = loop->now + (c->opts.close_timeout
+                                                                         ? c->opts.close_timeout
+                                                                         : 5000));
+}
+
+int pyws_conn_flush(pyws_loop *loop, pyws_conn *c)
+{
+    while (c->wq_n) {
+        struct iovec iov[64];
+        int cnt = 0;
+        for (uint32_t i = 0; i < c->wq_n && cnt < 64; i++, cnt++) {
+            pyws_wseg *s = &c->wq[(c->wq_head + i) % c->wq_cap];
+            iov[cnt].iov_base = s->blob->data + s->off;
+            iov[cnt].iov_len = s->len;
+        }
+        struct msghdr msg;
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_iov = iov;
+        msg.msg_iovlen = (size_t)cnt;
+        ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+            return -1;
+        }
+        c->last_activity = loop->now;
+        size_t left = (size_t)n;
+        c->wq_bytes -= left;
+        while (left) {
+            pyws_wseg *s = &c->wq[c->wq_head];
+            if (left < s->len) {
+                s->off += left;
+                s->len -= left;
+                break;
+            }
+            left -= s->len;
+            pyws_blob_put(loop, s->blob);
+            c->wq_head = (c->wq_head + 1) % c->wq_cap;
+            c->wq_n--;
+        }
+    }
+    if ((c->flags & CF_ABOVE_HW) && c->wq_bytes < c->opts.write_high_water) {
+        c->flags &= ~CF_ABOVE_HW;
+        pyws_event_push(loop, PYWS_EV_DRAIN, c->id);
+    }
+    if (c->wq_n == 0 && c->wq_cap > 16) {
+        free(c->wq);
+        c->wq = NULL;
+        c->wq_cap = 0;
+        c->wq_head = 0;
+    }
+    pyws_conn_watch(loop, c);
+    if (c->wq_n == 0 && c->state == PYWS_ST_FLUSHING)
+        linger_start(loop, c);
+    return 0;
+}
+
+void pyws_conn_finish(pyws_loop *loop, pyws_conn *c)
+{
+    if (c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_LINGER)
+        return;
+    c->state = PYWS_ST_FLUSHING;
+    if (!c->deadline_close) {
+        c->deadline_close = loop->now + (c->opts.close_timeout ? c->opts.close_timeout : 5000);
+        pyws_conn_deadline(loop, c, c->deadline_close);
+    }
+    pyws_conn_mark(loop, c, CF_DIRTY);
+}
+
+/* ------------------------------------------------------------------ reading */
+
+static int rbuf_room(pyws_conn *c, size_t limit)
+{
+    if (c->rcap - c->rlen >= PYWS_RECV_MIN || c->rcap >= limit)
+        return 0;
+    size_t nc = c->rcap ? c->rcap * 2 : 4096;
+    while (nc - c->rlen < PYWS_RECV_MIN)
+        nc *= 2;
+    if (nc > limit)
+        nc = limit;
+    uint8_t *nb = realloc(c->rbuf, nc);
+    if (!nb)
+        return -1;
+    c->rbuf = nb;
+    c->rcap = nc;
+    return 0;
+}
+
+static void on_eof(pyws_loop *loop, pyws_conn *c)
+{
+    c->flags |= CF_EOF;
+    switch (c->state) {
+    case PYWS_ST_FLUSHING:
+        /* keep flushing what we have; the peer may still read */
+        return;
+    case PYWS_ST_WS_CLOSING:
+    case PYWS_ST_LINGER:
+        pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
+        return;
+    case PYWS_ST_WS_OPEN:
+        if ((c->flags & CF_PEER_CLOSED) || c->pending_code) {
+            /* the close frame already arrived (or we are failing): finish what is queued */
+            return;
+        }
+        pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+        return;
+    default:
+        pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+        return;
+    }
+}
+
+void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
+{
+    uint8_t *dst;
+    size_t room;
+    int http = c->state == PYWS_ST_HTTP;
+    if (c->flags & CF_EOF)
+        return;
+    if (http && (c->flags & CF_REQ_DONE))
+        return; /* views of the delivered request must not move until the next poll */
+    if (http) {
+        size_t limit = (size_t)c->opts.max_header_bytes + (size_t)c->opts.max_body + 8192;
+        if (rbuf_room(c, limit) < 0) {
+            pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+            return;
+        }
+        room = c->rcap - c->rlen;
+        if (room == 0)
+            return; /* full: the request in it is processed at the next poll */
+        dst = c->rbuf + c->rlen;
+    } else {
+        room = PYWS_ARENA_SIZE - loop->arena_used;
+        if (room < PYWS_RECV_MIN)
+            return; /* the arena is spent for this turn; the poller reports us again */
+        dst = loop->arena + loop->arena_used;
+    }
+    if (room > PYWS_RECV_MAX)
+        room = PYWS_RECV_MAX;
+    ssize_t n = recv(c->fd, dst, room, 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+        return;
+    }
+    if (n == 0) {
+        on_eof(loop, c);
+        return;
+    }
+    c->last_activity = loop->now;
+    if (http) {
+        c->rlen += (size_t)n;
+        pyws_http_input(loop, c);
+        return;
+    }
+    loop->arena_used += (size_t)n;
+    if (c->state == PYWS_ST_WS_OPEN || c->state == PYWS_ST_WS_CLOSING)
+        pyws_ws_input(loop, c, dst, (size_t)n);
+    /* FLUSHING / LINGER: input is discarded */
+}
+
+/* ------------------------------------------------------------------ deadlines */
+
+void pyws_conn_deadline(pyws_loop *loop, pyws_conn *c, uint64_t when)
+{
+    if (!when)
+        return;
+    if (c->timer_at && c->timer_at <= when)
+        return;
+    if (pyws_timers_push(&loop->timers, when, PYWS_TIMER_CONN, c->id) == 0)
+        c->timer_at = when;
+}
+
+static uint64_t earliest(uint64_t a, uint64_t b)
+{
+    if (!a)
+        return b;
+    if (!b)
+        return a;
+    return a < b ? a : b;
+}
+
+void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
+{
+    uint64_t now = loop->now;
+    c->timer_at = 0;
+    if (c->deadline_close && now >= c->deadline_close) {
+        pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
+        return;
+    }
+    if (c->state == PYWS_ST_HTTP && c->deadline_hs && now >= c->deadline_hs) {
+        c->deadline_hs = 0;
+        pyws_http_error(loop, c, 408, "the request did not arrive in time");
+        return;
+    }
+    if (c->opts.idle_timeout && now >= c->last_activity + c->opts.idle_timeout &&
+        c->state != PYWS_ST_FLUSHING && c->state != PYWS_ST_LINGER) {
+        if (c->state == PYWS_ST_HTTP)
+            pyws_conn_close(loop, c, PYWS_CLOSE_GOING_AWAY);
+        else
+            pyws_ws_close(loop, c->id, PYWS_CLOSE_GOING_AWAY, "idle timeout", 12);
+        if (!pyws_conn_get(loop, c->id))
+            return;
+    }
+    if (c->sess)
+        pyws_ws_timeout(loop, c);
+    if (!pyws_conn_get(loop, c->id))
+        return;
+    uint64_t next = earliest(c->deadline_close, c->state == PYWS_ST_HTTP ? c->deadline_hs : 0);
+    if (c->opts.idle_timeout && c->state != PYWS_ST_FLUSHING && c->state != PYWS_ST_LINGER)
+        next = earliest(next, c->last_activity + c->opts.idle_timeout);
+    if (c->sess && c->state == PYWS_ST_WS_OPEN)
+        next = earliest(next, earliest(c->hb_next, c->hb_deadline));
+    pyws_conn_deadline(loop, c, next);
+}
+
+/* ------------------------------------------------------------------ public per-connection calls */
+
+int64_t pyws_write_buffer_size(pyws_loop *loop, uint64_t id)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    return c ? (int64_t)c->wq_bytes : PYWS_ERR_BADID;
+}
+
+int pyws_is_alive(pyws_loop *loop, uint64_t id)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    return c != NULL && c->kind == PYWS_KIND_CONN;
+}
+
+int pyws_is_websocket(pyws_loop *loop, uint64_t id)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c)
+        return PYWS_ERR_BADID;
+    return (c->flags & CF_WAS_WS) ? 1 : 0;
+}
+
+int pyws_close_after_flush(pyws_loop *loop, uint64_t id)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c || c->kind != PYWS_KIND_CONN)
+        return PYWS_ERR_BADID;
+    pyws_conn_finish(loop, c);
+    return PYWS_OK;
+}
+
+int pyws_abort(pyws_loop *loop, uint64_t id)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c)
+        return PYWS_ERR_BADID;
+    if (c->kind == PYWS_KIND_LISTENER) {
+        pyws_conn_free(loop, c);
+        return PYWS_OK;
+    }
+    pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+    return PYWS_OK;
+}
+
+int pyws_send_raw(pyws_loop *loop, uint64_t id, const uint8_t *data, size_t len)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c || c->kind != PYWS_KIND_CONN)
+        return PYWS_ERR_BADID;
+    if (c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_LINGER)
+        return PYWS_ERR_CLOSED;
+    return pyws_conn_queue(loop, c, data, len, NULL, 0);
+}
+
+int pyws_set_max_message_size(pyws_loop *loop, uint64_t id, uint64_t bytes)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c)
+        return PYWS_ERR_BADID;
+    c->opts.max_message_size = bytes;
+    if (c->sess)
+        c->sess->max_message = bytes;
+    return PYWS_OK;
+}
+
+int pyws_remote_addr(pyws_loop *loop, uint64_t id, char *out, size_t cap)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c)
+        return PYWS_ERR_BADID;
+    int n = pyws_net_format_addr(&c->peer.sa, out, cap);
+    return n < 0 ? PYWS_ERR_ARG : n;
+}
+
+int pyws_local_port(pyws_loop *loop, uint64_t id)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c)
+        return PYWS_ERR_BADID;
+    return pyws_net_local_port(c->fd);
+}
+
+int64_t pyws_conn_memory(pyws_loop *loop, uint64_t id)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c)
+        return PYWS_ERR_BADID;
+    int64_t n = (int64_t)sizeof(*c) + (int64_t)c->rcap + (int64_t)c->wq_cap * (int64_t)sizeof(pyws_wseg);
+    if (c->sess)
+        n += (int64_t)sizeof(*c->sess) + (int64_t)pyws_session_memory(c->sess);
+    for (uint32_t i = 0; i < c->wq_n; i++)
+        n += (int64_t)c->wq[(c->wq_head + i) % c->wq_cap].blob->cap;
+    if (c->protocols)
+        n += (int64_t)strlen(c->protocols) + 1;
+    return n;
+}
+
+int pyws_conn_count(pyws_loop *loop)
+{
+    return loop->nconns;
+}

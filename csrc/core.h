@@ -1,0 +1,247 @@
+/*
+ * core.h — internal structures of the event library, shared by loop.c, conn.c, upgrade.c and
+ * ws.c. Not part of the public API (pyws.h is).
+ */
+#ifndef PYWS_CORE_H
+#define PYWS_CORE_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "poller.h"
+#include "pyws.h"
+#include "session.h"
+#include "timer.h"
+
+/* ------------------------------------------------------------------ limits and sizes */
+#define PYWS_ARENA_SIZE (2u << 20)     /* per-iteration receive arena */
+#define PYWS_RECV_MAX (256u << 10)     /* one recv() reads at most this much */
+#define PYWS_RECV_MIN (4u << 10)       /* below this much arena room, reading waits a turn */
+#define PYWS_BLOB_SIZE (16u << 10)     /* write-queue block for small frames */
+#define PYWS_BLOB_CACHE 64             /* free blocks the loop keeps for reuse */
+#define PYWS_KEEP_MSG_BUF (64u << 10)  /* a message buffer above this is freed when idle */
+#define PYWS_ACCEPT_BATCH 64           /* accepts per listener per iteration */
+#define PYWS_MAX_READY 256             /* poller events per wait */
+#define PYWS_WAKE_ID UINT64_MAX        /* poller user data of the wakeup fd */
+
+/* ------------------------------------------------------------------ write queue */
+typedef struct pyws_blob {
+    uint32_t refs;     /* segments (on any connection) that point into this block */
+    size_t len;        /* bytes written into data */
+    size_t cap;
+    uint8_t data[];
+} pyws_blob;
+
+typedef struct pyws_wseg {
+    pyws_blob *blob;
+    size_t off;
+    size_t len;
+} pyws_wseg;
+
+/* ------------------------------------------------------------------ connections */
+enum {
+    PYWS_KIND_FREE = 0,
+    PYWS_KIND_LISTENER,
+    PYWS_KIND_CONN,
+};
+
+/* Connection states. The transitions, all in one place:
+ *
+ *   HTTP ──(app ws_upgrade, valid)──► WS_OPEN ──(app close)──────► WS_CLOSING ─┐
+ *    │                                 │  └──(peer close / error)──► [close frame] ─┤
+ *    │                                 │                                           ▼
+ *    └──(reply + close_after_flush, bad request)──► FLUSHING ─(queue empty)──► LINGER
+ *                                                                                 │
+ *        LINGER: our side shut down for writing; read and discard until EOF or timeout
+ *        any state ──(I/O error, timeout, abort)──► freed, EV_CLOSE delivered
+ */
+enum {
+    PYWS_ST_HTTP = 0,      /* reading HTTP requests */
+    PYWS_ST_WS_OPEN,       /* WebSocket open */
+    PYWS_ST_WS_CLOSING,    /* we sent a close frame; waiting for the peer's (or TCP end) */
+    PYWS_ST_FLUSHING,      /* write what is queued, then LINGER */
+    PYWS_ST_LINGER,        /* SHUT_WR sent; discard input until EOF or the close timeout */
+};
+
+/* connection flags */
+#define CF_WANT_WRITE 0x0001u   /* poller watches for writability */
+#define CF_DIRTY 0x0002u        /* in the loop's dirty list: flush at the next flush pass */
+#define CF_PENDING 0x0004u      /* in the loop's pending list: deferred work at next poll */
+#define CF_HELD 0x0008u         /* in the loop's held list: views to release at next poll */
+#define CF_ABOVE_HW 0x0010u     /* write queue went above the high-water mark */
+#define CF_CLOSE_SENT 0x0020u   /* our close frame is queued: no more frames */
+#define CF_PEER_CLOSED 0x0040u  /* the peer's close frame arrived */
+#define CF_REQ_DONE 0x0080u     /* an HTTP request was delivered; its bytes drop next poll */
+#define CF_HS_STORED 0x0100u    /* handshake data of the last request is stored */
+#define CF_EOF 0x0200u          /* the peer shut down its side */
+#define CF_CTL_EVENTS 0x0400u   /* deliver control frames as EV_WS_CTL */
+#define CF_SEND_FRAG 0x0800u    /* an outgoing fragmented message is in progress */
+#define CF_WAS_WS 0x1000u       /* the connection was upgraded at some point */
+
+typedef struct pyws_conn {
+    uint64_t id;              /* generation << 32 | slot */
+    uint8_t kind;
+    uint8_t state;
+    uint16_t reserved;
+    uint32_t flags;
+    int fd;
+    int role;                 /* PYWS_ROLE_SERVER / _CLIENT */
+    uint64_t listener;        /* the listener that accepted it */
+    pyws_opts opts;
+
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;
+
+    /* HTTP phase: request bytes (only while speaking HTTP) */
+    uint8_t *rbuf;
+    size_t rlen;
+    size_t rcap;
+    size_t rdone;             /* bytes of delivered requests, dropped at the next poll */
+
+    /* handshake data of the last request */
+    int hs_status;
+    char accept[PYWS_ACCEPT_LEN + 1];
+    char *protocols;          /* offered subprotocols (heap copy) or NULL */
+
+    /* WebSocket phase */
+    pyws_session *sess;
+
+    /* write queue: a ring of segments */
+    pyws_wseg *wq;
+    uint32_t wq_head;
+    uint32_t wq_n;
+    uint32_t wq_cap;
+    uint64_t wq_bytes;
+
+    /* close bookkeeping */
+    int close_code;           /* the code reported in EV_CLOSE */
+    int pending_code;         /* a close frame to send at the next poll (0 = none) */
+    const char *pending_reason;
+    uint8_t close_reason_len;
+    char close_reason[124];
+
+    /* deadlines (ms on the loop clock, 0 = none) */
+    uint64_t deadline_close;  /* whole close handshake / linger */
+    uint64_t deadline_hs;     /* HTTP request must complete */
+    uint64_t hb_next;         /* next heartbeat ping */
+    uint64_t hb_deadline;     /* pong due */
+    uint64_t last_activity;
+    uint64_t timer_at;        /* earliest deadline queued in the timer heap */
+} pyws_conn;
+
+/* ------------------------------------------------------------------ the loop */
+typedef struct pyws_wake_item {
+    uint64_t id;
+    size_t len;
+    uint8_t *data;
+} pyws_wake_item;
+
+typedef struct pyws_idlist {
+    uint32_t *v;
+    uint32_t n;
+    uint32_t cap;
+} pyws_idlist;
+
+struct pyws_loop {
+    pyws_poller *poller;
+    uint64_t now;                    /* ms, monotonic, updated once per phase */
+
+    pyws_conn **conns;               /* slot -> connection (NULL when never used) */
+    uint32_t nslots;
+    uint32_t *free_slots;
+    uint32_t nfree;
+    uint32_t free_cap;
+    int nconns;                      /* live connections, listeners excluded */
+
+    pyws_event *events;              /* the batch handed back by pyws_poll */
+    int nevents;
+    int events_cap;
+    pyws_event *deferred;            /* events raised between polls (WS_OPEN, CLOSE) */
+    int ndeferred;
+    int deferred_cap;
+
+    uint8_t *arena;                  /* receive arena, reset every poll */
+    size_t arena_used;
+    void **retired;                  /* heap blocks whose views die at the next poll */
+    size_t nretired;
+    size_t retired_cap;
+
+    pyws_idlist dirty;               /* connections with output to flush */
+    pyws_idlist pending;             /* connections with deferred work */
+    pyws_idlist held;                /* connections whose session views are in use */
+
+    pyws_blob *blob_cache[PYWS_BLOB_CACHE];
+    int nblob_cache;
+
+    pyws_timers timers;
+
+    int wake_fd_r;                   /* eventfd, or a pipe's read end */
+    int wake_fd_w;                   /* the same eventfd, or the pipe's write end */
+    pthread_mutex_t wake_lock;
+    pyws_wake_item *wake_q;          /* guarded by wake_lock */
+    size_t wake_n;
+    size_t wake_cap;
+    int wake_signalled;              /* guarded by wake_lock */
+
+    int in_poll;                     /* inside pyws_poll: events go to the batch */
+    void **deferred_blocks;          /* heap copies behind deferred events' views */
+    size_t ndeferred_blocks;
+    size_t deferred_blocks_cap;
+    uint8_t rng[256];                /* OS randomness for client masks, used 4 bytes at a time */
+    size_t rng_left;
+    char errbuf[256];
+};
+
+/* ------------------------------------------------------------------ shared helpers */
+uint64_t pyws_now_ms(void);
+int pyws_set_error(pyws_loop *loop, int code, const char *fmt, ...);
+
+/* conn.c */
+pyws_conn *pyws_conn_get(pyws_loop *loop, uint64_t id);        /* NULL if stale/free */
+pyws_conn *pyws_conn_new(pyws_loop *loop, int kind, int fd);
+void pyws_conn_free(pyws_loop *loop, pyws_conn *c);            /* close fd, release memory */
+void pyws_conn_close(pyws_loop *loop, pyws_conn *c, int code); /* close now + EV_CLOSE */
+int pyws_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen,
+                    const uint8_t *b, size_t blen);
+int pyws_conn_flush(pyws_loop *loop, pyws_conn *c);            /* < 0: the conn was closed */
+void pyws_conn_mark(pyws_loop *loop, pyws_conn *c, uint32_t flag); /* dirty/pending/held */
+void pyws_conn_watch(pyws_loop *loop, pyws_conn *c);           /* sync poller interest */
+void pyws_conn_finish(pyws_loop *loop, pyws_conn *c);          /* flush then linger-close */
+void pyws_conn_deadline(pyws_loop *loop, pyws_conn *c, uint64_t when);
+void pyws_conn_read(pyws_loop *loop, pyws_conn *c);
+void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c);
+void pyws_blob_put(pyws_loop *loop, pyws_blob *b);
+
+/* loop.c */
+pyws_event *pyws_event_push(pyws_loop *loop, int type, uint64_t id);
+pyws_event *pyws_event_defer(pyws_loop *loop, int type, uint64_t id);
+uint8_t *pyws_scratch(pyws_loop *loop, size_t len);            /* lives until next poll */
+int pyws_retire(pyws_loop *loop, void *block);   /* free() it at the next poll; -1 if it can't */
+
+/* upgrade.c: the HTTP phase of a server connection */
+void pyws_http_input(pyws_loop *loop, pyws_conn *c);
+void pyws_http_error(pyws_loop *loop, pyws_conn *c, int status, const char *why);
+void pyws_http_pending(pyws_loop *loop, pyws_conn *c);
+
+/* ws.c: the WebSocket phase */
+void pyws_ws_start(pyws_loop *loop, pyws_conn *c, int role);
+void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len);
+void pyws_ws_pending(pyws_loop *loop, pyws_conn *c);
+void pyws_ws_timeout(pyws_loop *loop, pyws_conn *c);
+int pyws_ws_queue_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode,
+                        const uint8_t *data, size_t len);
+
+/* net.c */
+int pyws_net_listen(const char *host, int port, int backlog, int reuse_port, char *err,
+                    size_t errlen);
+int pyws_net_accept(int lfd, struct sockaddr *sa, socklen_t *salen);
+int pyws_net_local_port(int fd);
+int pyws_net_format_addr(const struct sockaddr *sa, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,116 @@
+/*
+ * cpu.c — run-time CPU feature detection and the choice behind PYWS_IMPL_AUTO.
+ *
+ * AUTO resolves once, on first use, to the fastest kernel this CPU runs:
+ *   x86-64: AVX2 if the CPU and the OS (saved YMM state) support it, else SSE2 (baseline);
+ *   i386:   AVX2, else SSE2 if present, else scalar;
+ *   arm64:  NEON (baseline);
+ *   other:  scalar.
+ *
+ * The environment variable PYWS_FORCE_IMPL (read once, at that first use) caps the choice, so
+ * tests and benchmarks can run the slower paths through the ordinary entry points:
+ *   scalar  always the portable kernel;
+ *   sse2    SSE2 if available, else scalar;
+ *   avx2    AVX2 if available, else SSE2 if available, else scalar (i.e. no cap on x86);
+ *   neon    NEON if available, else scalar;
+ *   auto, empty or anything else: no cap.
+ * It never enables a kernel the CPU lacks. pyws_impl_available() ignores it.
+ *
+ * Threads: two threads resolving at once compute the same value and store it with relaxed
+ * atomics, so the race is harmless and free of undefined behaviour.
+ */
+#include "cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if !defined(__STDC_NO_ATOMICS__)
+#include <stdatomic.h>
+/* 0 = not resolved yet, else the chosen PYWS_IMPL_* plus one. */
+static atomic_int best_plus_one;
+#define LOAD_BEST() atomic_load_explicit(&best_plus_one, memory_order_relaxed)
+#define STORE_BEST(v) atomic_store_explicit(&best_plus_one, (v), memory_order_relaxed)
+#else
+static volatile int best_plus_one;
+#define LOAD_BEST() (best_plus_one)
+#define STORE_BEST(v) (best_plus_one = (v))
+#endif
+
+static int cpu_has(int impl)
+{
+    switch (impl) {
+    case PYWS_IMPL_SCALAR:
+        return 1;
+#if PYWS_HAVE_X86_KERNELS
+    case PYWS_IMPL_SSE2:
+#if defined(__x86_64__) || defined(__SSE2__)
+        return 1;
+#else
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("sse2") ? 1 : 0;
+#endif
+    case PYWS_IMPL_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") ? 1 : 0;
+#endif
+#if PYWS_HAVE_NEON_KERNELS
+    case PYWS_IMPL_NEON:
+        return 1;
+#endif
+    default:
+        return 0;
+    }
+}
+
+int pyws_impl_available(int impl)
+{
+    if (impl == PYWS_IMPL_AUTO)
+        return 1;
+    return cpu_has(impl);
+}
+
+/* The cap named by PYWS_FORCE_IMPL, or PYWS_IMPL_AUTO for none. */
+static int forced_impl(void)
+{
+    const char *s = getenv("PYWS_FORCE_IMPL");
+    if (s == NULL)
+        return PYWS_IMPL_AUTO;
+    if (strcmp(s, "scalar") == 0)
+        return PYWS_IMPL_SCALAR;
+    if (strcmp(s, "sse2") == 0)
+        return PYWS_IMPL_SSE2;
+    if (strcmp(s, "avx2") == 0)
+        return PYWS_IMPL_AVX2;
+    if (strcmp(s, "neon") == 0)
+        return PYWS_IMPL_NEON;
+    return PYWS_IMPL_AUTO;
+}
+
+static int resolve(void)
+{
+    int cap = forced_impl();
+
+    if (cap == PYWS_IMPL_SCALAR)
+        return PYWS_IMPL_SCALAR;
+    if (cap == PYWS_IMPL_NEON || cap == PYWS_IMPL_AUTO) {
+        if (cpu_has(PYWS_IMPL_NEON))
+            return PYWS_IMPL_NEON;
+        if (cap == PYWS_IMPL_NEON)
+            return PYWS_IMPL_SCALAR;
+    }
+    if ((cap == PYWS_IMPL_AVX2 || cap == PYWS_IMPL_AUTO) && cpu_has(PYWS_IMPL_AVX2))
+        return PYWS_IMPL_AVX2;
+    if (cpu_has(PYWS_IMPL_SSE2))
+        return PYWS_IMPL_SSE2;
+    return PYWS_IMPL_SCALAR;
+}
+
+int pyws_impl_best(void)
+{
+    int b = LOAD_BEST();
+    if (b == 0) {
+        b = resolve() + 1;
+        STORE_BEST(b);
+    }
+    return b - 1;
+}

@@ -1,0 +1,19 @@
+/*
+ * http.h — internal helpers of http.c shared with handshake.c. Not part of the public API
+ * (pyws.h is); nothing here is given to cffi.
+ */
+#ifndef PYWS_HTTP_INTERNAL_H
+#define PYWS_HTTP_INTERNAL_H
+
+#include "pyws.h"
+
+/* s without its leading and trailing SP / HTAB (a view into the same bytes). */
+pyws_str pyws_http_trim(pyws_str s);
+
+/* 1 if the comma-separated list `list` has an element equal to `item`, else 0. Optional
+ * whitespace (SP / HTAB) around each element is ignored, empty elements are skipped, and an
+ * empty or NULL item never matches. nocase != 0 compares ignoring ASCII case (HTTP tokens);
+ * nocase == 0 compares bytes exactly (subprotocol names). */
+int pyws_http_list_has(pyws_str list, const char *item, int nocase);
+
+#endif /* PYWS_HTTP_INTERNAL_H */

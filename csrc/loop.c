@@ -1,0 +1,558 @@
+/*
+ * loop.c — one poll iteration, the event batch, timers and the cross-thread wakeup.
+ *
+ * An iteration (pyws_poll):
+ *   0. release what the previous batch's views pointed at;
+ *   1. deferred work: events raised between polls, requests pipelined behind a delivered one,
+ *      close frames that wait for the application's replies to go out first;
+ *   2. flush every connection with queued output (one writev each);
+ *   3. wait for I/O, bounded by the next timer (not at all if the batch already has events);
+ *   4. accept, read and process, write;
+ *   5. expire timers;
+ *   6. flush again (pongs, close frames, anything queued during 4-5).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/eventfd.h>
+#endif
+
+#include "core.h"
+
+uint64_t pyws_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int pyws_set_error(pyws_loop *loop, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(loop->errbuf, sizeof(loop->errbuf), fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+const char *pyws_last_error(pyws_loop *loop)
+{
+    return loop->errbuf;
+}
+
+const char *pyws_backend(void)
+{
+    return pyws_poller_name();
+}
+
+void pyws_opts_default(pyws_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->max_message_size = 4u << 20;
+    o->max_header_bytes = 16384;
+    o->max_headers = 64;
+    o->max_body = 1u << 20;
+    o->write_high_water = 1u << 20;
+    o->write_limit = 16u << 20;
+    o->close_timeout = 5000;
+    o->heartbeat = 0;
+    o->heartbeat_timeout = 10000;
+    o->idle_timeout = 0;
+    o->handshake_timeout = 10000;
+    o->control_events = 0;
+    o->reuse_port = 0;
+    o->backlog = 1024;
+}
+
+/* ------------------------------------------------------------------ small lists */
+
+static int ptr_push(void ***v, size_t *n, size_t *cap, void *p)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 16;
+        void **nv = realloc(*v, nc * sizeof(void *));
+        if (!nv)
+            return -1;
+        *v = nv;
+        *cap = nc;
+    }
+    (*v)[(*n)++] = p;
+    return 0;
+}
+
+int pyws_retire(pyws_loop *loop, void *block)
+{
+    return ptr_push(&loop->retired, &loop->nretired, &loop->retired_cap, block);
+}
+
+static pyws_event *grow_push(pyws_event **arr, int *n, int *cap)
+{
+    if (*n == *cap) {
+        int nc = *cap ? *cap * 2 : 256;
+        pyws_event *na = realloc(*arr, (size_t)nc * sizeof(*na));
+        if (!na)
+            return NULL;
+        *arr = na;
+        *cap = nc;
+    }
+    pyws_event *ev = &(*arr)[(*n)++];
+    memset(ev, 0, sizeof(*ev));
+    return ev;
+}
+
+pyws_event *pyws_event_push(pyws_loop *loop, int type, uint64_t id)
+{
+    if (!loop->in_poll)
+        return pyws_event_defer(loop, type, id);
+    pyws_event *ev = grow_push(&loop->events, &loop->nevents, &loop->events_cap);
+    if (ev) {
+        ev->type = type;
+        ev->id = id;
+    }
+    return ev;
+}
+
+pyws_event *pyws_event_defer(pyws_loop *loop, int type, uint64_t id)
+{
+    pyws_event *ev = grow_push(&loop->deferred, &loop->ndeferred, &loop->deferred_cap);
+    if (ev) {
+        ev->type = type;
+        ev->id = id;
+    }
+    return ev;
+}
+
+uint8_t *pyws_scratch(pyws_loop *loop, size_t len)
+{
+    if (!loop->in_poll) {
+        /* a view for a deferred event: lives until the poll after the one delivering it */
+        uint8_t *p = malloc(len ? len : 1);
+        if (p && ptr_push(&loop->deferred_blocks, &loop->ndeferred_blocks,
+                          &loop->deferred_blocks_cap, p) < 0) {
+            free(p);
+            return NULL;
+        }
+        return p;
+    }
+    if (len <= PYWS_ARENA_SIZE - loop->arena_used) {
+        uint8_t *p = loop->arena + loop->arena_used;
+        loop->arena_used += len;
+        return p;
+    }
+    uint8_t *p = malloc(len ? len : 1);
+    if (p && pyws_retire(loop, p) < 0) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* ------------------------------------------------------------------ create / free */
+
+pyws_loop *pyws_loop_new(void)
+{
+    pyws_loop *loop = calloc(1, sizeof(*loop));
+    if (!loop)
+        return NULL;
+    loop->wake_fd_r = loop->wake_fd_w = -1;
+    loop->poller = pyws_poller_new();
+    loop->arena = malloc(PYWS_ARENA_SIZE);
+    if (!loop->poller || !loop->arena)
+        goto fail;
+    if (pthread_mutex_init(&loop->wake_lock, NULL) != 0)
+        goto fail;
+#ifdef __linux__
+    loop->wake_fd_r = loop->wake_fd_w = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (loop->wake_fd_r < 0)
+        goto fail_mutex;
+#else
+    {
+        int fds[2];
+        if (pipe(fds) < 0)
+            goto fail_mutex;
+        for (int i = 0; i < 2; i++) {
+            fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL, 0) | O_NONBLOCK);
+            fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+        }
+        loop->wake_fd_r = fds[0];
+        loop->wake_fd_w = fds[1];
+    }
+#endif
+    if (pyws_poller_add(loop->poller, loop->wake_fd_r, PYWS_WAKE_ID, PYWS_POLL_IN) < 0)
+        goto fail_fds;
+    loop->now = pyws_now_ms();
+    return loop;
+
+fail_fds:
+    close(loop->wake_fd_r);
+    if (loop->wake_fd_w != loop->wake_fd_r)
+        close(loop->wake_fd_w);
+fail_mutex:
+    pthread_mutex_destroy(&loop->wake_lock);
+fail:
+    pyws_poller_free(loop->poller);
+    free(loop->arena);
+    free(loop);
+    return NULL;
+}
+
+static void free_blocks(void **v, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++)
+        free(v[i]);
+    *n = 0;
+}
+
+void pyws_loop_free(pyws_loop *loop)
+{
+    if (!loop)
+        return;
+    for (uint32_t i = 0; i < loop->nslots; i++) {
+        pyws_conn *c = loop->conns[i];
+        if (c) {
+            pyws_conn_free(loop, c);
+            free(c);
+        }
+    }
+    free(loop->conns);
+    free(loop->free_slots);
+    free_blocks(loop->retired, &loop->nretired);
+    free(loop->retired);
+    free_blocks(loop->deferred_blocks, &loop->ndeferred_blocks);
+    free(loop->deferred_blocks);
+    free(loop->events);
+    free(loop->deferred);
+    free(loop->dirty.v);
+    free(loop->pending.v);
+    free(loop->held.v);
+    for (int i = 0; i < loop->nblob_cache; i++)
+        free(loop->blob_cache[i]);
+    pyws_timers_free(&loop->timers);
+    for (size_t i = 0; i < loop->wake_n; i++)
+        free(loop->wake_q[i].data);
+    free(loop->wake_q);
+    close(loop->wake_fd_r);
+    if (loop->wake_fd_w != loop->wake_fd_r)
+        close(loop->wake_fd_w);
+    pthread_mutex_destroy(&loop->wake_lock);
+    pyws_poller_free(loop->poller);
+    free(loop->arena);
+    free(loop);
+}
+
+/* ------------------------------------------------------------------ listeners */
+
+int pyws_listen(pyws_loop *loop, const char *host, int port, const pyws_opts *opts, uint64_t *id)
+{
+    if (port < 0 || port > 65535)
+        return pyws_set_error(loop, PYWS_ERR_ARG, "port %d is out of range", port);
+    pyws_opts def;
+    if (!opts) {
+        pyws_opts_default(&def);
+        opts = &def;
+    }
+    int fd = pyws_net_listen(host, port, opts->backlog, opts->reuse_port, loop->errbuf,
+                             sizeof(loop->errbuf));
+    if (fd < 0)
+        return PYWS_ERR_SYS;
+    pyws_conn *l = pyws_conn_new(loop, PYWS_KIND_LISTENER, fd);
+    if (!l) {
+        close(fd);
+        return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
+    }
+    l->opts = *opts;
+    if (pyws_poller_add(loop->poller, fd, l->id, PYWS_POLL_IN) < 0) {
+        pyws_set_error(loop, PYWS_ERR_SYS, "cannot watch the listener: %s", strerror(errno));
+        pyws_conn_free(loop, l);
+        return PYWS_ERR_SYS;
+    }
+    *id = l->id;
+    return PYWS_OK;
+}
+
+static void accept_batch(pyws_loop *loop, pyws_conn *l)
+{
+    for (int i = 0; i < PYWS_ACCEPT_BATCH; i++) {
+        pyws_conn tmp;
+        socklen_t salen = sizeof(tmp.peer);
+        int fd = pyws_net_accept(l->fd, &tmp.peer.sa, &salen);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+                errno == ECONNABORTED)
+                return;
+            pyws_event *ev = pyws_event_push(loop, PYWS_EV_ERROR, l->id);
+            if (ev) {
+                int n = snprintf(loop->errbuf, sizeof(loop->errbuf), "accept failed: %s",
+                                 strerror(errno));
+                uint8_t *copy = pyws_scratch(loop, (size_t)n);
+                if (copy) {
+                    memcpy(copy, loop->errbuf, (size_t)n);
+                    ev->data = copy;
+                    ev->len = (size_t)n;
+                }
+                ev->code = PYWS_ERR_SYS;
+            }
+            return;
+        }
+        uint64_t lid = l->id;
+        pyws_conn *c = pyws_conn_new(loop, PYWS_KIND_CONN, fd);
+        if (!c) {
+            close(fd);
+            return;
+        }
+        c->opts = l->opts;
+        c->listener = lid;
+        c->peer = tmp.peer;
+        c->state = PYWS_ST_HTTP;
+        c->role = PYWS_ROLE_SERVER;
+        if (pyws_poller_add(loop->poller, fd, c->id, PYWS_POLL_IN) < 0) {
+            pyws_conn_free(loop, c);
+            continue;
+        }
+        if (c->opts.handshake_timeout) {
+            c->deadline_hs = loop->now + c->opts.handshake_timeout;
+            pyws_conn_deadline(loop, c, c->deadline_hs);
+        }
+        if (c->opts.idle_timeout)
+            pyws_conn_deadline(loop, c, loop->now + c->opts.idle_timeout);
+        pyws_event *ev = pyws_event_push(loop, PYWS_EV_ACCEPT, c->id);
+        if (ev)
+            ev->aux = lid;
+    }
+}
+
+/* ------------------------------------------------------------------ timers */
+
+int pyws_timer_add(pyws_loop *loop, uint64_t ms, int repeat, uint64_t *timer_id)
+{
+    uint64_t id = pyws_utimer_add(&loop->timers, pyws_now_ms(), ms, repeat);
+    if (!id)
+        return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
+    *timer_id = id;
+    return PYWS_OK;
+}
+
+int pyws_timer_cancel(pyws_loop *loop, uint64_t timer_id)
+{
+    return pyws_utimer_cancel(&loop->timers, timer_id) == 0 ? PYWS_OK : PYWS_ERR_BADID;
+}
+
+static void run_timers(pyws_loop *loop)
+{
+    const pyws_tentry *top;
+    while ((top = pyws_timers_peek(&loop->timers)) && top->when <= loop->now) {
+        pyws_tentry e = *top;
+        pyws_timers_pop(&loop->timers);
+        if (e.kind == PYWS_TIMER_USER) {
+            if (pyws_utimer_fire(&loop->timers, &e)) {
+                pyws_event *ev = pyws_event_push(loop, PYWS_EV_TIMER, 0);
+                if (ev)
+                    ev->aux = e.id;
+            }
+        } else {
+            pyws_conn *c = pyws_conn_get(loop, e.id);
+            if (c && c->kind == PYWS_KIND_CONN && c->timer_at == e.when)
+                pyws_conn_timeout(loop, c);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ wakeup */
+
+int pyws_wakeup(pyws_loop *loop, uint64_t id, const uint8_t *data, size_t len)
+{
+    uint8_t *copy = NULL;
+    if (len) {
+        copy = malloc(len);
+        if (!copy)
+            return PYWS_ERR_NOMEM;
+        memcpy(copy, data, len);
+    }
+    pthread_mutex_lock(&loop->wake_lock);
+    if (loop->wake_n == loop->wake_cap) {
+        size_t nc = loop->wake_cap ? loop->wake_cap * 2 : 16;
+        pyws_wake_item *nq = realloc(loop->wake_q, nc * sizeof(*nq));
+        if (!nq) {
+            pthread_mutex_unlock(&loop->wake_lock);
+            free(copy);
+            return PYWS_ERR_NOMEM;
+        }
+        loop->wake_q = nq;
+        loop->wake_cap = nc;
+    }
+    loop->wake_q[loop->wake_n].id = id;
+    loop->wake_q[loop->wake_n].data = copy;
+    loop->wake_q[loop->wake_n].len = len;
+    loop->wake_n++;
+    int signal = !loop->wake_signalled;
+    loop->wake_signalled = 1;
+    pthread_mutex_unlock(&loop->wake_lock);
+    if (signal) {
+        uint64_t one = 1;
+        ssize_t w;
+        do {
+            w = write(loop->wake_fd_w, &one, loop->wake_fd_w == loop->wake_fd_r ? 8 : 1);
+        } while (w < 0 && errno == EINTR);
+    }
+    return PYWS_OK;
+}
+
+static void drain_wakeups(pyws_loop *loop)
+{
+    uint8_t sink[64];
+    while (read(loop->wake_fd_r, sink, sizeof(sink)) > 0) {
+    }
+    pthread_mutex_lock(&loop->wake_lock);
+    pyws_wake_item *q = loop->wake_q;
+    size_t n = loop->wake_n;
+    loop->wake_q = NULL;
+    loop->wake_n = loop->wake_cap = 0;
+    loop->wake_signalled = 0;
+    pthread_mutex_unlock(&loop->wake_lock);
+    for (size_t i = 0; i < n; i++) {
+        pyws_event *ev = pyws_event_push(loop, PYWS_EV_WAKEUP, q[i].id);
+        if (ev) {
+            ev->data = q[i].data;
+            ev->len = q[i].len;
+        }
+        if (q[i].data && pyws_retire(loop, q[i].data) < 0)
+            free(q[i].data); /* no event can hold it if we could not record it... */
+    }
+    free(q);
+}
+
+/* ------------------------------------------------------------------ one iteration */
+
+static void run_dirty(pyws_loop *loop)
+{
+    /* flushing can mark nothing dirty again, but an EV_DRAIN handler cannot run here, so the
+     * list only shrinks: process it all */
+    uint32_t n = loop->dirty.n;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t slot = loop->dirty.v[i];
+        pyws_conn *c = slot < loop->nslots ? loop->conns[slot] : NULL;
+        if (!c || c->kind != PYWS_KIND_CONN || !(c->flags & CF_DIRTY))
+            continue;
+        c->flags &= ~CF_DIRTY;
+        pyws_conn_flush(loop, c);
+    }
+    /* entries added while flushing (a linger close marks nothing, but be safe) */
+    if (loop->dirty.n > n) {
+        memmove(loop->dirty.v, loop->dirty.v + n, (loop->dirty.n - n) * sizeof(uint32_t));
+        loop->dirty.n -= n;
+    } else {
+        loop->dirty.n = 0;
+    }
+}
+
+static void run_pending(pyws_loop *loop)
+{
+    uint32_t n = loop->pending.n;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t slot = loop->pending.v[i];
+        pyws_conn *c = slot < loop->nslots ? loop->conns[slot] : NULL;
+        if (!c || c->kind != PYWS_KIND_CONN || !(c->flags & CF_PENDING))
+            continue;
+        c->flags &= ~CF_PENDING;
+        uint64_t id = c->id;
+        if (c->rbuf || (c->flags & CF_REQ_DONE))
+            pyws_http_pending(loop, c);
+        c = pyws_conn_get(loop, id);
+        if (c && c->pending_code)
+            pyws_ws_pending(loop, c);
+    }
+    /* work marked during this pass waits for the next poll */
+    memmove(loop->pending.v, loop->pending.v + n, (loop->pending.n - n) * sizeof(uint32_t));
+    loop->pending.n -= n;
+}
+
+static void release_views(pyws_loop *loop)
+{
+    free_blocks(loop->retired, &loop->nretired);
+    for (uint32_t i = 0; i < loop->held.n; i++) {
+        uint32_t slot = loop->held.v[i];
+        pyws_conn *c = slot < loop->nslots ? loop->conns[slot] : NULL;
+        if (!c || c->kind != PYWS_KIND_CONN || !(c->flags & CF_HELD))
+            continue;
+        c->flags &= ~CF_HELD;
+        if (c->sess)
+            pyws_session_release(c->sess, PYWS_KEEP_MSG_BUF);
+    }
+    loop->held.n = 0;
+    loop->nevents = 0;
+    loop->arena_used = 0;
+    /* events raised between polls join this batch; their copies die at the next poll */
+    for (int i = 0; i < loop->ndeferred; i++) {
+        pyws_event *ev = grow_push(&loop->events, &loop->nevents, &loop->events_cap);
+        if (ev)
+            *ev = loop->deferred[i];
+    }
+    loop->ndeferred = 0;
+    for (size_t i = 0; i < loop->ndeferred_blocks; i++) {
+        if (pyws_retire(loop, loop->deferred_blocks[i]) < 0)
+            free(loop->deferred_blocks[i]);
+    }
+    loop->ndeferred_blocks = 0;
+}
+
+int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events)
+{
+    pyws_ready ready[PYWS_MAX_READY];
+    loop->in_poll = 1;
+    release_views(loop);
+    loop->now = pyws_now_ms();
+
+    run_pending(loop);
+    run_dirty(loop);
+
+    int wait = timeout_ms;
+    if (loop->nevents > 0 || loop->pending.n > 0)
+        wait = 0;
+    const pyws_tentry *t = pyws_timers_peek(&loop->timers);
+    if (t && wait != 0) {
+        uint64_t due = t->when > loop->now ? t->when - loop->now : 0;
+        if (wait < 0 || due < (uint64_t)wait)
+            wait = (int)(due > 0x7fffffff ? 0x7fffffff : due);
+    }
+
+    int n = pyws_poller_wait(loop->poller, wait, ready, PYWS_MAX_READY);
+    if (n < 0) {
+        loop->in_poll = 0;
+        *events = loop->events;
+        return pyws_set_error(loop, PYWS_ERR_SYS, "poll failed: %s", strerror(errno));
+    }
+    loop->now = pyws_now_ms();
+    for (int i = 0; i < n; i++) {
+        if (ready[i].udata == PYWS_WAKE_ID) {
+            drain_wakeups(loop);
+            continue;
+        }
+        /* re-checked per event: an earlier one may have closed (and reused) this slot */
+        pyws_conn *c = pyws_conn_get(loop, ready[i].udata);
+        if (!c)
+            continue;
+        if (c->kind == PYWS_KIND_LISTENER) {
+            accept_batch(loop, c);
+            continue;
+        }
+        uint64_t id = c->id;
+        if (ready[i].events & (PYWS_POLL_IN | PYWS_POLL_ERR))
+            pyws_conn_read(loop, c);
+        if ((ready[i].events & PYWS_POLL_OUT) && (c = pyws_conn_get(loop, id)) != NULL)
+            pyws_conn_flush(loop, c);
+    }
+
+    run_timers(loop);
+    run_dirty(loop);
+
+    loop->in_poll = 0;
+    *events = loop->events;
+    return loop->nevents;
+}

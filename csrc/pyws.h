@@ -1,0 +1,411 @@
+/*
+ * pyws.h — the whole public C API of the pyws engine.
+ *
+ * This header is read twice: by the C compiler, and by build_ffi.py, which hands the part between
+ * the CDEF markers to cffi's cdef(). That part must therefore stay in the subset cffi parses:
+ * plain typedefs, structs, prototypes and integer #defines (no expressions, no #if).
+ *
+ * Two halves:
+ *   - Protocol (Sans-I/O): masking, UTF-8 validation, frame parsing/encoding, HTTP head parsing,
+ *     the opening handshake. Pure functions over caller-owned buffers; they never allocate.
+ *   - Event library: a loop that owns sockets, timers and connections, and hands back a batch of
+ *     events per pyws_poll().
+ *
+ * Every exported symbol starts with pyws_, every constant with PYWS_.
+ * Threading: a pyws_loop belongs to the thread that calls pyws_poll(); the only functions that
+ * may be called from any other thread are pyws_wakeup() and pyws_loop_thread_check()'s peers
+ * documented as thread-safe below.
+ */
+#ifndef PYWS_H
+#define PYWS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* CDEF-BEGIN */
+
+/* ---------------------------------------------------------------------------------------------
+ * Result codes. Functions return >= 0 on success and one of these (< 0) on failure.
+ * ------------------------------------------------------------------------------------------- */
+#define PYWS_OK 0
+#define PYWS_ERR_NOMEM -1       /* allocation failed */
+#define PYWS_ERR_BADID -2       /* the id names no live connection (closed, or slot reused) */
+#define PYWS_ERR_CLOSED -3      /* the connection is closing or closed: nothing more may be sent */
+#define PYWS_ERR_STATE -4       /* the call does not fit the connection's state */
+#define PYWS_ERR_ARG -5         /* an argument is out of range */
+#define PYWS_ERR_SYS -6         /* a system call failed; errno-derived text in pyws_last_error() */
+#define PYWS_ERR_HANDSHAKE -7   /* the request was not a valid WebSocket upgrade */
+#define PYWS_ERR_LIMIT -8       /* a configured limit was exceeded (write buffer hard limit) */
+#define PYWS_ERR_PROTOCOL -9    /* the subprotocol named was not offered by the client */
+#define PYWS_ERR_UNSUPPORTED -10 /* not built in (a SIMD kernel this CPU lacks) */
+
+/* ---------------------------------------------------------------------------------------------
+ * Opcodes (RFC 6455 §5.2) and close codes (§7.4).
+ * ------------------------------------------------------------------------------------------- */
+#define PYWS_OP_CONTINUATION 0
+#define PYWS_OP_TEXT 1
+#define PYWS_OP_BINARY 2
+#define PYWS_OP_CLOSE 8
+#define PYWS_OP_PING 9
+#define PYWS_OP_PONG 10
+
+#define PYWS_CLOSE_NORMAL 1000
+#define PYWS_CLOSE_GOING_AWAY 1001
+#define PYWS_CLOSE_PROTOCOL_ERROR 1002
+#define PYWS_CLOSE_UNSUPPORTED_DATA 1003
+#define PYWS_CLOSE_NO_STATUS 1005      /* never on the wire: the peer's close had no code */
+#define PYWS_CLOSE_ABNORMAL 1006       /* never on the wire: TCP ended without a close frame */
+#define PYWS_CLOSE_INVALID_DATA 1007
+#define PYWS_CLOSE_POLICY 1008
+#define PYWS_CLOSE_TOO_BIG 1009
+#define PYWS_CLOSE_MANDATORY_EXT 1010
+#define PYWS_CLOSE_INTERNAL_ERROR 1011
+#define PYWS_CLOSE_TRY_AGAIN_LATER 1013
+#define PYWS_CLOSE_TLS_HANDSHAKE 1015  /* never on the wire */
+
+/* ---------------------------------------------------------------------------------------------
+ * SIMD kernel selection. PYWS_IMPL_AUTO picks the best kernel this CPU supports (decided once,
+ * at first use). Tests and benchmarks name a kernel explicitly to compare it with the scalar one.
+ * ------------------------------------------------------------------------------------------- */
+#define PYWS_IMPL_AUTO -1
+#define PYWS_IMPL_SCALAR 0
+#define PYWS_IMPL_SSE2 1
+#define PYWS_IMPL_AVX2 2
+#define PYWS_IMPL_NEON 3
+
+/* 1 when kernel `impl` is compiled in and this CPU runs it, else 0. AUTO and SCALAR are always 1. */
+int pyws_impl_available(int impl);
+/* The kernel AUTO resolves to on this CPU (one of PYWS_IMPL_SCALAR..NEON). */
+int pyws_impl_best(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Masking (mask.c + mask_<isa>.c)
+ *
+ * XOR buf[0..len) in place with the 4-byte key, starting at key phase `phase` (the payload offset
+ * of buf[0], mod 4), so a payload unmasked in pieces gives the same bytes as unmasked at once.
+ * Returns the phase after the last byte ((phase + len) & 3). Any alignment, any length.
+ * ------------------------------------------------------------------------------------------- */
+size_t pyws_mask(uint8_t *buf, size_t len, const uint8_t *key, size_t phase);
+/* Same with an explicit kernel; returns PYWS_ERR_UNSUPPORTED (cast to size_t: check
+ * pyws_impl_available first) when that kernel cannot run here. */
+size_t pyws_mask_with(int impl, uint8_t *buf, size_t len, const uint8_t *key, size_t phase);
+
+/* ---------------------------------------------------------------------------------------------
+ * UTF-8 validation (utf8.c + utf8_<isa>.c), incremental.
+ *
+ * A validator carries the state of a code point split across calls (fragments). Feed it pieces;
+ * it fails at the first byte that can never start or continue valid UTF-8 (overlongs,
+ * surrogates U+D800..DFFF, code points above U+10FFFF, stray continuation bytes, bytes C0, C1,
+ * F5..FF), so a message is rejected as soon as the invalid byte arrives, not at its end.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct pyws_utf8 {
+    uint32_t state;   /* 0 = at a code point boundary; opaque otherwise */
+    uint32_t cp;      /* partial code point (diagnostics only) */
+} pyws_utf8;
+
+#define PYWS_UTF8_OK 0        /* everything so far is valid and ends on a code point boundary */
+#define PYWS_UTF8_PARTIAL 1   /* valid so far, but ends inside a code point (needs more bytes) */
+#define PYWS_UTF8_INVALID 2   /* invalid; *bad_offset = index of the first offending byte */
+
+void pyws_utf8_init(pyws_utf8 *v);
+/* Feed len bytes. Returns PYWS_UTF8_OK / _PARTIAL / _INVALID. On _INVALID, if bad_offset is not
+ * NULL, *bad_offset is the offset in p of the first byte that made the input invalid, and the
+ * validator stays invalid until pyws_utf8_init(). A message is complete-and-valid only if the
+ * last feed returned PYWS_UTF8_OK. */
+int pyws_utf8_feed(pyws_utf8 *v, const uint8_t *p, size_t len, size_t *bad_offset);
+int pyws_utf8_feed_with(int impl, pyws_utf8 *v, const uint8_t *p, size_t len, size_t *bad_offset);
+/* One-shot: 1 if p[0..len) is complete valid UTF-8, else 0. */
+int pyws_utf8_valid(const uint8_t *p, size_t len);
+
+/* ---------------------------------------------------------------------------------------------
+ * Frames (frame.c): an incremental parser and a header encoder.
+ *
+ * The parser is a state machine fed arbitrary splits of the byte stream. Each call to
+ * pyws_parser_feed() consumes some prefix of the input and reports at most one thing through
+ * *out. Payload bytes are unmasked IN PLACE in the caller's buffer and handed back as a view
+ * (out->data points into `buf`), valid while the caller keeps that buffer.
+ *
+ * Feeding one byte at a time yields the same frames and the same payload bytes (in more, smaller
+ * PAYLOAD pieces) as feeding everything at once.
+ *
+ * The parser enforces the frame-level rules of RFC 6455 §5: mask bit per role, RSV bits not
+ * claimed by an extension, reserved opcodes, control frames <= 125 bytes and FIN set, a 64-bit
+ * length with its top bit clear, minimal length encodings are NOT required (RFC allows them),
+ * continuation frames only inside a fragmented message and no new data frame inside one.
+ * Message-level rules (UTF-8, size limits, close payloads) belong to the session.
+ * ------------------------------------------------------------------------------------------- */
+#define PYWS_FRAME_NEED_MORE 0   /* everything offered was consumed; feed more bytes */
+#define PYWS_FRAME_HEADER 1      /* a frame header was parsed: out->fin/rsv/opcode/length */
+#define PYWS_FRAME_PAYLOAD 2     /* out->data/out->len: the next unmasked piece of the payload */
+#define PYWS_FRAME_END 3         /* the current frame's payload is complete */
+#define PYWS_FRAME_ERROR 4       /* protocol violation: out->close_code, out->reason */
+
+#define PYWS_ROLE_SERVER 0       /* we are the server: incoming frames must be masked */
+#define PYWS_ROLE_CLIENT 1       /* we are the client: incoming frames must not be masked */
+
+typedef struct pyws_parser {
+    /* configuration (set by pyws_parser_init; rsv_allowed may be changed by extensions) */
+    uint8_t role;
+    uint8_t rsv_allowed;      /* bits 0x40/0x20/0x10 an extension has claimed (RSV1 = 0x40) */
+    /* state: opaque to callers */
+    uint8_t state;
+    uint8_t hdr_have;
+    uint8_t hdr_need;
+    uint8_t in_message;       /* a fragmented data message is in progress */
+    uint8_t hdr[14];
+    uint8_t mask[4];
+    uint64_t remaining;       /* payload bytes of the current frame not yet delivered */
+    uint64_t offset;          /* payload bytes of the current frame already delivered */
+    /* the current frame, valid from its HEADER report until the next HEADER */
+    uint8_t fin;
+    uint8_t rsv;
+    uint8_t opcode;
+    uint8_t masked;
+    uint64_t length;
+} pyws_parser;
+
+typedef struct pyws_frame_event {
+    int kind;                 /* PYWS_FRAME_* */
+    uint8_t fin, rsv, opcode, masked;
+    uint64_t length;          /* HEADER: payload length of this frame */
+    const uint8_t *data;      /* PAYLOAD: view into the caller's buffer (already unmasked) */
+    size_t len;               /* PAYLOAD: bytes in the view */
+    int close_code;           /* ERROR: the close code to fail with (1002, ...) */
+    const char *reason;       /* ERROR: static, human-readable reason (ASCII) */
+} pyws_frame_event;
+
+void pyws_parser_init(pyws_parser *p, int role);
+/* Consume a prefix of buf[0..len) and report one thing in *out. Returns the number of bytes
+ * consumed (which may be 0 only when it reports FRAME_END for an empty payload, or an ERROR).
+ * After an ERROR the parser stays failed: every later call reports the same error. */
+size_t pyws_parser_feed(pyws_parser *p, uint8_t *buf, size_t len, pyws_frame_event *out);
+
+/* Encode a frame header into out (at least 14 bytes). mask_key is NULL for unmasked frames.
+ * Returns the header length (2..14). Does not validate opcode/length rules. */
+size_t pyws_frame_header(uint8_t *out, int fin, int rsv, int opcode, uint64_t length,
+                         const uint8_t *mask_key);
+
+/* ---------------------------------------------------------------------------------------------
+ * HTTP/1.1 head parsing (http.c). The caller owns the buffer; the parser never allocates and
+ * hands out views into it, valid while the caller keeps the buffer unchanged.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct pyws_str {
+    const char *ptr;
+    size_t len;
+} pyws_str;
+
+typedef struct pyws_header {
+    pyws_str name;
+    pyws_str value;           /* leading/trailing spaces and tabs trimmed */
+} pyws_header;
+
+typedef struct pyws_http_head {
+    pyws_str method;          /* requests */
+    pyws_str target;          /* requests: the request-target (path and query) */
+    int version_minor;        /* HTTP/1.x: x (0 or 1) */
+    int status;               /* responses: the status code */
+    pyws_str reason;          /* responses: the reason phrase */
+    size_t num_headers;
+    size_t head_len;          /* bytes of the head including the final CRLFCRLF */
+} pyws_http_head;
+
+#define PYWS_HTTP_PARTIAL 0      /* no complete head yet (and within limits): read more */
+#define PYWS_HTTP_BAD -400       /* malformed: answer 400 */
+#define PYWS_HTTP_TOO_LARGE -431 /* head longer than max_bytes or more than max_headers: 431 */
+#define PYWS_HTTP_VERSION -505   /* not HTTP/1.x: answer 505 */
+
+/* Parse a request head from buf[0..len). headers[] has room for max_headers entries.
+ * Returns head length (> 0) when complete, PYWS_HTTP_PARTIAL, or a negative PYWS_HTTP_* error.
+ * A buffer already longer than max_bytes without a complete head gives PYWS_HTTP_TOO_LARGE.
+ * Accepts bare LF line endings as well as CRLF; rejects obsolete line folding, NULs and control
+ * characters in the request line and header names, whitespace before the colon. */
+int pyws_http_parse_request(const char *buf, size_t len, size_t max_bytes,
+                            pyws_http_head *head, pyws_header *headers, size_t max_headers);
+/* Same for a response head ("HTTP/1.1 101 Switching Protocols"). */
+int pyws_http_parse_response(const char *buf, size_t len, size_t max_bytes,
+                             pyws_http_head *head, pyws_header *headers, size_t max_headers);
+
+/* Find header `name` (case-insensitive); returns its index or -1. Starts the search at `from`. */
+int pyws_http_find(const pyws_header *headers, size_t n, const char *name, size_t from);
+/* 1 if the comma-separated token list in `value` contains `token` (case-insensitive), else 0. */
+int pyws_http_has_token(pyws_str value, const char *token);
+/* Content-Length: returns 0 and *out on success, -1 if malformed or duplicated-inconsistent,
+ * 1 if absent (out set to 0). */
+int pyws_http_content_length(const pyws_header *headers, size_t n, uint64_t *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * The opening handshake (handshake.c), RFC 6455 §4.2.1 / §4.2.2 / §4.1.
+ * ------------------------------------------------------------------------------------------- */
+#define PYWS_ACCEPT_LEN 28       /* base64 of a SHA-1 digest */
+
+typedef struct pyws_handshake {
+    int status;               /* 0 = a valid upgrade request; else the HTTP status to answer
+                                 (400, or 426 for a Sec-WebSocket-Version other than 13) */
+    const char *error;        /* static reason when status != 0 */
+    char accept[29];          /* Sec-WebSocket-Accept for the key, NUL-terminated */
+    pyws_str protocols;       /* Sec-WebSocket-Protocol values as received (may be empty); when
+                                 the header appears several times, the first occurrence only and
+                                 protocols_multi = 1 */
+    int protocols_multi;
+    pyws_str extensions;      /* Sec-WebSocket-Extensions (first occurrence) */
+} pyws_handshake;
+
+/* Check a parsed request head against RFC 6455 §4.2.1: GET, HTTP/1.1 or later, Host,
+ * Upgrade: websocket, Connection containing the token "upgrade", a Sec-WebSocket-Key that is
+ * base64 of 16 bytes, Sec-WebSocket-Version: 13. Fills *hs (status 0 on success). */
+void pyws_handshake_check(const pyws_http_head *head, const pyws_header *headers,
+                          pyws_handshake *hs);
+/* Compute the Sec-WebSocket-Accept value for a key (as sent, without trimming) into out
+ * (PYWS_ACCEPT_LEN chars + NUL). */
+void pyws_accept_key(const char *key, size_t key_len, char *out);
+/* 1 if `protocol` is one of the comma-separated tokens in `offered` (exact, case-sensitive
+ * match, per RFC 6455 §4.2.2), else 0. */
+int pyws_protocol_offered(pyws_str offered, const char *protocol);
+/* SHA-1 and base64, exposed for tests: digest is 20 bytes; b64 out needs 4*ceil(n/3)+1 bytes. */
+void pyws_sha1(const uint8_t *data, size_t len, uint8_t *digest);
+size_t pyws_base64_encode(const uint8_t *data, size_t len, char *out);
+/* Decode; returns decoded length or -1 when not canonical base64. out needs 3*len/4 bytes. */
+long pyws_base64_decode(const char *in, size_t len, uint8_t *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Event library: loop, connections, events.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct pyws_loop pyws_loop;
+
+/* Events handed back by pyws_poll(). Views (data/data2) stay valid until the next pyws_poll()
+ * or pyws_loop_free() on the same loop. */
+#define PYWS_EV_ERROR 0      /* code: PYWS_ERR_*; data: message text */
+#define PYWS_EV_ACCEPT 1     /* a listener accepted id; aux: listener id */
+#define PYWS_EV_CONNECT 2    /* an outgoing TCP connect finished (code 0) or failed (code < 0) */
+#define PYWS_EV_HTTP_MSG 3   /* data: request head (request line + headers); data2: body;
+                                code: 1 if the request is a valid WebSocket upgrade, else 0 */
+#define PYWS_EV_WS_OPEN 4    /* the WebSocket handshake completed */
+#define PYWS_EV_WS_MSG 5     /* opcode: TEXT/BINARY; data: the whole message (UTF-8 checked) */
+#define PYWS_EV_WS_CTL 6     /* opt-in: opcode PING/PONG/CLOSE; data: the control payload */
+#define PYWS_EV_DRAIN 7      /* write buffer fell back under the high-water mark */
+#define PYWS_EV_WAKEUP 8     /* pyws_wakeup(): id as passed (0 = none); data: bytes passed */
+#define PYWS_EV_TIMER 9      /* aux: timer id */
+#define PYWS_EV_CLOSE 10     /* connection gone; code: close code (1005 none, 1006 abnormal);
+                                data: close reason (UTF-8); aux: 1 if it was a WebSocket */
+#define PYWS_EV_HTTP_RESP 11 /* client: a non-101 HTTP response to our upgrade; data: head */
+
+typedef struct pyws_event {
+    int type;                 /* PYWS_EV_* */
+    int opcode;
+    int code;
+    uint64_t id;              /* the connection (or listener) the event is about */
+    const uint8_t *data;
+    size_t len;
+    const uint8_t *data2;
+    size_t len2;
+    uint64_t aux;
+} pyws_event;
+
+/* Options for listeners and connections. Fill with pyws_opts_default() then change fields.
+ * Sizes are bytes, times are milliseconds; 0 disables a timeout. */
+typedef struct pyws_opts {
+    uint64_t max_message_size;   /* default 4 MiB: a longer message closes with 1009 */
+    uint32_t max_header_bytes;   /* default 16384: a longer HTTP head gets 431 */
+    uint32_t max_headers;        /* default 64 header lines: more gets 431 */
+    uint64_t max_body;           /* default 1 MiB: a longer HTTP body gets 413 */
+    uint64_t write_high_water;   /* default 1 MiB: crossing back under it raises EV_DRAIN */
+    uint64_t write_limit;        /* default 16 MiB: queued bytes past this close with 1008 */
+    uint32_t close_timeout;      /* default 5000: the whole close handshake, then abort */
+    uint32_t heartbeat;          /* default 0 (off): ping every N ms while open */
+    uint32_t heartbeat_timeout;  /* default 10000: no pong this long after a ping: 1011 */
+    uint32_t idle_timeout;       /* default 0 (off): no bytes either way this long: close 1001 */
+    uint32_t handshake_timeout;  /* default 10000: HTTP head must complete within this */
+    int control_events;          /* default 0: 1 delivers PING/PONG/CLOSE as EV_WS_CTL */
+    int reuse_port;              /* default 0: SO_REUSEPORT on listeners */
+    int backlog;                 /* default 1024 */
+} pyws_opts;
+
+void pyws_opts_default(pyws_opts *o);
+
+/* Create a loop (its poller backend is the one built in: see pyws_backend()). NULL on failure. */
+pyws_loop *pyws_loop_new(void);
+/* Close every socket at once (no close handshake) and free everything. */
+void pyws_loop_free(pyws_loop *loop);
+/* Name of the poller backend compiled in: "epoll", "kqueue" or "poll". */
+const char *pyws_backend(void);
+/* Text of the last error on this loop (valid until the next call on the loop). */
+const char *pyws_last_error(pyws_loop *loop);
+
+/* Listen on host:port (host "0.0.0.0", "::", "127.0.0.1", ...; port 0 picks one). The listener
+ * id is stored in *id; its connections inherit *opts (copied). */
+int pyws_listen(pyws_loop *loop, const char *host, int port, const pyws_opts *opts,
+                uint64_t *id);
+/* The local port a listener or connection is bound to, or < 0. */
+int pyws_local_port(pyws_loop *loop, uint64_t id);
+/* Peer address as "ip:port" or "[ip6]:port" into out (NUL-terminated); returns length or < 0. */
+int pyws_remote_addr(pyws_loop *loop, uint64_t id, char *out, size_t cap);
+
+/* Run one iteration: flush pending output, wait up to timeout_ms (-1 = until something happens,
+ * 0 = do not wait) for I/O, timers or wakeups, do the I/O, and return the number of events
+ * stored at *events (an array owned by the loop, valid until the next pyws_poll). < 0 on error.
+ * Must be called from the loop's thread. */
+int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events);
+
+/* Upgrade the connection whose HTTP_MSG was a valid WebSocket request: queue the 101 response
+ * (with protocol as Sec-WebSocket-Protocol if not NULL, and extra_headers, each line ending in
+ * CRLF, if not NULL) and switch to WebSocket framing. PYWS_ERR_HANDSHAKE when the request was
+ * not a valid upgrade (a 400/426 answer is queued and the connection closes after flushing);
+ * PYWS_ERR_PROTOCOL when protocol was not offered (nothing is sent). */
+int pyws_ws_upgrade(pyws_loop *loop, uint64_t id, const char *protocol,
+                    const char *extra_headers);
+/* The handshake's HTTP status had it failed (0 for a valid upgrade request). */
+int pyws_handshake_status(pyws_loop *loop, uint64_t id);
+
+#define PYWS_SEND_FIN 1          /* last fragment of the message */
+
+/* Queue one frame (opcode TEXT/BINARY/CONTINUATION/PING/PONG) carrying data[0..len). A message
+ * in fragments is a TEXT/BINARY frame without PYWS_SEND_FIN followed by CONTINUATION frames,
+ * the last with PYWS_SEND_FIN; control frames may be sent in between. Returns PYWS_OK,
+ * PYWS_ERR_CLOSED, PYWS_ERR_STATE (bad fragment sequence, not a WebSocket, control > 125),
+ * PYWS_ERR_LIMIT (queue passed write_limit: the connection is being closed with 1008). */
+int pyws_send(pyws_loop *loop, uint64_t id, int opcode, const uint8_t *data, size_t len,
+              int flags);
+/* Queue raw bytes (an HTTP response) on a connection. */
+int pyws_send_raw(pyws_loop *loop, uint64_t id, const uint8_t *data, size_t len);
+/* Start the close handshake with code (1000..4999, not 1005/1006/1015) and reason (<= 123
+ * bytes, UTF-8). Code 0 sends a close frame without a payload. On a plain HTTP connection
+ * this is the same as pyws_close_after_flush. */
+int pyws_ws_close(pyws_loop *loop, uint64_t id, int code, const char *reason, size_t reason_len);
+/* Close the TCP connection once everything queued has been written. */
+int pyws_close_after_flush(pyws_loop *loop, uint64_t id);
+/* Close the TCP connection now, dropping queued output (EV_CLOSE follows with 1006). */
+int pyws_abort(pyws_loop *loop, uint64_t id);
+
+/* Bytes queued and not yet written, or < 0. */
+int64_t pyws_write_buffer_size(pyws_loop *loop, uint64_t id);
+/* Per-connection limits (after accept): max message size in bytes. */
+int pyws_set_max_message_size(pyws_loop *loop, uint64_t id, uint64_t bytes);
+/* 1 if id names a live connection, 0 if not. */
+int pyws_is_alive(pyws_loop *loop, uint64_t id);
+/* 1 if the connection speaks WebSocket (upgraded), 0 if not, < 0 on error. */
+int pyws_is_websocket(pyws_loop *loop, uint64_t id);
+
+/* Timers: fire EV_TIMER after ms milliseconds (then every ms if repeat). Returns the timer id
+ * (> 0) in *timer_id. */
+int pyws_timer_add(pyws_loop *loop, uint64_t ms, int repeat, uint64_t *timer_id);
+int pyws_timer_cancel(pyws_loop *loop, uint64_t timer_id);
+
+/* THREAD-SAFE. Deliver EV_WAKEUP (id, a copy of data) on the loop's thread and wake the loop now
+ * if it is waiting in pyws_poll. Returns PYWS_OK or PYWS_ERR_NOMEM. */
+int pyws_wakeup(pyws_loop *loop, uint64_t id, const uint8_t *data, size_t len);
+
+/* Statistics for tests and benchmarks: bytes of heap held by a connection's buffers. */
+int64_t pyws_conn_memory(pyws_loop *loop, uint64_t id);
+/* Number of live connections (listeners excluded). */
+int pyws_conn_count(pyws_loop *loop);
+
+/* CDEF-END */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PYWS_H */

@@ -1,0 +1,213 @@
+/*
+ * session.c — one WebSocket's protocol state: message assembly, UTF-8 checks, size limits,
+ * control frames and close payload validation. Sans-I/O: see session.h.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "session.h"
+
+void pyws_session_init(pyws_session *s, int role, uint64_t max_message)
+{
+    memset(s, 0, sizeof(*s));
+    pyws_parser_init(&s->parser, role);
+    pyws_utf8_init(&s->utf8);
+    s->max_message = max_message;
+}
+
+void pyws_session_free(pyws_session *s)
+{
+    free(s->buf);
+    s->buf = NULL;
+    s->buf_len = s->buf_cap = 0;
+    s->held = 0;
+}
+
+int pyws_close_code_valid(int code)
+{
+    if (code >= 1000 && code <= 1003)
+        return 1;
+    if (code >= 1007 && code <= 1014)
+        return 1;
+    return code >= 3000 && code <= 4999;
+}
+
+static int fail(pyws_session *s, pyws_sess_event *ev, int code, const char *reason)
+{
+    s->failed = 1;
+    ev->kind = PYWS_SESS_ERROR;
+    ev->code = code;
+    ev->reason = reason;
+    ev->reason_len = strlen(reason);
+    return ev->kind;
+}
+
+/* Make room for `extra` more bytes in the assembly buffer; `hint` is how much the current frame
+ * still brings, so a large frame is reserved once rather than grown piece by piece. */
+static int reserve(pyws_session *s, size_t extra, uint64_t hint, uint8_t **retired)
+{
+    if (s->held) {
+        /* The buffer still backs a delivered message: start a fresh one. */
+        *retired = s->buf;
+        s->buf = NULL;
+        s->buf_len = s->buf_cap = 0;
+        s->held = 0;
+    }
+    size_t need = s->buf_len + extra;
+    if (need <= s->buf_cap)
+        return 0;
+    size_t cap = s->buf_cap ? s->buf_cap * 2 : 4096;
+    uint64_t want = (uint64_t)s->buf_len + hint;
+    if (want > cap && want < SIZE_MAX / 2)
+        cap = (size_t)want;
+    if (cap < need)
+        cap = need;
+    uint8_t *nb = realloc(s->buf, cap);
+    if (!nb)
+        return -1;
+    s->buf = nb;
+    s->buf_cap = cap;
+    return 0;
+}
+
+static int control_end(pyws_session *s, pyws_sess_event *ev)
+{
+    ev->data = s->ctl;
+    ev->len = s->ctl_len;
+    switch (s->parser.opcode) {
+    case PYWS_OP_PING:
+        ev->kind = PYWS_SESS_PING;
+        return ev->kind;
+    case PYWS_OP_PONG:
+        ev->kind = PYWS_SESS_PONG;
+        return ev->kind;
+    default: /* CLOSE */
+        break;
+    }
+    if (s->ctl_len == 0) {
+        ev->code = PYWS_CLOSE_NO_STATUS;
+        ev->reason = "";
+        ev->reason_len = 0;
+    } else if (s->ctl_len == 1) {
+        return fail(s, ev, PYWS_CLOSE_PROTOCOL_ERROR, "close frame with a 1-byte payload");
+    } else {
+        int code = (s->ctl[0] << 8) | s->ctl[1];
+        if (!pyws_close_code_valid(code))
+            return fail(s, ev, PYWS_CLOSE_PROTOCOL_ERROR, "invalid close code");
+        if (!pyws_utf8_valid(s->ctl + 2, s->ctl_len - 2u))
+            return fail(s, ev, PYWS_CLOSE_INVALID_DATA, "close reason is not valid UTF-8");
+        ev->code = code;
+        ev->reason = (const char *)s->ctl + 2;
+        ev->reason_len = s->ctl_len - 2u;
+    }
+    s->closed = 1;
+    ev->kind = PYWS_SESS_CLOSE;
+    return ev->kind;
+}
+
+int pyws_session_feed(pyws_session *s, uint8_t *buf, size_t len, size_t *consumed,
+                      pyws_sess_event *ev, uint8_t **retired)
+{
+    size_t pos = 0;
+    memset(ev, 0, sizeof(*ev));
+    if (s->failed || s->closed) {
+        *consumed = len;
+        return PYWS_SESS_NONE;
+    }
+    for (;;) {
+        pyws_frame_event fe;
+        size_t n = pyws_parser_feed(&s->parser, buf + pos, len - pos, &fe);
+        pos += n;
+        *consumed = pos;
+        switch (fe.kind) {
+        case PYWS_FRAME_NEED_MORE:
+            return PYWS_SESS_NONE;
+
+        case PYWS_FRAME_ERROR:
+            return fail(s, ev, fe.close_code, fe.reason);
+
+        case PYWS_FRAME_HEADER:
+            if (fe.opcode & 8) {
+                s->ctl_len = 0;
+                break;
+            }
+            if (fe.opcode != PYWS_OP_CONTINUATION) {
+                s->msg_opcode = fe.opcode;
+                s->msg_len = 0;
+                pyws_utf8_init(&s->utf8);
+            }
+            if (s->max_message && fe.length > s->max_message - s->msg_len)
+                return fail(s, ev, PYWS_CLOSE_TOO_BIG, "message too big");
+            break;
+
+        case PYWS_FRAME_PAYLOAD:
+            if (s->parser.opcode & 8) {
+                /* at most 125 bytes in all: the parser checked the length */
+                memcpy(s->ctl + s->ctl_len, fe.data, fe.len);
+                s->ctl_len = (uint8_t)(s->ctl_len + fe.len);
+                break;
+            }
+            if (s->msg_opcode == PYWS_OP_TEXT) {
+                size_t bad;
+                if (pyws_utf8_feed(&s->utf8, fe.data, fe.len, &bad) == PYWS_UTF8_INVALID)
+                    return fail(s, ev, PYWS_CLOSE_INVALID_DATA, "invalid UTF-8 in a text message");
+            }
+            if (s->parser.fin && s->parser.opcode != PYWS_OP_CONTINUATION &&
+                fe.len == s->parser.length) {
+                /* A whole single-frame message in one piece: deliver it in place. */
+                s->msg_len = fe.len;
+                ev->data = fe.data;
+                ev->len = fe.len;
+                break;
+            }
+            if (reserve(s, fe.len, s->parser.remaining + fe.len, retired) < 0)
+                return fail(s, ev, PYWS_CLOSE_INTERNAL_ERROR, "out of memory");
+            memcpy(s->buf + s->buf_len, fe.data, fe.len);
+            s->buf_len += fe.len;
+            s->msg_len += fe.len;
+            break;
+
+        case PYWS_FRAME_END:
+            if (s->parser.opcode & 8)
+                return control_end(s, ev);
+            if (!s->parser.fin)
+                break;
+            if (s->msg_opcode == PYWS_OP_TEXT && s->utf8.state != 0)
+                return fail(s, ev, PYWS_CLOSE_INVALID_DATA, "text message ends inside a UTF-8 sequence");
+            ev->kind = PYWS_SESS_MESSAGE;
+            ev->opcode = s->msg_opcode;
+            if (ev->data == NULL) {
+                /* assembled in the buffer (reserve() retired any held one first) */
+                if (s->msg_len) {
+                    ev->data = s->buf;
+                    ev->len = s->buf_len;
+                    s->held = 1;
+                } else {
+                    ev->data = (const uint8_t *)"";
+                    ev->len = 0;
+                }
+            }
+            s->msg_opcode = 0;
+            return ev->kind;
+        }
+    }
+}
+
+void pyws_session_release(pyws_session *s, size_t keep_bytes)
+{
+    if (s->held) {
+        s->held = 0;
+        s->buf_len = 0;
+    }
+    if (s->msg_opcode == 0 && s->buf_cap > keep_bytes) {
+        free(s->buf);
+        s->buf = NULL;
+        s->buf_cap = 0;
+        s->buf_len = 0;
+    }
+}
+
+size_t pyws_session_memory(const pyws_session *s)
+{
+    return s->buf_cap;
+}

@@ -1,0 +1,243 @@
+/*
+ * upgrade.c — the HTTP phase of a server connection: reading a request (head and
+ * Content-Length body) within its limits, answering malformed ones, delivering EV_HTTP_MSG,
+ * and the upgrade to WebSocket (pyws_ws_upgrade).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+#define MAX_HEADERS_HARD 256
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 426: return "Upgrade Required";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Error";
+    }
+}
+
+void pyws_http_error(pyws_loop *loop, pyws_conn *c, int status, const char *why)
+{
+    char head[512];
+    size_t wlen = strlen(why);
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Length: %zu\r\n%sConnection: close\r\n\r\n",
+                     status, status_text(status), wlen + 1,
+                     status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "");
+    if (n > 0 && (size_t)n < sizeof(head)) {
+        pyws_conn_queue(loop, c, (const uint8_t *)head, (size_t)n, (const uint8_t *)why, wlen);
+        pyws_conn_queue(loop, c, (const uint8_t *)"\n", 1, NULL, 0);
+    }
+    pyws_event *ev = pyws_event_push(loop, PYWS_EV_ERROR, c->id);
+    if (ev) {
+        ev->code = PYWS_ERR_HANDSHAKE;
+        ev->opcode = status;
+        ev->data = (const uint8_t *)why;
+        ev->len = wlen;
+    }
+    pyws_conn_finish(loop, c);
+}
+
+static void store_handshake(pyws_conn *c, const pyws_handshake *hs)
+{
+    c->hs_status = hs->status;
+    memcpy(c->accept, hs->accept, sizeof(c->accept));
+    free(c->protocols);
+    c->protocols = NULL;
+    if (hs->status == 0 && hs->protocols.len) {
+        c->protocols = malloc(hs->protocols.len + 1);
+        if (c->protocols) {
+            memcpy(c->protocols, hs->protocols.ptr, hs->protocols.len);
+            c->protocols[hs->protocols.len] = 0;
+        }
+    }
+    c->flags |= CF_HS_STORED;
+}
+
+void pyws_http_input(pyws_loop *loop, pyws_conn *c)
+{
+    if (c->flags & CF_REQ_DONE) {
+        pyws_conn_mark(loop, c, CF_PENDING); /* one request per turn; the rest next poll */
+        return;
+    }
+    if (c->rlen == 0)
+        return;
+    pyws_header headers[MAX_HEADERS_HARD];
+    pyws_http_head head;
+    size_t maxh = c->opts.max_headers < MAX_HEADERS_HARD ? c->opts.max_headers : MAX_HEADERS_HARD;
+    int r = pyws_http_parse_request((const char *)c->rbuf, c->rlen, c->opts.max_header_bytes,
+                                    &head, headers, maxh);
+    if (r == PYWS_HTTP_PARTIAL)
+        return;
+    if (r < 0) {
+        int status = -r;
+        pyws_http_error(loop, c, status,
+                        status == 431 ? "request head too large"
+                        : status == 505 ? "only HTTP/1.x is served here"
+                                        : "malformed HTTP request");
+        return;
+    }
+    if (pyws_http_find(headers, head.num_headers, "transfer-encoding", 0) >= 0) {
+        pyws_http_error(loop, c, 501, "chunked request bodies are not supported; send Content-Length");
+        return;
+    }
+    uint64_t body = 0;
+    if (pyws_http_content_length(headers, head.num_headers, &body) < 0) {
+        pyws_http_error(loop, c, 400, "invalid Content-Length");
+        return;
+    }
+    if (body > c->opts.max_body) {
+        pyws_http_error(loop, c, 413, "request body larger than the server's max_body");
+        return;
+    }
+    if (c->rlen < head.head_len + body)
+        return; /* body still arriving */
+
+    pyws_handshake hs;
+    pyws_handshake_check(&head, headers, &hs);
+    store_handshake(c, &hs);
+
+    pyws_event *ev = pyws_event_push(loop, PYWS_EV_HTTP_MSG, c->id);
+    if (ev) {
+        ev->data = c->rbuf;
+        ev->len = head.head_len;
+        ev->data2 = c->rbuf + head.head_len;
+        ev->len2 = (size_t)body;
+        ev->code = hs.status == 0;
+        ev->opcode = hs.status;
+    }
+    c->rdone = head.head_len + (size_t)body;
+    c->flags |= CF_REQ_DONE;
+    c->deadline_hs = 0;
+    pyws_conn_mark(loop, c, CF_PENDING);
+}
+
+void pyws_http_pending(pyws_loop *loop, pyws_conn *c)
+{
+    if (c->flags & CF_REQ_DONE) {
+        size_t rest = c->rlen - c->rdone;
+        if (rest)
+            memmove(c->rbuf, c->rbuf + c->rdone, rest);
+        c->rlen = rest;
+        c->rdone = 0;
+        c->flags &= ~CF_REQ_DONE;
+    }
+    if (c->state == PYWS_ST_HTTP) {
+        if (c->rlen) {
+            pyws_http_input(loop, c);
+        } else if (!c->deadline_hs && c->opts.handshake_timeout) {
+            /* keep-alive: the next request has the same time to arrive */
+            c->deadline_hs = loop->now + c->opts.handshake_timeout;
+            pyws_conn_deadline(loop, c, c->deadline_hs);
+        }
+        if (c->rlen == 0 && c->rcap > 4096) {
+            free(c->rbuf);
+            c->rbuf = NULL;
+            c->rcap = 0;
+        }
+        return;
+    }
+    /* Upgraded: bytes that followed the request are WebSocket input. */
+    if (c->rlen && c->sess && (c->state == PYWS_ST_WS_OPEN || c->state == PYWS_ST_WS_CLOSING)) {
+        uint8_t *dst = pyws_scratch(loop, c->rlen);
+        if (dst) {
+            memcpy(dst, c->rbuf, c->rlen);
+            size_t n = c->rlen;
+            c->rlen = 0;
+            pyws_ws_input(loop, c, dst, n);
+            c = pyws_conn_get(loop, c->id);
+            if (!c)
+                return;
+        }
+    }
+    free(c->rbuf);
+    c->rbuf = NULL;
+    c->rlen = c->rcap = 0;
+}
+
+int pyws_handshake_status(pyws_loop *loop, uint64_t id)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c)
+        return PYWS_ERR_BADID;
+    if (!(c->flags & CF_HS_STORED))
+        return PYWS_ERR_STATE;
+    return c->hs_status;
+}
+
+static int is_token(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch <= 32 || ch >= 127 || strchr("()<>@,;:\\\"/[]?={}", ch))
+            return 0;
+    }
+    return 1;
+}
+
+int pyws_ws_upgrade(pyws_loop *loop, uint64_t id, const char *protocol, const char *extra_headers)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c || c->kind != PYWS_KIND_CONN)
+        return PYWS_ERR_BADID;
+    if (c->state != PYWS_ST_HTTP || !(c->flags & CF_HS_STORED))
+        return pyws_set_error(loop, PYWS_ERR_STATE,
+                              "ws_upgrade() needs a connection whose last HTTP request is unanswered");
+    if (c->hs_status) {
+        int status = c->hs_status;
+        c->flags &= ~CF_HS_STORED;
+        pyws_http_error(loop, c, status, status == 426 ? "unsupported Sec-WebSocket-Version (use 13)"
+                                                       : "not a valid WebSocket upgrade request");
+        return pyws_set_error(loop, PYWS_ERR_HANDSHAKE, "the request is not a valid WebSocket "
+                              "upgrade (answered with HTTP %d)", status);
+    }
+    if (protocol && *protocol) {
+        pyws_str offered = {c->protocols, c->protocols ? strlen(c->protocols) : 0};
+        if (!is_token(protocol) || !c->protocols || !pyws_protocol_offered(offered, protocol))
+            return pyws_set_error(loop, PYWS_ERR_PROTOCOL, "subprotocol '%.64s' was not offered by "
+                                  "the client (offered: %.128s)", protocol,
+                                  c->protocols ? c->protocols : "none");
+    }
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n", c->accept);
+    if (n < 0 || (size_t)n >= sizeof(head))
+        return PYWS_ERR_ARG;
+    int rc = pyws_conn_queue(loop, c, (const uint8_t *)head, (size_t)n, NULL, 0);
+    if (rc == 0 && protocol && *protocol) {
+        rc = pyws_conn_queue(loop, c, (const uint8_t *)"Sec-WebSocket-Protocol: ", 24,
+                             (const uint8_t *)protocol, strlen(protocol));
+        if (rc == 0)
+            rc = pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0);
+    }
+    if (rc == 0 && extra_headers && *extra_headers)
+        rc = pyws_conn_queue(loop, c, (const uint8_t *)extra_headers, strlen(extra_headers), NULL, 0);
+    if (rc == 0)
+        rc = pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0);
+    if (rc != 0)
+        return rc;
+    c->flags &= ~CF_HS_STORED;
+    free(c->protocols);
+    c->protocols = NULL;
+    pyws_ws_start(loop, c, PYWS_ROLE_SERVER);
+    if (!c->sess) {
+        pyws_conn_close(loop, c, PYWS_CLOSE_INTERNAL_ERROR);
+        return PYWS_ERR_NOMEM;
+    }
+    pyws_event_push(loop, PYWS_EV_WS_OPEN, c->id);
+    pyws_conn_mark(loop, c, CF_PENDING);
+    return PYWS_OK;
+}

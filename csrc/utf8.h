@@ -1,0 +1,42 @@
+/*
+ * utf8.h — internal: the UTF-8 validation kernels behind pyws_utf8_feed() / _feed_with().
+ *
+ * The validator is a deterministic automaton over byte classes (utf8.c). Its state is the
+ * public pyws_utf8.state; the values below are opaque to callers except that 0 means "at a code
+ * point boundary". States are stored pre-multiplied by 16 so that one step is
+ * `state = next[state + class[byte]]`.
+ *
+ * A kernel runs the automaton from *state over p[0..len):
+ *   - returns PYWS_UTF8_OK or PYWS_UTF8_PARTIAL with *state the state after the last byte, or
+ *   - returns PYWS_UTF8_INVALID with *state = PYWS_UTF8_S_BAD and *bad the offset in p of the
+ *     first byte the automaton rejected.
+ * Every kernel gives exactly the same answers; the SIMD ones only skip ASCII faster. *state must
+ * be a valid, non-BAD state (the dispatch in utf8.c checks). Kernels never read outside p[0..len).
+ */
+#ifndef PYWS_UTF8_H
+#define PYWS_UTF8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pyws.h"
+
+#define PYWS_UTF8_S_BOUNDARY 0u /* between code points */
+#define PYWS_UTF8_S_BAD 128u    /* rejected; sticky */
+
+typedef int (*pyws_utf8_fn)(uint32_t *state, const uint8_t *p, size_t len, size_t *bad);
+
+int pyws_utf8_scalar(uint32_t *state, const uint8_t *p, size_t len, size_t *bad); /* utf8.c */
+int pyws_utf8_sse2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad);   /* utf8_sse2.c */
+int pyws_utf8_avx2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad);   /* utf8_avx2.c */
+int pyws_utf8_neon(uint32_t *state, const uint8_t *p, size_t len, size_t *bad);   /* utf8_neon.c */
+
+/*
+ * The shared non-ASCII path for the SIMD kernels: run the automaton from *state starting at p[i],
+ * and stop at the first code point boundary at or after `stop`, or at len (stop <= len).
+ * Returns the position reached. If a byte is rejected, sets *state to PYWS_UTF8_S_BAD and
+ * returns that byte's offset instead.
+ */
+size_t pyws_utf8_advance(uint32_t *state, const uint8_t *p, size_t i, size_t stop, size_t len);
+
+#endif /* PYWS_UTF8_H */

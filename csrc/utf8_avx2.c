@@ -1,0 +1,71 @@
+/*
+ * utf8_avx2.c — UTF-8 validation with an AVX2 ASCII fast path.
+ *
+ * At a code point boundary, 64 bytes are tested at once (two 32-byte vectors OR-ed, one
+ * movemask): all ASCII means all valid, skip them. Otherwise jump to the first non-ASCII byte
+ * and let the shared scalar path (pyws_utf8_advance) validate at least NEAR bytes from there,
+ * up to the next boundary, then try 64 at a time again. The last < 64 bytes go to the scalar
+ * kernel, so every answer is the scalar automaton's.
+ */
+#include "cpu.h"
+#include "utf8.h"
+
+#if PYWS_HAVE_X86_KERNELS
+
+#include <immintrin.h>
+
+/* How far the scalar path runs past a non-ASCII byte before the vectors are tried again. */
+#define NEAR 16
+
+__attribute__((target("avx2")))
+int pyws_utf8_avx2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
+{
+    uint32_t s = *state;
+    size_t i = 0;
+
+    while (i < len) {
+        if (s == PYWS_UTF8_S_BOUNDARY) {
+            unsigned ma, mb;
+            if (len - i < 64)
+                break;
+            const __m256i a = _mm256_loadu_si256((const void *)(p + i));
+            const __m256i b = _mm256_loadu_si256((const void *)(p + i + 32));
+            if (_mm256_movemask_epi8(_mm256_or_si256(a, b)) == 0) {
+                i += 64;
+                continue;
+            }
+            ma = (unsigned)_mm256_movemask_epi8(a);
+            mb = (unsigned)_mm256_movemask_epi8(b);
+            i += (size_t)__builtin_ctzll((uint64_t)ma | (uint64_t)mb << 32);
+        }
+        i = pyws_utf8_advance(&s, p, i, len - i > NEAR ? i + NEAR : len, len);
+        if (s == PYWS_UTF8_S_BAD) {
+            *state = s;
+            *bad = i;
+            return PYWS_UTF8_INVALID;
+        }
+    }
+    if (i < len) {
+        size_t tail_bad = 0;
+        int r = pyws_utf8_scalar(&s, p + i, len - i, &tail_bad);
+        *state = s;
+        if (r == PYWS_UTF8_INVALID)
+            *bad = i + tail_bad;
+        return r;
+    }
+    *state = s;
+    return s == PYWS_UTF8_S_BOUNDARY ? PYWS_UTF8_OK : PYWS_UTF8_PARTIAL;
+}
+
+#else
+
+int pyws_utf8_avx2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
+{
+    (void)state;
+    (void)p;
+    (void)len;
+    (void)bad;
+    return PYWS_ERR_UNSUPPORTED;
+}
+
+#endif

@@ -1,0 +1,86 @@
+/*
+ * utf8_neon.c — UTF-8 validation with an AArch64 NEON ASCII fast path.
+ *
+ * At a code point boundary, 64 bytes are tested at once (four 16-byte vectors OR-ed, one
+ * horizontal max): all ASCII means all valid, skip them. Otherwise jump to the first non-ASCII
+ * byte and let the shared scalar path (pyws_utf8_advance) validate at least NEAR bytes from
+ * there, up to the next boundary, then try 64 at a time again. The last < 64 bytes go to the
+ * scalar kernel, so every answer is the scalar automaton's.
+ */
+#include "cpu.h"
+#include "utf8.h"
+
+#if PYWS_HAVE_NEON_KERNELS
+
+#include <arm_neon.h>
+
+/* How far the scalar path runs past a non-ASCII byte before the vectors are tried again. */
+#define NEAR 16
+
+/* Index of the first byte >= 0x80 in v, or 16 if none. */
+static inline size_t first_high(uint8x16_t v)
+{
+    /* 0xFF where the top bit is set; narrowing each 16-bit pair by 4 leaves one nibble per byte. */
+    const uint8x16_t hi = vreinterpretq_u8_s8(vshrq_n_s8(vreinterpretq_s8_u8(v), 7));
+    const uint64_t m = vget_lane_u64(vreinterpret_u64_u8(vshrn_n_u16(vreinterpretq_u16_u8(hi), 4)), 0);
+    return m == 0 ? 16 : (size_t)__builtin_ctzll(m) >> 2;
+}
+
+int pyws_utf8_neon(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
+{
+    uint32_t s = *state;
+    size_t i = 0;
+
+    while (i < len) {
+        if (s == PYWS_UTF8_S_BOUNDARY) {
+            size_t k;
+            if (len - i < 64)
+                break;
+            const uint8x16_t a = vld1q_u8(p + i);
+            const uint8x16_t b = vld1q_u8(p + i + 16);
+            const uint8x16_t c = vld1q_u8(p + i + 32);
+            const uint8x16_t d = vld1q_u8(p + i + 48);
+            if (vmaxvq_u8(vorrq_u8(vorrq_u8(a, b), vorrq_u8(c, d))) < 0x80) {
+                i += 64;
+                continue;
+            }
+            if ((k = first_high(a)) < 16)
+                i += k;
+            else if ((k = first_high(b)) < 16)
+                i += 16 + k;
+            else if ((k = first_high(c)) < 16)
+                i += 32 + k;
+            else
+                i += 48 + first_high(d);
+        }
+        i = pyws_utf8_advance(&s, p, i, len - i > NEAR ? i + NEAR : len, len);
+        if (s == PYWS_UTF8_S_BAD) {
+            *state = s;
+            *bad = i;
+            return PYWS_UTF8_INVALID;
+        }
+    }
+    if (i < len) {
+        size_t tail_bad = 0;
+        int r = pyws_utf8_scalar(&s, p + i, len - i, &tail_bad);
+        *state = s;
+        if (r == PYWS_UTF8_INVALID)
+            *bad = i + tail_bad;
+        return r;
+    }
+    *state = s;
+    return s == PYWS_UTF8_S_BOUNDARY ? PYWS_UTF8_OK : PYWS_UTF8_PARTIAL;
+}
+
+#else
+
+int pyws_utf8_neon(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
+{
+    (void)state;
+    (void)p;
+    (void)len;
+    (void)bad;
+    return PYWS_ERR_UNSUPPORTED;
+}
+
+#endif

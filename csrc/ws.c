@@ -1,0 +1,338 @@
+/*
+ * ws.c — the WebSocket phase of a connection: feeding the session and acting on what it reports
+ * (messages to the batch, pongs, the close handshake), sending frames with fragmentation and
+ * backpressure rules, heartbeat pings.
+ */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sys/random.h>
+#endif
+
+#include "core.h"
+
+void pyws_ws_start(pyws_loop *loop, pyws_conn *c, int role)
+{
+    c->sess = malloc(sizeof(*c->sess));
+    if (!c->sess)
+        return;
+    pyws_session_init(c->sess, role, c->opts.max_message_size);
+    c->role = role;
+    c->state = PYWS_ST_WS_OPEN;
+    c->flags |= CF_WAS_WS;
+    if (c->opts.control_events)
+        c->flags |= CF_CTL_EVENTS;
+    c->deadline_hs = 0;
+    if (c->opts.heartbeat) {
+        c->hb_next = loop->now + c->opts.heartbeat;
+        pyws_conn_deadline(loop, c, c->hb_next);
+    }
+}
+
+static void fill_mask(pyws_loop *loop, uint8_t *key)
+{
+    if (loop->rng_left < 4) {
+        size_t got = 0;
+#if defined(__linux__)
+        while (got < sizeof(loop->rng)) {
+            ssize_t n = getrandom(loop->rng + got, sizeof(loop->rng) - got, 0);
+            if (n <= 0)
+                break;
+            got += (size_t)n;
+        }
+#else
+        arc4random_buf(loop->rng, sizeof(loop->rng));
+        got = sizeof(loop->rng);
+#endif
+        if (got < sizeof(loop->rng))
+            abort(); /* no OS randomness: refusing to send predictable masks */
+        loop->rng_left = sizeof(loop->rng);
+    }
+    loop->rng_left -= 4;
+    memcpy(key, loop->rng + loop->rng_left, 4);
+}
+
+int pyws_ws_queue_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, const uint8_t *data,
+                        size_t len)
+{
+    uint8_t hdr[14];
+    uint8_t key[4];
+    int client = c->role == PYWS_ROLE_CLIENT;
+    if (client)
+        fill_mask(loop, key);
+    size_t hlen = pyws_frame_header(hdr, fin, 0, opcode, len, client ? key : NULL);
+    int rc = pyws_conn_queue(loop, c, hdr, hlen, data, len);
+    if (rc == 0 && client && len) {
+        /* the payload is the last len bytes of the tail segment */
+        pyws_wseg *t = &c->wq[(c->wq_head + c->wq_n - 1) % c->wq_cap];
+        pyws_mask(t->blob->data + t->off + t->len - len, len, key, 0);
+    }
+    return rc;
+}
+
+static void send_close_frame(pyws_loop *loop, pyws_conn *c, int code, const char *reason,
+                             size_t rlen)
+{
+    uint8_t payload[125];
+    size_t n = 0;
+    if (code && code != PYWS_CLOSE_NO_STATUS) {
+        payload[0] = (uint8_t)(code >> 8);
+        payload[1] = (uint8_t)code;
+        if (rlen > 123)
+            rlen = 123;
+        if (rlen)
+            memcpy(payload + 2, reason, rlen);
+        n = 2 + rlen;
+    }
+    pyws_ws_queue_frame(loop, c, 1, PYWS_OP_CLOSE, payload, n);
+    c->flags |= CF_CLOSE_SENT;
+}
+
+static void set_reason(pyws_conn *c, const char *reason, size_t len)
+{
+    if (len > sizeof(c->close_reason))
+        len = sizeof(c->close_reason);
+    memcpy(c->close_reason, reason, len);
+    c->close_reason_len = (uint8_t)len;
+}
+
+static void push_ctl(pyws_loop *loop, pyws_conn *c, int opcode, const uint8_t *data, size_t len)
+{
+    if (!(c->flags & CF_CTL_EVENTS))
+        return;
+    pyws_event *ev = pyws_event_push(loop, PYWS_EV_WS_CTL, c->id);
+    if (!ev)
+        return;
+    ev->opcode = opcode;
+    uint8_t *copy = pyws_scratch(loop, len ? len : 1);
+    if (copy) {
+        memcpy(copy, data, len);
+        ev->data = copy;
+        ev->len = len;
+    }
+}
+
+/* Both close frames have been exchanged (or we give up on the peer's): end the connection.
+ * The server closes TCP first (RFC 6455 §7.1.1); a client waits for the server to. */
+static void close_exchanged(pyws_loop *loop, pyws_conn *c)
+{
+    if (c->role == PYWS_ROLE_SERVER || (c->flags & CF_EOF)) {
+        pyws_conn_finish(loop, c);
+        return;
+    }
+    c->state = PYWS_ST_WS_CLOSING;
+    if (!c->deadline_close) {
+        c->deadline_close = loop->now + c->opts.close_timeout;
+        pyws_conn_deadline(loop, c, c->deadline_close);
+    }
+}
+
+void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
+{
+    while (len) {
+        size_t used = 0;
+        pyws_sess_event ev;
+        uint8_t *retired = NULL;
+        int kind = pyws_session_feed(c->sess, data, len, &used, &ev, &retired);
+        if (retired)
+            (void)pyws_retire(loop, retired);
+        data += used;
+        len -= used;
+        switch (kind) {
+        case PYWS_SESS_NONE:
+            return;
+        case PYWS_SESS_MESSAGE: {
+            pyws_event *e = pyws_event_push(loop, PYWS_EV_WS_MSG, c->id);
+            if (e) {
+                e->opcode = ev.opcode;
+                e->data = ev.data;
+                e->len = ev.len;
+            }
+            pyws_conn_mark(loop, c, CF_HELD);
+            break;
+        }
+        case PYWS_SESS_PING:
+            if (!(c->flags & CF_CLOSE_SENT))
+                pyws_ws_queue_frame(loop, c, 1, PYWS_OP_PONG, ev.data, ev.len);
+            push_ctl(loop, c, PYWS_OP_PING, ev.data, ev.len);
+            break;
+        case PYWS_SESS_PONG:
+            c->hb_deadline = 0;
+            push_ctl(loop, c, PYWS_OP_PONG, ev.data, ev.len);
+            break;
+        case PYWS_SESS_CLOSE:
+            push_ctl(loop, c, PYWS_OP_CLOSE, c->sess->ctl, c->sess->ctl_len);
+            c->flags |= CF_PEER_CLOSED;
+            if (!(c->flags & CF_CLOSE_SENT) || !c->close_code) {
+                c->close_code = ev.code;
+                set_reason(c, ev.reason, ev.reason_len);
+            }
+            if (c->flags & CF_CLOSE_SENT) {
+                close_exchanged(loop, c);
+            } else {
+                /* Echo at the next poll, after the application's replies to earlier messages. */
+                c->pending_code = ev.code;
+                c->pending_reason = NULL;
+                pyws_conn_mark(loop, c, CF_PENDING);
+            }
+            return;
+        case PYWS_SESS_ERROR:
+            /* Fail the connection at the next poll: replies to the messages delivered before the
+             * bad frame go out first, then the close frame. */
+            c->close_code = ev.code;
+            set_reason(c, ev.reason, ev.reason_len);
+            if (!(c->flags & CF_CLOSE_SENT)) {
+                c->pending_code = ev.code;
+                c->pending_reason = ev.reason;
+                pyws_conn_mark(loop, c, CF_PENDING);
+            } else {
+                pyws_conn_finish(loop, c);
+            }
+            return;
+        }
+    }
+}
+
+void pyws_ws_pending(pyws_loop *loop, pyws_conn *c)
+{
+    int code = c->pending_code;
+    if (!code)
+        return;
+    c->pending_code = 0;
+    if (!(c->flags & CF_CLOSE_SENT)) {
+        const char *r = c->pending_reason ? c->pending_reason : "";
+        send_close_frame(loop, c, code, r, strlen(r));
+    }
+    if (c->flags & CF_PEER_CLOSED)
+        close_exchanged(loop, c);
+    else
+        pyws_conn_finish(loop, c); /* failing: do not wait for the peer */
+}
+
+void pyws_ws_timeout(pyws_loop *loop, pyws_conn *c)
+{
+    uint64_t now = loop->now;
+    if (c->state != PYWS_ST_WS_OPEN)
+        return;
+    if (c->hb_deadline && now >= c->hb_deadline) {
+        static const char why[] = "keepalive ping timeout";
+        c->hb_deadline = 0;
+        c->hb_next = 0;
+        c->close_code = PYWS_CLOSE_INTERNAL_ERROR;
+        set_reason(c, why, sizeof(why) - 1);
+        if (!(c->flags & CF_CLOSE_SENT))
+            send_close_frame(loop, c, PYWS_CLOSE_INTERNAL_ERROR, why, sizeof(why) - 1);
+        pyws_conn_finish(loop, c);
+        return;
+    }
+    if (c->opts.heartbeat && c->hb_next && now >= c->hb_next) {
+        uint8_t payload[8];
+        for (int i = 0; i < 8; i++)
+            payload[i] = (uint8_t)(now >> (56 - 8 * i));
+        if (!(c->flags & CF_CLOSE_SENT))
+            pyws_ws_queue_frame(loop, c, 1, PYWS_OP_PING, payload, sizeof(payload));
+        if (!c->hb_deadline)
+            c->hb_deadline = now + c->opts.heartbeat_timeout;
+        c->hb_next = now + c->opts.heartbeat;
+    }
+}
+
+/* ------------------------------------------------------------------ public calls */
+
+static int ws_conn(pyws_loop *loop, uint64_t id, pyws_conn **out)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c || c->kind != PYWS_KIND_CONN)
+        return PYWS_ERR_BADID;
+    *out = c;
+    if (c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_LINGER || (c->flags & CF_CLOSE_SENT))
+        return PYWS_ERR_CLOSED;
+    if (!c->sess)
+        return PYWS_ERR_STATE;
+    return PYWS_OK;
+}
+
+int pyws_send(pyws_loop *loop, uint64_t id, int opcode, const uint8_t *data, size_t len, int flags)
+{
+    pyws_conn *c;
+    int rc = ws_conn(loop, id, &c);
+    if (rc)
+        return rc;
+    int fin = (flags & PYWS_SEND_FIN) != 0;
+    switch (opcode) {
+    case PYWS_OP_PING:
+    case PYWS_OP_PONG:
+        if (len > 125 || !fin)
+            return pyws_set_error(loop, PYWS_ERR_ARG, "control frames carry at most 125 bytes "
+                                  "and cannot be fragmented");
+        break;
+    case PYWS_OP_TEXT:
+    case PYWS_OP_BINARY:
+        if (c->flags & CF_SEND_FRAG)
+            return pyws_set_error(loop, PYWS_ERR_STATE, "a fragmented message is in progress: "
+                                  "send CONTINUATION frames until one with fin");
+        break;
+    case PYWS_OP_CONTINUATION:
+        if (!(c->flags & CF_SEND_FRAG))
+            return pyws_set_error(loop, PYWS_ERR_STATE, "CONTINUATION without a fragmented "
+                                  "message in progress");
+        break;
+    default:
+        return pyws_set_error(loop, PYWS_ERR_ARG, "opcode %d cannot be sent this way", opcode);
+    }
+    if (c->wq_bytes + len + 14 > c->opts.write_limit) {
+        static const char why[] = "write buffer limit exceeded (slow consumer)";
+        c->close_code = PYWS_CLOSE_POLICY;
+        set_reason(c, why, sizeof(why) - 1);
+        pyws_conn_close(loop, c, PYWS_CLOSE_POLICY);
+        return pyws_set_error(loop, PYWS_ERR_LIMIT, "%s: %llu bytes queued", why,
+                              (unsigned long long)(c->wq_bytes + len));
+    }
+    rc = pyws_ws_queue_frame(loop, c, fin, opcode, data, len);
+    if (rc)
+        return rc;
+    if (opcode == PYWS_OP_TEXT || opcode == PYWS_OP_BINARY) {
+        if (!fin)
+            c->flags |= CF_SEND_FRAG;
+    } else if (opcode == PYWS_OP_CONTINUATION && fin) {
+        c->flags &= ~CF_SEND_FRAG;
+    }
+    return PYWS_OK;
+}
+
+int pyws_ws_close(pyws_loop *loop, uint64_t id, int code, const char *reason, size_t reason_len)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c || c->kind != PYWS_KIND_CONN)
+        return PYWS_ERR_BADID;
+    if (code != 0 && !pyws_close_code_valid(code))
+        return pyws_set_error(loop, PYWS_ERR_ARG, "close code %d may not be sent (use 1000-1003, "
+                              "1007-1014 or 3000-4999)", code);
+    if (reason_len > 123)
+        return pyws_set_error(loop, PYWS_ERR_ARG, "close reason is %zu bytes; at most 123 fit "
+                              "in a close frame", reason_len);
+    if (!c->sess) {
+        pyws_conn_finish(loop, c);
+        return PYWS_OK;
+    }
+    if (c->flags & CF_CLOSE_SENT || c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_LINGER)
+        return PYWS_OK;
+    send_close_frame(loop, c, code, reason, reason_len);
+    if (c->flags & CF_PEER_CLOSED) {
+        c->pending_code = 0;
+        close_exchanged(loop, c);
+        return PYWS_OK;
+    }
+    if (c->pending_code) {
+        /* we were about to fail it anyway */
+        c->pending_code = 0;
+        pyws_conn_finish(loop, c);
+        return PYWS_OK;
+    }
+    c->state = PYWS_ST_WS_CLOSING;
+    c->deadline_close = loop->now + c->opts.close_timeout;
+    pyws_conn_deadline(loop, c, c->deadline_close);
+    return PYWS_OK;
+}

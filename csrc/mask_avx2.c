@@ -20,6 +20,8 @@ size_t pyws_mask_avx2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase
     size_t i = 0;
 
     phase &= 3;
+    if (len == 0)
+        return phase; /* buf may be NULL: no pointer arithmetic on it */
     if (len >= ALIGN_FROM) {
         size_t head = (size_t)(-(uintptr_t)buf & 31);
         phase = pyws_mask_scalar(buf, head, key, phase);

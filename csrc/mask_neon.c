@@ -15,6 +15,8 @@ size_t pyws_mask_neon(uint8_t *buf, size_t len, const uint8_t *key, size_t phase
     size_t i = 0;
 
     phase &= 3;
+    if (len == 0)
+        return phase; /* buf may be NULL: no pointer arithmetic on it */
     if (len >= 16) {
         const uint8x16_t k = vreinterpretq_u8_u32(vdupq_n_u32(pyws_mask_key32(key, phase)));
         for (; len - i >= 64; i += 64) {

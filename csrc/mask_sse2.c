@@ -15,6 +15,8 @@ size_t pyws_mask_sse2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase
     size_t i = 0;
 
     phase &= 3;
+    if (len == 0)
+        return phase; /* buf may be NULL: no pointer arithmetic on it */
     if (len >= 16) {
         const __m128i k = _mm_set1_epi32((int)pyws_mask_key32(key, phase));
         for (; len - i >= 64; i += 64) {

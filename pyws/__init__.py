@@ -1,0 +1,56 @@
+"""pyws: WebSocket server and client with a hand-written C engine.
+
+Callback style (mongoose-like)::
+
+    from pyws import Manager, EV_HTTP_MSG, EV_WS_MSG
+
+    def handler(conn, ev, data):
+        if ev == EV_HTTP_MSG:
+            conn.ws_upgrade(data) if data.uri == "/ws" else conn.reply(404, "Not Found")
+        elif ev == EV_WS_MSG:
+            conn.ws_send(data.data, data.flags)
+
+    mgr = Manager(handler)
+    mgr.listen("http://127.0.0.1:8000")
+    while True:
+        mgr.poll(100)
+"""
+from __future__ import annotations
+
+from ._lib import ffi as _ffi
+from ._lib import lib as _lib
+from .connection import Connection
+from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_HTTP_MSG,
+                        EV_TIMER, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG, EV_WS_OPEN, MG_EV_ACCEPT,
+                        MG_EV_CLOSE, MG_EV_CONNECT, MG_EV_DRAIN, MG_EV_ERROR, MG_EV_HTTP_MSG,
+                        MG_EV_TIMER, MG_EV_WAKEUP, MG_EV_WS_CTL, MG_EV_WS_MSG, MG_EV_WS_OPEN,
+                        OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
+                        WEBSOCKET_OP_BINARY, WEBSOCKET_OP_CLOSE, WEBSOCKET_OP_CONTINUE,
+                        WEBSOCKET_OP_PING, WEBSOCKET_OP_PONG, WEBSOCKET_OP_TEXT, CloseCode,
+                        Opcode, WSCloseCode, WSMsgType)
+from .errors import (ConnectionClosed, HandshakeError, LimitExceeded, ProtocolError, PyWSError,
+                     WrongThreadError)
+from .manager import DEFAULT_OPTIONS, Listener, Manager, Timer
+from .message import Headers, HttpMessage, WsMessage
+
+__version__ = "0.1.0"
+
+
+def backend() -> str:
+    """The poller backend compiled into the C core: ``"epoll"``, ``"kqueue"`` or ``"poll"``."""
+    return str(_ffi.string(_lib.pyws_backend()).decode())
+
+
+__all__ = [
+    "Manager", "Listener", "Timer", "Connection", "HttpMessage", "WsMessage", "Headers",
+    "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
+    "LimitExceeded", "Opcode", "CloseCode", "WSMsgType", "WSCloseCode", "DEFAULT_OPTIONS",
+    "backend",
+    "EV_ERROR", "EV_ACCEPT", "EV_CONNECT", "EV_HTTP_MSG", "EV_WS_OPEN", "EV_WS_MSG",
+    "EV_WS_CTL", "EV_DRAIN", "EV_WAKEUP", "EV_TIMER", "EV_CLOSE",
+    "MG_EV_ERROR", "MG_EV_ACCEPT", "MG_EV_CONNECT", "MG_EV_HTTP_MSG", "MG_EV_WS_OPEN",
+    "MG_EV_WS_MSG", "MG_EV_WS_CTL", "MG_EV_DRAIN", "MG_EV_WAKEUP", "MG_EV_TIMER", "MG_EV_CLOSE",
+    "OP_CONTINUATION", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG",
+    "WEBSOCKET_OP_CONTINUE", "WEBSOCKET_OP_TEXT", "WEBSOCKET_OP_BINARY", "WEBSOCKET_OP_CLOSE",
+    "WEBSOCKET_OP_PING", "WEBSOCKET_OP_PONG",
+]

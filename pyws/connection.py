@@ -1,0 +1,277 @@
+"""One connection as the callback API sees it (server-accepted or client)."""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
+
+from ._lib import ffi, lib, raise_for
+from .constants import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
+from .errors import ConnectionClosed, HandshakeError
+from .message import HttpMessage, encode_payload, header_lines
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .manager import Handler, Manager
+
+_REASONS = {
+    200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently", 302: "Found",
+    304: "Not Modified", 307: "Temporary Redirect", 308: "Permanent Redirect",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+    426: "Upgrade Required", 429: "Too Many Requests", 500: "Internal Server Error",
+    501: "Not Implemented", 503: "Service Unavailable",
+}
+
+Payload = Union[str, bytes, bytearray, memoryview]
+
+
+class Connection:
+    """A TCP connection speaking HTTP or, after ``ws_upgrade``, WebSocket.
+
+    One object per connection for its whole life (so ``conn in clients`` and ``conn != other``
+    work as expected). All methods must be called from the loop's thread; sending on a closed
+    connection raises :class:`pyws.ConnectionClosed` (a ``RuntimeError``).
+
+    Attributes: ``id`` (int, generation-checked: never reused for another connection),
+    ``userdata`` (anything you like; ``None`` at first), ``is_websocket``, ``closed``,
+    ``close_code`` and ``close_reason`` (set once closed), ``is_client``.
+    """
+
+    __slots__ = ("_mgr", "id", "userdata", "handler", "is_websocket", "closed", "close_code",
+                 "close_reason", "_remote", "is_client", "subprotocol", "listener_id",
+                 "_sent_close", "__weakref__")
+
+    def __init__(self, mgr: "Manager", conn_id: int, handler: Optional["Handler"] = None,
+                 is_client: bool = False, listener_id: int = 0) -> None:
+        self._mgr = mgr
+        self.id = conn_id
+        self.userdata: Any = None
+        self.handler = handler
+        self.is_websocket = False
+        self.closed = False
+        self.close_code: Optional[int] = None
+        self.close_reason = ""
+        self._remote: Optional[str] = None
+        self.is_client = is_client
+        self.subprotocol: Optional[str] = None
+        self.listener_id = listener_id
+        self._sent_close: Optional[int] = None
+
+    # ------------------------------------------------------------------ helpers
+    def _loop(self) -> Any:
+        mgr = self._mgr
+        mgr._check_thread()
+        loop = mgr._loop
+        if loop is None or self.closed:
+            raise ConnectionClosed(self.close_code if self.close_code is not None else 1006,
+                                   self.close_reason or "connection closed")
+        return loop
+
+    def _fail(self, rc: int, what: str) -> None:
+        raise_for(rc, self._mgr._loop, what,
+                  self.close_code if self.close_code is not None else self._sent_close,
+                  self.close_reason)
+
+    # ------------------------------------------------------------------ HTTP
+    def ws_upgrade(self, hm: Optional[HttpMessage] = None, protocol: Optional[str] = None,
+                   headers: Optional[Mapping[str, str]] = None) -> None:
+        """Answer the HTTP request ``hm`` with 101 and switch this connection to WebSocket.
+
+        ``protocol`` selects one of the subprotocols the client offered in
+        Sec-WebSocket-Protocol (naming one it did not offer raises ``ValueError``);
+        ``headers`` adds response headers. Raises :class:`pyws.HandshakeError` when the request
+        is not a valid WebSocket upgrade; the client has then been answered with 400 (or 426
+        for a Sec-WebSocket-Version other than 13) and the connection closes.
+        """
+        loop = self._loop()
+        extra = header_lines(headers)
+        rc = lib.pyws_ws_upgrade(loop, self.id,
+                                 protocol.encode() if protocol else ffi.NULL,
+                                 extra.encode("latin-1") if extra else ffi.NULL)
+        if rc == lib.PYWS_ERR_HANDSHAKE:
+            status = 400
+            from ._lib import last_error
+            msg = last_error(loop)
+            if "426" in msg:
+                status = 426
+            raise HandshakeError(msg, status=status)
+        if rc < 0:
+            self._fail(rc, "ws_upgrade")
+        self.is_websocket = True
+        self.subprotocol = protocol or None
+
+    def reply(self, status: int = 200, body: Payload = b"",
+              headers: Optional[Mapping[str, str]] = None) -> None:
+        """Send an HTTP response: status line, ``headers``, Content-Length, then ``body``.
+
+        A str body is sent as UTF-8 with ``Content-Type: text/plain; charset=utf-8`` unless
+        ``headers`` names a Content-Type. The connection stays open for the next request;
+        call :meth:`drain` to close it once the response is written.
+        """
+        loop = self._loop()
+        is_text = isinstance(body, str)
+        payload = encode_payload(body)
+        hdrs = dict(headers or {})
+        lower = {k.lower() for k in hdrs}
+        if "content-type" not in lower and (is_text or payload):
+            hdrs["Content-Type"] = "text/plain; charset=utf-8" if is_text else \
+                "application/octet-stream"
+        hdrs.pop("Content-Length", None)
+        reason = _REASONS.get(status, "Status")
+        head = (f"HTTP/1.1 {int(status)} {reason}\r\n{header_lines(hdrs)}"
+                f"Content-Length: {len(payload)}\r\n\r\n").encode("latin-1")
+        rc = lib.pyws_send_raw(loop, self.id, head + payload, len(head) + len(payload))
+        if rc < 0:
+            self._fail(rc, "reply")
+
+    def send_raw(self, data: Payload) -> None:
+        """Queue raw bytes on the connection (you write the whole HTTP response yourself)."""
+        loop = self._loop()
+        payload = encode_payload(data)
+        rc = lib.pyws_send_raw(loop, self.id, payload, len(payload))
+        if rc < 0:
+            self._fail(rc, "send_raw")
+
+    def drain(self) -> None:
+        """Close the connection once everything queued has been written (mongoose's
+        ``is_draining``). For a WebSocket this sends no close frame: use :meth:`close`."""
+        loop = self._loop()
+        rc = lib.pyws_close_after_flush(loop, self.id)
+        if rc < 0:
+            self._fail(rc, "drain")
+
+    # ------------------------------------------------------------------ WebSocket
+    def ws_send(self, data: Payload, op: int = OP_TEXT, fin: bool = True) -> None:
+        """Send one frame: ``op`` is ``OP_TEXT`` (str is encoded as UTF-8), ``OP_BINARY``,
+        ``OP_PING``/``OP_PONG`` (at most 125 bytes) or, for the later pieces of a fragmented
+        message, ``OP_CONTINUATION``. ``fin=False`` leaves the message open: follow with
+        ``OP_CONTINUATION`` frames, the last one with ``fin=True``.
+
+        The frame is queued and written at the next ``poll()``. Raises
+        :class:`pyws.ConnectionClosed` once the connection is closing, and
+        :class:`pyws.LimitExceeded` (after closing the connection with 1008) if the queue
+        would pass ``write_limit``.
+        """
+        mgr = self._mgr
+        loop = mgr._loop
+        if mgr._owner != mgr._get_ident() or loop is None or self.closed:
+            loop = self._loop()
+        if type(data) is str:
+            data = data.encode()
+        elif type(data) is not bytes:
+            data = encode_payload(data)
+        rc = lib.pyws_send(loop, self.id, op, data, len(data), 1 if fin else 0)
+        if rc:
+            self._fail(rc, "ws_send")
+
+    def send(self, data: Payload) -> None:
+        """Send a whole message: text for str, binary for bytes-like."""
+        self.ws_send(data, OP_TEXT if isinstance(data, str) else OP_BINARY)
+
+    def send_text(self, text: str) -> None:
+        """Send a text message."""
+        self.ws_send(text, OP_TEXT)
+
+    def send_bytes(self, data: Union[bytes, bytearray, memoryview]) -> None:
+        """Send a binary message."""
+        self.ws_send(data, OP_BINARY)
+
+    def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps) -> None:
+        """Send ``dumps(obj)`` as a text message."""
+        self.ws_send(dumps(obj), OP_TEXT)
+
+    def send_fragments(self, chunks: Iterable[Payload], op: int = OP_BINARY) -> None:
+        """Send one message made of the pieces in ``chunks``, one frame each (the first with
+        ``op``, the rest as continuations). An empty iterable sends an empty message."""
+        it = iter(chunks)
+        try:
+            cur = next(it)
+        except StopIteration:
+            self.ws_send(b"", op)
+            return
+        first = True
+        for nxt in it:
+            self.ws_send(cur, op if first else OP_CONTINUATION, fin=False)
+            first = False
+            cur = nxt
+        self.ws_send(cur, op if first else OP_CONTINUATION, fin=True)
+
+    def ping(self, data: Payload = b"") -> None:
+        """Send a ping (payload at most 125 bytes); the C core answers the peer's pings itself."""
+        self.ws_send(data, OP_PING)
+
+    def pong(self, data: Payload = b"") -> None:
+        """Send an unsolicited pong (a heartbeat the peer does not answer)."""
+        self.ws_send(data, OP_PONG)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the close handshake with ``code`` and ``reason`` (at most 123 UTF-8 bytes);
+        the connection ends when the peer answers, or after ``close_timeout``. On a plain HTTP
+        connection this is :meth:`drain`. Closing twice is harmless."""
+        if self.closed or self._mgr._loop is None:
+            return
+        loop = self._loop()
+        r = reason.encode("utf-8")
+        rc = lib.pyws_ws_close(loop, self.id, code, r, len(r))
+        if rc < 0:
+            if rc == lib.PYWS_ERR_BADID:
+                return
+            self._fail(rc, "close")
+        self._sent_close = code
+
+    def abort(self) -> None:
+        """Drop the TCP connection now, without a close handshake (EV_CLOSE follows, 1006)."""
+        if self.closed or self._mgr._loop is None:
+            return
+        lib.pyws_abort(self._loop(), self.id)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def remote_addr(self) -> str:
+        """The peer's address as ``"ip:port"`` (``"[ip6]:port"`` for IPv6)."""
+        if self._remote is None:
+            loop = self._mgr._loop
+            if loop is None:
+                return ""
+            buf = ffi.new("char[80]")
+            n = lib.pyws_remote_addr(loop, self.id, buf, 80)
+            self._remote = ffi.string(buf).decode() if n > 0 else ""
+        return self._remote
+
+    @property
+    def remote_ip(self) -> str:
+        """The peer's IP address without the port."""
+        addr = self.remote_addr
+        host = addr.rsplit(":", 1)[0]
+        return host[1:-1] if host.startswith("[") else host
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes queued and not yet written to the socket (0 once closed)."""
+        loop = self._mgr._loop
+        if loop is None or self.closed:
+            return 0
+        n = lib.pyws_write_buffer_size(loop, self.id)
+        return int(n) if n > 0 else 0
+
+    @property
+    def max_message_size(self) -> int:
+        """Not readable back from C; set it to change this connection's limit (bytes)."""
+        raise AttributeError("max_message_size is write-only on a connection")
+
+    @max_message_size.setter
+    def max_message_size(self, value: int) -> None:
+        loop = self._loop()
+        lib.pyws_set_max_message_size(loop, self.id, int(value))
+
+    @property
+    def memory(self) -> int:
+        """Bytes of heap the C core holds for this connection (struct, buffers, queue)."""
+        loop = self._mgr._loop
+        if loop is None or self.closed:
+            return 0
+        return max(0, int(lib.pyws_conn_memory(loop, self.id)))
+
+    def __repr__(self) -> str:
+        kind = "ws" if self.is_websocket else "http"
+        state = f" closed={self.close_code}" if self.closed else ""
+        return f"<Connection id={self.id:#x} {kind}{state}>"

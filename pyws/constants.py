@@ -1,0 +1,101 @@
+"""Event, opcode and close-code constants, with the mongoose names as aliases.
+
+Every event reaches the handler as ``handler(conn, ev, data)``; what ``data`` is depends on
+the event:
+
+=================  ====================================================================
+event              ``data``
+=================  ====================================================================
+``EV_ERROR``       ``str``: what went wrong
+``EV_ACCEPT``      ``None``; a listener accepted ``conn``
+``EV_CONNECT``     ``None``; an outgoing connection finished its TCP connect
+``EV_HTTP_MSG``    :class:`pyws.HttpMessage`
+``EV_WS_OPEN``     ``None`` (server: after ``ws_upgrade``) or the 101 :class:`HttpMessage` (client)
+``EV_WS_MSG``      :class:`pyws.WsMessage` (whole message, UTF-8 checked for text)
+``EV_WS_CTL``      :class:`pyws.WsMessage` with opcode PING, PONG or CLOSE (opt-in:
+                   ``control_events=True``)
+``EV_DRAIN``       ``None``; the write buffer fell back under ``write_high_water``
+``EV_WAKEUP``      ``bytes`` passed to ``Manager.wakeup()``
+``EV_TIMER``       ``None`` (timers call their own function; handlers never see this)
+``EV_CLOSE``       ``None``; ``conn.close_code`` / ``conn.close_reason`` say why
+=================  ====================================================================
+"""
+from __future__ import annotations
+
+import enum
+
+EV_ERROR = 0
+EV_ACCEPT = 1
+EV_CONNECT = 2
+EV_HTTP_MSG = 3
+EV_WS_OPEN = 4
+EV_WS_MSG = 5
+EV_WS_CTL = 6
+EV_DRAIN = 7
+EV_WAKEUP = 8
+EV_TIMER = 9
+EV_CLOSE = 10
+
+OP_CONTINUATION = 0
+OP_TEXT = 1
+OP_BINARY = 2
+OP_CLOSE = 8
+OP_PING = 9
+OP_PONG = 10
+
+# mongoose / cymongoose names
+MG_EV_ERROR = EV_ERROR
+MG_EV_ACCEPT = EV_ACCEPT
+MG_EV_CONNECT = EV_CONNECT
+MG_EV_HTTP_MSG = EV_HTTP_MSG
+MG_EV_WS_OPEN = EV_WS_OPEN
+MG_EV_WS_MSG = EV_WS_MSG
+MG_EV_WS_CTL = EV_WS_CTL
+MG_EV_DRAIN = EV_DRAIN
+MG_EV_WAKEUP = EV_WAKEUP
+MG_EV_TIMER = EV_TIMER
+MG_EV_CLOSE = EV_CLOSE
+WEBSOCKET_OP_CONTINUE = OP_CONTINUATION
+WEBSOCKET_OP_TEXT = OP_TEXT
+WEBSOCKET_OP_BINARY = OP_BINARY
+WEBSOCKET_OP_CLOSE = OP_CLOSE
+WEBSOCKET_OP_PING = OP_PING
+WEBSOCKET_OP_PONG = OP_PONG
+
+
+class Opcode(enum.IntEnum):
+    """WebSocket frame opcodes (RFC 6455 §5.2)."""
+
+    CONTINUATION = 0
+    TEXT = 1
+    BINARY = 2
+    CLOSE = 8
+    PING = 9
+    PONG = 10
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes (RFC 6455 §7.4 and the IANA registry)."""
+
+    NORMAL = 1000
+    OK = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS = 1005
+    ABNORMAL = 1006
+    INVALID_DATA = 1007
+    INVALID_TEXT = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+    TLS_HANDSHAKE = 1015
+
+
+# aiohttp names
+WSMsgType = Opcode
+WSCloseCode = CloseCode

@@ -1,0 +1,64 @@
+"""Exceptions raised by pyws. Every one derives from :class:`PyWSError`."""
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+
+class PyWSError(Exception):
+    """Base class of every pyws exception."""
+
+
+class ConnectionClosed(PyWSError, RuntimeError):
+    """The connection is closed (or closing): nothing more can be sent or received on it.
+
+    ``code`` is the WebSocket close code (1000 normal, 1001 going away, 1006 when TCP ended
+    without a close frame, ...) and ``reason`` the close reason text. It subclasses
+    :class:`RuntimeError` so code written for mongoose-style libraries (``except RuntimeError``
+    around a send) keeps working.
+    """
+
+    def __init__(self, code: Optional[int] = None, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        text = "connection closed"
+        if code is not None:
+            text += f" with code {code}"
+        if reason:
+            text += f" ({reason})"
+        super().__init__(text)
+
+
+class ProtocolError(PyWSError):
+    """The peer broke RFC 6455 (or a limit); ``code`` is the close code sent for it."""
+
+    def __init__(self, message: str, code: int = 1002) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class HandshakeError(PyWSError):
+    """The opening handshake failed.
+
+    On the server side, ``status`` is the HTTP status the client was answered with (400, or 426
+    for an unsupported Sec-WebSocket-Version). On the client side, ``status`` and ``headers``
+    are the server's response.
+    """
+
+    def __init__(self, message: str, status: int = 0,
+                 headers: Optional[Mapping[str, str]] = None) -> None:
+        self.status = status
+        self.headers = dict(headers or {})
+        super().__init__(message)
+
+
+class WrongThreadError(PyWSError, RuntimeError):
+    """A loop-bound method was called from a thread other than the loop's.
+
+    Only ``Manager.wakeup()`` and ``Manager.call_soon_threadsafe()`` may be called from other
+    threads; use them to hand work to the loop thread.
+    """
+
+
+class LimitExceeded(ConnectionClosed):
+    """A send pushed the write buffer past its hard limit (``write_limit``); the connection was
+    closed with 1008. Raised so the caller knows that message was not delivered."""

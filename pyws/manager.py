@@ -1,0 +1,458 @@
+"""The callback-style API: a Manager owns one C event loop; you call ``poll()`` from your own
+main loop and a handler ``handler(conn, ev, data)`` sees every event, mongoose style."""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
+
+from ._lib import ffi, lib, last_error
+from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_HTTP_MSG,
+                        EV_TIMER, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG, EV_WS_OPEN)
+from .connection import Connection
+from .errors import PyWSError, WrongThreadError
+from .message import HttpMessage, WsMessage
+
+log = logging.getLogger("pyws")
+
+Handler = Callable[[Any, int, Any], Any]
+
+#: Defaults of the options accepted by ``Manager(...)`` and ``Manager.listen(...)``.
+DEFAULT_OPTIONS: Dict[str, Any] = {
+    "max_message_size": 4 * 1024 * 1024,  # bytes; a longer message closes with 1009
+    "max_header_bytes": 16384,            # bytes of HTTP request head; more gets 431
+    "max_headers": 64,                    # header lines; more gets 431
+    "max_body": 1024 * 1024,              # bytes of HTTP request body; more gets 413
+    "write_high_water": 1024 * 1024,      # bytes; falling back under it raises EV_DRAIN
+    "write_limit": 16 * 1024 * 1024,      # bytes queued; past it the peer is closed with 1008
+    "close_timeout": 5.0,                 # seconds for the whole close handshake
+    "heartbeat": None,                    # seconds between pings; None = no heartbeat
+    "heartbeat_timeout": 10.0,            # seconds to wait for the pong; then close 1011
+    "idle_timeout": None,                 # seconds without traffic before closing; None = off
+    "handshake_timeout": 10.0,            # seconds for an HTTP request to arrive completely
+    "control_events": False,              # True: PING/PONG/CLOSE reach the handler as EV_WS_CTL
+    "reuse_port": False,                  # SO_REUSEPORT on listeners
+    "backlog": 1024,                      # listen(2) backlog
+}
+
+
+def _ms(seconds: Optional[float]) -> int:
+    if seconds is None or seconds <= 0:
+        return 0
+    return max(1, int(round(seconds * 1000)))
+
+
+def _fill_opts(o: Any, opts: Dict[str, Any]) -> None:
+    lib.pyws_opts_default(o)
+    o.max_message_size = int(opts["max_message_size"] or 0)
+    o.max_header_bytes = int(opts["max_header_bytes"])
+    o.max_headers = int(opts["max_headers"])
+    o.max_body = int(opts["max_body"])
+    o.write_high_water = int(opts["write_high_water"])
+    o.write_limit = int(opts["write_limit"])
+    o.close_timeout = _ms(opts["close_timeout"]) or 5000
+    o.heartbeat = _ms(opts["heartbeat"])
+    o.heartbeat_timeout = _ms(opts["heartbeat_timeout"]) or 10000
+    o.idle_timeout = _ms(opts["idle_timeout"])
+    o.handshake_timeout = _ms(opts["handshake_timeout"])
+    o.control_events = 1 if opts["control_events"] else 0
+    o.reuse_port = 1 if opts["reuse_port"] else 0
+    o.backlog = int(opts["backlog"])
+
+
+class Listener:
+    """A listening socket returned by :meth:`Manager.listen`: ``port`` (the bound port, useful
+    with port 0), ``host``, ``url``, ``id``; :meth:`close` stops accepting."""
+
+    __slots__ = ("_mgr", "id", "host", "port", "url", "handler")
+
+    def __init__(self, mgr: "Manager", lid: int, host: str, port: int, url: str,
+                 handler: Optional[Handler]) -> None:
+        self._mgr = mgr
+        self.id = lid
+        self.host = host
+        self.port = port
+        self.url = url
+        self.handler = handler
+
+    def close(self) -> None:
+        """Stop accepting; connections already accepted are not affected."""
+        mgr = self._mgr
+        if mgr._loop is not None and self.id in mgr._listeners:
+            mgr._check_thread()
+            lib.pyws_abort(mgr._loop, self.id)
+            del mgr._listeners[self.id]
+
+    def __repr__(self) -> str:
+        return f"<Listener {self.url}>"
+
+
+class Timer:
+    """A timer from :meth:`Manager.timer`; :meth:`cancel` stops it."""
+
+    __slots__ = ("_mgr", "id", "fn", "repeat", "active")
+
+    def __init__(self, mgr: "Manager", tid: int, fn: Callable[[], Any], repeat: bool) -> None:
+        self._mgr = mgr
+        self.id = tid
+        self.fn = fn
+        self.repeat = repeat
+        self.active = True
+
+    def cancel(self) -> None:
+        """Stop the timer (harmless if it already fired or was cancelled)."""
+        if self.active and self._mgr._loop is not None:
+            self._mgr._check_thread()
+            lib.pyws_timer_cancel(self._mgr._loop, self.id)
+            self._mgr._timers.pop(self.id, None)
+        self.active = False
+
+
+class Manager:
+    """An event loop with its listeners, connections and timers.
+
+    ``handler(conn, ev, data)`` receives every event (see :mod:`pyws.constants` for what
+    ``data`` is per event). Options (``max_message_size`` ...; see ``DEFAULT_OPTIONS`` for each
+    default and unit) apply to every listener unless ``listen()`` overrides them.
+
+    Threads: the loop belongs to the thread that first calls :meth:`poll` (or that created the
+    Manager). Only :meth:`wakeup` and :meth:`call_soon_threadsafe` may be called from other
+    threads; any other call from a foreign thread raises :class:`pyws.WrongThreadError`.
+    """
+
+    def __init__(self, handler: Optional[Handler] = None, **options: Any) -> None:
+        unknown = set(options) - set(DEFAULT_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}; "
+                            f"known: {', '.join(DEFAULT_OPTIONS)}")
+        self._options = dict(DEFAULT_OPTIONS, **options)
+        self.handler = handler
+        loop = lib.pyws_loop_new()
+        if loop == ffi.NULL:
+            raise PyWSError("cannot create the event loop (out of file descriptors or memory)")
+        self._loop: Any = loop
+        self._evp = ffi.new("pyws_event **")
+        self._conns: Dict[int, Connection] = {}
+        self._listeners: Dict[int, Listener] = {}
+        self._timers: Dict[int, Timer] = {}
+        self._soon: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
+        self._owner: Optional[int] = threading.get_ident()
+        self._get_ident = threading.get_ident
+        self._in_poll = False
+
+    # ------------------------------------------------------------------ threads
+    def _check_thread(self) -> None:
+        if self._owner != threading.get_ident():
+            raise WrongThreadError(
+                "this pyws call must run on the loop's thread; from other threads use "
+                "Manager.wakeup() or Manager.call_soon_threadsafe()")
+
+    def _require_loop(self) -> Any:
+        self._check_thread()
+        if self._loop is None:
+            raise PyWSError("the manager is closed")
+        return self._loop
+
+    # ------------------------------------------------------------------ listening
+    def listen(self, url: str, handler: Optional[Handler] = None, *, http: bool = True,
+               **options: Any) -> Listener:
+        """Listen on ``url`` (``"http://127.0.0.1:8000"``, ``"ws://[::1]:0"``, ``"0.0.0.0:8000"``;
+        port 0 picks a free port, see ``Listener.port``). ``handler`` overrides the manager's for
+        connections accepted here; ``options`` override the manager's options. ``http`` is
+        accepted for compatibility (pyws listeners always speak HTTP first).
+        """
+        loop = self._require_loop()
+        unknown = set(options) - set(DEFAULT_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        if "://" not in url:
+            url = "http://" + url
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme in ("https", "wss"):
+            raise PyWSError(f"{scheme}:// listeners need TLS, which this build of pyws does not "
+                            "have yet; listen on http:// or ws:// (or put a TLS proxy in front)")
+        if scheme not in ("http", "ws", "tcp"):
+            raise ValueError(f"cannot listen on {url!r}: use http://, ws:// or tcp://")
+        host = parts.hostname or "0.0.0.0"
+        try:
+            port = parts.port if parts.port is not None else 80
+        except ValueError as exc:
+            raise ValueError(f"bad port in {url!r}") from exc
+        opts = ffi.new("pyws_opts *")
+        _fill_opts(opts, dict(self._options, **options))
+        idp = ffi.new("uint64_t *")
+        rc = lib.pyws_listen(loop, host.encode(), port, opts, idp)
+        if rc < 0:
+            raise OSError(f"cannot listen on {url}: {last_error(loop)}")
+        lid = int(idp[0])
+        bound = lib.pyws_local_port(loop, lid)
+        lst = Listener(self, lid, host, bound, url, handler)
+        self._listeners[lid] = lst
+        return lst
+
+    # ------------------------------------------------------------------ the loop
+    def poll(self, timeout_ms: int = 0) -> int:
+        """Run one loop iteration: write what is queued, wait up to ``timeout_ms``
+        milliseconds (0 = do not wait, -1 = until something happens) for network activity,
+        timers or wakeups, then call the handlers for everything that happened. Returns the
+        number of events handled. Not reentrant: do not call it from a handler."""
+        ident = threading.get_ident()
+        if self._owner != ident:
+            if self._in_poll:
+                raise WrongThreadError("poll() is already running on another thread")
+            self._owner = ident
+        loop = self._loop
+        if loop is None:
+            raise PyWSError("the manager is closed")
+        if self._in_poll:
+            raise PyWSError("poll() was called from inside a handler; return from the handler "
+                            "instead")
+        self._in_poll = True
+        try:
+            n = lib.pyws_poll(loop, int(timeout_ms), self._evp)
+            if n < 0:
+                raise PyWSError(f"poll failed: {last_error(loop)}")
+            if n:
+                self._dispatch_batch(self._evp[0], n)
+            if self._soon:
+                self._run_soon()
+        finally:
+            self._in_poll = False
+        return n
+
+    def _dispatch_batch(self, evs: Any, n: int) -> None:
+        conns = self._conns
+        buf = ffi.buffer
+        default = self.handler
+        for i in range(n):
+            ev = evs[i]
+            t = ev.type
+            if t == EV_WS_MSG:
+                c = conns.get(ev.id)
+                if c is None:
+                    continue
+                ln = ev.len
+                msg = WsMessage(buf(ev.data, ln)[:] if ln else b"", ev.opcode)
+                h = c.handler or default
+                if h is not None:
+                    try:
+                        h(c, t, msg)
+                    except Exception:
+                        self._handler_failed(c, t)
+            elif t == EV_ACCEPT:
+                lst = self._listeners.get(ev.aux)
+                c = Connection(self, ev.id, lst.handler if lst else None, listener_id=ev.aux)
+                conns[ev.id] = c
+                self._deliver(c, t, None)
+            elif t == EV_HTTP_MSG:
+                c = conns.get(ev.id)
+                if c is None:
+                    continue
+                head = buf(ev.data, ev.len)[:]
+                body = buf(ev.data2, ev.len2)[:] if ev.len2 else b""
+                self._deliver(c, t, HttpMessage(head, body, bool(ev.code)))
+            elif t == EV_WS_OPEN:
+                c = conns.get(ev.id)
+                if c is None:
+                    continue
+                c.is_websocket = True
+                self._deliver(c, t, None)
+            elif t == EV_CLOSE:
+                c = conns.pop(ev.id, None)
+                if c is None:
+                    continue
+                c.closed = True
+                if c.is_websocket or ev.aux:
+                    c.close_code = ev.code
+                    c.close_reason = buf(ev.data, ev.len)[:].decode("utf-8", "replace") \
+                        if ev.len else ""
+                self._deliver(c, t, None)
+            elif t == EV_DRAIN:
+                c = conns.get(ev.id)
+                if c is not None:
+                    self._deliver(c, t, None)
+            elif t == EV_WS_CTL:
+                c = conns.get(ev.id)
+                if c is not None:
+                    data = buf(ev.data, ev.len)[:] if ev.len else b""
+                    self._deliver(c, t, WsMessage(data, ev.opcode))
+            elif t == EV_TIMER:
+                tm = self._timers.get(ev.aux)
+                if tm is not None:
+                    if not tm.repeat:
+                        tm.active = False
+                        del self._timers[ev.aux]
+                    try:
+                        tm.fn()
+                    except Exception:
+                        log.exception("pyws: timer callback %r raised", tm.fn)
+            elif t == EV_WAKEUP:
+                if ev.id == 0:
+                    continue  # call_soon_threadsafe: the queue is run after the batch
+                data = buf(ev.data, ev.len)[:] if ev.len else b""
+                c = conns.get(ev.id)
+                if c is None:
+                    log.warning("pyws: wakeup for connection %#x dropped: it is closed", ev.id)
+                    continue
+                self._deliver(c, t, data)
+            elif t == EV_ERROR:
+                text = buf(ev.data, ev.len)[:].decode("utf-8", "replace") if ev.len else \
+                    "error"
+                c = conns.get(ev.id)
+                if c is None:
+                    log.warning("pyws: %s", text)
+                    if default is not None:
+                        try:
+                            default(None, t, text)
+                        except Exception:
+                            log.exception("pyws: handler raised on EV_ERROR")
+                    continue
+                self._deliver(c, t, text)
+            elif t == EV_CONNECT:
+                c = conns.get(ev.id)
+                if c is not None:
+                    self._deliver(c, t, None)
+            if self._loop is None:
+                break  # a handler closed the manager: the batch is gone
+
+    def _deliver(self, c: Connection, ev: int, data: Any) -> None:
+        h = c.handler or self.handler
+        if h is None:
+            return
+        try:
+            h(c, ev, data)
+        except Exception:
+            self._handler_failed(c, ev)
+
+    def _handler_failed(self, c: Connection, ev: int) -> None:
+        log.exception("pyws: handler raised on event %d for %r; closing that connection", ev, c)
+        if c.closed or self._loop is None:
+            return
+        try:
+            if c.is_websocket:
+                c.close(1011, "internal error")
+            else:
+                c.drain()
+        except Exception:  # pragma: no cover - already closing
+            pass
+
+    def _run_soon(self) -> None:
+        for _ in range(len(self._soon)):
+            fn, args = self._soon.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("pyws: call_soon_threadsafe callback %r raised", fn)
+
+    # ------------------------------------------------------------------ timers, threads
+    def timer(self, seconds: float, fn: Callable[[], Any], repeat: bool = False) -> Timer:
+        """Call ``fn()`` on the loop thread after ``seconds`` (then every ``seconds`` if
+        ``repeat``). Returns a :class:`Timer` with ``cancel()``."""
+        loop = self._require_loop()
+        tid = ffi.new("uint64_t *")
+        rc = lib.pyws_timer_add(loop, max(0, int(seconds * 1000)), 1 if repeat else 0, tid)
+        if rc < 0:
+            raise MemoryError("cannot add a timer")
+        t = Timer(self, int(tid[0]), fn, repeat)
+        self._timers[t.id] = t
+        return t
+
+    def wakeup(self, conn_id: int, data: bytes = b"") -> None:
+        """THREAD-SAFE. Deliver ``EV_WAKEUP`` with ``data`` to connection ``conn_id`` on the
+        loop thread, waking a ``poll()`` that is waiting. A wakeup for a connection that has
+        closed meanwhile is logged and dropped."""
+        loop = self._loop
+        if loop is None:
+            raise PyWSError("the manager is closed")
+        if isinstance(data, str):
+            data = data.encode()
+        if lib.pyws_wakeup(loop, int(conn_id), data, len(data)) < 0:
+            raise MemoryError("wakeup: out of memory")
+
+    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+        """THREAD-SAFE. Run ``fn(*args)`` on the loop thread at its next iteration, waking a
+        ``poll()`` that is waiting."""
+        loop = self._loop
+        if loop is None:
+            raise PyWSError("the manager is closed")
+        self._soon.append((fn, args))
+        lib.pyws_wakeup(loop, 0, ffi.NULL, 0)
+
+    # ------------------------------------------------------------------ connections
+    @property
+    def connections(self) -> List[Connection]:
+        """The live connections (a new list each time)."""
+        return list(self._conns.values())
+
+    @property
+    def listeners(self) -> List[Listener]:
+        """The listeners."""
+        return list(self._listeners.values())
+
+    def connection(self, conn_id: int) -> Optional[Connection]:
+        """The live connection with this id, or None."""
+        return self._conns.get(conn_id)
+
+    @property
+    def backend(self) -> str:
+        """The poller compiled in: ``"epoll"``, ``"kqueue"`` or ``"poll"``."""
+        return ffi.string(lib.pyws_backend()).decode()
+
+    # ------------------------------------------------------------------ stopping
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close every WebSocket with 1001 (going away) and every HTTP
+        connection after its queued output, keep polling until they are gone or ``timeout``
+        seconds pass, then drop whatever is left."""
+        loop = self._require_loop()
+        for lst in list(self._listeners.values()):
+            lst.close()
+        for c in list(self._conns.values()):
+            try:
+                if c.is_websocket:
+                    c.close(1001, "server shutting down")
+                else:
+                    c.drain()
+            except Exception:
+                pass
+        deadline = time.monotonic() + timeout
+        while self._conns and time.monotonic() < deadline:
+            self.poll(20)
+        for c in list(self._conns.values()):
+            lib.pyws_abort(loop, c.id)
+        if self._conns:
+            self.poll(0)
+
+    def close(self) -> None:
+        """Free the loop at once: sockets are closed without any handshake and no further
+        events are delivered. Use :meth:`shutdown` first for a graceful stop."""
+        if self._loop is None:
+            return
+        self._check_thread()
+        loop, self._loop = self._loop, None
+        for c in self._conns.values():
+            c.closed = True
+        self._conns.clear()
+        self._listeners.clear()
+        self._timers.clear()
+        lib.pyws_loop_free(loop)
+
+    def __enter__(self) -> "Manager":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._loop is not None:
+            try:
+                if self._conns or self._listeners:
+                    self.shutdown(1.0)
+            finally:
+                self.close()
+
+    def __del__(self) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            self._loop = None
+            lib.pyws_loop_free(loop)

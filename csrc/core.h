@@ -13,7 +13,7 @@
 
 #include "poller.h"
 #include "pyws.h"
-#include "session.h"
+#include "pyws.h"
 #include "timer.h"
 
 /* ------------------------------------------------------------------ limits and sizes */

@@ -16,8 +16,9 @@
  *   auto, empty or anything else: no cap.
  * It never enables a kernel the CPU lacks. pyws_impl_available() ignores it.
  *
- * Threads: two threads resolving at once compute the same value and store it with relaxed
- * atomics, so the race is harmless and free of undefined behaviour.
+ * Both answers are computed once and cached. Threads: two threads computing at once get the same
+ * value and store it with relaxed atomics, so the race is harmless and free of undefined
+ * behaviour.
  */
 #include "cpu.h"
 
@@ -28,13 +29,18 @@
 #include <stdatomic.h>
 /* 0 = not resolved yet, else the chosen PYWS_IMPL_* plus one. */
 static atomic_int best_plus_one;
-#define LOAD_BEST() atomic_load_explicit(&best_plus_one, memory_order_relaxed)
-#define STORE_BEST(v) atomic_store_explicit(&best_plus_one, (v), memory_order_relaxed)
+/* 0 = not probed yet, else AVAIL_PROBED | (1 << impl) for every kernel this CPU runs. */
+static atomic_uint avail_bits;
+#define LOAD(var) atomic_load_explicit(&(var), memory_order_relaxed)
+#define STORE(var, v) atomic_store_explicit(&(var), (v), memory_order_relaxed)
 #else
 static volatile int best_plus_one;
-#define LOAD_BEST() (best_plus_one)
-#define STORE_BEST(v) (best_plus_one = (v))
+static volatile unsigned avail_bits;
+#define LOAD(var) (var)
+#define STORE(var, v) ((var) = (v))
 #endif
+
+#define AVAIL_PROBED 0x100u
 
 static int cpu_has(int impl)
 {
@@ -64,9 +70,21 @@ static int cpu_has(int impl)
 
 int pyws_impl_available(int impl)
 {
+    unsigned bits;
+
     if (impl == PYWS_IMPL_AUTO)
         return 1;
-    return cpu_has(impl);
+    if (impl < 0 || impl >= PYWS_IMPL_COUNT)
+        return 0;
+    bits = LOAD(avail_bits);
+    if (bits == 0) {
+        bits = AVAIL_PROBED;
+        for (int k = 0; k < PYWS_IMPL_COUNT; k++)
+            if (cpu_has(k))
+                bits |= 1u << k;
+        STORE(avail_bits, bits);
+    }
+    return (int)((bits >> impl) & 1u);
 }
 
 /* The cap named by PYWS_FORCE_IMPL, or PYWS_IMPL_AUTO for none. */
@@ -93,24 +111,24 @@ static int resolve(void)
     if (cap == PYWS_IMPL_SCALAR)
         return PYWS_IMPL_SCALAR;
     if (cap == PYWS_IMPL_NEON || cap == PYWS_IMPL_AUTO) {
-        if (cpu_has(PYWS_IMPL_NEON))
+        if (pyws_impl_available(PYWS_IMPL_NEON))
             return PYWS_IMPL_NEON;
         if (cap == PYWS_IMPL_NEON)
             return PYWS_IMPL_SCALAR;
     }
-    if ((cap == PYWS_IMPL_AVX2 || cap == PYWS_IMPL_AUTO) && cpu_has(PYWS_IMPL_AVX2))
+    if ((cap == PYWS_IMPL_AVX2 || cap == PYWS_IMPL_AUTO) && pyws_impl_available(PYWS_IMPL_AVX2))
         return PYWS_IMPL_AVX2;
-    if (cpu_has(PYWS_IMPL_SSE2))
+    if (pyws_impl_available(PYWS_IMPL_SSE2))
         return PYWS_IMPL_SSE2;
     return PYWS_IMPL_SCALAR;
 }
 
 int pyws_impl_best(void)
 {
-    int b = LOAD_BEST();
+    int b = LOAD(best_plus_one);
     if (b == 0) {
         b = resolve() + 1;
-        STORE_BEST(b);
+        STORE(best_plus_one, b);
     }
     return b - 1;
 }

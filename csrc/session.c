@@ -1,11 +1,11 @@
 /*
  * session.c — one WebSocket's protocol state: message assembly, UTF-8 checks, size limits,
- * control frames and close payload validation. Sans-I/O: see session.h.
+ * control frames and close payload validation. Sans-I/O: see the Session section of pyws.h.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "session.h"
+#include "pyws.h"
 
 void pyws_session_init(pyws_session *s, int role, uint64_t max_message)
 {

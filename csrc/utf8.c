@@ -89,6 +89,12 @@ static const uint8_t utf8_next[9 * 16] = {
 
 #define HIGH_BITS 0x8080808080808080ull
 
+/* Offset of the first byte with its top bit set, in a word masked with HIGH_BITS (not 0), read
+ * from memory with memcpy: the lowest set bit on a little-endian machine. */
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define FIRST_HIGH_BYTE(w) ((size_t)__builtin_ctzll(w) >> 3)
+#endif
+
 static inline int is_cont(unsigned b)
 {
     return (b & 0xC0u) == 0x80u;
@@ -118,7 +124,8 @@ static inline size_t whole_sequence(const uint8_t *q)
     return 0;
 }
 
-size_t pyws_utf8_advance(uint32_t *state, const uint8_t *p, size_t i, size_t stop, size_t len)
+/* pyws_utf8_advance(), inlined into the scalar kernel. */
+static inline size_t advance(uint32_t *state, const uint8_t *p, size_t i, size_t stop, size_t len)
 {
     uint32_t s = *state;
 
@@ -127,6 +134,20 @@ size_t pyws_utf8_advance(uint32_t *state, const uint8_t *p, size_t i, size_t sto
             if (i >= stop)
                 break;
             if (p[i] < 0x80u) {
+                /* ASCII between non-ASCII characters: a word at a time where possible */
+                if (len - i >= 8) {
+                    uint64_t w;
+                    memcpy(&w, p + i, 8);
+                    w &= HIGH_BITS;
+                    if (w == 0) {
+                        i += 8;
+                        continue;
+                    }
+#ifdef FIRST_HIGH_BYTE
+                    i += FIRST_HIGH_BYTE(w);
+                    continue;
+#endif
+                }
                 i++;
                 continue;
             }
@@ -147,6 +168,11 @@ size_t pyws_utf8_advance(uint32_t *state, const uint8_t *p, size_t i, size_t sto
     return i;
 }
 
+size_t pyws_utf8_advance(uint32_t *state, const uint8_t *p, size_t i, size_t stop, size_t len)
+{
+    return advance(state, p, i, stop, len);
+}
+
 int pyws_utf8_scalar(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
 {
     uint32_t s = *state;
@@ -165,7 +191,7 @@ int pyws_utf8_scalar(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
             if (i == len)
                 break;
         }
-        i = pyws_utf8_advance(&s, p, i, len - i > 16 ? i + 16 : len, len);
+        i = advance(&s, p, i, len - i > 16 ? i + 16 : len, len);
         if (s == S_BAD) {
             *state = s;
             *bad = i;

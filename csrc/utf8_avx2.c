@@ -14,14 +14,17 @@
 
 #include <immintrin.h>
 
-/* How far the scalar path runs past a non-ASCII byte before the vectors are tried again. */
-#define NEAR 16
+/* How far the scalar path runs past a non-ASCII byte before the vectors are tried again: from
+ * NEAR_MIN, doubling up to NEAR_MAX while the text stays dense with non-ASCII (the next one is
+ * within NEAR_MIN bytes when the vectors look), back to NEAR_MIN after an all-ASCII stretch. */
+#define NEAR_MIN 16
+#define NEAR_MAX 256
 
 __attribute__((target("avx2")))
 int pyws_utf8_avx2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
 {
     uint32_t s = *state;
-    size_t i = 0;
+    size_t i = 0, near = NEAR_MIN, skip;
 
     while (i < len) {
         if (s == PYWS_UTF8_S_BOUNDARY) {
@@ -32,13 +35,16 @@ int pyws_utf8_avx2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
             const __m256i b = _mm256_loadu_si256((const void *)(p + i + 32));
             if (_mm256_movemask_epi8(_mm256_or_si256(a, b)) == 0) {
                 i += 64;
+                near = NEAR_MIN;
                 continue;
             }
             ma = (unsigned)_mm256_movemask_epi8(a);
             mb = (unsigned)_mm256_movemask_epi8(b);
-            i += (size_t)__builtin_ctzll((uint64_t)ma | (uint64_t)mb << 32);
+            skip = (size_t)__builtin_ctzll((uint64_t)ma | (uint64_t)mb << 32);
+            i += skip;
+            near = skip >= NEAR_MIN ? NEAR_MIN : near < NEAR_MAX ? 2 * near : NEAR_MAX;
         }
-        i = pyws_utf8_advance(&s, p, i, len - i > NEAR ? i + NEAR : len, len);
+        i = pyws_utf8_advance(&s, p, i, len - i > near ? i + near : len, len);
         if (s == PYWS_UTF8_S_BAD) {
             *state = s;
             *bad = i;

@@ -14,26 +14,29 @@
 
 #include <arm_neon.h>
 
-/* How far the scalar path runs past a non-ASCII byte before the vectors are tried again. */
-#define NEAR 16
+/* How far the scalar path runs past a non-ASCII byte before the vectors are tried again: from
+ * NEAR_MIN, doubling up to NEAR_MAX while the text stays dense with non-ASCII (the next one is
+ * within NEAR_MIN bytes when the vectors look), back to NEAR_MIN after an all-ASCII stretch. */
+#define NEAR_MIN 16
+#define NEAR_MAX 256
 
 /* Index of the first byte >= 0x80 in v, or 16 if none. */
 static inline size_t first_high(uint8x16_t v)
 {
     /* 0xFF where the top bit is set; narrowing each 16-bit pair by 4 leaves one nibble per byte. */
     const uint8x16_t hi = vreinterpretq_u8_s8(vshrq_n_s8(vreinterpretq_s8_u8(v), 7));
-    const uint64_t m = vget_lane_u64(vreinterpret_u64_u8(vshrn_n_u16(vreinterpretq_u16_u8(hi), 4)), 0);
+    const uint8x8_t nibbles = vshrn_n_u16(vreinterpretq_u16_u8(hi), 4);
+    const uint64_t m = vget_lane_u64(vreinterpret_u64_u8(nibbles), 0);
     return m == 0 ? 16 : (size_t)__builtin_ctzll(m) >> 2;
 }
 
 int pyws_utf8_neon(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
 {
     uint32_t s = *state;
-    size_t i = 0;
+    size_t i = 0, near = NEAR_MIN, skip;
 
     while (i < len) {
         if (s == PYWS_UTF8_S_BOUNDARY) {
-            size_t k;
             if (len - i < 64)
                 break;
             const uint8x16_t a = vld1q_u8(p + i);
@@ -42,18 +45,20 @@ int pyws_utf8_neon(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
             const uint8x16_t d = vld1q_u8(p + i + 48);
             if (vmaxvq_u8(vorrq_u8(vorrq_u8(a, b), vorrq_u8(c, d))) < 0x80) {
                 i += 64;
+                near = NEAR_MIN;
                 continue;
             }
-            if ((k = first_high(a)) < 16)
-                i += k;
-            else if ((k = first_high(b)) < 16)
-                i += 16 + k;
-            else if ((k = first_high(c)) < 16)
-                i += 32 + k;
-            else
-                i += 48 + first_high(d);
+            skip = first_high(a);
+            if (skip == 16)
+                skip += first_high(b);
+            if (skip == 32)
+                skip += first_high(c);
+            if (skip == 48)
+                skip += first_high(d);
+            i += skip;
+            near = skip >= NEAR_MIN ? NEAR_MIN : near < NEAR_MAX ? 2 * near : NEAR_MAX;
         }
-        i = pyws_utf8_advance(&s, p, i, len - i > NEAR ? i + NEAR : len, len);
+        i = pyws_utf8_advance(&s, p, i, len - i > near ? i + near : len, len);
         if (s == PYWS_UTF8_S_BAD) {
             *state = s;
             *bad = i;

@@ -14,14 +14,17 @@
 
 #include <immintrin.h>
 
-/* How far the scalar path runs past a non-ASCII byte before the vectors are tried again. */
-#define NEAR 16
+/* How far the scalar path runs past a non-ASCII byte before the vectors are tried again: from
+ * NEAR_MIN, doubling up to NEAR_MAX while the text stays dense with non-ASCII (the next one is
+ * within NEAR_MIN bytes when the vectors look), back to NEAR_MIN after an all-ASCII stretch. */
+#define NEAR_MIN 16
+#define NEAR_MAX 256
 
 __attribute__((target("sse2")))
 int pyws_utf8_sse2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
 {
     uint32_t s = *state;
-    size_t i = 0;
+    size_t i = 0, near = NEAR_MIN, skip;
 
     while (i < len) {
         if (s == PYWS_UTF8_S_BOUNDARY) {
@@ -34,16 +37,19 @@ int pyws_utf8_sse2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
             const __m128i d = _mm_loadu_si128((const void *)(p + i + 48));
             if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d))) == 0) {
                 i += 64;
+                near = NEAR_MIN;
                 continue;
             }
             ma = (unsigned)_mm_movemask_epi8(a);
             mb = (unsigned)_mm_movemask_epi8(b);
             mc = (unsigned)_mm_movemask_epi8(c);
             md = (unsigned)_mm_movemask_epi8(d);
-            i += (size_t)__builtin_ctzll((uint64_t)ma | (uint64_t)mb << 16 | (uint64_t)mc << 32 |
-                                         (uint64_t)md << 48);
+            skip = (size_t)__builtin_ctzll((uint64_t)ma | (uint64_t)mb << 16 |
+                                           (uint64_t)mc << 32 | (uint64_t)md << 48);
+            i += skip;
+            near = skip >= NEAR_MIN ? NEAR_MIN : near < NEAR_MAX ? 2 * near : NEAR_MAX;
         }
-        i = pyws_utf8_advance(&s, p, i, len - i > NEAR ? i + NEAR : len, len);
+        i = pyws_utf8_advance(&s, p, i, len - i > near ? i + near : len, len);
         if (s == PYWS_UTF8_S_BAD) {
             *state = s;
             *bad = i;

@@ -1,0 +1,70 @@
+# pyws — the two commands a newcomer needs:
+#   make demo   builds everything and runs the chat server on http://127.0.0.1:8000/
+#   make test   builds everything and runs the whole test suite (C tests, pytest, sanitizers)
+#
+# Both create .venv (Python venv) and install pyws into it in editable mode with its test
+# dependencies from PyPI. Needs: python3 (>= 3.9) with venv, a C compiler (gcc or clang), make.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CC ?= cc
+CSRCS := $(wildcard csrc/*.c)
+CHDRS := $(wildcard csrc/*.h)
+CFLAGS_TEST := -std=c11 -O1 -g -Wall -Wextra -Werror -Icsrc -fsanitize=address,undefined -fno-sanitize-recover=undefined
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: all demo test test-c test-py test-poll test-asan bench lint clean
+
+all: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py build_ffi.py $(CSRCS) $(CHDRS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test,bench]'
+	@touch $@
+
+demo: $(VENV)/.installed
+	$(PY) examples/chat_server.py --host $(HOST) --port $(PORT)
+
+test: test-c test-py test-poll test-asan lint
+
+# C unit tests: each csrc/tests/test_*.c is a standalone program built with ASan+UBSan.
+build/c/%: csrc/tests/%.c $(CSRCS) $(CHDRS)
+	@mkdir -p build/c
+	$(CC) $(CFLAGS_TEST) $(filter-out csrc/poller_% csrc/loop.c csrc/conn.c csrc/ws.c csrc/upgrade.c csrc/net.c csrc/timer.c,$(CSRCS)) $< -o $@ -lpthread
+
+C_TESTS := $(patsubst csrc/tests/%.c,build/c/%,$(wildcard csrc/tests/test_*.c))
+
+test-c: $(C_TESTS)
+	@for t in $(C_TESTS); do echo "== $$t"; $$t || exit 1; PYWS_FORCE_IMPL=scalar $$t > /dev/null || exit 1; done
+
+test-py: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+# The same Python suite against the poll(2) backend (compiled into a separate directory).
+test-poll: $(VENV)/.installed
+	rm -rf build/poll && mkdir -p build/poll
+	PYWS_POLLER=poll $(PY) build_ffi.py --outdir build/poll > /dev/null
+	cp pyws/*.py pyws/py.typed build/poll/pyws/
+	cd build/poll && PYWS_EXPECT_BACKEND=poll ../../$(PY) -m pytest -q -p no:cacheprovider ../../tests
+
+# The Python suite against a build with AddressSanitizer and UndefinedBehaviorSanitizer.
+test-asan: $(VENV)/.installed
+	rm -rf build/asan && mkdir -p build/asan
+	PYWS_SANITIZE=1 $(PY) build_ffi.py --outdir build/asan > /dev/null
+	cp pyws/*.py pyws/py.typed build/asan/pyws/
+	cd build/asan && PYWS_SANITIZED=1 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  ../../$(PY) -m pytest -q -p no:cacheprovider -m "not slow" ../../tests
+
+lint: $(VENV)/.installed
+	$(PY) -m mypy --strict pyws
+
+bench: $(VENV)/.installed
+	$(PY) -m pytest bench --benchmark-only -q
+
+clean:
+	rm -rf build dist *.egg-info pyws/_pyws*.so pyws/_pyws.c .pytest_cache .mypy_cache

@@ -91,7 +91,8 @@ void pyws_conn_free(pyws_loop *loop, pyws_conn *c)
         return;
     if (c->fd >= 0) {
         pyws_poller_del(loop->poller, c->fd,
-                        PYWS_POLL_IN | ((c->flags & CF_WANT_WRITE) ? PYWS_POLL_OUT : 0u));
+                        ((c->flags & CF_NO_READ) ? 0u : PYWS_POLL_IN) |
+                        ((c->flags & CF_WANT_WRITE) ? PYWS_POLL_OUT : 0u));
         close(c->fd);
         c->fd = -1;
     }
@@ -260,17 +261,17 @@ void pyws_conn_watch(pyws_loop *loop, pyws_conn *c)
 {
     if (c->fd < 0)
         return;
-    int want = c->wq_n != 0;
-    int have = (c->flags & CF_WANT_WRITE) != 0;
+    /* after the peer's EOF there is nothing left to read: level-triggered read interest
+     * would report the fd forever */
+    uint32_t want = ((c->flags & CF_EOF) ? 0u : PYWS_POLL_IN) | (c->wq_n ? PYWS_POLL_OUT : 0u);
+    uint32_t have = ((c->flags & CF_NO_READ) ? 0u : PYWS_POLL_IN) |
+                    ((c->flags & CF_WANT_WRITE) ? PYWS_POLL_OUT : 0u);
     if (want == have)
         return;
-    uint32_t old = PYWS_POLL_IN | (have ? PYWS_POLL_OUT : 0u);
-    uint32_t now = PYWS_POLL_IN | (want ? PYWS_POLL_OUT : 0u);
-    if (pyws_poller_mod(loop->poller, c->fd, c->id, old, now) == 0) {
-        if (want)
-            c->flags |= CF_WANT_WRITE;
-        else
-            c->flags &= ~CF_WANT_WRITE;
+    if (pyws_poller_mod(loop->poller, c->fd, c->id, have, want) == 0) {
+        c->flags = (c->flags & ~(CF_WANT_WRITE | CF_NO_READ)) |
+                   ((want & PYWS_POLL_OUT) ? CF_WANT_WRITE : 0u) |
+                   ((want & PYWS_POLL_IN) ? 0u : CF_NO_READ);
     }
 }
 
@@ -377,6 +378,7 @@ static int rbuf_room(pyws_conn *c, size_t limit)
 static void on_eof(pyws_loop *loop, pyws_conn *c)
 {
     c->flags |= CF_EOF;
+    pyws_conn_watch(loop, c);
     switch (c->state) {
     case PYWS_ST_FLUSHING:
         /* keep flushing what we have; the peer may still read */

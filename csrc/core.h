@@ -80,6 +80,7 @@ enum {
 #define CF_CTL_EVENTS 0x0400u   /* deliver control frames as EV_WS_CTL */
 #define CF_SEND_FRAG 0x0800u    /* an outgoing fragmented message is in progress */
 #define CF_WAS_WS 0x1000u       /* the connection was upgraded at some point */
+#define CF_NO_READ 0x2000u      /* poller does not watch for input (after EOF) */
 
 typedef struct pyws_conn {
     uint64_t id;              /* generation << 32 | slot */

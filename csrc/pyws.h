@@ -271,7 +271,7 @@ typedef struct pyws_header {
 typedef struct pyws_http_head {
     pyws_str method;          /* requests */
     pyws_str target;          /* requests: the request-target (path and query) */
-    int version_minor;        /* HTTP/1.x: x (0 or 1) */
+    int version_minor;        /* HTTP/1.x: x (0..9) */
     int status;               /* responses: the status code */
     pyws_str reason;          /* responses: the reason phrase */
     size_t num_headers;
@@ -285,7 +285,9 @@ typedef struct pyws_http_head {
 
 /* Parse a request head from buf[0..len). headers[] has room for max_headers entries.
  * Returns head length (> 0) when complete, PYWS_HTTP_PARTIAL, or a negative PYWS_HTTP_* error.
- * A buffer already longer than max_bytes without a complete head gives PYWS_HTTP_TOO_LARGE.
+ * len >= max_bytes with no complete head in the first max_bytes bytes gives
+ * PYWS_HTTP_TOO_LARGE (max_bytes is capped at INT_MAX). head and headers are written only on
+ * success; headers may be NULL (lines are then counted, not stored).
  * Accepts bare LF line endings as well as CRLF; rejects obsolete line folding, NULs and control
  * characters in the request line and header names, whitespace before the colon. */
 int pyws_http_parse_request(const char *buf, size_t len, size_t max_bytes,
@@ -309,7 +311,8 @@ int pyws_http_content_length(const pyws_header *headers, size_t n, uint64_t *out
 
 typedef struct pyws_handshake {
     int status;               /* 0 = a valid upgrade request; else the HTTP status to answer
-                                 (400, or 426 for a Sec-WebSocket-Version other than 13) */
+                                 (400, or 426 for a Sec-WebSocket-Version missing or other
+                                 than 13) */
     const char *error;        /* static reason when status != 0 */
     char accept[29];          /* Sec-WebSocket-Accept for the key, NUL-terminated */
     pyws_str protocols;       /* Sec-WebSocket-Protocol values as received (may be empty); when
@@ -333,7 +336,8 @@ int pyws_protocol_offered(pyws_str offered, const char *protocol);
 /* SHA-1 and base64, exposed for tests: digest is 20 bytes; b64 out needs 4*ceil(n/3)+1 bytes. */
 void pyws_sha1(const uint8_t *data, size_t len, uint8_t *digest);
 size_t pyws_base64_encode(const uint8_t *data, size_t len, char *out);
-/* Decode; returns decoded length or -1 when not canonical base64. out needs 3*len/4 bytes. */
+/* Decode; returns decoded length or -1 when not canonical base64 (out may then be partly
+ * written). out needs 3*len/4 bytes. */
 long pyws_base64_decode(const char *in, size_t len, uint8_t *out);
 
 /* ---------------------------------------------------------------------------------------------

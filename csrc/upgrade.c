@@ -48,17 +48,33 @@ void pyws_http_error(pyws_loop *loop, pyws_conn *c, int status, const char *why)
     pyws_conn_finish(loop, c);
 }
 
-static void store_handshake(pyws_conn *c, const pyws_handshake *hs)
+/* Keep what ws_upgrade() needs once the request bytes are gone: status, accept key and the
+ * offered subprotocols (every Sec-WebSocket-Protocol header, joined with ", "). */
+static void store_handshake(pyws_conn *c, const pyws_handshake *hs, const pyws_header *headers,
+                            size_t n)
 {
     c->hs_status = hs->status;
     memcpy(c->accept, hs->accept, sizeof(c->accept));
     free(c->protocols);
     c->protocols = NULL;
     if (hs->status == 0 && hs->protocols.len) {
-        c->protocols = malloc(hs->protocols.len + 1);
+        size_t total = 0;
+        for (int i = pyws_http_find(headers, n, "sec-websocket-protocol", 0); i >= 0;
+             i = pyws_http_find(headers, n, "sec-websocket-protocol", (size_t)i + 1))
+            total += headers[i].value.len + 2;
+        c->protocols = malloc(total + 1);
         if (c->protocols) {
-            memcpy(c->protocols, hs->protocols.ptr, hs->protocols.len);
-            c->protocols[hs->protocols.len] = 0;
+            size_t at = 0;
+            for (int i = pyws_http_find(headers, n, "sec-websocket-protocol", 0); i >= 0;
+                 i = pyws_http_find(headers, n, "sec-websocket-protocol", (size_t)i + 1)) {
+                if (at) {
+                    memcpy(c->protocols + at, ", ", 2);
+                    at += 2;
+                }
+                memcpy(c->protocols + at, headers[i].value.ptr, headers[i].value.len);
+                at += headers[i].value.len;
+            }
+            c->protocols[at] = 0;
         }
     }
     c->flags |= CF_HS_STORED;
@@ -105,7 +121,7 @@ void pyws_http_input(pyws_loop *loop, pyws_conn *c)
 
     pyws_handshake hs;
     pyws_handshake_check(&head, headers, &hs);
-    store_handshake(c, &hs);
+    store_handshake(c, &hs, headers, head.num_headers);
 
     pyws_event *ev = pyws_event_push(loop, PYWS_EV_HTTP_MSG, c->id);
     if (ev) {

@@ -89,10 +89,19 @@ static const uint8_t utf8_next[9 * 16] = {
 
 #define HIGH_BITS 0x8080808080808080ull
 
-/* Offset of the first byte with its top bit set, in a word masked with HIGH_BITS (not 0), read
- * from memory with memcpy: the lowest set bit on a little-endian machine. */
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* For a word read from memory with memcpy: FIRST_HIGH_BYTE(w) is the offset of the first byte
+ * with its top bit set (w masked with HIGH_BITS, not 0); DROP_FIRST_BYTES(w, n) shifts the
+ * first n bytes (1..7) out. Both depend on the byte order; without them, bytes go one by one. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define DROP_FIRST_BYTES(w, n) ((w) >> (8 * (n)))
+#if defined(__GNUC__)
 #define FIRST_HIGH_BYTE(w) ((size_t)__builtin_ctzll(w) >> 3)
+#endif
+#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define DROP_FIRST_BYTES(w, n) ((w) << (8 * (n)))
+#if defined(__GNUC__)
+#define FIRST_HIGH_BYTE(w) ((size_t)__builtin_clzll(w) >> 3)
+#endif
 #endif
 
 static inline int is_cont(unsigned b)
@@ -134,21 +143,38 @@ static inline size_t advance(uint32_t *state, const uint8_t *p, size_t i, size_t
             if (i >= stop)
                 break;
             if (p[i] < 0x80u) {
-                /* ASCII between non-ASCII characters: a word at a time where possible */
+                /* A run of ASCII: whole words while they last (16 bytes a turn, until `stop`),
+                 * then one word, or the buffer's last word, to reach the next non-ASCII byte or
+                 * the end; at the very least this byte. */
+                const size_t i0 = i;
+                uint64_t a, b;
+                while (len - i >= 16 && i < stop) {
+                    memcpy(&a, p + i, 8);
+                    memcpy(&b, p + i + 8, 8);
+                    if ((a | b) & HIGH_BITS)
+                        break;
+                    i += 16;
+                }
                 if (len - i >= 8) {
-                    uint64_t w;
-                    memcpy(&w, p + i, 8);
-                    w &= HIGH_BITS;
-                    if (w == 0) {
+                    memcpy(&a, p + i, 8);
+                    a &= HIGH_BITS;
+                    if (a == 0)
                         i += 8;
-                        continue;
-                    }
 #ifdef FIRST_HIGH_BYTE
-                    i += FIRST_HIGH_BYTE(w);
-                    continue;
+                    else
+                        i += FIRST_HIGH_BYTE(a);
 #endif
                 }
-                i++;
+#ifdef DROP_FIRST_BYTES
+                else if (len >= 8) {
+                    /* fewer than 8 bytes left: the last word, without the bytes before i */
+                    memcpy(&a, p + len - 8, 8);
+                    if (DROP_FIRST_BYTES(a & HIGH_BITS, 8 - (len - i)) == 0)
+                        i = len;
+                }
+#endif
+                if (i == i0)
+                    i++;
                 continue;
             }
             if (len - i >= 4) {
@@ -176,29 +202,13 @@ size_t pyws_utf8_advance(uint32_t *state, const uint8_t *p, size_t i, size_t sto
 int pyws_utf8_scalar(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
 {
     uint32_t s = *state;
-    size_t i = 0;
+    const size_t i = advance(&s, p, 0, len, len);
 
-    while (i < len) {
-        if (s == S_OK) {
-            while (len - i >= 16) {
-                uint64_t a, b;
-                memcpy(&a, p + i, 8);
-                memcpy(&b, p + i + 8, 8);
-                if ((a | b) & HIGH_BITS)
-                    break;
-                i += 16;
-            }
-            if (i == len)
-                break;
-        }
-        i = advance(&s, p, i, len - i > 16 ? i + 16 : len, len);
-        if (s == S_BAD) {
-            *state = s;
-            *bad = i;
-            return PYWS_UTF8_INVALID;
-        }
-    }
     *state = s;
+    if (s == S_BAD) {
+        *bad = i;
+        return PYWS_UTF8_INVALID;
+    }
     return s == S_OK ? PYWS_UTF8_OK : PYWS_UTF8_PARTIAL;
 }
 
@@ -236,7 +246,7 @@ void pyws_utf8_init(pyws_utf8 *v)
     v->cp = 0;
 }
 
-static int feed(pyws_utf8_fn kernel, pyws_utf8 *v, const uint8_t *p, size_t len,
+static inline int feed(pyws_utf8_fn kernel, pyws_utf8 *v, const uint8_t *p, size_t len,
                 size_t *bad_offset)
 {
     uint32_t s = v->state;

@@ -462,14 +462,18 @@ static void run_pending(pyws_loop *loop)
             continue;
         c->flags &= ~CF_PENDING;
         uint64_t id = c->id;
+        /* a close that the input below reports must wait for the application's replies to
+         * the messages before it: only a close already pending is acted on now */
+        int close_was_pending = c->pending_code != 0;
         if (c->rbuf || (c->flags & CF_REQ_DONE))
             pyws_http_pending(loop, c);
         c = pyws_conn_get(loop, id);
-        if (c && c->pending_code)
+        if (c && close_was_pending && c->pending_code)
             pyws_ws_pending(loop, c);
     }
     /* work marked during this pass waits for the next poll */
-    memmove(loop->pending.v, loop->pending.v + n, (loop->pending.n - n) * sizeof(uint32_t));
+    if (loop->pending.n > n)
+        memmove(loop->pending.v, loop->pending.v + n, (loop->pending.n - n) * sizeof(uint32_t));
     loop->pending.n -= n;
 }
 

@@ -64,8 +64,13 @@ static const pyws_mask_fn mask_kernels[PYWS_IMPL_COUNT] = {
     pyws_mask_neon,   /* PYWS_IMPL_NEON */
 };
 
+/* Below this many bytes the vector kernels would only pass the work on to the scalar one. */
+#define SMALL 16
+
 size_t pyws_mask(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
 {
+    if (len < SMALL)
+        return pyws_mask_scalar(buf, len, key, phase);
     return mask_kernels[pyws_impl_best()](buf, len, key, phase);
 }
 

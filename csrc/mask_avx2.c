@@ -1,7 +1,8 @@
 /*
  * mask_avx2.c — masking with AVX2. Large buffers are first brought to a 32-byte boundary by the
  * scalar kernel (the key phase moves with it), then 128 bytes per loop turn in aligned 32-byte
- * vectors, then 32 at a time; the last < 32 bytes go to the scalar kernel.
+ * vectors, then 32 at a time, then one 16-byte step; the last < 16 bytes go to the scalar
+ * kernel.
  */
 #include "cpu.h"
 #include "mask.h"
@@ -55,7 +56,13 @@ size_t pyws_mask_avx2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase
             _mm256_storeu_si256((void *)(buf + i), _mm256_xor_si256(a, k));
         }
     }
-    /* i is a multiple of 32, so the tail starts at the same key phase. */
+    if (len - i >= 16) {
+        const __m128i k = _mm_set1_epi32((int)pyws_mask_key32(key, phase));
+        __m128i a = _mm_loadu_si128((const void *)(buf + i));
+        _mm_storeu_si128((void *)(buf + i), _mm_xor_si128(a, k));
+        i += 16;
+    }
+    /* i is a multiple of 16, so the tail starts at the same key phase. */
     pyws_mask_scalar(buf + i, len - i, key, phase);
     return end_phase;
 }

@@ -133,8 +133,14 @@ static inline size_t whole_sequence(const uint8_t *q)
     return 0;
 }
 
+#if defined(__GNUC__)
+#define ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define ALWAYS_INLINE inline
+#endif
+
 /* pyws_utf8_advance(), inlined into the scalar kernel. */
-static inline size_t advance(uint32_t *state, const uint8_t *p, size_t i, size_t stop, size_t len)
+static ALWAYS_INLINE size_t advance(uint32_t *state, const uint8_t *p, size_t i, size_t stop, size_t len)
 {
     uint32_t s = *state;
 
@@ -166,7 +172,7 @@ static inline size_t advance(uint32_t *state, const uint8_t *p, size_t i, size_t
 #endif
                 }
 #ifdef DROP_FIRST_BYTES
-                else if (len >= 8) {
+                else if (len >= 8 && i < len) {
                     /* fewer than 8 bytes left: the last word, without the bytes before i */
                     memcpy(&a, p + len - 8, 8);
                     if (DROP_FIRST_BYTES(a & HIGH_BITS, 8 - (len - i)) == 0)
@@ -277,8 +283,13 @@ static inline int feed(pyws_utf8_fn kernel, pyws_utf8 *v, const uint8_t *p, size
     return r;
 }
 
+/* Below this many bytes the vector kernels would only pass the work on to the scalar one. */
+#define SMALL 64
+
 int pyws_utf8_feed(pyws_utf8 *v, const uint8_t *p, size_t len, size_t *bad_offset)
 {
+    if (len < SMALL)
+        return feed(pyws_utf8_scalar, v, p, len, bad_offset);
     return feed(utf8_kernels[pyws_impl_best()], v, p, len, bad_offset);
 }
 
@@ -298,5 +309,7 @@ int pyws_utf8_valid(const uint8_t *p, size_t len)
 
     if (len == 0)
         return 1;
+    if (len < SMALL)
+        return pyws_utf8_scalar(&s, p, len, &bad) == PYWS_UTF8_OK;
     return utf8_kernels[pyws_impl_best()](&s, p, len, &bad) == PYWS_UTF8_OK;
 }

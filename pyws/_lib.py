@@ -24,7 +24,7 @@ def last_error(loop: Any) -> str:
     """The C core's description of the last failure on ``loop``."""
     if loop is None or loop == ffi.NULL:
         return ""
-    return ffi.string(lib.pyws_last_error(loop)).decode("utf-8", "replace")
+    return str(ffi.string(lib.pyws_last_error(loop)).decode("utf-8", "replace"))
 
 
 def raise_for(rc: int, loop: Any, what: str, close_code: Optional[int] = None,

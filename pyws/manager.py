@@ -222,7 +222,7 @@ class Manager:
                 self._run_soon()
         finally:
             self._in_poll = False
-        return n
+        return int(n)
 
     def _dispatch_batch(self, evs: Any, n: int) -> None:
         conns = self._conns
@@ -400,7 +400,7 @@ class Manager:
     @property
     def backend(self) -> str:
         """The poller compiled in: ``"epoll"``, ``"kqueue"`` or ``"poll"``."""
-        return ffi.string(lib.pyws_backend()).decode()
+        return str(ffi.string(lib.pyws_backend()).decode())
 
     # ------------------------------------------------------------------ stopping
     def shutdown(self, timeout: float = 5.0) -> None:

@@ -1,0 +1,204 @@
+"""Shared machinery of the pyws benchmarks: command-line options of the echo benchmark, a
+per-run store the tests fill, and the summary tables printed at the end of the run (kernel
+ratios and the end-to-end echo table, the latter also written to build/bench-echo.json).
+
+Run:  .venv/bin/python -m pytest bench -q --benchmark-only     (see bench/README.md)
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, "build")
+ECHO_JSON = os.path.join(BUILD, "bench-echo.json")
+
+STORE = pytest.StashKey[Dict[str, Any]]()
+
+
+def pytest_addoption(parser: Any) -> None:
+    g = parser.getgroup("pyws-bench", "pyws end-to-end echo benchmark")
+    g.addoption("--echo-servers", default="pyws,picows,websockets,aiohttp",
+                help="comma-separated servers to run (default: all four)")
+    g.addoption("--echo-conns", type=int, default=64, help="connections (default 64)")
+    g.addoption("--echo-inflight", type=int, default=16,
+                help="messages in flight per connection (default 16)")
+    g.addoption("--echo-size", default="64",
+                help="payload bytes; a comma-separated list runs each size (default 64)")
+    g.addoption("--echo-duration", type=float, default=3.0,
+                help="seconds measured per run (default 3)")
+    g.addoption("--echo-warmup", type=float, default=0.5,
+                help="seconds of warm-up before measuring (default 0.5)")
+    g.addoption("--echo-rounds", type=int, default=2,
+                help="rounds; each round runs every server once, interleaved (default 2)")
+    g.addoption("--echo-text", action="store_true", help="text messages instead of binary")
+    g.addoption("--echo-pin", action="store_true",
+                help="pin the server to the last CPU and the load client to the first "
+                     "(off by default: on a shared machine pinning can hurt more than help)")
+
+
+def pytest_configure(config: Any) -> None:
+    config.stash[STORE] = {"kernels": {}, "echo": [], "started": time.time(),
+                           "loadavg_start": _loadavg()}
+
+
+@pytest.fixture(scope="session")
+def bench_store(request: Any) -> Dict[str, Any]:
+    return request.config.stash[STORE]
+
+
+@pytest.fixture
+def record_kernel(bench_store: Dict[str, Any]) -> Callable[..., None]:
+    """``record_kernel(benchmark, op, size, impl)`` keeps a finished kernel benchmark's
+    statistics for the summary (nothing when benchmarks are disabled: --benchmark-disable)."""
+    def record(benchmark: Any, op: str, size: int, impl: str) -> None:
+        meta = getattr(benchmark, "stats", None)
+        if meta is None or getattr(meta, "stats", None) is None:
+            return
+        st = meta.stats
+        bench_store["kernels"].setdefault(op, {}).setdefault(size, {})[impl] = {
+            "min": st.min, "median": st.median, "mean": st.mean, "rounds": st.rounds}
+    return record
+
+
+def _loadavg() -> Optional[List[float]]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        return None
+
+
+# ----------------------------------------------------------------------------- summary
+
+def _fmt_time(s: float) -> str:
+    if s < 1e-6:
+        return f"{s * 1e9:.0f} ns"
+    if s < 1e-3:
+        return f"{s * 1e6:.2f} us"
+    return f"{s * 1e3:.2f} ms"
+
+
+def _size_label(n: int) -> str:
+    if n >= 1 << 20 and n % (1 << 20) == 0:
+        return f"{n >> 20} MiB"
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n >> 10} KiB"
+    return f"{n} B"
+
+
+def _kernel_tables(kernels: Dict[str, Any]) -> List[str]:
+    out: List[str] = []
+    for op in sorted(kernels):
+        by_size = kernels[op]
+        sizes = sorted(by_size)
+        impls: List[str] = []
+        for s in sizes:
+            for name in by_size[s]:
+                if name not in impls:
+                    impls.append(name)
+        ref_name = next((n for n in impls if n.startswith("pyws-") and n.endswith("(auto)")),
+                        None)
+        out.append("")
+        out.append(f"{op}: median time per call, GB/s, and time relative to pyws's default "
+                   f"kernel {ref_name or '?'} (>1.00x = slower than pyws)")
+        head = f"  {'implementation':<26}" + "".join(f"{_size_label(s):>30}" for s in sizes)
+        out.append(head)
+        for name in impls:
+            row = f"  {name:<26}"
+            for s in sizes:
+                r = by_size[s].get(name)
+                if r is None:
+                    row += f"{'-':>30}"
+                    continue
+                med = r["median"]
+                gbs = s / med / 1e9 if med > 0 else 0.0
+                ref = by_size[s].get(ref_name) if ref_name else None
+                rel = f"{med / ref['median']:.2f}x" if ref and ref["median"] > 0 else "-"
+                cell = f"{_fmt_time(med)} {gbs:6.2f}GB/s {rel:>7}"
+                row += f"{cell:>30}"
+            out.append(row)
+    return out
+
+
+def _echo_tables(runs: List[Dict[str, Any]]) -> List[str]:
+    out: List[str] = []
+    sizes = sorted({r["size"] for r in runs})
+    servers: List[str] = []
+    for r in runs:
+        if r["server"] not in servers:
+            servers.append(r["server"])
+    for size in sizes:
+        rs = [r for r in runs if r["size"] == size]
+        cfg = rs[0]
+        out.append("")
+        out.append(f"echo, {cfg['conns']} connections x {cfg['inflight']} in flight, "
+                   f"{size} B {cfg['opcode']} messages, {cfg['duration_s']:.1f} s per run; "
+                   f"best of {max(r['round'] for r in rs)} interleaved round(s)")
+        out.append(f"  {'server':<11}{'msgs/s':>10}{'MB/s':>8}{'p50 ms':>9}{'p99 ms':>9}"
+                   f"{'srv CPU':>9}{'cli CPU':>9}{'pyws/peer':>11}  {'per-round msgs/s':<24}"
+                   f"per-round pyws/peer")
+        best: Dict[str, Dict[str, Any]] = {}
+        for s in servers:
+            mine = [r for r in rs if r["server"] == s]
+            if mine:
+                best[s] = max(mine, key=lambda r: r["msgs_per_s"])
+        pyws_best = best.get("pyws")
+        for s in servers:
+            if s not in best:
+                continue
+            b = best[s]
+            mine = sorted((r for r in rs if r["server"] == s), key=lambda r: r["round"])
+            per_round = ",".join(f"{r['msgs_per_s'] / 1000:.0f}k" for r in mine)
+            ratio = (f"{pyws_best['msgs_per_s'] / b['msgs_per_s']:.2f}x"
+                     if pyws_best and b["msgs_per_s"] > 0 else "-")
+            rr = []
+            for r in mine:
+                p = next((x for x in rs if x["server"] == "pyws" and x["round"] == r["round"]),
+                         None)
+                if p and r["msgs_per_s"] > 0:
+                    rr.append(f"{p['msgs_per_s'] / r['msgs_per_s']:.2f}x")
+            srv = f"{b['server_cpu_pct']:.0f}%" if b.get("server_cpu_pct", -1) >= 0 else "?"
+            out.append(f"  {s:<11}{b['msgs_per_s']:>10.0f}{b['mb_per_s']:>8.2f}"
+                       f"{b['p50_us'] / 1000:>9.2f}{b['p99_us'] / 1000:>9.2f}{srv:>9}"
+                       f"{b['client_cpu_pct']:>8.0f}%{ratio:>11}  {per_round:<24}"
+                       f"{','.join(rr)}")
+        loops = sorted({f"{r['server']}: {r['banner']}" for r in rs if r.get("banner")})
+        for line in loops:
+            out.append(f"    {line}")
+    return out
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    store = config.stash.get(STORE, None)
+    if not store:
+        return
+    lines: List[str] = []
+    if store["kernels"]:
+        lines += _kernel_tables(store["kernels"])
+    if store["echo"]:
+        lines += _echo_tables(store["echo"])
+        os.makedirs(BUILD, exist_ok=True)
+        doc = {
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(store["started"])),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "loadavg_start": store["loadavg_start"],
+            "loadavg_end": _loadavg(),
+            "runs": store["echo"],
+        }
+        with open(ECHO_JSON, "w") as f:
+            json.dump(doc, f, indent=2)
+        lines.append("")
+        lines.append(f"  written to {os.path.relpath(ECHO_JSON, ROOT)}; load average at start "
+                     f"{store['loadavg_start']}, at end {_loadavg()} ({os.cpu_count()} CPUs)")
+    if lines:
+        terminalreporter.write_sep("=", "pyws benchmark summary")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,0 +1,605 @@
+/*
+ * loadgen.c — WebSocket echo load client for the pyws benchmarks.
+ *
+ * Plain C99 + Linux epoll, no dependencies, single-threaded:
+ *
+ *     cc -O2 -o loadgen bench/loadgen.c
+ *     ./loadgen --port 9001 [-c 64] [-k 16] [-s 64] [-d 3] [-w 0.5] [--text] [--pid SERVER_PID]
+ *
+ * Opens -c connections to ws://127.0.0.1:PORT/ (always 127.0.0.1: there is no host option),
+ * does the opening handshake on each (checking the 101 status and Sec-WebSocket-Accept), then
+ * keeps -k masked messages of -s bytes (binary, or text with --text) in flight per connection:
+ * every echo received is checked (opcode, length, payload bytes) and immediately replaced by a
+ * new message. Echoes come back in order on a connection, so a ring of -k send timestamps per
+ * connection gives each message's round-trip time (send -> echo received).
+ *
+ * Phases: connect + handshake (all connections, at most --connect-timeout s) -> warm-up (-w s,
+ * not counted) -> measurement (-d s) -> close (a close frame on each connection, at most 2 s for
+ * the answers). The whole run is bounded: a SIGALRM backstop ends the process if the phases
+ * somehow overrun, and a run where no echo arrives for --stall s fails.
+ *
+ * Prints one JSON object on stdout: messages/s, MB/s (echoed payload bytes per second, 1 MB =
+ * 10^6 bytes), latency percentiles in microseconds, and the CPU used during the measurement by
+ * this client and (with --pid) by the server, in % of one core.
+ *
+ * Exit status: 0 ok; 2 protocol error (bad handshake, bad frame, wrong echo, server closed
+ * the connection); 3 connect/socket error; 4 timeout or stall; 1 usage.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXIT_USAGE 1
+#define EXIT_PROTO 2
+#define EXIT_CONN 3
+#define EXIT_TIMEOUT 4
+
+/* RFC 6455 §1.3's sample key and its accept value. */
+static const char WS_KEY[] = "dGhlIHNhbXBsZSBub25jZQ==";
+static const char WS_ACCEPT[] = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+static const uint8_t MASK_KEY[4] = {0x37, 0xfa, 0x21, 0x3d};
+
+/* ------------------------------------------------------------------ utilities */
+
+static void die(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "loadgen: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(code);
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+typedef struct {
+    uint8_t *p;
+    size_t off;  /* first unconsumed byte */
+    size_t len;  /* end of data */
+    size_t cap;
+} buf_t;
+
+static void buf_reserve(buf_t *b, size_t extra) {
+    if (b->off > 0 && (b->off == b->len || b->len + extra > b->cap)) {
+        memmove(b->p, b->p + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+    }
+    if (b->len + extra > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + extra) cap *= 2;
+        uint8_t *p = realloc(b->p, cap);
+        if (!p) die(EXIT_CONN, "out of memory");
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
+static void buf_append(buf_t *b, const void *data, size_t n) {
+    buf_reserve(b, n);
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+}
+
+/* ------------------------------------------------------------------ latency histogram */
+/* Log-linear buckets over nanoseconds: exact below 128 ns, then 64 sub-buckets per power of
+ * two (relative error < 1.6%). */
+#define SUB_BITS 6
+#define SUB (1 << SUB_BITS)
+#define NBUCKETS (2 * SUB + (64 - SUB_BITS - 1) * SUB)
+
+static uint64_t hist[NBUCKETS];
+static uint64_t hist_count, hist_sum_ns, hist_max_ns;
+
+static int hist_index(uint64_t v) {
+    if (v < 2 * SUB) return (int)v;
+    int b = 63 - __builtin_clzll(v);
+    int shift = b - SUB_BITS;
+    return (int)(2 * SUB + (uint64_t)(b - SUB_BITS - 1) * SUB + ((v >> shift) - SUB));
+}
+
+static double hist_value(int idx) {
+    if (idx < 2 * SUB) return (double)idx;
+    int k = idx - 2 * SUB;
+    int b = k / SUB + SUB_BITS + 1;
+    uint64_t m = (uint64_t)(k % SUB + SUB);
+    int shift = b - SUB_BITS;
+    double lo = (double)(m << shift), hi = (double)((m + 1) << shift);
+    return (lo + hi) / 2.0;
+}
+
+static void hist_add(uint64_t v) {
+    hist[hist_index(v)]++;
+    hist_count++;
+    hist_sum_ns += v;
+    if (v > hist_max_ns) hist_max_ns = v;
+}
+
+static double hist_pct_us(double q) {
+    if (hist_count == 0) return 0.0;
+    uint64_t target = (uint64_t)(q * (double)hist_count + 0.999999);
+    if (target < 1) target = 1;
+    uint64_t cum = 0;
+    for (int i = 0; i < NBUCKETS; i++) {
+        cum += hist[i];
+        if (cum >= target) {
+            double v = hist_value(i);  /* bucket midpoint, but never above the true max */
+            return (v > (double)hist_max_ns ? (double)hist_max_ns : v) / 1000.0;
+        }
+    }
+    return (double)hist_max_ns / 1000.0;
+}
+
+/* ------------------------------------------------------------------ connections */
+
+enum { ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSING, ST_DONE };
+enum { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_CLOSE };
+
+typedef struct {
+    int fd;
+    int state;
+    int want_out;       /* EPOLLOUT registered */
+    buf_t in, out;
+    uint64_t *ring;     /* send timestamps of the in-flight messages, oldest at head */
+    unsigned head, count;
+} conn_t;
+
+static int g_port, g_conns = 64, g_inflight = 16, g_opcode = 2, g_pid = 0;
+static size_t g_size = 64;
+static double g_duration = 3.0, g_warmup = 0.5, g_connect_timeout = 10.0, g_stall = 5.0;
+static int g_epfd, g_phase = PH_CONNECT;
+static conn_t *g_c;
+static uint8_t *g_frame, *g_payload;  /* the masked frame we send; the payload we expect back */
+static size_t g_frame_len;
+static uint64_t g_now, g_last_rx;
+static uint64_t m_msgs, m_bytes;      /* counted during the measurement only */
+static int g_open, g_done;
+
+static void ep_mod(conn_t *c, int out) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN | (out ? EPOLLOUT : 0);
+    ev.data.ptr = c;
+    if (epoll_ctl(g_epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0) die(EXIT_CONN, "epoll_ctl: %s", strerror(errno));
+    c->want_out = out;
+}
+
+static void conn_finish(conn_t *c) {
+    if (c->state == ST_DONE) return;
+    epoll_ctl(g_epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->state = ST_DONE;
+    g_done++;
+}
+
+/* Write what is queued; register for EPOLLOUT while something is left. */
+static void conn_flush(conn_t *c) {
+    while (c->out.off < c->out.len) {
+        ssize_t n = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out.off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!c->want_out) ep_mod(c, 1);
+            return;
+        }
+        if (g_phase == PH_CLOSE) { conn_finish(c); return; }
+        die(EXIT_PROTO, "connection %ld: send failed: %s", (long)(c - g_c),
+            n < 0 ? strerror(errno) : "0 bytes");
+    }
+    c->out.off = c->out.len = 0;
+    if (c->want_out) ep_mod(c, 0);
+}
+
+static void send_message(conn_t *c) {
+    if (c->count >= (unsigned)g_inflight) die(EXIT_PROTO, "internal: ring overflow");
+    c->ring[(c->head + c->count) % (unsigned)g_inflight] = g_now;
+    c->count++;
+    buf_append(&c->out, g_frame, g_frame_len);
+}
+
+/* A masked client frame with payload p[0..n). */
+static void send_control(conn_t *c, int opcode, const uint8_t *p, size_t n) {
+    uint8_t hdr[6 + 125];
+    if (n > 125) n = 125;
+    hdr[0] = (uint8_t)(0x80 | opcode);
+    hdr[1] = (uint8_t)(0x80 | n);
+    memcpy(hdr + 2, MASK_KEY, 4);
+    for (size_t i = 0; i < n; i++) hdr[6 + i] = p[i] ^ MASK_KEY[i & 3];
+    buf_append(&c->out, hdr, 6 + n);
+}
+
+static void start_conn(conn_t *c) {
+    for (int i = 0; i < g_inflight; i++) send_message(c);
+    conn_flush(c);
+}
+
+/* Parse the 101 response once the whole head is in. Returns 1 when done, 0 for more. */
+static int parse_handshake(conn_t *c) {
+    uint8_t *p = c->in.p + c->in.off;
+    size_t n = c->in.len - c->in.off;
+    uint8_t *end = memmem(p, n, "\r\n\r\n", 4);
+    if (!end) {
+        if (n > 16384) die(EXIT_PROTO, "handshake response head too large");
+        return 0;
+    }
+    size_t head_len = (size_t)(end - p) + 4;
+    char *head = malloc(head_len + 1);
+    if (!head) die(EXIT_CONN, "out of memory");
+    memcpy(head, p, head_len);
+    head[head_len] = 0;
+    if (strncmp(head, "HTTP/1.1 101", 12) != 0) {
+        char *eol = strstr(head, "\r\n");
+        if (eol) *eol = 0;
+        die(EXIT_PROTO, "handshake refused: %s", head);
+    }
+    int accept_ok = 0, upgrade_ok = 0;
+    for (char *line = strstr(head, "\r\n"); line && line[2]; line = strstr(line + 2, "\r\n")) {
+        char *l = line + 2;
+        char *colon = strchr(l, ':');
+        char *eol = strstr(l, "\r\n");
+        if (!colon || !eol || colon > eol) continue;
+        char *v = colon + 1;
+        while (*v == ' ' || *v == '\t') v++;
+        size_t vlen = (size_t)(eol - v);
+        while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t')) vlen--;
+        size_t nlen = (size_t)(colon - l);
+        if (nlen == 20 && strncasecmp(l, "Sec-WebSocket-Accept", 20) == 0)
+            accept_ok = vlen == strlen(WS_ACCEPT) && memcmp(v, WS_ACCEPT, vlen) == 0;
+        else if (nlen == 7 && strncasecmp(l, "Upgrade", 7) == 0)
+            upgrade_ok = vlen == 9 && strncasecmp(v, "websocket", 9) == 0;
+        else if (nlen == 24 && strncasecmp(l, "Sec-WebSocket-Extensions", 24) == 0 && vlen)
+            die(EXIT_PROTO, "server negotiated an extension we did not offer");
+    }
+    free(head);
+    if (!accept_ok) die(EXIT_PROTO, "handshake: missing or wrong Sec-WebSocket-Accept");
+    if (!upgrade_ok) die(EXIT_PROTO, "handshake: missing Upgrade: websocket");
+    c->in.off += head_len;
+    c->state = ST_OPEN;
+    g_open++;
+    return 1;
+}
+
+/* Parse every complete frame in c->in. */
+static void parse_frames(conn_t *c) {
+    long idx = (long)(c - g_c);
+    for (;;) {
+        uint8_t *p = c->in.p + c->in.off;
+        size_t n = c->in.len - c->in.off;
+        if (n < 2) break;
+        uint8_t b0 = p[0], b1 = p[1];
+        if (b0 & 0x70) die(EXIT_PROTO, "connection %ld: RSV bits set (0x%02x)", idx, b0);
+        if (b1 & 0x80) die(EXIT_PROTO, "connection %ld: server frame is masked", idx);
+        int fin = b0 & 0x80, op = b0 & 0x0f;
+        uint64_t len = b1 & 0x7f;
+        size_t hl = 2;
+        if (len == 126) {
+            if (n < 4) break;
+            len = ((uint64_t)p[2] << 8) | p[3];
+            hl = 4;
+        } else if (len == 127) {
+            if (n < 10) break;
+            len = 0;
+            for (int i = 0; i < 8; i++) len = (len << 8) | p[2 + i];
+            hl = 10;
+            if (len >> 63) die(EXIT_PROTO, "connection %ld: 64-bit length with top bit set", idx);
+        }
+        if (len > (uint64_t)g_size + 1024 && len > 125)
+            die(EXIT_PROTO, "connection %ld: frame of %llu bytes, expected %zu", idx,
+                (unsigned long long)len, g_size);
+        if (n < hl + len) {
+            buf_reserve(&c->in, hl + (size_t)len);  /* room for the whole frame */
+            break;
+        }
+        const uint8_t *pl = p + hl;
+        c->in.off += hl + (size_t)len;
+        if (op == 1 || op == 2) {
+            if (c->state == ST_CLOSING) continue;  /* echoes still in flight when we closed */
+            if (!fin) die(EXIT_PROTO, "connection %ld: fragmented echo (not supported)", idx);
+            if (op != g_opcode)
+                die(EXIT_PROTO, "connection %ld: echo has opcode %d, sent %d", idx, op, g_opcode);
+            if (len != g_size || (len && memcmp(pl, g_payload, (size_t)len) != 0))
+                die(EXIT_PROTO, "connection %ld: echo differs from the message sent "
+                    "(%llu bytes, sent %zu)", idx, (unsigned long long)len, g_size);
+            if (c->count == 0) die(EXIT_PROTO, "connection %ld: echo with nothing in flight", idx);
+            uint64_t sent = c->ring[c->head];
+            c->head = (c->head + 1) % (unsigned)g_inflight;
+            c->count--;
+            g_last_rx = g_now;
+            if (g_phase == PH_MEASURE) {
+                hist_add(g_now - sent);
+                m_msgs++;
+                m_bytes += len;
+            }
+            if (g_phase == PH_WARMUP || g_phase == PH_MEASURE) send_message(c);
+        } else if (op == 9) {
+            if (len > 125 || !fin) die(EXIT_PROTO, "connection %ld: bad ping", idx);
+            if (c->state == ST_OPEN) send_control(c, 10, pl, (size_t)len);
+        } else if (op == 10) {
+            /* unsolicited pong: ignore */
+        } else if (op == 8) {
+            if (c->state == ST_CLOSING) { conn_finish(c); return; }
+            int code = len >= 2 ? (pl[0] << 8 | pl[1]) : 1005;
+            die(EXIT_PROTO, "connection %ld: server closed the WebSocket (code %d)", idx, code);
+        } else {
+            die(EXIT_PROTO, "connection %ld: unexpected opcode %d", idx, op);
+        }
+    }
+}
+
+static void on_readable(conn_t *c) {
+    buf_reserve(&c->in, 65536);
+    ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+        if (c->state == ST_CLOSING) { conn_finish(c); return; }
+        die(EXIT_PROTO, "connection %ld: recv: %s", (long)(c - g_c), strerror(errno));
+    }
+    if (n == 0) {
+        if (c->state == ST_CLOSING) { conn_finish(c); return; }
+        die(EXIT_PROTO, "connection %ld: server closed the TCP connection", (long)(c - g_c));
+    }
+    c->in.len += (size_t)n;
+    if (c->state == ST_HANDSHAKE) {
+        if (!parse_handshake(c)) return;
+        if (g_phase != PH_CONNECT) die(EXIT_PROTO, "internal: late handshake");
+    }
+    parse_frames(c);
+    if (c->state != ST_DONE && c->out.len > c->out.off) conn_flush(c);
+}
+
+static void on_connected(conn_t *c) {
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0) err = errno;
+    if (err) die(EXIT_CONN, "connect to 127.0.0.1:%d: %s", g_port, strerror(err));
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\nUser-Agent: pyws-loadgen\r\n\r\n",
+                     g_port, WS_KEY);
+    c->state = ST_HANDSHAKE;
+    buf_append(&c->out, req, (size_t)n);
+    conn_flush(c);
+}
+
+/* ------------------------------------------------------------------ CPU accounting */
+
+static double self_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+/* utime + stime of process `pid` in seconds, or -1. */
+static double proc_cpu_s(int pid) {
+    if (pid <= 0) return -1;
+    char path[64], line[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = 0;
+    char *p = strrchr(line, ')');
+    if (!p) return -1;
+    unsigned long long ut = 0, st = 0;
+    /* fields after the command: 3 state ... 14 utime 15 stime */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* ------------------------------------------------------------------ main */
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: loadgen --port P [-c CONNS] [-k INFLIGHT] [-s SIZE] [-d SECONDS] "
+            "[-w SECONDS] [--text] [--pid SERVER_PID] [--connect-timeout S] [--stall S]\n"
+            "Connects to ws://127.0.0.1:P/ only.\n");
+    exit(EXIT_USAGE);
+}
+
+int main(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"port", required_argument, 0, 'p'},      {"conns", required_argument, 0, 'c'},
+        {"inflight", required_argument, 0, 'k'},  {"size", required_argument, 0, 's'},
+        {"duration", required_argument, 0, 'd'},  {"warmup", required_argument, 0, 'w'},
+        {"text", no_argument, 0, 't'},            {"pid", required_argument, 0, 'P'},
+        {"connect-timeout", required_argument, 0, 'C'}, {"stall", required_argument, 0, 'S'},
+        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "p:c:k:s:d:w:th", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'p': g_port = atoi(optarg); break;
+        case 'c': g_conns = atoi(optarg); break;
+        case 'k': g_inflight = atoi(optarg); break;
+        case 's': g_size = (size_t)strtoull(optarg, NULL, 10); break;
+        case 'd': g_duration = atof(optarg); break;
+        case 'w': g_warmup = atof(optarg); break;
+        case 't': g_opcode = 1; break;
+        case 'P': g_pid = atoi(optarg); break;
+        case 'C': g_connect_timeout = atof(optarg); break;
+        case 'S': g_stall = atof(optarg); break;
+        default: usage();
+        }
+    }
+    if (g_port <= 0 || g_port > 65535) usage();
+    if (g_conns < 1 || g_conns > 10000) die(EXIT_USAGE, "-c must be 1..10000");
+    if (g_inflight < 1 || g_inflight > 100000) die(EXIT_USAGE, "-k must be 1..100000");
+    if (g_size > (64u << 20)) die(EXIT_USAGE, "-s must be at most 64 MiB");
+    if (!(g_duration >= 0.1 && g_duration <= 600)) die(EXIT_USAGE, "-d must be 0.1..600 s");
+    if (!(g_warmup >= 0 && g_warmup <= 60)) die(EXIT_USAGE, "-w must be 0..60 s");
+    if (!(g_connect_timeout > 0 && g_connect_timeout <= 60)) die(EXIT_USAGE, "bad --connect-timeout");
+    if (!(g_stall > 0 && g_stall <= 60)) die(EXIT_USAGE, "bad --stall");
+
+    /* Backstop: whatever happens, the process ends. */
+    signal(SIGPIPE, SIG_IGN);
+    alarm((unsigned)(g_connect_timeout + g_warmup + g_duration + 2.0 + 10.0));
+
+    /* The frame we send (masked) and the payload we expect back. */
+    g_payload = malloc(g_size ? g_size : 1);
+    size_t hl = g_size < 126 ? 2 : g_size < 65536 ? 4 : 10;
+    g_frame_len = hl + 4 + g_size;
+    g_frame = malloc(g_frame_len);
+    if (!g_payload || !g_frame) die(EXIT_CONN, "out of memory");
+    for (size_t i = 0; i < g_size; i++) g_payload[i] = (uint8_t)('a' + i % 26);
+    g_frame[0] = (uint8_t)(0x80 | g_opcode);
+    if (hl == 2) {
+        g_frame[1] = (uint8_t)(0x80 | g_size);
+    } else if (hl == 4) {
+        g_frame[1] = 0x80 | 126;
+        g_frame[2] = (uint8_t)(g_size >> 8);
+        g_frame[3] = (uint8_t)g_size;
+    } else {
+        g_frame[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++) g_frame[2 + i] = (uint8_t)((uint64_t)g_size >> (56 - 8 * i));
+    }
+    memcpy(g_frame + hl, MASK_KEY, 4);
+    for (size_t i = 0; i < g_size; i++) g_frame[hl + 4 + i] = g_payload[i] ^ MASK_KEY[i & 3];
+
+    g_epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (g_epfd < 0) die(EXIT_CONN, "epoll_create1: %s", strerror(errno));
+    g_c = calloc((size_t)g_conns, sizeof *g_c);
+    if (!g_c) die(EXIT_CONN, "out of memory");
+
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)g_port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);  /* 127.0.0.1, always */
+
+    for (int i = 0; i < g_conns; i++) {
+        conn_t *c = &g_c[i];
+        c->ring = calloc((size_t)g_inflight, sizeof *c->ring);
+        if (!c->ring) die(EXIT_CONN, "out of memory");
+        c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (c->fd < 0) die(EXIT_CONN, "socket: %s", strerror(errno));
+        int one = 1;
+        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c->state = ST_CONNECTING;
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.events = EPOLLIN | EPOLLOUT;
+        ev.data.ptr = c;
+        c->want_out = 1;
+        if (epoll_ctl(g_epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+            die(EXIT_CONN, "epoll_ctl: %s", strerror(errno));
+        if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS)
+            die(EXIT_CONN, "connect to 127.0.0.1:%d: %s", g_port, strerror(errno));
+    }
+
+    uint64_t t0 = now_ns();
+    uint64_t deadline = t0 + (uint64_t)(g_connect_timeout * 1e9);
+    uint64_t t_measure = 0, t_end = 0, t_measure_real = 0, t_end_real = 0;
+    double cpu_self0 = 0, cpu_self1 = 0, cpu_srv0 = -1, cpu_srv1 = -1;
+    int unclean = 0;
+    struct epoll_event evs[256];
+
+    for (;;) {
+        g_now = now_ns();
+        /* phase transitions */
+        if (g_phase == PH_CONNECT) {
+            if (g_open == g_conns) {
+                g_phase = PH_WARMUP;
+                t_measure = g_now + (uint64_t)(g_warmup * 1e9);
+                t_end = t_measure + (uint64_t)(g_duration * 1e9);
+                g_last_rx = g_now;
+                for (int i = 0; i < g_conns; i++) start_conn(&g_c[i]);
+            } else if (g_now >= deadline) {
+                die(EXIT_TIMEOUT, "only %d of %d connections opened within %.1f s", g_open,
+                    g_conns, g_connect_timeout);
+            }
+        }
+        if (g_phase == PH_WARMUP && g_now >= t_measure) {
+            g_phase = PH_MEASURE;
+            t_measure_real = g_now;
+            cpu_self0 = self_cpu_s();
+            cpu_srv0 = proc_cpu_s(g_pid);
+        }
+        if (g_phase == PH_MEASURE && g_now >= t_end) {
+            t_end_real = g_now;
+            cpu_self1 = self_cpu_s();
+            cpu_srv1 = proc_cpu_s(g_pid);
+            g_phase = PH_CLOSE;
+            deadline = g_now + 2000000000ull;
+            static const uint8_t close_payload[2] = {0x03, 0xe8}; /* 1000 */
+            for (int i = 0; i < g_conns; i++) {
+                conn_t *c = &g_c[i];
+                if (c->state != ST_OPEN) continue;
+                send_control(c, 8, close_payload, 2);
+                c->state = ST_CLOSING;
+                conn_flush(c);
+            }
+        }
+        if ((g_phase == PH_WARMUP || g_phase == PH_MEASURE) &&
+            g_now - g_last_rx > (uint64_t)(g_stall * 1e9))
+            die(EXIT_TIMEOUT, "stalled: no echo for %.1f s", g_stall);
+        if (g_phase == PH_CLOSE && (g_done == g_conns || g_now >= deadline)) {
+            for (int i = 0; i < g_conns; i++)
+                if (g_c[i].state != ST_DONE) { unclean++; conn_finish(&g_c[i]); }
+            break;
+        }
+
+        int timeout_ms = 50;
+        int n = epoll_wait(g_epfd, evs, 256, timeout_ms);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            die(EXIT_CONN, "epoll_wait: %s", strerror(errno));
+        }
+        g_now = now_ns();
+        for (int i = 0; i < n; i++) {
+            conn_t *c = evs[i].data.ptr;
+            if (c->state == ST_DONE) continue;
+            uint32_t e = evs[i].events;
+            if (c->state == ST_CONNECTING) {
+                if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) on_connected(c);
+                continue;
+            }
+            if (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c);
+            if (c->state != ST_DONE && (e & EPOLLOUT)) conn_flush(c);
+        }
+    }
+
+    double secs = (double)(t_end_real - t_measure_real) / 1e9;
+    if (secs <= 0) secs = 1e-9;
+    double srv_cpu = (cpu_srv0 >= 0 && cpu_srv1 >= 0) ? 100.0 * (cpu_srv1 - cpu_srv0) / secs : -1;
+    printf("{\"conns\": %d, \"inflight\": %d, \"size\": %zu, \"opcode\": \"%s\", "
+           "\"duration_s\": %.3f, \"messages\": %llu, \"msgs_per_s\": %.1f, \"mb_per_s\": %.3f, "
+           "\"lat_mean_us\": %.1f, \"p50_us\": %.1f, \"p90_us\": %.1f, \"p99_us\": %.1f, "
+           "\"p999_us\": %.1f, \"max_us\": %.1f, \"client_cpu_pct\": %.1f, "
+           "\"server_cpu_pct\": %.1f, \"unclean_close\": %d}\n",
+           g_conns, g_inflight, g_size, g_opcode == 1 ? "text" : "binary", secs,
+           (unsigned long long)m_msgs, (double)m_msgs / secs, (double)m_bytes / secs / 1e6,
+           hist_count ? (double)hist_sum_ns / (double)hist_count / 1000.0 : 0.0,
+           hist_pct_us(0.50), hist_pct_us(0.90), hist_pct_us(0.99), hist_pct_us(0.999),
+           (double)hist_max_ns / 1000.0, 100.0 * (cpu_self1 - cpu_self0) / secs, srv_cpu, unclean);
+    if (m_msgs == 0) die(EXIT_TIMEOUT, "no echo during the measurement");
+    return 0;
+}

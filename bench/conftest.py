@@ -141,7 +141,8 @@ def _echo_tables(runs: List[Dict[str, Any]]) -> List[str]:
                    f"{size} B {cfg['opcode']} messages, {cfg['duration_s']:.1f} s per run; "
                    f"best of {max(r['round'] for r in rs)} interleaved round(s)")
         out.append(f"  {'server':<11}{'msgs/s':>10}{'MB/s':>8}{'p50 ms':>9}{'p99 ms':>9}"
-                   f"{'srv CPU':>9}{'cli CPU':>9}{'pyws/peer':>11}  {'per-round msgs/s':<24}"
+                   f"{'srv CPU':>9}{'msgs/CPU-s':>11}{'cli CPU':>9}{'pyws/peer':>11}  "
+                   f"{'per-round msgs/s':<24}"
                    f"per-round pyws/peer")
         best: Dict[str, Dict[str, Any]] = {}
         for s in servers:
@@ -163,9 +164,11 @@ def _echo_tables(runs: List[Dict[str, Any]]) -> List[str]:
                          None)
                 if p and r["msgs_per_s"] > 0:
                     rr.append(f"{p['msgs_per_s'] / r['msgs_per_s']:.2f}x")
-            srv = f"{b['server_cpu_pct']:.0f}%" if b.get("server_cpu_pct", -1) >= 0 else "?"
+            cpu = b.get("server_cpu_pct", -1)
+            srv = f"{cpu:.0f}%" if cpu >= 0 else "?"
+            eff = f"{b['msgs_per_s'] / (cpu / 100.0) / 1000:.0f}k" if cpu > 0 else "?"
             out.append(f"  {s:<11}{b['msgs_per_s']:>10.0f}{b['mb_per_s']:>8.2f}"
-                       f"{b['p50_us'] / 1000:>9.2f}{b['p99_us'] / 1000:>9.2f}{srv:>9}"
+                       f"{b['p50_us'] / 1000:>9.2f}{b['p99_us'] / 1000:>9.2f}{srv:>9}{eff:>11}"
                        f"{b['client_cpu_pct']:>8.0f}%{ratio:>11}  {per_round:<24}"
                        f"{','.join(rr)}")
         loops = sorted({f"{r['server']}: {r['banner']}" for r in rs if r.get("banner")})

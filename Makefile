@@ -16,7 +16,7 @@ CFLAGS_TEST := -std=c11 -O1 -g -Wall -Wextra -Werror -Icsrc -fsanitize=address,u
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: all demo test test-c test-py test-poll test-asan bench lint clean
+.PHONY: all demo test test-c test-py test-poll test-asan bench lint clean fuzz
 
 all: $(VENV)/.installed
 
@@ -68,3 +68,15 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf build dist *.egg-info pyws/_pyws*.so pyws/_pyws.c .pytest_cache .mypy_cache
+
+# Coverage-guided fuzzing of the parsers with libFuzzer (needs clang: apt-get install clang).
+# FUZZ_SECONDS bounds each harness.
+FUZZ_SECONDS ?= 60
+FUZZ_SRCS := $(filter-out csrc/poller_% csrc/loop.c csrc/conn.c csrc/ws.c csrc/upgrade.c csrc/net.c csrc/timer.c,$(CSRCS))
+fuzz:
+	@mkdir -p build/fuzz
+	@for h in session http; do \
+	  clang -g -O1 -Icsrc -fsanitize=fuzzer,address,undefined $(FUZZ_SRCS) csrc/fuzz/fuzz_$$h.c -o build/fuzz/fuzz_$$h || exit 1; \
+	  mkdir -p build/fuzz/corpus_$$h; \
+	  build/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus_$$h || exit 1; \
+	done

@@ -484,8 +484,10 @@ void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
         pyws_http_error(loop, c, 408, "the request did not arrive in time");
         return;
     }
+    /* idle applies while open only: once closing, deadline_close bounds the connection (an
+     * idle deadline in the past here would re-arm at once and spin run_timers forever) */
     if (c->opts.idle_timeout && now >= c->last_activity + c->opts.idle_timeout &&
-        c->state != PYWS_ST_FLUSHING && c->state != PYWS_ST_LINGER) {
+        (c->state == PYWS_ST_HTTP || c->state == PYWS_ST_WS_OPEN)) {
         if (c->state == PYWS_ST_HTTP)
             pyws_conn_close(loop, c, PYWS_CLOSE_GOING_AWAY);
         else
@@ -498,7 +500,7 @@ void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
     if (!pyws_conn_get(loop, c->id))
         return;
     uint64_t next = earliest(c->deadline_close, c->state == PYWS_ST_HTTP ? c->deadline_hs : 0);
-    if (c->opts.idle_timeout && c->state != PYWS_ST_FLUSHING && c->state != PYWS_ST_LINGER)
+    if (c->opts.idle_timeout && (c->state == PYWS_ST_HTTP || c->state == PYWS_ST_WS_OPEN))
         next = earliest(next, c->last_activity + c->opts.idle_timeout);
     if (c->sess && c->state == PYWS_ST_WS_OPEN)
         next = earliest(next, earliest(c->hb_next, c->hb_deadline));

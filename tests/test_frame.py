@@ -14,7 +14,7 @@ import pytest
 
 from pyws._lib import ffi, lib
 
-from _frames import (KEY, LEN7, LEN16, LEN64, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG,
+from _frames import (KEY, LEN16, LEN64, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG,
                      OP_TEXT, RSV1, RSV2, RSV3, bytewise, chunks, frame, header, key_for,
                      payload_bytes, splits2)
 
@@ -439,14 +439,11 @@ def test_frame_header_round_trip(length: int, masked: bool) -> None:
         assert run(role, [prefix] + bytewise(hdr), allowed) == head_only
         if length <= 70001:
             payload = payload_bytes(length)
-            body = payload
+            body = bytearray(payload)
             if masked:
-                body = bytearray(payload)
-                cbody = ffi.from_buffer("uint8_t[]", body)
-                lib.pyws_mask(cbody, len(body), key, 0)
-                body = bytes(body)
+                lib.pyws_mask(ffi.from_buffer("uint8_t[]", body), len(body), key, 0)
             full = want_events + ([("P", payload)] if length else []) + [("E", fin, opcode)]
-            assert run(role, [prefix + hdr + body], allowed) == full
+            assert run(role, [prefix + hdr + bytes(body)], allowed) == full
 
 
 def test_frame_header_ignores_extra_bits() -> None:

@@ -47,7 +47,7 @@ class Parsed:
             return b""
         start = int(ffi.cast("uintptr_t", s.ptr)) - int(ffi.cast("uintptr_t", self.buf))
         assert 0 <= start and start + s.len <= self.head.head_len
-        return ffi.unpack(s.ptr, s.len)
+        return bytes(ffi.unpack(s.ptr, s.len))
 
     @property
     def method(self) -> bytes:

@@ -6,7 +6,7 @@ release life cycle.
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import cffi
 import pytest
@@ -207,7 +207,7 @@ def test_control_frames_interleaved_in_fragmented_message(role: int) -> None:
 def multi_frame_stream(role: int) -> Tuple[bytes, List[Ev]]:
     """A stream mixing every kind of event, ending with a close."""
     big = payload_bytes(300)
-    parts = [
+    parts: List[Tuple[bytes, List[Ev]]] = [
         (fr(role, OP_TEXT, "héllo".encode()), [("MSG", OP_TEXT, "héllo".encode())]),
         (fr(role, OP_PING, b"are you there"), [("PING", b"are you there")]),
         (msg_frames(role, OP_BINARY, [big[:100], b"", big[100:]],

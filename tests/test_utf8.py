@@ -10,7 +10,7 @@ of data" means the C validator says PARTIAL.
 from __future__ import annotations
 
 import random
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import pytest
 

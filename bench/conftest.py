@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -171,7 +172,8 @@ def _echo_tables(runs: List[Dict[str, Any]]) -> List[str]:
                        f"{b['p50_us'] / 1000:>9.2f}{b['p99_us'] / 1000:>9.2f}{srv:>9}{eff:>11}"
                        f"{b['client_cpu_pct']:>8.0f}%{ratio:>11}  {per_round:<24}"
                        f"{','.join(rr)}")
-        loops = sorted({f"{r['server']}: {r['banner']}" for r in rs if r.get("banner")})
+        loops = sorted({f"{r['server']}: " + re.sub(r":\d+/", ":PORT/", r["banner"])
+                        for r in rs if r.get("banner")})
         for line in loops:
             out.append(f"    {line}")
     return out

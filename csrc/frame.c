@@ -207,6 +207,8 @@ size_t pyws_parser_feed(pyws_parser *p, uint8_t *buf, size_t len, pyws_frame_eve
                 return fail(p, bad, out);
             p->hdr_need = (uint8_t)header_size(p->hdr[1]);
         }
+        if (p->hdr_have == 3 && (p->hdr[1] & 0x7F) == 127 && (p->hdr[2] & 0x80))
+            return fail(p, 9, out); /* the 64-bit length's top bit: no need to wait */
         if (p->hdr_have >= 2 && p->hdr_have == p->hdr_need) {
             int bad = decode_header(p, p->hdr, out);
             if (bad)

@@ -56,6 +56,9 @@ static int reserve(pyws_session *s, size_t extra, uint64_t hint, uint8_t **retir
     size_t need = s->buf_len + extra;
     if (need <= s->buf_cap)
         return 0;
+    /* trust a frame's claimed length only so far: beyond 16 MiB, grow as bytes arrive */
+    if (hint > (16u << 20))
+        hint = 16u << 20;
     size_t cap = s->buf_cap ? s->buf_cap * 2 : 4096;
     uint64_t want = (uint64_t)s->buf_len + hint;
     if (want > cap && want < SIZE_MAX / 2)

@@ -174,6 +174,8 @@ static pyws_blob *blob_new(pyws_loop *loop, size_t need)
     pyws_blob *b;
     if (need <= PYWS_BLOB_SIZE && loop->nblob_cache) {
         b = loop->blob_cache[--loop->nblob_cache];
+        if (loop->nblob_cache < loop->blob_cache_low)
+            loop->blob_cache_low = loop->nblob_cache;
     } else {
         size_t cap = need <= PYWS_BLOB_SIZE ? PYWS_BLOB_SIZE : need;
         b = malloc(sizeof(*b) + cap);
@@ -186,14 +188,37 @@ static pyws_blob *blob_new(pyws_loop *loop, size_t need)
     return b;
 }
 
+/* Blocks go back to a loop-wide cache instead of the allocator: under load the same blocks
+ * cycle every iteration. pyws_blob_trim() gives back a quarter of the blocks that sat unused
+ * through a whole iteration, so the cache follows the load down when it eases. */
+void pyws_blob_trim(pyws_loop *loop)
+{
+    int idle = loop->blob_cache_low;
+    int drop = idle > 16 ? idle / 4 : (loop->nblob_cache > 0 && idle == loop->nblob_cache ? 1 : 0);
+    for (int i = 0; i < drop && loop->nblob_cache > 0; i++)
+        free(loop->blob_cache[--loop->nblob_cache]);
+    loop->blob_cache_low = loop->nblob_cache;
+}
+
 void pyws_blob_put(pyws_loop *loop, pyws_blob *b)
 {
     if (--b->refs)
         return;
-    if (b->cap == PYWS_BLOB_SIZE && loop->nblob_cache < PYWS_BLOB_CACHE)
+    if (b->cap == PYWS_BLOB_SIZE && loop->nblob_cache < PYWS_BLOB_CACHE_MAX) {
+        if (loop->nblob_cache == loop->blob_cache_cap) {
+            int nc = loop->blob_cache_cap ? loop->blob_cache_cap * 2 : 64;
+            pyws_blob **ncache = realloc(loop->blob_cache, (size_t)nc * sizeof(*ncache));
+            if (!ncache) {
+                free(b);
+                return;
+            }
+            loop->blob_cache = ncache;
+            loop->blob_cache_cap = nc;
+        }
         loop->blob_cache[loop->nblob_cache++] = b;
-    else
-        free(b);
+        return;
+    }
+    free(b);
 }
 
 static int wq_push(pyws_conn *c, pyws_blob *b, size_t off, size_t len)

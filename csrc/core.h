@@ -21,7 +21,7 @@
 #define PYWS_RECV_MAX (256u << 10)     /* one recv() reads at most this much */
 #define PYWS_RECV_MIN (4u << 10)       /* below this much arena room, reading waits a turn */
 #define PYWS_BLOB_SIZE (16u << 10)     /* write-queue block for small frames */
-#define PYWS_BLOB_CACHE 64             /* free blocks the loop keeps for reuse */
+#define PYWS_BLOB_CACHE_MAX 1024       /* free blocks the loop may keep for reuse (16 MiB) */
 #define PYWS_KEEP_MSG_BUF (64u << 10)  /* a message buffer above this is freed when idle */
 #define PYWS_ACCEPT_BATCH 64           /* accepts per listener per iteration */
 #define PYWS_MAX_READY 256             /* poller events per wait */
@@ -177,8 +177,10 @@ struct pyws_loop {
     pyws_idlist pending;             /* connections with deferred work */
     pyws_idlist held;                /* connections whose session views are in use */
 
-    pyws_blob *blob_cache[PYWS_BLOB_CACHE];
+    pyws_blob **blob_cache;          /* free write blocks, reused before malloc */
     int nblob_cache;
+    int blob_cache_cap;
+    int blob_cache_low;              /* fewest cached since the last trim: blocks not needed */
 
     pyws_timers timers;
 
@@ -218,6 +220,7 @@ void pyws_conn_deadline(pyws_loop *loop, pyws_conn *c, uint64_t when);
 void pyws_conn_read(pyws_loop *loop, pyws_conn *c);
 void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c);
 void pyws_blob_put(pyws_loop *loop, pyws_blob *b);
+void pyws_blob_trim(pyws_loop *loop);
 
 /* loop.c */
 pyws_event *pyws_event_push(pyws_loop *loop, int type, uint64_t id);

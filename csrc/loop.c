@@ -47,6 +47,12 @@ const char *pyws_last_error(pyws_loop *loop)
     return loop->errbuf;
 }
 
+const uint8_t *pyws_arena(pyws_loop *loop, size_t *size)
+{
+    *size = PYWS_ARENA_SIZE;
+    return loop->arena;
+}
+
 const char *pyws_backend(void)
 {
     return pyws_poller_name();
@@ -234,6 +240,7 @@ void pyws_loop_free(pyws_loop *loop)
     free(loop->held.v);
     for (int i = 0; i < loop->nblob_cache; i++)
         free(loop->blob_cache[i]);
+    free(loop->blob_cache);
     pyws_timers_free(&loop->timers);
     for (size_t i = 0; i < loop->wake_n; i++)
         free(loop->wake_q[i].data);
@@ -511,6 +518,7 @@ int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events)
     pyws_ready ready[PYWS_MAX_READY];
     loop->in_poll = 1;
     release_views(loop);
+    pyws_blob_trim(loop);
     loop->now = pyws_now_ms();
 
     run_pending(loop);

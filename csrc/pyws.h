@@ -467,6 +467,11 @@ int pyws_timer_cancel(pyws_loop *loop, uint64_t timer_id);
  * if it is waiting in pyws_poll. Returns PYWS_OK or PYWS_ERR_NOMEM. */
 int pyws_wakeup(pyws_loop *loop, uint64_t id, const uint8_t *data, size_t len);
 
+/* The receive arena: EV_WS_MSG views of messages that arrived whole in one read point into
+ * it. Its base and size never change during the loop's life, so a binding may map it once and
+ * slice payloads out of it rather than wrap each view. */
+const uint8_t *pyws_arena(pyws_loop *loop, size_t *size);
+
 /* Statistics for tests and benchmarks: bytes of heap held by a connection's buffers. */
 int64_t pyws_conn_memory(pyws_loop *loop, uint64_t id);
 /* Number of live connections (listeners excluded). */

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import struct
 import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -17,6 +18,16 @@ from .errors import PyWSError, WrongThreadError
 from .message import HttpMessage, WsMessage
 
 log = logging.getLogger("pyws")
+
+# The event batch is read with one struct.iter_unpack over the C array instead of one cffi
+# attribute access per field; the format is checked against the compiler's layout.
+_EV_SIZE = ffi.sizeof("pyws_event")
+_EV_FORMAT = "@iiiQQQQQQ"
+_EV_FIELDS = ("type", "opcode", "code", "id", "data", "len", "data2", "len2", "aux")
+_EV_UNPACK = struct.Struct(_EV_FORMAT).iter_unpack if (
+    struct.calcsize(_EV_FORMAT) == _EV_SIZE and ffi.sizeof("void *") == 8
+    and [ffi.offsetof("pyws_event", f) for f in _EV_FIELDS] == [0, 4, 8, 16, 24, 32, 40, 48, 56]
+) else None
 
 Handler = Callable[[Any, int, Any], Any]
 
@@ -135,6 +146,11 @@ class Manager:
             raise PyWSError("cannot create the event loop (out of file descriptors or memory)")
         self._loop: Any = loop
         self._evp = ffi.new("pyws_event **")
+        size = ffi.new("size_t *")
+        base = lib.pyws_arena(loop, size)
+        self._arena = ffi.buffer(base, size[0])
+        self._arena_base = int(ffi.cast("uintptr_t", base))
+        self._arena_size = int(size[0])
         self._conns: Dict[int, Connection] = {}
         self._listeners: Dict[int, Listener] = {}
         self._timers: Dict[int, Timer] = {}
@@ -225,84 +241,95 @@ class Manager:
         return int(n)
 
     def _dispatch_batch(self, evs: Any, n: int) -> None:
+        if _EV_UNPACK is None:  # pragma: no cover - 32-bit or unusual ABI
+            rows: Any = ((e.type, e.opcode, e.code, e.id, 0, e.len, 0, e.len2, e.aux)
+                         for e in (evs[i] for i in range(n)))
+        else:
+            rows = _EV_UNPACK(ffi.buffer(evs, n * _EV_SIZE))
         conns = self._conns
         buf = ffi.buffer
         default = self.handler
-        for i in range(n):
-            ev = evs[i]
-            t = ev.type
+        arena = self._arena
+        base = self._arena_base
+        asize = self._arena_size
+        i = -1
+        for t, op, code, cid, dptr, ln, _d2, ln2, aux in rows:
+            i += 1
             if t == EV_WS_MSG:
-                c = conns.get(ev.id)
+                c = conns.get(cid)
                 if c is None:
                     continue
-                ln = ev.len
-                msg = WsMessage(buf(ev.data, ln)[:] if ln else b"", ev.opcode)
+                off = dptr - base
+                if 0 <= off <= asize - ln:
+                    data = arena[off:off + ln]
+                else:
+                    data = buf(evs[i].data, ln)[:] if ln else b""
                 h = c.handler or default
                 if h is not None:
                     try:
-                        h(c, t, msg)
+                        h(c, t, WsMessage(data, op))
                     except Exception:
                         self._handler_failed(c, t)
             elif t == EV_ACCEPT:
-                lst = self._listeners.get(ev.aux)
-                c = Connection(self, ev.id, lst.handler if lst else None, listener_id=ev.aux)
-                conns[ev.id] = c
+                lst = self._listeners.get(aux)
+                c = Connection(self, cid, lst.handler if lst else None, listener_id=aux)
+                conns[cid] = c
                 self._deliver(c, t, None)
             elif t == EV_HTTP_MSG:
-                c = conns.get(ev.id)
+                c = conns.get(cid)
                 if c is None:
                     continue
-                head = buf(ev.data, ev.len)[:]
-                body = buf(ev.data2, ev.len2)[:] if ev.len2 else b""
-                self._deliver(c, t, HttpMessage(head, body, bool(ev.code)))
+                ev = evs[i]
+                head = buf(ev.data, ln)[:]
+                body = buf(ev.data2, ln2)[:] if ln2 else b""
+                self._deliver(c, t, HttpMessage(head, body, bool(code)))
             elif t == EV_WS_OPEN:
-                c = conns.get(ev.id)
+                c = conns.get(cid)
                 if c is None:
                     continue
                 c.is_websocket = True
                 self._deliver(c, t, None)
             elif t == EV_CLOSE:
-                c = conns.pop(ev.id, None)
+                c = conns.pop(cid, None)
                 if c is None:
                     continue
                 c.closed = True
-                if c.is_websocket or ev.aux:
-                    c.close_code = ev.code
-                    c.close_reason = buf(ev.data, ev.len)[:].decode("utf-8", "replace") \
-                        if ev.len else ""
+                if c.is_websocket or aux:
+                    c.close_code = code
+                    c.close_reason = buf(evs[i].data, ln)[:].decode("utf-8", "replace") \
+                        if ln else ""
                 self._deliver(c, t, None)
             elif t == EV_DRAIN:
-                c = conns.get(ev.id)
+                c = conns.get(cid)
                 if c is not None:
                     self._deliver(c, t, None)
             elif t == EV_WS_CTL:
-                c = conns.get(ev.id)
+                c = conns.get(cid)
                 if c is not None:
-                    data = buf(ev.data, ev.len)[:] if ev.len else b""
-                    self._deliver(c, t, WsMessage(data, ev.opcode))
+                    data = buf(evs[i].data, ln)[:] if ln else b""
+                    self._deliver(c, t, WsMessage(data, op))
             elif t == EV_TIMER:
-                tm = self._timers.get(ev.aux)
+                tm = self._timers.get(aux)
                 if tm is not None:
                     if not tm.repeat:
                         tm.active = False
-                        del self._timers[ev.aux]
+                        del self._timers[aux]
                     try:
                         tm.fn()
                     except Exception:
                         log.exception("pyws: timer callback %r raised", tm.fn)
             elif t == EV_WAKEUP:
-                if ev.id == 0:
+                if cid == 0:
                     continue  # call_soon_threadsafe: the queue is run after the batch
-                data = buf(ev.data, ev.len)[:] if ev.len else b""
-                c = conns.get(ev.id)
+                data = buf(evs[i].data, ln)[:] if ln else b""
+                c = conns.get(cid)
                 if c is None:
-                    log.warning("pyws: wakeup for connection %#x dropped: it is closed", ev.id)
+                    log.warning("pyws: wakeup for connection %#x dropped: it is closed", cid)
                     continue
                 self._deliver(c, t, data)
             elif t == EV_ERROR:
-                text = buf(ev.data, ev.len)[:].decode("utf-8", "replace") if ev.len else \
-                    "error"
-                c = conns.get(ev.id)
+                text = buf(evs[i].data, ln)[:].decode("utf-8", "replace") if ln else "error"
+                c = conns.get(cid)
                 if c is None:
                     log.warning("pyws: %s", text)
                     if default is not None:
@@ -313,7 +340,7 @@ class Manager:
                     continue
                 self._deliver(c, t, text)
             elif t == EV_CONNECT:
-                c = conns.get(ev.id)
+                c = conns.get(cid)
                 if c is not None:
                     self._deliver(c, t, None)
             if self._loop is None:
@@ -336,6 +363,8 @@ class Manager:
             if c.is_websocket:
                 c.close(1011, "internal error")
             else:
+                if ev == EV_HTTP_MSG and c.write_buffer_size == 0:
+                    c.reply(500, "internal server error\n")  # nothing answered it yet
                 c.drain()
         except Exception:  # pragma: no cover - already closing
             pass
@@ -406,14 +435,20 @@ class Manager:
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop accepting, close every WebSocket with 1001 (going away) and every HTTP
         connection after its queued output, keep polling until they are gone or ``timeout``
-        seconds pass, then drop whatever is left."""
+        seconds pass, then drop whatever is left. Call it between polls, not from a handler
+        (it polls itself); from a signal handler, set a flag and shut down after ``poll()``."""
         loop = self._require_loop()
+        if self._in_poll:
+            raise PyWSError("shutdown() was called from inside a handler; it polls the loop "
+                            "itself: set a flag and call it after poll() returns")
         for lst in list(self._listeners.values()):
             lst.close()
         for c in list(self._conns.values()):
             try:
                 if c.is_websocket:
                     c.close(1001, "server shutting down")
+                elif c.write_buffer_size == 0:
+                    c.abort()  # an idle keep-alive HTTP connection: nothing to lose
                 else:
                     c.drain()
             except Exception:

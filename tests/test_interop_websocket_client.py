@@ -63,6 +63,7 @@ def test_echo_sizes_text(echo_server: ServerThread, n: int) -> None:
         ws.close()
 
 
+@pytest.mark.slow
 def test_echo_8mib_text_and_binary(echo_server: ServerThread) -> None:
     ws = connect(echo_server.url + "/ws")
     try:

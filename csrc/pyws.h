@@ -87,7 +87,8 @@ int pyws_impl_best(void);
  *
  * XOR buf[0..len) in place with the 4-byte key, starting at key phase `phase` (the payload offset
  * of buf[0], mod 4), so a payload unmasked in pieces gives the same bytes as unmasked at once.
- * Returns the phase after the last byte ((phase + len) & 3). Any alignment, any length.
+ * Returns the phase after the last byte ((phase + len) & 3). Any alignment, any length; only
+ * phase & 3 is used, and key may be NULL when len is 0.
  * ------------------------------------------------------------------------------------------- */
 size_t pyws_mask(uint8_t *buf, size_t len, const uint8_t *key, size_t phase);
 /* Same with an explicit kernel; returns PYWS_ERR_UNSUPPORTED (cast to size_t: check
@@ -117,6 +118,10 @@ void pyws_utf8_init(pyws_utf8 *v);
  * validator stays invalid until pyws_utf8_init(). A message is complete-and-valid only if the
  * last feed returned PYWS_UTF8_OK. */
 int pyws_utf8_feed(pyws_utf8 *v, const uint8_t *p, size_t len, size_t *bad_offset);
+/* Same with an explicit kernel; PYWS_ERR_UNSUPPORTED for a kernel unknown or unavailable here.
+ * Once a validator has failed, every later feed returns INVALID with *bad_offset = 0;
+ * *bad_offset is written only on INVALID. `cp` holds, while a feed ends inside a character,
+ * the lead byte's bits followed by 6 bits per continuation byte so far (0 otherwise). */
 int pyws_utf8_feed_with(int impl, pyws_utf8 *v, const uint8_t *p, size_t len, size_t *bad_offset);
 /* One-shot: 1 if p[0..len) is complete valid UTF-8, else 0. */
 int pyws_utf8_valid(const uint8_t *p, size_t len);

@@ -140,7 +140,8 @@ static inline size_t whole_sequence(const uint8_t *q)
 #endif
 
 /* pyws_utf8_advance(), inlined into the scalar kernel. */
-static ALWAYS_INLINE size_t advance(uint32_t *state, const uint8_t *p, size_t i, size_t stop, size_t len)
+static ALWAYS_INLINE size_t advance(uint32_t *state, const uint8_t *p, size_t i, size_t stop,
+                                    size_t len)
 {
     uint32_t s = *state;
 

@@ -2,10 +2,10 @@
  * utf8_sse2.c — UTF-8 validation with an SSE2 ASCII fast path.
  *
  * At a code point boundary, 64 bytes are tested at once (four 16-byte vectors OR-ed, one
- * movemask): all ASCII means all valid, skip them. Otherwise jump to the first non-ASCII byte
- * and let the shared scalar path (pyws_utf8_advance) validate at least NEAR bytes from there,
- * up to the next boundary, then try 64 at a time again. The last < 64 bytes go to the scalar
- * kernel, so every answer is the scalar automaton's.
+ * movemask): all ASCII means all valid, skip them. Otherwise jump to the first non-ASCII byte and
+ * let the shared scalar path (pyws_utf8_advance) validate from there for NEAR_MIN..NEAR_MAX
+ * bytes, up to the next boundary, then try 64 at a time again. The last < 64 bytes go to the
+ * scalar kernel, so every answer is the scalar automaton's.
  */
 #include "cpu.h"
 #include "utf8.h"

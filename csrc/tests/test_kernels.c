@@ -322,7 +322,10 @@ static size_t ref_utf8(const uint8_t *d, size_t n, uint8_t *st, uint32_t *cps)
             i++;
             continue;
         }
-        total = b >= 0xC0 && b < 0xE0 ? 2 : b >= 0xE0 && b < 0xF0 ? 3 : b >= 0xF0 && b < 0xF8 ? 4 : 0;
+        total = b >= 0xC0 && b < 0xE0   ? 2
+                : b >= 0xE0 && b < 0xF0 ? 3
+                : b >= 0xF0 && b < 0xF8 ? 4
+                                        : 0;
         if (total == 0) {
             bad = i;
             break;

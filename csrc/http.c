@@ -109,6 +109,26 @@ static pyws_str make_str(const unsigned char *start, const unsigned char *stop)
     return s;
 }
 
+/* A non-empty run of bytes accepted by `ok`, ended by one SP (consumed); *out views the run. */
+static int take_word(cursor *c, int (*ok)(unsigned char), pyws_str *out)
+{
+    const unsigned char *start = c->p;
+    for (;;) {
+        if (c->p == c->end)
+            return c->out_of_bytes;
+        if (*c->p == ' ')
+            break;
+        if (!ok(*c->p))
+            return PYWS_HTTP_BAD;
+        c->p++;
+    }
+    if (c->p == start)
+        return PYWS_HTTP_BAD;
+    *out = make_str(start, c->p);
+    c->p++;
+    return STEP_OK;
+}
+
 /* The end of a line: CRLF or LF. */
 static int take_eol(cursor *c)
 {
@@ -279,35 +299,10 @@ int pyws_http_parse_request(const char *buf, size_t len, size_t max_bytes,
             return r;
     }
 
-    const unsigned char *start = c.p;
-    for (;;) {
-        if (c.p == c.end)
-            return c.out_of_bytes;
-        if (*c.p == ' ')
-            break;
-        if (!is_tchar(*c.p))
-            return PYWS_HTTP_BAD;
-        c.p++;
-    }
-    if (c.p == start)
-        return PYWS_HTTP_BAD;
-    h.method = make_str(start, c.p);
-    c.p++;
-
-    start = c.p;
-    for (;;) {
-        if (c.p == c.end)
-            return c.out_of_bytes;
-        if (*c.p == ' ')
-            break;
-        if (!is_target_char(*c.p))
-            return PYWS_HTTP_BAD;
-        c.p++;
-    }
-    if (c.p == start)
-        return PYWS_HTTP_BAD;
-    h.target = make_str(start, c.p);
-    c.p++;
+    if ((r = take_word(&c, is_tchar, &h.method)) != STEP_OK)
+        return r;
+    if ((r = take_word(&c, is_target_char, &h.target)) != STEP_OK)
+        return r;
 
     if ((r = take_version(&c, &h.version_minor)) != STEP_OK)
         return r;

@@ -314,3 +314,23 @@ int pyws_utf8_valid(const uint8_t *p, size_t len)
         return pyws_utf8_scalar(&s, p, len, &bad) == PYWS_UTF8_OK;
     return utf8_kernels[pyws_impl_best()](&s, p, len, &bad) == PYWS_UTF8_OK;
 }
+
+int pyws_utf8_finish(uint32_t *state, uint32_t s, const uint8_t *p, size_t i, size_t len,
+                     size_t *bad)
+{
+    if (s == PYWS_UTF8_S_BAD) {
+        *state = s;
+        *bad = i;
+        return PYWS_UTF8_INVALID;
+    }
+    if (i < len) {
+        size_t tail_bad = 0;
+        int r = pyws_utf8_scalar(&s, p + i, len - i, &tail_bad);
+        *state = s;
+        if (r == PYWS_UTF8_INVALID)
+            *bad = i + tail_bad;
+        return r;
+    }
+    *state = s;
+    return s == PYWS_UTF8_S_BOUNDARY ? PYWS_UTF8_OK : PYWS_UTF8_PARTIAL;
+}

@@ -39,4 +39,25 @@ int pyws_utf8_neon(uint32_t *state, const uint8_t *p, size_t len, size_t *bad); 
  */
 size_t pyws_utf8_advance(uint32_t *state, const uint8_t *p, size_t i, size_t stop, size_t len);
 
+/* After a vector probe found its first non-ASCII byte `skip` bytes into the block at *i: move
+ * there, adapt the scalar run length *near (NEAR_MIN after a long ASCII stretch, doubling up to
+ * NEAR_MAX while non-ASCII stays dense), and run the automaton that far. Returns 0, or 1 when a
+ * byte was rejected (then *i is its offset and *state is PYWS_UTF8_S_BAD). */
+#define PYWS_UTF8_NEAR_MIN 16
+#define PYWS_UTF8_NEAR_MAX 256
+static inline int pyws_utf8_near_run(uint32_t *state, const uint8_t *p, size_t *i, size_t skip,
+                                     size_t *near, size_t len)
+{
+    *i += skip;
+    *near = skip >= PYWS_UTF8_NEAR_MIN ? PYWS_UTF8_NEAR_MIN
+            : *near < PYWS_UTF8_NEAR_MAX ? 2 * *near : PYWS_UTF8_NEAR_MAX;
+    *i = pyws_utf8_advance(state, p, *i, len - *i > *near ? *i + *near : len, len);
+    return *state == PYWS_UTF8_S_BAD;
+}
+
+/* The end of every vector kernel: bytes from i on (fewer than one block) go to the scalar
+ * kernel; stores the state and returns the verdict for the whole input. */
+int pyws_utf8_finish(uint32_t *state, uint32_t s, const uint8_t *p, size_t i, size_t len,
+                     size_t *bad);
+
 #endif /* PYWS_UTF8_H */

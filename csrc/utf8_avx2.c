@@ -17,8 +17,7 @@
 /* How far the scalar path runs past a non-ASCII byte before the vectors are tried again: from
  * NEAR_MIN, doubling up to NEAR_MAX while the text stays dense with non-ASCII (the next one is
  * within NEAR_MIN bytes when the vectors look), back to NEAR_MIN after an all-ASCII stretch. */
-#define NEAR_MIN 16
-#define NEAR_MAX 256
+#define NEAR_MIN PYWS_UTF8_NEAR_MIN
 
 __attribute__((target("avx2")))
 int pyws_utf8_avx2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
@@ -41,26 +40,16 @@ int pyws_utf8_avx2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
             ma = (unsigned)_mm256_movemask_epi8(a);
             mb = (unsigned)_mm256_movemask_epi8(b);
             skip = (size_t)__builtin_ctzll((uint64_t)ma | (uint64_t)mb << 32);
-            i += skip;
-            near = skip >= NEAR_MIN ? NEAR_MIN : near < NEAR_MAX ? 2 * near : NEAR_MAX;
+            if (pyws_utf8_near_run(&s, p, &i, skip, &near, len))
+                break;
+            continue;
         }
+        /* mid-character: let the automaton reach the next boundary */
         i = pyws_utf8_advance(&s, p, i, len - i > near ? i + near : len, len);
-        if (s == PYWS_UTF8_S_BAD) {
-            *state = s;
-            *bad = i;
-            return PYWS_UTF8_INVALID;
-        }
+        if (s == PYWS_UTF8_S_BAD)
+            break;
     }
-    if (i < len) {
-        size_t tail_bad = 0;
-        int r = pyws_utf8_scalar(&s, p + i, len - i, &tail_bad);
-        *state = s;
-        if (r == PYWS_UTF8_INVALID)
-            *bad = i + tail_bad;
-        return r;
-    }
-    *state = s;
-    return s == PYWS_UTF8_S_BOUNDARY ? PYWS_UTF8_OK : PYWS_UTF8_PARTIAL;
+    return pyws_utf8_finish(state, s, p, i, len, bad);
 }
 
 #else

@@ -100,6 +100,7 @@ void pyws_conn_free(pyws_loop *loop, pyws_conn *c)
     c->rbuf = NULL;
     free(c->protocols);
     c->protocols = NULL;
+    pyws_topics_drop_conn(loop, c);
     if (c->sess) {
         /* Views into the session buffer may still be in this batch: retire, don't free. */
         if (c->sess->held && c->sess->buf) {
@@ -169,7 +170,7 @@ void pyws_conn_mark(pyws_loop *loop, pyws_conn *c, uint32_t flag)
 
 /* ------------------------------------------------------------------ write queue */
 
-static pyws_blob *blob_new(pyws_loop *loop, size_t need)
+pyws_blob *pyws_blob_alloc(pyws_loop *loop, size_t need)
 {
     pyws_blob *b;
     if (need <= PYWS_BLOB_SIZE && loop->nblob_cache) {
@@ -243,6 +244,24 @@ static int wq_push(pyws_conn *c, pyws_blob *b, size_t off, size_t len)
     return 0;
 }
 
+static void queued(pyws_loop *loop, pyws_conn *c, size_t total)
+{
+    c->wq_bytes += total;
+    if (c->wq_bytes >= c->opts.write_high_water)
+        c->flags |= CF_ABOVE_HW;
+    pyws_conn_mark(loop, c, CF_DIRTY);
+}
+
+/* Queue the first len bytes of a block that other connections share (a published frame). */
+int pyws_wq_push_shared(pyws_loop *loop, pyws_conn *c, pyws_blob *b, size_t len)
+{
+    if (wq_push(c, b, 0, len) < 0)
+        return PYWS_ERR_NOMEM;
+    b->refs++;
+    queued(loop, c, len);
+    return PYWS_OK;
+}
+
 int pyws_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen,
                     const uint8_t *b, size_t blen)
 {
@@ -262,7 +281,7 @@ int pyws_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen
             goto queued;
         }
     }
-    pyws_blob *bl = blob_new(loop, total);
+    pyws_blob *bl = pyws_blob_alloc(loop, total);
     if (!bl)
         return PYWS_ERR_NOMEM;
     if (alen)
@@ -275,10 +294,7 @@ int pyws_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen
         return PYWS_ERR_NOMEM;
     }
 queued:
-    c->wq_bytes += total;
-    if (c->wq_bytes >= c->opts.write_high_water)
-        c->flags |= CF_ABOVE_HW;
-    pyws_conn_mark(loop, c, CF_DIRTY);
+    queued(loop, c, total);
     return PYWS_OK;
 }
 
@@ -288,7 +304,8 @@ void pyws_conn_watch(pyws_loop *loop, pyws_conn *c)
         return;
     /* after the peer's EOF there is nothing left to read: level-triggered read interest
      * would report the fd forever */
-    uint32_t want = ((c->flags & CF_EOF) ? 0u : PYWS_POLL_IN) | (c->wq_n ? PYWS_POLL_OUT : 0u);
+    uint32_t want = ((c->flags & (CF_EOF | CF_PAUSED)) ? 0u : PYWS_POLL_IN) |
+                    (c->wq_n ? PYWS_POLL_OUT : 0u);
     uint32_t have = ((c->flags & CF_NO_READ) ? 0u : PYWS_POLL_IN) |
                     ((c->flags & CF_WANT_WRITE) ? PYWS_POLL_OUT : 0u);
     if (want == have)
@@ -374,6 +391,8 @@ void pyws_conn_finish(pyws_loop *loop, pyws_conn *c)
     if (c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_LINGER)
         return;
     c->state = PYWS_ST_FLUSHING;
+    c->flags &= ~CF_PAUSED; /* closing: read again, to see the peer's EOF */
+    pyws_conn_watch(loop, c);
     if (!c->deadline_close) {
         c->deadline_close = loop->now + (c->opts.close_timeout ? c->opts.close_timeout : 5000);
         pyws_conn_deadline(loop, c, c->deadline_close);
@@ -430,7 +449,7 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
     uint8_t *dst;
     size_t room;
     int http = c->state == PYWS_ST_HTTP;
-    if (c->flags & CF_EOF)
+    if (c->flags & (CF_EOF | CF_PAUSED))
         return;
     if (http && (c->flags & CF_REQ_DONE))
         return; /* views of the delivered request must not move until the next poll */
@@ -552,6 +571,19 @@ int pyws_is_websocket(pyws_loop *loop, uint64_t id)
     if (!c)
         return PYWS_ERR_BADID;
     return (c->flags & CF_WAS_WS) ? 1 : 0;
+}
+
+int pyws_set_reading(pyws_loop *loop, uint64_t id, int on)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c || c->kind != PYWS_KIND_CONN)
+        return PYWS_ERR_BADID;
+    if (on)
+        c->flags &= ~CF_PAUSED;
+    else
+        c->flags |= CF_PAUSED;
+    pyws_conn_watch(loop, c);
+    return PYWS_OK;
 }
 
 int pyws_close_after_flush(pyws_loop *loop, uint64_t id)

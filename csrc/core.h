@@ -80,7 +80,8 @@ enum {
 #define CF_CTL_EVENTS 0x0400u   /* deliver control frames as EV_WS_CTL */
 #define CF_SEND_FRAG 0x0800u    /* an outgoing fragmented message is in progress */
 #define CF_WAS_WS 0x1000u       /* the connection was upgraded at some point */
-#define CF_NO_READ 0x2000u      /* poller does not watch for input (after EOF) */
+#define CF_NO_READ 0x2000u      /* poller does not watch for input (after EOF or a pause) */
+#define CF_PAUSED 0x4000u       /* the application paused reading */
 
 typedef struct pyws_conn {
     uint64_t id;              /* generation << 32 | slot */
@@ -112,6 +113,9 @@ typedef struct pyws_conn {
 
     /* WebSocket phase */
     pyws_session *sess;
+    struct pyws_subref *subs; /* topics this connection is subscribed to */
+    uint32_t nsubs;
+    uint32_t subs_cap;
 
     /* write queue: a ring of segments */
     pyws_wseg *wq;
@@ -142,6 +146,22 @@ typedef struct pyws_wake_item {
     size_t len;
     uint8_t *data;
 } pyws_wake_item;
+
+/* Topics (topics.c) */
+typedef struct pyws_topic {
+    struct pyws_topic *next;         /* hash chain */
+    uint64_t hash;
+    uint64_t *subs;                  /* subscriber connection ids */
+    uint32_t nsubs;
+    uint32_t cap;
+    size_t len;
+    char name[];
+} pyws_topic;
+
+typedef struct pyws_subref {
+    pyws_topic *topic;
+    uint32_t index;                  /* position of this connection in topic->subs */
+} pyws_subref;
 
 typedef struct pyws_idlist {
     uint32_t *v;
@@ -184,6 +204,10 @@ struct pyws_loop {
 
     pyws_timers timers;
 
+    pyws_topic **topic_buckets;      /* hash table of topics (chained) */
+    size_t ntopic_buckets;
+    size_t ntopics;
+
     int wake_fd_r;                   /* eventfd, or a pipe's read end */
     int wake_fd_w;                   /* the same eventfd, or the pipe's write end */
     pthread_mutex_t wake_lock;
@@ -221,6 +245,12 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c);
 void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c);
 void pyws_blob_put(pyws_loop *loop, pyws_blob *b);
 void pyws_blob_trim(pyws_loop *loop);
+
+/* topics.c */
+void pyws_topics_drop_conn(pyws_loop *loop, pyws_conn *c);
+void pyws_topics_free(pyws_loop *loop);
+int pyws_wq_push_shared(pyws_loop *loop, pyws_conn *c, pyws_blob *b, size_t len);
+pyws_blob *pyws_blob_alloc(pyws_loop *loop, size_t need);
 
 /* loop.c */
 pyws_event *pyws_event_push(pyws_loop *loop, int type, uint64_t id);

@@ -225,10 +225,12 @@ void pyws_loop_free(pyws_loop *loop)
         if (c) {
             pyws_conn_free(loop, c);
             free(c);
+            loop->conns[i] = NULL; /* later connections' unsubscribes look slots up */
         }
     }
     free(loop->conns);
     free(loop->free_slots);
+    pyws_topics_free(loop);
     free_blocks(loop->retired, &loop->nretired);
     free(loop->retired);
     free_blocks(loop->deferred_blocks, &loop->ndeferred_blocks);

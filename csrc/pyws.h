@@ -468,6 +468,37 @@ int pyws_is_websocket(pyws_loop *loop, uint64_t id);
 int pyws_timer_add(pyws_loop *loop, uint64_t ms, int repeat, uint64_t *timer_id);
 int pyws_timer_cancel(pyws_loop *loop, uint64_t timer_id);
 
+/* Pause (on = 0) or resume (on = 1) reading from a connection: while paused nothing is read,
+ * so TCP pushes back on the peer. Pongs are not answered while paused either. */
+int pyws_set_reading(pyws_loop *loop, uint64_t id, int on);
+
+/* ---------------------------------------------------------------------------------------------
+ * Topics (topics.c): publish/subscribe with the fan-out in C. A publish frames the message once
+ * and queues the same bytes on every subscriber (no copy per subscriber). A subscriber whose
+ * queue would pass its write_limit is closed with 1008; it never stalls the others.
+ * Subscriptions end with the connection. Topic names are byte strings (any bytes, <= 64 KiB).
+ * ------------------------------------------------------------------------------------------- */
+/* Returns 1 if newly subscribed, 0 if it already was, < 0 on error (not a WebSocket: STATE). */
+int pyws_subscribe(pyws_loop *loop, uint64_t id, const char *topic, size_t topic_len);
+/* Returns 1 if it was subscribed, 0 if not. */
+int pyws_unsubscribe(pyws_loop *loop, uint64_t id, const char *topic, size_t topic_len);
+/* 1 if id is subscribed to topic, else 0. */
+int pyws_is_subscribed(pyws_loop *loop, uint64_t id, const char *topic, size_t topic_len);
+/* Queue one message (opcode TEXT or BINARY) to every open WebSocket subscribed to topic except
+ * `exclude` (0 = none). Returns the number of connections it was queued on. Connections in the
+ * middle of sending a fragmented message cannot take it: they are counted in *skipped (may be
+ * NULL). Subscribers closed for passing write_limit are counted in *dropped (may be NULL). */
+int pyws_publish(pyws_loop *loop, const char *topic, size_t topic_len, int opcode,
+                 const uint8_t *data, size_t len, uint64_t exclude, uint32_t *skipped,
+                 uint32_t *dropped);
+/* The same to every open server-side WebSocket of the loop. */
+int pyws_broadcast(pyws_loop *loop, int opcode, const uint8_t *data, size_t len,
+                   uint64_t exclude, uint32_t *skipped, uint32_t *dropped);
+/* Subscribers of a topic (0 if it has none). */
+int pyws_topic_count(pyws_loop *loop, const char *topic, size_t topic_len);
+/* Number of topics with at least one subscriber. */
+int pyws_topic_total(pyws_loop *loop);
+
 /* THREAD-SAFE. Deliver EV_WAKEUP (id, a copy of data) on the loop's thread and wake the loop now
  * if it is waiting in pyws_poll. Returns PYWS_OK or PYWS_ERR_NOMEM. */
 int pyws_wakeup(pyws_loop *loop, uint64_t id, const uint8_t *data, size_t len);

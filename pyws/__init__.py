@@ -14,6 +14,21 @@ Callback style (mongoose-like)::
     mgr.listen("http://127.0.0.1:8000")
     while True:
         mgr.poll(100)
+
+Generator style::
+
+    app = pyws.App()
+
+    @app.websocket("/ws/rooms/{room}")
+    def room(ws):
+        ws.subscribe(ws.params["room"])
+        while True:
+            msg = yield ws.recv()
+            if msg is None:
+                return
+            app.publish(ws.params["room"], msg.text)
+
+    app.run("127.0.0.1", 8000)
 """
 from __future__ import annotations
 
@@ -30,8 +45,11 @@ from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_
                         Opcode, WSCloseCode, WSMsgType)
 from .errors import (ConnectionClosed, HandshakeError, LimitExceeded, ProtocolError, PyWSError,
                      WrongThreadError)
+from .app import App, Route
 from .manager import DEFAULT_OPTIONS, Listener, Manager, Timer
-from .message import Headers, HttpMessage, WsMessage
+from .message import Headers, HttpMessage, Message, WsMessage
+from .request import Request, Response
+from .websocket import WebSocket
 
 __version__ = "0.1.0"
 
@@ -42,7 +60,8 @@ def backend() -> str:
 
 
 __all__ = [
-    "Manager", "Listener", "Timer", "Connection", "HttpMessage", "WsMessage", "Headers",
+    "Manager", "Listener", "Timer", "Connection", "HttpMessage", "WsMessage", "Message",
+    "Headers", "App", "Route", "WebSocket", "Request", "Response",
     "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
     "LimitExceeded", "Opcode", "CloseCode", "WSMsgType", "WSCloseCode", "DEFAULT_OPTIONS",
     "backend",

@@ -24,6 +24,14 @@ _REASONS = {
 Payload = Union[str, bytes, bytearray, memoryview]
 
 
+def _topic(topic: Union[str, bytes]) -> bytes:
+    if isinstance(topic, str):
+        return topic.encode("utf-8")
+    if isinstance(topic, bytes):
+        return topic
+    raise TypeError(f"a topic is str or bytes, not {type(topic).__name__}")
+
+
 class Connection:
     """A TCP connection speaking HTTP or, after ``ws_upgrade``, WebSocket.
 
@@ -223,6 +231,42 @@ class Connection:
         if self.closed or self._mgr._loop is None:
             return
         lib.pyws_abort(self._loop(), self.id)
+
+    # ------------------------------------------------------------------ topics, flow control
+    def subscribe(self, topic: Union[str, bytes]) -> bool:
+        """Subscribe this WebSocket to ``topic`` (str or bytes); ``Manager.publish`` then
+        reaches it. Returns False if it already was subscribed. Subscriptions end with the
+        connection."""
+        t = _topic(topic)
+        rc = lib.pyws_subscribe(self._loop(), self.id, t, len(t))
+        if rc < 0:
+            self._fail(rc, "subscribe")
+        return bool(rc == 1)
+
+    def unsubscribe(self, topic: Union[str, bytes]) -> bool:
+        """Leave ``topic``; returns False if it was not subscribed."""
+        if self.closed or self._mgr._loop is None:
+            return False
+        t = _topic(topic)
+        return bool(lib.pyws_unsubscribe(self._loop(), self.id, t, len(t)) == 1)
+
+    def is_subscribed(self, topic: Union[str, bytes]) -> bool:
+        """True if this connection is subscribed to ``topic``."""
+        if self.closed or self._mgr._loop is None:
+            return False
+        t = _topic(topic)
+        return bool(lib.pyws_is_subscribed(self._loop(), self.id, t, len(t)) == 1)
+
+    def pause_reading(self) -> None:
+        """Stop reading from this connection (TCP then pushes back on the peer) until
+        :meth:`resume_reading`. Pings are not answered while paused."""
+        lib.pyws_set_reading(self._loop(), self.id, 0)
+
+    def resume_reading(self) -> None:
+        """Read from this connection again after :meth:`pause_reading`."""
+        if self.closed or self._mgr._loop is None:
+            return
+        lib.pyws_set_reading(self._loop(), self.id, 1)
 
     # ------------------------------------------------------------------ state
     @property

@@ -7,13 +7,13 @@ import logging
 import struct
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
-from ._lib import ffi, lib, last_error
+from ._lib import ffi, lib, last_error, raise_for
 from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_HTTP_MSG,
                         EV_TIMER, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG, EV_WS_OPEN)
-from .connection import Connection
+from .connection import Connection, Payload, _topic
 from .errors import PyWSError, WrongThreadError
 from .message import HttpMessage, WsMessage
 
@@ -72,6 +72,16 @@ def _fill_opts(o: Any, opts: Dict[str, Any]) -> None:
     o.control_events = 1 if opts["control_events"] else 0
     o.reuse_port = 1 if opts["reuse_port"] else 0
     o.backlog = int(opts["backlog"])
+
+
+def _message(data: Payload, binary: Optional[bool]) -> Tuple[bytes, int]:
+    if isinstance(data, str):
+        payload = data.encode("utf-8")
+        op = lib.PYWS_OP_BINARY if binary else lib.PYWS_OP_TEXT
+    else:
+        payload = data if isinstance(data, bytes) else bytes(data)
+        op = lib.PYWS_OP_TEXT if binary is False else lib.PYWS_OP_BINARY
+    return payload, int(op)
 
 
 class Listener:
@@ -158,6 +168,8 @@ class Manager:
         self._owner: Optional[int] = threading.get_ident()
         self._get_ident = threading.get_ident
         self._in_poll = False
+        self._skipped = ffi.new("uint32_t *")
+        self._dropped = ffi.new("uint32_t *")
 
     # ------------------------------------------------------------------ threads
     def _check_thread(self) -> None:
@@ -410,6 +422,57 @@ class Manager:
             raise PyWSError("the manager is closed")
         self._soon.append((fn, args))
         lib.pyws_wakeup(loop, 0, ffi.NULL, 0)
+
+    # ------------------------------------------------------------------ topics
+    def publish(self, topic: Union[str, bytes], data: Payload,
+                exclude: Optional[Connection] = None, binary: Optional[bool] = None) -> int:
+        """Send ``data`` to every WebSocket subscribed to ``topic`` except ``exclude``. The C
+        core frames the message once and queues the same bytes on every subscriber. str is
+        sent as text, bytes as binary (``binary=`` overrides). A subscriber whose queue would
+        pass ``write_limit`` is closed with 1008; it does not hold up the others. Returns how
+        many connections it was queued on."""
+        loop = self._require_loop()
+        t = _topic(topic)
+        payload, op = _message(data, binary)
+        rc = lib.pyws_publish(loop, t, len(t), op, payload, len(payload),
+                              exclude.id if exclude is not None else 0, self._skipped,
+                              self._dropped)
+        if rc < 0:
+            raise_for(rc, loop, "publish")
+        self._note_fanout("publish")
+        return int(rc)
+
+    def broadcast(self, data: Payload, exclude: Optional[Connection] = None,
+                  binary: Optional[bool] = None) -> int:
+        """Send ``data`` to every open server-side WebSocket of this manager except
+        ``exclude``, framed once in C (see :meth:`publish`). Returns the number reached."""
+        loop = self._require_loop()
+        payload, op = _message(data, binary)
+        rc = lib.pyws_broadcast(loop, op, payload, len(payload),
+                                exclude.id if exclude is not None else 0, self._skipped,
+                                self._dropped)
+        if rc < 0:
+            raise_for(rc, loop, "broadcast")
+        self._note_fanout("broadcast")
+        return int(rc)
+
+    def _note_fanout(self, what: str) -> None:
+        if self._skipped[0]:
+            log.warning("pyws: %s skipped %d connection(s) in the middle of sending a "
+                        "fragmented message", what, self._skipped[0])
+        if self._dropped[0]:
+            log.warning("pyws: %s closed %d slow subscriber(s) with 1008 (write_limit)", what,
+                        self._dropped[0])
+
+    def subscribers(self, topic: Union[str, bytes]) -> int:
+        """How many connections are subscribed to ``topic``."""
+        t = _topic(topic)
+        return int(lib.pyws_topic_count(self._require_loop(), t, len(t)))
+
+    @property
+    def topic_count(self) -> int:
+        """How many topics have at least one subscriber."""
+        return int(lib.pyws_topic_total(self._require_loop()))
 
     # ------------------------------------------------------------------ connections
     @property

@@ -146,19 +146,37 @@ class HttpMessage:
         return f"<HttpMessage {self.method} {self.target}>"
 
 
-class WsMessage:
+class _TextOrFactory:
+    """``msg.text`` is the payload as str; ``Message.text("hi")`` builds a text message."""
+
+    def __get__(self, instance: Optional["Message"], owner: type) -> Any:
+        if instance is None:
+            return lambda text: owner(text.encode("utf-8") if isinstance(text, str) else text,
+                                      OP_TEXT)
+        return instance.data.decode("utf-8", "replace" if instance.opcode != OP_TEXT
+                                    else "strict")
+
+
+class Message:
     """One whole WebSocket message (or control frame).
 
     ``data`` is the payload as bytes; ``text`` decodes it (text messages are already checked to
-    be valid UTF-8); ``opcode`` (alias ``flags``, as mongoose calls it) is ``OP_TEXT``,
-    ``OP_BINARY``, or for control events ``OP_PING``/``OP_PONG``/``OP_CLOSE``.
+    be valid UTF-8); ``opcode`` (aliases ``flags``, mongoose's name, and ``type``, aiohttp's)
+    is ``OP_TEXT``/``OP_BINARY``, or for control events ``OP_PING``/``OP_PONG``/``OP_CLOSE``.
+    Build one with ``Message.text("hi")`` or ``Message.binary(b"...")``.
     """
 
     __slots__ = ("data", "opcode")
+    text = _TextOrFactory()
 
     def __init__(self, data: bytes, opcode: int = OP_TEXT) -> None:
         self.data = data
         self.opcode = opcode
+
+    @classmethod
+    def binary(cls, data: Union[bytes, bytearray, memoryview]) -> "Message":
+        """A binary message carrying ``data``."""
+        return cls(bytes(data), OP_BINARY)
 
     @property
     def flags(self) -> int:
@@ -169,11 +187,6 @@ class WsMessage:
     def type(self) -> int:
         """The opcode (the aiohttp name)."""
         return self.opcode
-
-    @property
-    def text(self) -> str:
-        """The payload decoded as UTF-8."""
-        return self.data.decode("utf-8", "replace" if self.opcode != OP_TEXT else "strict")
 
     def json(self) -> Any:
         """The payload parsed as JSON."""
@@ -203,7 +216,7 @@ class WsMessage:
         return len(self.data)
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, WsMessage):
+        if isinstance(other, Message):
             return self.opcode == other.opcode and self.data == other.data
         return NotImplemented
 
@@ -212,7 +225,11 @@ class WsMessage:
 
     def __repr__(self) -> str:
         shown = self.data[:40]
-        return f"<WsMessage opcode={self.opcode} len={len(self.data)} data={shown!r}>"
+        return f"<Message opcode={self.opcode} len={len(self.data)} data={shown!r}>"
+
+
+#: The callback API's name for :class:`Message`.
+WsMessage = Message
 
 
 def encode_payload(data: Union[str, bytes, bytearray, memoryview]) -> bytes:

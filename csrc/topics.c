@@ -1,0 +1,360 @@
+/*
+ * topics.c — publish/subscribe. Topics live in a chained hash table; each keeps the ids of its
+ * subscribers, and each connection keeps (topic, index) references so that unsubscribing and
+ * closing cost O(topics of that connection). A publish frames the message once into a shared
+ * write block and queues that block on every subscriber.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+#define MAX_TOPIC_LEN 65536
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint8_t)p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static pyws_topic *find(pyws_loop *loop, const char *name, size_t len, uint64_t h)
+{
+    if (!loop->ntopic_buckets)
+        return NULL;
+    for (pyws_topic *t = loop->topic_buckets[h & (loop->ntopic_buckets - 1)]; t; t = t->next)
+        if (t->hash == h && t->len == len && memcmp(t->name, name, len) == 0)
+            return t;
+    return NULL;
+}
+
+static int grow_table(pyws_loop *loop)
+{
+    size_t nb = loop->ntopic_buckets ? loop->ntopic_buckets * 2 : 64;
+    pyws_topic **b = calloc(nb, sizeof(*b));
+    if (!b)
+        return -1;
+    for (size_t i = 0; i < loop->ntopic_buckets; i++) {
+        pyws_topic *t = loop->topic_buckets[i];
+        while (t) {
+            pyws_topic *next = t->next;
+            t->next = b[t->hash & (nb - 1)];
+            b[t->hash & (nb - 1)] = t;
+            t = next;
+        }
+    }
+    free(loop->topic_buckets);
+    loop->topic_buckets = b;
+    loop->ntopic_buckets = nb;
+    return 0;
+}
+
+static pyws_topic *find_or_add(pyws_loop *loop, const char *name, size_t len)
+{
+    uint64_t h = hash_bytes(name, len);
+    pyws_topic *t = find(loop, name, len, h);
+    if (t)
+        return t;
+    if (loop->ntopics + 1 > loop->ntopic_buckets && grow_table(loop) < 0)
+        return NULL;
+    t = malloc(sizeof(*t) + len);
+    if (!t)
+        return NULL;
+    t->hash = h;
+    t->subs = NULL;
+    t->nsubs = t->cap = 0;
+    t->len = len;
+    memcpy(t->name, name, len);
+    size_t b = h & (loop->ntopic_buckets - 1);
+    t->next = loop->topic_buckets[b];
+    loop->topic_buckets[b] = t;
+    loop->ntopics++;
+    return t;
+}
+
+static void remove_topic(pyws_loop *loop, pyws_topic *t)
+{
+    pyws_topic **pp = &loop->topic_buckets[t->hash & (loop->ntopic_buckets - 1)];
+    while (*pp != t)
+        pp = &(*pp)->next;
+    *pp = t->next;
+    free(t->subs);
+    free(t);
+    loop->ntopics--;
+}
+
+static int sub_index(const pyws_conn *c, const pyws_topic *t)
+{
+    for (uint32_t i = 0; i < c->nsubs; i++)
+        if (c->subs[i].topic == t)
+            return (int)i;
+    return -1;
+}
+
+/* Remove c's reference k (to topic t): swap-remove c from t->subs and fix the index that the
+ * moved subscriber keeps. */
+static void unlink_sub(pyws_loop *loop, pyws_conn *c, uint32_t k)
+{
+    pyws_topic *t = c->subs[k].topic;
+    uint32_t idx = c->subs[k].index;
+    uint32_t last = --t->nsubs;
+    if (idx != last) {
+        uint64_t moved_id = t->subs[last];
+        t->subs[idx] = moved_id;
+        pyws_conn *m = pyws_conn_get(loop, moved_id);
+        if (m) {
+            int mk = sub_index(m, t);
+            if (mk >= 0)
+                m->subs[mk].index = idx;
+        }
+    }
+    c->subs[k] = c->subs[--c->nsubs];
+    if (t->nsubs == 0)
+        remove_topic(loop, t);
+}
+
+static int check_topic(pyws_loop *loop, size_t len)
+{
+    if (len > MAX_TOPIC_LEN)
+        return pyws_set_error(loop, PYWS_ERR_ARG, "topic names are at most %d bytes",
+                              MAX_TOPIC_LEN);
+    return 0;
+}
+
+int pyws_subscribe(pyws_loop *loop, uint64_t id, const char *topic, size_t topic_len)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c || c->kind != PYWS_KIND_CONN)
+        return PYWS_ERR_BADID;
+    if (!c->sess)
+        return pyws_set_error(loop, PYWS_ERR_STATE, "only WebSocket connections subscribe");
+    if (check_topic(loop, topic_len))
+        return PYWS_ERR_ARG;
+    pyws_topic *t = find_or_add(loop, topic, topic_len);
+    if (!t)
+        return PYWS_ERR_NOMEM;
+    if (sub_index(c, t) >= 0)
+        return 0;
+    if (c->nsubs == c->subs_cap) {
+        uint32_t nc = c->subs_cap ? c->subs_cap * 2 : 4;
+        pyws_subref *ns = realloc(c->subs, nc * sizeof(*ns));
+        if (!ns)
+            goto nomem;
+        c->subs = ns;
+        c->subs_cap = nc;
+    }
+    if (t->nsubs == t->cap) {
+        uint32_t nc = t->cap ? t->cap * 2 : 8;
+        uint64_t *ns = realloc(t->subs, nc * sizeof(*ns));
+        if (!ns)
+            goto nomem;
+        t->subs = ns;
+        t->cap = nc;
+    }
+    t->subs[t->nsubs] = c->id;
+    c->subs[c->nsubs].topic = t;
+    c->subs[c->nsubs].index = t->nsubs;
+    t->nsubs++;
+    c->nsubs++;
+    return 1;
+nomem:
+    if (t->nsubs == 0)
+        remove_topic(loop, t);
+    return PYWS_ERR_NOMEM;
+}
+
+int pyws_unsubscribe(pyws_loop *loop, uint64_t id, const char *topic, size_t topic_len)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c || c->kind != PYWS_KIND_CONN)
+        return PYWS_ERR_BADID;
+    pyws_topic *t = find(loop, topic, topic_len, hash_bytes(topic, topic_len));
+    int k = t ? sub_index(c, t) : -1;
+    if (k < 0)
+        return 0;
+    unlink_sub(loop, c, (uint32_t)k);
+    return 1;
+}
+
+int pyws_is_subscribed(pyws_loop *loop, uint64_t id, const char *topic, size_t topic_len)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c)
+        return 0;
+    pyws_topic *t = find(loop, topic, topic_len, hash_bytes(topic, topic_len));
+    return t && sub_index(c, t) >= 0;
+}
+
+void pyws_topics_drop_conn(pyws_loop *loop, pyws_conn *c)
+{
+    while (c->nsubs)
+        unlink_sub(loop, c, c->nsubs - 1);
+    free(c->subs);
+    c->subs = NULL;
+    c->subs_cap = 0;
+}
+
+void pyws_topics_free(pyws_loop *loop)
+{
+    for (size_t i = 0; i < loop->ntopic_buckets; i++) {
+        pyws_topic *t = loop->topic_buckets[i];
+        while (t) {
+            pyws_topic *next = t->next;
+            free(t->subs);
+            free(t);
+            t = next;
+        }
+    }
+    free(loop->topic_buckets);
+    loop->topic_buckets = NULL;
+    loop->ntopic_buckets = loop->ntopics = 0;
+}
+
+int pyws_topic_count(pyws_loop *loop, const char *topic, size_t topic_len)
+{
+    pyws_topic *t = find(loop, topic, topic_len, hash_bytes(topic, topic_len));
+    return t ? (int)t->nsubs : 0;
+}
+
+int pyws_topic_total(pyws_loop *loop)
+{
+    return (int)loop->ntopics;
+}
+
+/* ------------------------------------------------------------------ fan-out */
+
+typedef struct fanout {
+    pyws_blob *blob;          /* the frame, unmasked, shared by server-side connections */
+    size_t total;
+    int opcode;
+    const uint8_t *data;
+    size_t len;
+    uint64_t exclude;
+    int delivered;
+    uint32_t skipped;
+    uint64_t *slow;           /* connections to close for passing write_limit */
+    uint32_t nslow;
+    uint32_t slow_cap;
+} fanout;
+
+static int fanout_start(pyws_loop *loop, fanout *f, int opcode, const uint8_t *data, size_t len,
+                        uint64_t exclude)
+{
+    if (opcode != PYWS_OP_TEXT && opcode != PYWS_OP_BINARY)
+        return pyws_set_error(loop, PYWS_ERR_ARG, "publish sends TEXT or BINARY messages");
+    memset(f, 0, sizeof(*f));
+    uint8_t hdr[14];
+    size_t hlen = pyws_frame_header(hdr, 1, 0, opcode, len, NULL);
+    f->total = hlen + len;
+    f->blob = pyws_blob_alloc(loop, f->total);
+    if (!f->blob)
+        return PYWS_ERR_NOMEM;
+    memcpy(f->blob->data, hdr, hlen);
+    if (len)
+        memcpy(f->blob->data + hlen, data, len);
+    f->blob->len = f->total;
+    f->opcode = opcode;
+    f->data = data;
+    f->len = len;
+    f->exclude = exclude;
+    return PYWS_OK;
+}
+
+static void fanout_one(pyws_loop *loop, fanout *f, pyws_conn *c)
+{
+    if (c->id == f->exclude || !c->sess || c->state != PYWS_ST_WS_OPEN ||
+        (c->flags & CF_CLOSE_SENT))
+        return;
+    if (c->flags & CF_SEND_FRAG) {
+        f->skipped++;
+        return;
+    }
+    if (c->wq_bytes + f->total > c->opts.write_limit) {
+        if (f->nslow == f->slow_cap) {
+            uint32_t nc = f->slow_cap ? f->slow_cap * 2 : 16;
+            uint64_t *ns = realloc(f->slow, nc * sizeof(*ns));
+            if (!ns) {
+                f->skipped++;
+                return;
+            }
+            f->slow = ns;
+            f->slow_cap = nc;
+        }
+        f->slow[f->nslow++] = c->id;
+        return;
+    }
+    int rc = c->role == PYWS_ROLE_CLIENT
+                 ? pyws_ws_queue_frame(loop, c, 1, f->opcode, f->data, f->len) /* masked */
+                 : pyws_wq_push_shared(loop, c, f->blob, f->total);
+    if (rc == PYWS_OK)
+        f->delivered++;
+    else
+        f->skipped++;
+}
+
+static int fanout_end(pyws_loop *loop, fanout *f, uint32_t *skipped, uint32_t *dropped)
+{
+    pyws_blob_put(loop, f->blob);
+    /* close the slow ones only now: closing edits the topic lists being walked */
+    static const char why[] = "write buffer limit exceeded (slow consumer)";
+    for (uint32_t i = 0; i < f->nslow; i++) {
+        pyws_conn *c = pyws_conn_get(loop, f->slow[i]);
+        if (!c)
+            continue;
+        c->close_code = PYWS_CLOSE_POLICY;
+        memcpy(c->close_reason, why, sizeof(why) - 1);
+        c->close_reason_len = sizeof(why) - 1;
+        pyws_conn_close(loop, c, PYWS_CLOSE_POLICY);
+    }
+    free(f->slow);
+    if (skipped)
+        *skipped = f->skipped;
+    if (dropped)
+        *dropped = f->nslow;
+    return f->delivered;
+}
+
+int pyws_publish(pyws_loop *loop, const char *topic, size_t topic_len, int opcode,
+                 const uint8_t *data, size_t len, uint64_t exclude, uint32_t *skipped,
+                 uint32_t *dropped)
+{
+    if (skipped)
+        *skipped = 0;
+    if (dropped)
+        *dropped = 0;
+    pyws_topic *t = find(loop, topic, topic_len, hash_bytes(topic, topic_len));
+    if (!t)
+        return 0;
+    fanout f;
+    int rc = fanout_start(loop, &f, opcode, data, len, exclude);
+    if (rc)
+        return rc;
+    for (uint32_t i = 0; i < t->nsubs; i++) {
+        pyws_conn *c = pyws_conn_get(loop, t->subs[i]);
+        if (c)
+            fanout_one(loop, &f, c);
+    }
+    return fanout_end(loop, &f, skipped, dropped);
+}
+
+int pyws_broadcast(pyws_loop *loop, int opcode, const uint8_t *data, size_t len,
+                   uint64_t exclude, uint32_t *skipped, uint32_t *dropped)
+{
+    if (skipped)
+        *skipped = 0;
+    if (dropped)
+        *dropped = 0;
+    fanout f;
+    int rc = fanout_start(loop, &f, opcode, data, len, exclude);
+    if (rc)
+        return rc;
+    for (uint32_t slot = 0; slot < loop->nslots; slot++) {
+        pyws_conn *c = loop->conns[slot];
+        if (c && c->kind == PYWS_KIND_CONN && c->role == PYWS_ROLE_SERVER)
+            fanout_one(loop, &f, c);
+    }
+    return fanout_end(loop, &f, skipped, dropped);
+}

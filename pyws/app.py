@@ -1,0 +1,359 @@
+"""The generator-style API: an App with WebSocket routes whose handlers are generators, plain
+HTTP routes on the same port, topics, connection limits, and a run loop (or listen + poll in
+your own loop). Everything runs on one thread, driven by the C poll loop; no asyncio."""
+from __future__ import annotations
+
+import logging
+import mimetypes
+import os
+import re
+import signal
+import threading
+from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Set, Tuple, Union
+
+from .connection import Connection, Payload
+from .constants import (EV_CLOSE, EV_DRAIN, EV_ERROR, EV_HTTP_MSG, EV_WS_MSG)
+from .manager import DEFAULT_OPTIONS, Listener, Manager
+from .message import HttpMessage, Message
+from .request import Request, Response, to_response
+from .websocket import Driver, WebSocket
+
+log = logging.getLogger("pyws")
+
+WsHandler = Callable[[WebSocket], Any]
+HttpHandler = Callable[[Request], Any]
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path))?\}")
+_CONVERT: Dict[str, Tuple[str, Callable[[str], Any]]] = {
+    "str": (r"[^/]+", str),
+    "int": (r"-?[0-9]+", int),
+    "path": (r".+", str),
+}
+
+
+class Route:
+    """A path pattern like ``/rooms/{room}``, ``/items/{id:int}`` or ``/files/{rest:path}``."""
+
+    __slots__ = ("pattern", "regex", "converters", "handler", "methods")
+
+    def __init__(self, pattern: str, handler: Callable[..., Any],
+                 methods: Optional[Sequence[str]] = None) -> None:
+        if not pattern.startswith("/"):
+            raise ValueError(f"route {pattern!r} must start with '/'")
+        self.pattern = pattern
+        self.handler = handler
+        self.methods = {m.upper() for m in methods} if methods else None
+        self.converters: Dict[str, Callable[[str], Any]] = {}
+        regex, pos = "", 0
+        for m in _PARAM.finditer(pattern):
+            regex += re.escape(pattern[pos:m.start()])
+            rx, conv = _CONVERT[m.group(2) or "str"]
+            regex += f"(?P<{m.group(1)}>{rx})"
+            self.converters[m.group(1)] = conv
+            pos = m.end()
+        regex += re.escape(pattern[pos:])
+        self.regex: Pattern[str] = re.compile(f"^{regex}$")
+
+    def match(self, path: str) -> Optional[Dict[str, Any]]:
+        m = self.regex.match(path)
+        if m is None:
+            return None
+        return {k: self.converters[k](v) for k, v in m.groupdict().items()}
+
+
+class App:
+    """A WebSocket and HTTP application on one port.
+
+    ``App(**options)`` takes the Manager options (``max_message_size``, ``write_limit``,
+    ``heartbeat`` ...; see ``pyws.DEFAULT_OPTIONS``) plus:
+
+    - ``max_connections`` (None = no limit): open WebSockets; past it new upgrades get 503.
+    - ``max_connections_per_ip`` (None): open WebSockets per client IP; past it, 503.
+    - ``unknown_websocket`` (``"close"``): an upgrade to a path with no WebSocket route is
+      accepted and closed with 1001; ``"404"`` answers it with a plain 404 instead.
+    - ``max_queue`` (1024): messages held for a handler that is not receiving; past it reading
+      from that connection pauses (TCP backpressure) until the handler catches up.
+    """
+
+    def __init__(self, *, max_connections: Optional[int] = None,
+                 max_connections_per_ip: Optional[int] = None,
+                 unknown_websocket: str = "close", max_queue: int = 1024,
+                 **options: Any) -> None:
+        if unknown_websocket not in ("close", "404"):
+            raise ValueError('unknown_websocket is "close" (accept, then close 1001) or "404"')
+        self.mgr = Manager(self._on_event, **options)
+        self.high_water = int(dict(DEFAULT_OPTIONS, **options)["write_high_water"])
+        self.max_connections = max_connections
+        self.max_connections_per_ip = max_connections_per_ip
+        self.unknown_websocket = unknown_websocket
+        self._ws_routes: List[Route] = []
+        self._http_routes: List[Route] = []
+        self._sockets: Dict[int, WebSocket] = {}     # conn id -> open or pending WebSocket
+        self._per_ip: Dict[str, int] = {}
+        self._driver = Driver(self, max_queue)
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ registration
+    def websocket(self, path: str) -> Callable[[WsHandler], WsHandler]:
+        """Decorator: ``@app.websocket("/ws/rooms/{room}")`` registers a handler
+        ``def handler(ws)``, a generator (``msg = yield ws.recv()``) or a plain function that
+        runs once. Path parameters arrive in ``ws.params``."""
+        def register(fn: WsHandler) -> WsHandler:
+            self._ws_routes.append(Route(path, fn))
+            return fn
+        return register
+
+    def route(self, path: str, methods: Optional[Sequence[str]] = None
+              ) -> Callable[[HttpHandler], HttpHandler]:
+        """Decorator: ``@app.route("/items/{id:int}", methods=["GET", "POST"])`` registers
+        ``def view(request)`` returning bytes, str (HTML), dict/list (JSON), None (204), a
+        ``(body, status)`` tuple or a :class:`pyws.Response`. ``methods`` defaults to GET
+        (HEAD is answered for GET routes)."""
+        def register(fn: HttpHandler) -> HttpHandler:
+            self._http_routes.append(Route(path, fn, methods or ["GET"]))
+            return fn
+        return register
+
+    def get(self, path: str) -> Callable[[HttpHandler], HttpHandler]:
+        """``@app.get(path)`` = ``@app.route(path, methods=["GET"])``."""
+        return self.route(path, ["GET"])
+
+    def post(self, path: str) -> Callable[[HttpHandler], HttpHandler]:
+        """``@app.post(path)`` = ``@app.route(path, methods=["POST"])``."""
+        return self.route(path, ["POST"])
+
+    def static(self, prefix: str, directory: str, index: str = "index.html") -> None:
+        """Serve the files under ``directory`` at ``prefix`` (``app.static("/static", "web")``).
+        Paths that would leave the directory get 404; a directory serves its ``index``."""
+        root = os.path.realpath(directory)
+        prefix = "/" + prefix.strip("/")
+
+        def serve(request: Request) -> Response:
+            rel = request.params.get("path", "")
+            target = os.path.realpath(os.path.join(root, rel))
+            if target != root and not target.startswith(root + os.sep):
+                return Response(b"Not Found", 404, content_type="text/plain")
+            if os.path.isdir(target):
+                target = os.path.join(target, index)
+            try:
+                with open(target, "rb") as f:
+                    body = f.read()
+            except OSError:
+                return Response(b"Not Found", 404, content_type="text/plain")
+            ctype = mimetypes.guess_type(target)[0] or "application/octet-stream"
+            if ctype.startswith("text/") or ctype in ("application/javascript",
+                                                      "application/json"):
+                ctype += "; charset=utf-8"
+            return Response(body, 200, content_type=ctype)
+
+        self._http_routes.append(Route(prefix.rstrip("/") + "/{path:path}", serve, ["GET"]))
+        self._http_routes.append(Route(prefix if prefix != "/" else "/", serve, ["GET"]))
+
+    # ------------------------------------------------------------------ topics
+    def publish(self, topic: Union[str, bytes], data: Union[Payload, Message],
+                exclude: Optional[Union[WebSocket, Connection]] = None) -> int:
+        """Send ``data`` (str: text, bytes: binary, or a Message) to every WebSocket
+        subscribed to ``topic``, except ``exclude``. Framed once in C; a subscriber past its
+        ``write_limit`` is closed with 1008 instead of stalling the others. Returns how many
+        connections it was queued on."""
+        conn = exclude.conn if isinstance(exclude, WebSocket) else exclude
+        if isinstance(data, Message):
+            return self.mgr.publish(topic, data.data, conn, binary=not data.is_text())
+        return self.mgr.publish(topic, data, conn)
+
+    def broadcast(self, data: Union[Payload, Message],
+                  exclude: Optional[Union[WebSocket, Connection]] = None) -> int:
+        """Send ``data`` to every open WebSocket (framed once, see :meth:`publish`)."""
+        conn = exclude.conn if isinstance(exclude, WebSocket) else exclude
+        if isinstance(data, Message):
+            return self.mgr.broadcast(data.data, conn, binary=not data.is_text())
+        return self.mgr.broadcast(data, conn)
+
+    def subscribers(self, topic: Union[str, bytes]) -> int:
+        """How many connections are subscribed to ``topic``."""
+        return self.mgr.subscribers(topic)
+
+    @property
+    def connections(self) -> Set[WebSocket]:
+        """The open WebSockets."""
+        return {ws for ws in self._sockets.values() if ws.connected}
+
+    # ------------------------------------------------------------------ running
+    def listen(self, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> Listener:
+        """Listen on host:port (port 0 picks one: see the returned ``Listener.port``); then
+        call :meth:`poll` from your own loop, or use :meth:`run`."""
+        h = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return self.mgr.listen(f"http://{h}:{port}", **options)
+
+    def poll(self, timeout_ms: int = 0) -> int:
+        """One loop iteration (see ``Manager.poll``)."""
+        return self.mgr.poll(timeout_ms)
+
+    def run(self, host: str = "127.0.0.1", port: int = 8000, *, shutdown_timeout: float = 5.0,
+            on_start: Optional[Callable[[Listener], Any]] = None, **options: Any) -> None:
+        """Serve until SIGINT or SIGTERM (or :meth:`stop`), then stop accepting, close every
+        WebSocket with 1001, flush, and return. Signals are only hooked when called from the
+        main thread."""
+        lst = self.listen(host, port, **options)
+        if on_start is not None:
+            on_start(lst)
+        previous: Dict[Any, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: self._stop.set())
+        try:
+            while not self._stop.is_set():
+                self.mgr.poll(100)
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+            self.mgr.shutdown(shutdown_timeout)
+
+    def stop(self) -> None:
+        """THREAD-SAFE. Make :meth:`run` return (after its graceful shutdown)."""
+        self._stop.set()
+        if self.mgr._loop is not None:
+            self.mgr.call_soon_threadsafe(lambda: None)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close every WebSocket with 1001, flush (see Manager.shutdown)."""
+        self.mgr.shutdown(timeout)
+
+    def close(self) -> None:
+        """Free the loop at once (after :meth:`shutdown` for a graceful stop)."""
+        self.mgr.close()
+
+    def __enter__(self) -> "App":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.mgr.__exit__(*exc)
+
+    # ------------------------------------------------------------------ events
+    def _on_event(self, conn: Connection, ev: int, data: Any) -> None:
+        if ev == EV_WS_MSG:
+            ws = self._sockets.get(conn.id)
+            if ws is not None:
+                self._driver.message(ws, data)
+        elif ev == EV_HTTP_MSG:
+            self._on_request(conn, data)
+        elif ev == EV_CLOSE:
+            ws = self._sockets.get(conn.id)
+            if ws is not None:
+                self._driver.closed(ws)
+        elif ev == EV_DRAIN:
+            ws = self._sockets.get(conn.id)
+            if ws is not None:
+                self._driver.drained(ws)
+        elif ev == EV_ERROR and conn is not None:
+            log.info("pyws: %s: %s", conn.remote_addr, data)
+
+    def _on_request(self, conn: Connection, hm: HttpMessage) -> None:
+        path = hm.uri
+        if hm.is_websocket_upgrade:
+            for r in self._ws_routes:
+                params = r.match(path)
+                if params is not None:
+                    self._open(conn, hm, r, params)
+                    return
+            if self.unknown_websocket == "404":
+                conn.reply(404, "no WebSocket route for this path\n")
+                conn.drain()
+            else:
+                conn.ws_upgrade(hm)
+                conn.close(1001, "no WebSocket route for this path")
+            return
+        self._serve_http(conn, hm)
+
+    def _open(self, conn: Connection, hm: HttpMessage, route: Route,
+              params: Dict[str, Any]) -> None:
+        request = Request(hm, params, conn.remote_addr)
+        if self.max_connections is not None and \
+                len(self._sockets) >= self.max_connections:
+            conn.reply(503, "server at capacity: too many WebSocket connections\n",
+                       {"Retry-After": "5"})
+            conn.drain()
+            return
+        ip = request.remote_ip
+        if self.max_connections_per_ip is not None and \
+                self._per_ip.get(ip, 0) >= self.max_connections_per_ip:
+            conn.reply(503, "too many WebSocket connections from this address\n",
+                       {"Retry-After": "5"})
+            conn.drain()
+            return
+        ws = WebSocket(self, conn, request)
+        self._sockets[conn.id] = ws
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        self._driver.start(ws, route.handler)
+        if ws.rejected:
+            self._forget(ws)
+
+    def _opened(self, ws: WebSocket) -> None:
+        """Called by ws.accept()."""
+
+    def _closed(self, ws: WebSocket) -> None:
+        self._forget(ws)
+
+    def _forget(self, ws: WebSocket) -> None:
+        if self._sockets.pop(ws.conn.id, None) is not None:
+            ip = ws.request.remote_ip
+            left = self._per_ip.get(ip, 1) - 1
+            if left > 0:
+                self._per_ip[ip] = left
+            else:
+                self._per_ip.pop(ip, None)
+
+    def _serve_http(self, conn: Connection, hm: HttpMessage) -> None:
+        path = hm.uri
+        method = hm.method.upper()
+        allowed: List[str] = []
+        for r in self._http_routes:
+            params = r.match(path)
+            if params is None:
+                continue
+            methods = r.methods or {"GET"}
+            if method in methods or (method == "HEAD" and "GET" in methods):
+                self._call_route(conn, hm, r, params, head=method == "HEAD")
+                return
+            allowed.extend(sorted(methods))
+        if allowed:
+            conn.reply(405, "method not allowed\n", {"Allow": ", ".join(sorted(set(allowed)))})
+        elif any(r.match(path) is not None for r in self._ws_routes):
+            conn.reply(426, "this path is a WebSocket endpoint\n",
+                       {"Upgrade": "websocket", "Connection": "Upgrade"})
+        else:
+            conn.reply(404, "not found\n")
+        self._finish_http(conn, hm)
+
+    def _call_route(self, conn: Connection, hm: HttpMessage, route: Route,
+                    params: Dict[str, Any], head: bool) -> None:
+        request = Request(hm, params, conn.remote_addr)
+        try:
+            resp = to_response(route.handler(request))
+        except Exception:
+            log.exception("pyws: route %s raised", route.pattern)
+            resp = Response(b"internal server error\n", 500, content_type="text/plain")
+        body = resp.body
+        if head:
+            headers = dict(resp.headers)
+            headers["Content-Length"] = str(len(body))
+            conn.send_raw(_head_only(resp.status, headers))
+        else:
+            conn.reply(resp.status, body, resp.headers)
+        self._finish_http(conn, hm)
+
+    @staticmethod
+    def _finish_http(conn: Connection, hm: HttpMessage) -> None:
+        connection = (hm.header("connection") or "").lower()
+        if hm.version == "HTTP/1.0" and "keep-alive" not in connection or "close" in connection:
+            conn.drain()
+
+
+def _head_only(status: int, headers: Dict[str, str]) -> bytes:
+    from .connection import _REASONS
+    from .message import header_lines
+    return (f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
+            f"{header_lines(headers)}\r\n").encode("latin-1")
+
+
+__all__ = ["App", "Route", "WebSocket", "Request", "Response"]

@@ -1,0 +1,396 @@
+"""The ``ws`` object of generator-style handlers, the waitables they yield, and the driver that
+resumes each handler when what it waits for has happened."""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Generator, Mapping, Optional,
+                    Union)
+
+from .connection import Connection, Payload
+from .constants import OP_BINARY, OP_TEXT
+from .errors import ConnectionClosed, HandshakeError, PyWSError
+from .message import Message
+from .request import Request
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .app import App
+    from .manager import Timer
+
+log = logging.getLogger("pyws")
+
+#: What a generator handler is: it yields waitables and gets their results sent back.
+HandlerGen = Generator[Any, Any, Any]
+
+_PENDING, _OPEN, _REJECTED, _CLOSED = range(4)
+
+
+class Waitable:
+    """Base of what handlers yield: ``ws.recv()``, ``ws.sleep()``, ``ws.drain()``."""
+
+    __slots__ = ("timer",)
+
+    def __init__(self) -> None:
+        self.timer: Optional["Timer"] = None
+
+    def _cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class Recv(Waitable):
+    """``msg = yield ws.recv(timeout=None)``: the next :class:`Message`, or None once the peer
+    has closed; raises ``TimeoutError`` in the handler after ``timeout`` seconds."""
+
+    __slots__ = ("timeout",)
+
+    def __init__(self, timeout: Optional[float]) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+
+class Sleep(Waitable):
+    """``yield ws.sleep(seconds)``: resume after ``seconds`` (raises ``ConnectionClosed`` in the
+    handler if the connection closes meanwhile)."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+
+class Drain(Waitable):
+    """``yield ws.drain()``: resume once the write buffer is under ``write_high_water``."""
+
+    __slots__ = ()
+
+
+class WebSocket:
+    """One WebSocket as a generator handler sees it.
+
+    ``params`` (path parameters), ``request`` (:class:`pyws.Request`: headers, query, cookies,
+    remote address), ``connected``, ``close_code``, ``close_reason``, ``subprotocol``,
+    ``state`` (a dict for your own per-connection data). Waiting is yielded
+    (``yield ws.recv()``, ``yield ws.sleep(s)``, ``yield ws.drain()``); sending is a plain call.
+    Everything runs on the loop's thread.
+    """
+
+    __slots__ = ("app", "conn", "request", "params", "state", "subprotocol", "_status", "_gen",
+                 "_waiting", "_queue", "_paused", "_close_seen", "close_code", "close_reason",
+                 "__weakref__")
+
+    def __init__(self, app: "App", conn: Connection, request: Request) -> None:
+        self.app = app
+        self.conn = conn
+        self.request = request
+        self.params = request.params
+        self.state: Dict[str, Any] = {}
+        self.subprotocol: Optional[str] = None
+        self._status = _PENDING
+        self._gen: Optional[HandlerGen] = None
+        self._waiting: Optional[Waitable] = None
+        self._queue: Deque[Message] = collections.deque()
+        self._paused = False
+        self._close_seen = 0
+        self.close_code: Optional[int] = None
+        self.close_reason = ""
+
+    # ------------------------------------------------------------------ handshake
+    def accept(self, protocol: Optional[str] = None,
+               headers: Optional[Mapping[str, str]] = None) -> None:
+        """Complete the handshake (101), optionally selecting ``protocol`` (one the client
+        offered; see ``ws.request.headers["sec-websocket-protocol"]``) and adding response
+        ``headers``. Handlers that neither accept nor reject before their first yield are
+        accepted automatically."""
+        if self._status == _OPEN:
+            return
+        if self._status != _PENDING:
+            raise PyWSError("accept(): the handshake was already answered")
+        try:
+            self.conn.ws_upgrade(self.request.message, protocol=protocol, headers=headers)
+        except HandshakeError:
+            self._status = _REJECTED
+            raise
+        self._status = _OPEN
+        self.subprotocol = protocol
+        self.app._opened(self)
+
+    def reject(self, status: int = 403, body: Union[str, bytes] = b"",
+               headers: Optional[Mapping[str, str]] = None) -> None:
+        """Refuse the upgrade with an HTTP response (``status``, ``body``); the connection
+        closes once it is written. Only before :meth:`accept`."""
+        if self._status != _PENDING:
+            raise PyWSError("reject() is only possible before accept()")
+        self._status = _REJECTED
+        self.conn.reply(status, body, headers)
+        self.conn.drain()
+
+    def _ensure_open(self) -> None:
+        if self._status == _PENDING:
+            self.accept()
+        elif self._status != _OPEN:
+            raise ConnectionClosed(self.close_code if self.close_code is not None else 1006,
+                                   self.close_reason or "the WebSocket is not open")
+
+    # ------------------------------------------------------------------ waiting
+    def recv(self, timeout: Optional[float] = None) -> Recv:
+        """Yield this: ``msg = yield ws.recv()`` gives the next :class:`Message`, or None once
+        the peer has closed. With ``timeout`` (seconds), ``TimeoutError`` is raised in the
+        handler if nothing arrives in time."""
+        return Recv(timeout)
+
+    def sleep(self, seconds: float) -> Sleep:
+        """Yield this: ``yield ws.sleep(0.5)`` resumes the handler after ``seconds``."""
+        return Sleep(seconds)
+
+    def drain(self) -> Drain:
+        """Yield this: ``yield ws.drain()`` resumes once the write buffer is back under its
+        high-water mark (at once if it already is)."""
+        return Drain()
+
+    # ------------------------------------------------------------------ sending
+    def send_text(self, text: str) -> None:
+        """Send a text message."""
+        self._ensure_open()
+        self.conn.ws_send(text, OP_TEXT)
+
+    def send_bytes(self, data: Union[bytes, bytearray, memoryview]) -> None:
+        """Send a binary message."""
+        self._ensure_open()
+        self.conn.ws_send(data, OP_BINARY)
+
+    def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps) -> None:
+        """Send ``dumps(obj)`` as a text message."""
+        self.send_text(dumps(obj))
+
+    def send(self, message: Union[Message, Payload]) -> None:
+        """Send a :class:`Message` (its opcode is kept), a str (text) or bytes (binary)."""
+        self._ensure_open()
+        if isinstance(message, Message):
+            self.conn.ws_send(message.data, message.opcode)
+        else:
+            self.conn.send(message)
+
+    def ping(self, data: Payload = b"") -> None:
+        """Send a ping (payload at most 125 bytes)."""
+        self._ensure_open()
+        self.conn.ping(data)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the close handshake with ``code`` and ``reason``. Before the handshake was
+        answered, the connection is accepted and then closed, so the client sees the code."""
+        if self._status == _PENDING:
+            self.accept()
+        if self._status == _OPEN and not self.conn.closed:
+            self.conn.close(code, reason)
+            if self.close_code is None:
+                self.close_code = code
+                self.close_reason = reason
+
+    # ------------------------------------------------------------------ topics
+    def subscribe(self, topic: Union[str, bytes]) -> bool:
+        """Subscribe to ``topic`` (``app.publish`` reaches every subscriber)."""
+        self._ensure_open()
+        return self.conn.subscribe(topic)
+
+    def unsubscribe(self, topic: Union[str, bytes]) -> bool:
+        """Leave ``topic``."""
+        return self.conn.unsubscribe(topic)
+
+    def publish(self, topic: Union[str, bytes], data: Payload,
+                exclude_self: bool = False) -> int:
+        """``app.publish(topic, data)``, optionally leaving this connection out."""
+        return self.app.publish(topic, data, exclude=self if exclude_self else None)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def rejected(self) -> bool:
+        """True once the upgrade was refused (``reject()`` or an invalid handshake)."""
+        return self._status == _REJECTED
+
+    @property
+    def connected(self) -> bool:
+        """True while the WebSocket is open (accepted and not closed)."""
+        return self._status == _OPEN and not self.conn.closed and self.close_code is None
+
+    @property
+    def remote_addr(self) -> str:
+        """The peer's address as ``"ip:port"``."""
+        return self.request.remote_addr
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes queued and not yet written."""
+        return self.conn.write_buffer_size
+
+    def __repr__(self) -> str:
+        state = ("pending", "open", "rejected", "closed")[self._status]
+        return f"<WebSocket {self.request.path} {state}>"
+
+
+class Driver:
+    """Runs generator handlers: starts them, and resumes each one when what it yielded is
+    ready. Lives inside the App; everything happens on the loop's thread."""
+
+    def __init__(self, app: "App", max_queue: int) -> None:
+        self.app = app
+        self.max_queue = max(1, max_queue)
+
+    def start(self, ws: WebSocket, fn: Callable[[WebSocket], Any]) -> None:
+        try:
+            result = fn(ws)
+        except Exception as exc:
+            self.finished(ws, exc)
+            return
+        if isinstance(result, Generator):
+            ws._gen = result
+            self.step(ws, None, None)
+        else:
+            self.finished(ws, None)  # a plain function: it ran once
+
+    def step(self, ws: WebSocket, value: Any, exc: Optional[BaseException]) -> None:
+        """Resume ws's generator with value (or exc), and keep resuming while what it yields
+        is ready at once. Returns when it waits or ends."""
+        gen = ws._gen
+        if gen is None:
+            return
+        spins = 0
+        while True:
+            if not ws.connected and ws._status != _PENDING:
+                spins += 1
+                if spins > 100:
+                    # it keeps waiting on a connection that is gone: end it
+                    ws._gen = None
+                    gen.close()
+                    log.warning("pyws: handler for %s kept waiting after its connection "
+                                "closed; stopped it", ws.request.path)
+                    return
+            try:
+                w = gen.throw(exc) if exc is not None else gen.send(value)
+            except StopIteration:
+                self.finished(ws, None)
+                return
+            except Exception as e:
+                self.finished(ws, e)
+                return
+            value, exc = None, None
+            if ws._status == _PENDING:
+                try:
+                    ws.accept()
+                except HandshakeError as e:
+                    exc = e
+                    continue
+            if isinstance(w, Recv):
+                if ws._queue:
+                    value = ws._queue.popleft()
+                    if ws._paused and len(ws._queue) <= self.max_queue // 2:
+                        ws._paused = False
+                        ws.conn.resume_reading()
+                    continue
+                if ws._status != _OPEN or ws.conn.closed or ws.close_code is not None:
+                    ws._close_seen += 1
+                    if ws._close_seen > 1:
+                        exc = ConnectionClosed(ws.close_code, ws.close_reason)
+                    continue  # None: the peer has closed
+                ws._waiting = w
+                if w.timeout is not None:
+                    w.timer = self.app.mgr.timer(w.timeout, lambda: self._timed_out(ws, w))
+                return
+            if isinstance(w, Sleep):
+                if not ws.connected:
+                    exc = ConnectionClosed(ws.close_code, ws.close_reason)
+                    continue
+                ws._waiting = w
+                w.timer = self.app.mgr.timer(max(0.0, w.seconds), lambda: self._woke(ws, w))
+                return
+            if isinstance(w, Drain):
+                if not ws.connected:
+                    exc = ConnectionClosed(ws.close_code, ws.close_reason)
+                    continue
+                if ws.conn.write_buffer_size < self.app.high_water:
+                    continue
+                ws._waiting = w
+                return
+            exc = TypeError(f"a handler yields ws.recv(), ws.sleep() or ws.drain(), not {w!r}; "
+                            "use `yield from` to call another generator")
+
+    def _timed_out(self, ws: WebSocket, w: Recv) -> None:
+        if ws._waiting is w:
+            ws._waiting = None
+            w.timer = None
+            self.step(ws, None, TimeoutError(f"no message within {w.timeout} s"))
+
+    def _woke(self, ws: WebSocket, w: Sleep) -> None:
+        if ws._waiting is w:
+            ws._waiting = None
+            w.timer = None
+            self.step(ws, None, None)
+
+    # ------------------------------------------------------------------ events
+    def message(self, ws: WebSocket, msg: Message) -> None:
+        w = ws._waiting
+        if isinstance(w, Recv):
+            ws._waiting = None
+            w._cancel()
+            self.step(ws, msg, None)
+            return
+        if ws._gen is None:
+            return  # the handler has finished: nobody will read it
+        ws._queue.append(msg)
+        if len(ws._queue) >= self.max_queue and not ws._paused:
+            ws._paused = True
+            ws.conn.pause_reading()
+
+    def drained(self, ws: WebSocket) -> None:
+        w = ws._waiting
+        if isinstance(w, Drain):
+            ws._waiting = None
+            self.step(ws, None, None)
+
+    def closed(self, ws: WebSocket) -> None:
+        ws._status = _CLOSED if ws._status != _REJECTED else _REJECTED
+        ws.close_code = ws.conn.close_code if ws.conn.close_code is not None else \
+            (ws.close_code or 1006)
+        ws.close_reason = ws.conn.close_reason or ws.close_reason
+        w = ws._waiting
+        ws._waiting = None
+        if w is not None:
+            w._cancel()
+            if isinstance(w, Recv) and not ws._queue:
+                ws._close_seen += 1
+                self.step(ws, None, None)
+            else:
+                self.step(ws, None, ConnectionClosed(ws.close_code, ws.close_reason))
+        if ws._gen is not None:
+            # still suspended somewhere: end it so its finally blocks run
+            gen, ws._gen = ws._gen, None
+            try:
+                gen.close()
+            except Exception:
+                log.exception("pyws: handler for %s raised while closing", ws.request.path)
+        self.app._closed(ws)
+
+    def finished(self, ws: WebSocket, exc: Optional[BaseException]) -> None:
+        ws._gen = None
+        ws._waiting = None
+        if exc is not None and not isinstance(exc, ConnectionClosed):
+            log.error("pyws: WebSocket handler for %s raised; closing with 1011",
+                      ws.request.path, exc_info=exc)
+            if ws._status == _PENDING:
+                try:
+                    ws.accept()
+                except HandshakeError:
+                    return
+            if ws._status == _OPEN and not ws.conn.closed:
+                ws.conn.close(1011, "internal error")
+            return
+        if ws._status == _PENDING:
+            try:
+                ws.accept()
+            except HandshakeError:
+                return
+        if ws._status == _OPEN and not ws.conn.closed:
+            ws.conn.close(1000, "")

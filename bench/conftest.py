@@ -1,6 +1,8 @@
-"""Shared machinery of the pyws benchmarks: command-line options of the echo benchmark, a
-per-run store the tests fill, and the summary tables printed at the end of the run (kernel
-ratios and the end-to-end echo table, the latter also written to build/bench-echo.json).
+"""Shared machinery of the pyws benchmarks: command-line options of the echo and broadcast
+benchmarks, the load client fixture, a per-run store the tests fill, and the summary tables
+printed at the end of the run (kernel ratios, the end-to-end echo table and the broadcast
+fan-out table; the latter two also written to build/bench-echo.json and
+build/bench-broadcast.json).
 
 Run:  .venv/bin/python -m pytest bench -q --benchmark-only     (see bench/README.md)
 """
@@ -19,14 +21,16 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build")
 ECHO_JSON = os.path.join(BUILD, "bench-echo.json")
+BCAST_JSON = os.path.join(BUILD, "bench-broadcast.json")
 
 STORE = pytest.StashKey[Dict[str, Any]]()
 
 
 def pytest_addoption(parser: Any) -> None:
     g = parser.getgroup("pyws-bench", "pyws end-to-end echo benchmark")
-    g.addoption("--echo-servers", default="pyws,picows,websockets,aiohttp",
-                help="comma-separated servers to run (default: all four)")
+    g.addoption("--echo-servers", default="pyws,pyws-gen,picows,websockets,aiohttp",
+                help="comma-separated servers to run (default: all five; pyws = callback API, "
+                     "pyws-gen = generator-style App)")
     g.addoption("--echo-conns", type=int, default=64, help="connections (default 64)")
     g.addoption("--echo-inflight", type=int, default=16,
                 help="messages in flight per connection (default 16)")
@@ -42,16 +46,48 @@ def pytest_addoption(parser: Any) -> None:
     g.addoption("--echo-pin", action="store_true",
                 help="pin the server to the last CPU and the load client to the first "
                      "(off by default: on a shared machine pinning can hurt more than help)")
+    b = parser.getgroup("pyws-bcast", "pyws end-to-end broadcast fan-out benchmark")
+    b.addoption("--bcast-servers", default="pyws,pyws-cb,picows,websockets,pyws-example",
+                help="comma-separated servers (default: pyws [App + app.publish], pyws-cb "
+                     "[callback + mgr.publish], picows, websockets, pyws-example "
+                     "[examples/broadcast_server.py, skipped if absent])")
+    b.addoption("--bcast-subscribers", type=int, default=500,
+                help="subscriber connections (default 500; plus one publisher)")
+    b.addoption("--bcast-inflight", type=int, default=16,
+                help="messages the publisher keeps in flight (default 16)")
+    b.addoption("--bcast-size", type=int, default=64,
+                help="message bytes, at least 36 (default 64)")
+    b.addoption("--bcast-duration", type=float, default=3.0,
+                help="seconds measured per run (default 3)")
+    b.addoption("--bcast-warmup", type=float, default=0.5,
+                help="seconds of warm-up before measuring (default 0.5)")
+    b.addoption("--bcast-rounds", type=int, default=2,
+                help="rounds; each round runs every server once, interleaved (default 2)")
+    b.addoption("--bcast-pin", action="store_true",
+                help="pin the server to the last CPU and the load client to the first")
 
 
 def pytest_configure(config: Any) -> None:
-    config.stash[STORE] = {"kernels": {}, "echo": [], "started": time.time(),
-                           "loadavg_start": _loadavg()}
+    config.stash[STORE] = {"kernels": {}, "echo": [], "broadcast": [],
+                           "started": time.time(), "loadavg_start": _loadavg()}
 
 
 @pytest.fixture(scope="session")
 def bench_store(request: Any) -> Dict[str, Any]:
     return request.config.stash[STORE]
+
+
+@pytest.fixture(scope="session")
+def loadgen() -> str:
+    """bench/loadgen.c compiled with cc -O2 into build/bench/loadgen (rebuilt when the source
+    is newer)."""
+    from harness import HarnessError, build_loadgen, find_cc
+    try:
+        return build_loadgen()
+    except HarnessError as e:
+        if not find_cc():
+            pytest.skip(str(e))
+        pytest.fail(str(e))
 
 
 @pytest.fixture
@@ -172,11 +208,90 @@ def _echo_tables(runs: List[Dict[str, Any]]) -> List[str]:
                        f"{b['p50_us'] / 1000:>9.2f}{b['p99_us'] / 1000:>9.2f}{srv:>9}{eff:>11}"
                        f"{b['client_cpu_pct']:>8.0f}%{ratio:>11}  {per_round:<24}"
                        f"{','.join(rr)}")
-        loops = sorted({f"{r['server']}: " + re.sub(r":\d+/", ":PORT/", r["banner"])
-                        for r in rs if r.get("banner")})
-        for line in loops:
-            out.append(f"    {line}")
+        out += _ratio_lines(rs, "msgs_per_s", [("pyws-gen", "pyws"), ("pyws-gen", "picows")],
+                            "generator App")
+        out += _banners(rs)
     return out
+
+
+def _banners(rs: List[Dict[str, Any]]) -> List[str]:
+    lines = sorted({f"{r['server']}: " + re.sub(r":\d+/", ":PORT/", r["banner"])
+                    for r in rs if r.get("banner")})
+    return [f"    {line}" for line in lines]
+
+
+def _ratio_lines(rs: List[Dict[str, Any]], key: str, pairs: List[Any], label: str) -> List[str]:
+    """``a/b`` of the best runs, and per round, for each (a, b) pair present in rs."""
+    out: List[str] = []
+    for a, b in pairs:
+        ra = [r for r in rs if r["server"] == a]
+        rb = [r for r in rs if r["server"] == b]
+        if not ra or not rb:
+            continue
+        best_a = max(x[key] for x in ra)
+        best_b = max(x[key] for x in rb)
+        per = []
+        for x in sorted(ra, key=lambda r: r["round"]):
+            y = next((y for y in rb if y["round"] == x["round"]), None)
+            if y and y[key] > 0:
+                per.append(f"{x[key] / y[key]:.2f}x")
+        best = f"{best_a / best_b:.2f}x" if best_b > 0 else "-"
+        out.append(f"  {label}: {a}/{b} = {best} (best rounds), per round {','.join(per)}")
+    return out
+
+
+def _bcast_tables(runs: List[Dict[str, Any]]) -> List[str]:
+    out: List[str] = []
+    servers: List[str] = []
+    for r in runs:
+        if r["server"] not in servers:
+            servers.append(r["server"])
+    cfg = runs[0]
+    out.append("")
+    out.append(f"broadcast fan-out, {cfg['subscribers']} subscribers + 1 publisher, "
+               f"{cfg['inflight']} in flight, {cfg['size']} B text messages, "
+               f"{cfg['duration_s']:.1f} s per run; best of {max(r['round'] for r in runs)} "
+               f"interleaved round(s); every run checked: each subscriber got every message "
+               f"once, in order")
+    out.append(f"  {'server':<13}{'deliv/s':>10}{'pub/s':>8}{'MB/s':>8}{'p50 ms':>8}"
+               f"{'p99 ms':>8}{'srv CPU':>8}{'deliv/CPU-s':>12}{'cli CPU':>8}{'pyws/peer':>10}"
+               f"  {'per-round deliv/s':<20}per-round pyws/peer")
+    best = {s: max((r for r in runs if r["server"] == s), key=lambda r: r["deliveries_per_s"])
+            for s in servers}
+    ref = best.get("pyws")
+    for s in servers:
+        b = best[s]
+        mine = sorted((r for r in runs if r["server"] == s), key=lambda r: r["round"])
+        per_round = ",".join(_k(r["deliveries_per_s"]) for r in mine)
+        ratio = (f"{ref['deliveries_per_s'] / b['deliveries_per_s']:.2f}x"
+                 if ref and b["deliveries_per_s"] > 0 else "-")
+        rr = []
+        for r in mine:
+            p = next((x for x in runs if x["server"] == "pyws" and x["round"] == r["round"]),
+                     None)
+            if p and r["deliveries_per_s"] > 0:
+                rr.append(f"{p['deliveries_per_s'] / r['deliveries_per_s']:.2f}x")
+        cpu = b.get("server_cpu_pct", -1)
+        srv = f"{cpu:.0f}%" if cpu >= 0 else "?"
+        eff = _k(b["deliveries_per_s"] / (cpu / 100.0)) if cpu > 0 else "?"
+        out.append(f"  {s:<13}{_k(b['deliveries_per_s']):>10}{b['published_per_s']:>8.0f}"
+                   f"{b['mb_per_s']:>8.1f}{b['p50_us'] / 1000:>8.2f}{b['p99_us'] / 1000:>8.2f}"
+                   f"{srv:>8}{eff:>12}{b['client_cpu_pct']:>7.0f}%{ratio:>10}  "
+                   f"{per_round:<20}{','.join(rr)}")
+    out += _ratio_lines(runs, "deliveries_per_s", [("pyws", "picows"), ("pyws", "websockets"),
+                                                   ("pyws", "pyws-cb"), ("pyws-example", "pyws")],
+                        "deliveries/s")
+    out += _banners(runs)
+    return out
+
+
+def _k(v: float) -> str:
+    """1234567 -> '1.23M', 45678 -> '45.7k'."""
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f}k"
+    return f"{v:.0f}"
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
@@ -186,8 +301,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
     lines: List[str] = []
     if store["kernels"]:
         lines += _kernel_tables(store["kernels"])
-    if store["echo"]:
-        lines += _echo_tables(store["echo"])
+    for key, path, tables in (("echo", ECHO_JSON, _echo_tables),
+                              ("broadcast", BCAST_JSON, _bcast_tables)):
+        if not store[key]:
+            continue
+        lines += tables(store[key])
         os.makedirs(BUILD, exist_ok=True)
         doc = {
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(store["started"])),
@@ -196,12 +314,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
             "cpus": os.cpu_count(),
             "loadavg_start": store["loadavg_start"],
             "loadavg_end": _loadavg(),
-            "runs": store["echo"],
+            "runs": store[key],
         }
-        with open(ECHO_JSON, "w") as f:
+        with open(path, "w") as f:
             json.dump(doc, f, indent=2)
         lines.append("")
-        lines.append(f"  written to {os.path.relpath(ECHO_JSON, ROOT)}; load average at start "
+        lines.append(f"  written to {os.path.relpath(path, ROOT)}; load average at start "
                      f"{store['loadavg_start']}, at end {_loadavg()} ({os.cpu_count()} CPUs)")
     if lines:
         terminalreporter.write_sep("=", "pyws benchmark summary")

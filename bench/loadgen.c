@@ -1,29 +1,53 @@
 /*
- * loadgen.c — WebSocket echo load client for the pyws benchmarks.
+ * loadgen.c — WebSocket load client for the pyws benchmarks: echo and broadcast fan-out.
  *
  * Plain C99 + Linux epoll, no dependencies, single-threaded:
  *
  *     cc -O2 -o loadgen bench/loadgen.c
  *     ./loadgen --port 9001 [-c 64] [-k 16] [-s 64] [-d 3] [-w 0.5] [--text] [--pid SERVER_PID]
+ *     ./loadgen --port 9001 --broadcast [-c 500] [-k 16] [-s 64] [-d 3] [-w 0.5] [--pid PID]
  *
- * Opens -c connections to ws://127.0.0.1:PORT/ (always 127.0.0.1: there is no host option),
- * does the opening handshake on each (checking the 101 status and Sec-WebSocket-Accept), then
- * keeps -k masked messages of -s bytes (binary, or text with --text) in flight per connection:
- * every echo received is checked (opcode, length, payload bytes) and immediately replaced by a
- * new message. Echoes come back in order on a connection, so a ring of -k send timestamps per
- * connection gives each message's round-trip time (send -> echo received).
+ * Always connects to 127.0.0.1 (there is no host option). Connections are opened at most
+ * --connect-window at a time (default 64: a listen backlog of 100, asyncio's default, is never
+ * overrun); each does the opening handshake (checking the 101 status and Sec-WebSocket-Accept).
+ *
+ * Echo mode (default): keeps -k masked messages of -s bytes (binary, or text with --text) in
+ * flight on each of -c connections: every echo received is checked (opcode, length, payload
+ * bytes) and immediately replaced by a new message. Echoes come back in order on a
+ * connection, so a ring of -k send timestamps per connection gives each message's round-trip
+ * time (send -> echo received).
+ *
+ * Broadcast mode (--broadcast): -c subscriber connections that only listen, plus one publisher
+ * connection. The server under test must send every text message starting with "B:" unchanged
+ * to ALL its connected clients, the sender included. The publisher sends text messages of -s
+ * bytes (at least 36)
+ *
+ *     "B:" <seq: 16 hex digits> ":" <send time, ns: 16 hex digits> ":" <filler>
+ *
+ * and keeps -k of them in flight: its own copy coming back is the ack that lets it send the
+ * next one. Every subscriber checks each message (text, length, prefix, filler) and that the
+ * sequence numbers arrive exactly once and in order (0, 1, 2, ...); a delivery's latency is
+ * receive time minus the send time carried in the message (same clock: same process). After
+ * the measurement the publisher stops and the client waits (at most --drain-timeout s) until
+ * every subscriber has received every message published; a subscriber missing any fails the
+ * run (exit 5).
  *
  * Phases: connect + handshake (all connections, at most --connect-timeout s) -> warm-up (-w s,
- * not counted) -> measurement (-d s) -> close (a close frame on each connection, at most 2 s for
- * the answers). The whole run is bounded: a SIGALRM backstop ends the process if the phases
- * somehow overrun, and a run where no echo arrives for --stall s fails.
+ * not counted) -> measurement (-d s) -> [broadcast: drain] -> close (a close frame on each
+ * connection, at most 2 s for the answers). The whole run is bounded: a SIGALRM backstop ends
+ * the process if the phases somehow overrun, and a run where nothing arrives for --stall s
+ * fails.
  *
- * Prints one JSON object on stdout: messages/s, MB/s (echoed payload bytes per second, 1 MB =
- * 10^6 bytes), latency percentiles in microseconds, and the CPU used during the measurement by
- * this client and (with --pid) by the server, in % of one core.
+ * Prints one JSON object on stdout. Echo: messages/s, MB/s (echoed payload bytes per second,
+ * 1 MB = 10^6 bytes), latency percentiles in microseconds. Broadcast: deliveries/s (messages
+ * received by all subscribers together), published/s, MB/s delivered, delivery latency
+ * percentiles (publish-send -> received by a subscriber) and the publisher's own round trip
+ * (send -> its copy back). Both: the CPU used during the measurement by this client and (with
+ * --pid) by the server, in % of one core.
  *
- * Exit status: 0 ok; 2 protocol error (bad handshake, bad frame, wrong echo, server closed
- * the connection); 3 connect/socket error; 4 timeout or stall; 1 usage.
+ * Exit status: 0 ok; 2 protocol error (bad handshake, bad frame, wrong echo, a broadcast
+ * message lost, duplicated or out of order, server closed the connection); 3 connect/socket
+ * error; 4 timeout or stall; 5 broadcast incomplete after the drain; 1 usage.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -50,6 +74,7 @@
 #define EXIT_PROTO 2
 #define EXIT_CONN 3
 #define EXIT_TIMEOUT 4
+#define EXIT_INCOMPLETE 5
 
 /* RFC 6455 §1.3's sample key and its accept value. */
 static const char WS_KEY[] = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -110,8 +135,13 @@ static void buf_append(buf_t *b, const void *data, size_t n) {
 #define SUB (1 << SUB_BITS)
 #define NBUCKETS (2 * SUB + (64 - SUB_BITS - 1) * SUB)
 
-static uint64_t hist[NBUCKETS];
-static uint64_t hist_count, hist_sum_ns, hist_max_ns;
+typedef struct {
+    uint64_t b[NBUCKETS];
+    uint64_t count, sum_ns, max_ns;
+} hist_t;
+
+static hist_t g_hist;      /* echo round trips; broadcast: publish -> subscriber delivery */
+static hist_t g_ack_hist;  /* broadcast: publisher send -> its own copy back */
 
 static int hist_index(uint64_t v) {
     if (v < 2 * SUB) return (int)v;
@@ -130,52 +160,66 @@ static double hist_value(int idx) {
     return (lo + hi) / 2.0;
 }
 
-static void hist_add(uint64_t v) {
-    hist[hist_index(v)]++;
-    hist_count++;
-    hist_sum_ns += v;
-    if (v > hist_max_ns) hist_max_ns = v;
+static void hist_add(hist_t *h, uint64_t v) {
+    h->b[hist_index(v)]++;
+    h->count++;
+    h->sum_ns += v;
+    if (v > h->max_ns) h->max_ns = v;
 }
 
-static double hist_pct_us(double q) {
-    if (hist_count == 0) return 0.0;
-    uint64_t target = (uint64_t)(q * (double)hist_count + 0.999999);
+static double hist_pct_us(const hist_t *h, double q) {
+    if (h->count == 0) return 0.0;
+    uint64_t target = (uint64_t)(q * (double)h->count + 0.999999);
     if (target < 1) target = 1;
     uint64_t cum = 0;
     for (int i = 0; i < NBUCKETS; i++) {
-        cum += hist[i];
+        cum += h->b[i];
         if (cum >= target) {
             double v = hist_value(i);  /* bucket midpoint, but never above the true max */
-            return (v > (double)hist_max_ns ? (double)hist_max_ns : v) / 1000.0;
+            return (v > (double)h->max_ns ? (double)h->max_ns : v) / 1000.0;
         }
     }
-    return (double)hist_max_ns / 1000.0;
+    return (double)h->max_ns / 1000.0;
+}
+
+static double hist_mean_us(const hist_t *h) {
+    return h->count ? (double)h->sum_ns / (double)h->count / 1000.0 : 0.0;
 }
 
 /* ------------------------------------------------------------------ connections */
 
 enum { ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSING, ST_DONE };
-enum { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_CLOSE };
+enum { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_CLOSE };
+enum { ROLE_ECHO, ROLE_SUB, ROLE_PUB };
 
 typedef struct {
     int fd;
     int state;
     int want_out;       /* EPOLLOUT registered */
     buf_t in, out;
-    uint64_t *ring;     /* send timestamps of the in-flight messages, oldest at head */
-    unsigned head, count;
+    uint64_t *ring;     /* echo: send timestamps of the in-flight messages, oldest at head */
+    unsigned head, count;  /* echo and publisher: messages in flight */
+    int role;
+    uint64_t next_seq;  /* broadcast: the sequence number expected next (publisher: next ack) */
 } conn_t;
 
 static int g_port, g_conns = 64, g_inflight = 16, g_opcode = 2, g_pid = 0;
+static int g_bcast, g_nconn;          /* broadcast mode; connections in all (+1: publisher) */
+static int g_window = 64;             /* connections connecting/handshaking at once */
 static size_t g_size = 64;
 static double g_duration = 3.0, g_warmup = 0.5, g_connect_timeout = 10.0, g_stall = 5.0;
+static double g_drain_timeout = 5.0;
 static int g_epfd, g_phase = PH_CONNECT;
-static conn_t *g_c;
+static conn_t *g_c, *g_pub;
 static uint8_t *g_frame, *g_payload;  /* the masked frame we send; the payload we expect back */
-static size_t g_frame_len;
+static size_t g_frame_len, g_hdr_len; /* g_hdr_len: frame header + mask key */
 static uint64_t g_now, g_last_rx;
 static uint64_t m_msgs, m_bytes;      /* counted during the measurement only */
-static int g_open, g_done;
+static uint64_t g_published, m_published, m_acks, g_delivered; /* broadcast */
+static int g_open, g_done, g_started;
+static struct sockaddr_in g_sa;
+
+#define BC_HEAD 36  /* "B:" 16 hex ":" 16 hex ":" */
 
 static void ep_mod(conn_t *c, int out) {
     struct epoll_event ev;
@@ -222,6 +266,62 @@ static void send_message(conn_t *c) {
     buf_append(&c->out, g_frame, g_frame_len);
 }
 
+/* The publisher's next "B:<seq>:<time>:<filler>" text message: the template frame with its
+ * first BC_HEAD payload bytes replaced (and masked). */
+static void send_publish(conn_t *c) {
+    if (c->count >= (unsigned)g_inflight) die(EXIT_PROTO, "internal: publisher overflow");
+    char head[BC_HEAD + 1];
+    snprintf(head, sizeof head, "B:%016llx:%016llx:", (unsigned long long)g_published,
+             (unsigned long long)g_now);
+    buf_reserve(&c->out, g_frame_len);
+    uint8_t *f = c->out.p + c->out.len;
+    memcpy(f, g_frame, g_frame_len);
+    for (int i = 0; i < BC_HEAD; i++) f[g_hdr_len + i] = (uint8_t)head[i] ^ MASK_KEY[i & 3];
+    c->out.len += g_frame_len;
+    c->count++;
+    g_published++;
+    if (g_phase == PH_MEASURE) m_published++;
+}
+
+static int hexval(uint8_t ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    return -1;
+}
+
+static uint64_t parse_hex16(const uint8_t *p, long idx) {
+    uint64_t v = 0;
+    for (int i = 0; i < 16; i++) {
+        int d = hexval(p[i]);
+        if (d < 0) die(EXIT_PROTO, "connection %ld: broadcast message with a bad header", idx);
+        v = (v << 4) | (uint64_t)d;
+    }
+    return v;
+}
+
+/* A broadcast message received by subscriber or publisher c: check it, and that it is the next
+ * one in sequence. Returns its send time. */
+static uint64_t check_broadcast(conn_t *c, long idx, int op, int fin, const uint8_t *pl,
+                                uint64_t len) {
+    const char *who = c->role == ROLE_PUB ? "publisher" : "subscriber";
+    if (!fin) die(EXIT_PROTO, "connection %ld (%s): fragmented message", idx, who);
+    if (op != 1) die(EXIT_PROTO, "connection %ld (%s): opcode %d, expected text", idx, who, op);
+    if (len != g_size || pl[0] != 'B' || pl[1] != ':' || pl[18] != ':' || pl[35] != ':' ||
+        memcmp(pl + BC_HEAD, g_payload + BC_HEAD, g_size - BC_HEAD) != 0)
+        die(EXIT_PROTO, "connection %ld (%s): message differs from the one published "
+            "(%llu bytes, sent %zu)", idx, who, (unsigned long long)len, g_size);
+    uint64_t seq = parse_hex16(pl + 2, idx), sent = parse_hex16(pl + 19, idx);
+    if (seq != c->next_seq)
+        die(EXIT_PROTO, "connection %ld (%s): received message #%llu, expected #%llu "
+            "(lost, duplicated or out of order)", idx, who, (unsigned long long)seq,
+            (unsigned long long)c->next_seq);
+    if (seq >= g_published)
+        die(EXIT_PROTO, "connection %ld (%s): message #%llu was never published", idx, who,
+            (unsigned long long)seq);
+    c->next_seq++;
+    return sent;
+}
+
 /* A masked client frame with payload p[0..n). */
 static void send_control(conn_t *c, int opcode, const uint8_t *p, size_t n) {
     uint8_t hdr[6 + 125];
@@ -234,7 +334,10 @@ static void send_control(conn_t *c, int opcode, const uint8_t *p, size_t n) {
 }
 
 static void start_conn(conn_t *c) {
-    for (int i = 0; i < g_inflight; i++) send_message(c);
+    for (int i = 0; i < g_inflight; i++) {
+        if (c->role == ROLE_PUB) send_publish(c);
+        else send_message(c);
+    }
     conn_flush(c);
 }
 
@@ -317,7 +420,27 @@ static void parse_frames(conn_t *c) {
         }
         const uint8_t *pl = p + hl;
         c->in.off += hl + (size_t)len;
-        if (op == 1 || op == 2) {
+        if ((op == 1 || op == 2) && c->role != ROLE_ECHO) {
+            if (c->state == ST_CLOSING) continue;
+            uint64_t sent = check_broadcast(c, idx, op, fin, pl, len);
+            g_last_rx = g_now;
+            if (c->role == ROLE_SUB) {
+                g_delivered++;
+                if (g_phase == PH_MEASURE) {
+                    hist_add(&g_hist, g_now - sent);
+                    m_msgs++;
+                    m_bytes += len;
+                }
+            } else {
+                if (c->count == 0) die(EXIT_PROTO, "publisher: a copy with nothing in flight");
+                c->count--;
+                if (g_phase == PH_MEASURE) {
+                    hist_add(&g_ack_hist, g_now - sent);
+                    m_acks++;
+                }
+                if (g_phase == PH_WARMUP || g_phase == PH_MEASURE) send_publish(c);
+            }
+        } else if (op == 1 || op == 2) {
             if (c->state == ST_CLOSING) continue;  /* echoes still in flight when we closed */
             if (!fin) die(EXIT_PROTO, "connection %ld: fragmented echo (not supported)", idx);
             if (op != g_opcode)
@@ -331,7 +454,7 @@ static void parse_frames(conn_t *c) {
             c->count--;
             g_last_rx = g_now;
             if (g_phase == PH_MEASURE) {
-                hist_add(g_now - sent);
+                hist_add(&g_hist, g_now - sent);
                 m_msgs++;
                 m_bytes += len;
             }
@@ -351,6 +474,8 @@ static void parse_frames(conn_t *c) {
     }
 }
 
+static void open_conn(int i);
+
 static void on_readable(conn_t *c) {
     buf_reserve(&c->in, 65536);
     ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
@@ -367,6 +492,7 @@ static void on_readable(conn_t *c) {
     if (c->state == ST_HANDSHAKE) {
         if (!parse_handshake(c)) return;
         if (g_phase != PH_CONNECT) die(EXIT_PROTO, "internal: late handshake");
+        if (g_started < g_nconn) open_conn(g_started++);  /* the connect window moves on */
     }
     parse_frames(c);
     if (c->state != ST_DONE && c->out.len > c->out.off) conn_flush(c);
@@ -418,10 +544,62 @@ static double proc_cpu_s(int pid) {
 
 /* ------------------------------------------------------------------ main */
 
+static void open_conn(int i) {
+    conn_t *c = &g_c[i];
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) die(EXIT_CONN, "socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->state = ST_CONNECTING;
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN | EPOLLOUT;
+    ev.data.ptr = c;
+    c->want_out = 1;
+    if (epoll_ctl(g_epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+        die(EXIT_CONN, "epoll_ctl: %s", strerror(errno));
+    if (connect(c->fd, (struct sockaddr *)&g_sa, sizeof g_sa) < 0 && errno != EINPROGRESS)
+        die(EXIT_CONN, "connect to 127.0.0.1:%d: %s", g_port, strerror(errno));
+}
+
+static void begin_close(void) {
+    g_phase = PH_CLOSE;
+    static const uint8_t close_payload[2] = {0x03, 0xe8}; /* 1000 */
+    for (int i = 0; i < g_nconn; i++) {
+        conn_t *c = &g_c[i];
+        if (c->state != ST_OPEN) continue;
+        send_control(c, 8, close_payload, 2);
+        c->state = ST_CLOSING;
+        conn_flush(c);
+    }
+}
+
+/* After the drain timed out: which subscribers miss what. */
+static void die_incomplete(void) {
+    int short_subs = 0;
+    long first = -1;
+    uint64_t first_got = 0, min_got = UINT64_MAX;
+    for (int i = 0; i < g_conns; i++) {
+        if (g_c[i].next_seq != g_published) {
+            if (first < 0) { first = i; first_got = g_c[i].next_seq; }
+            short_subs++;
+        }
+        if (g_c[i].next_seq < min_got) min_got = g_c[i].next_seq;
+    }
+    die(EXIT_INCOMPLETE, "broadcast incomplete after %.1f s of drain: %llu published, "
+        "%d of %d subscriber(s) short (e.g. #%ld got %llu; the fewest: %llu), publisher "
+        "waits for %u own copies", g_drain_timeout, (unsigned long long)g_published,
+        short_subs, g_conns, first, (unsigned long long)first_got,
+        (unsigned long long)min_got, g_pub->count);
+}
+
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen --port P [-c CONNS] [-k INFLIGHT] [-s SIZE] [-d SECONDS] "
-            "[-w SECONDS] [--text] [--pid SERVER_PID] [--connect-timeout S] [--stall S]\n"
+            "[-w SECONDS] [--text] [--pid SERVER_PID] [--connect-timeout S] [--stall S] "
+            "[--connect-window N]\n"
+            "       loadgen --port P --broadcast [-c SUBSCRIBERS] [-k INFLIGHT] [-s SIZE>=36] "
+            "[-d S] [-w S] [--drain-timeout S] [--pid SERVER_PID] ...\n"
             "Connects to ws://127.0.0.1:P/ only.\n");
     exit(EXIT_USAGE);
 }
@@ -433,6 +611,8 @@ int main(int argc, char **argv) {
         {"duration", required_argument, 0, 'd'},  {"warmup", required_argument, 0, 'w'},
         {"text", no_argument, 0, 't'},            {"pid", required_argument, 0, 'P'},
         {"connect-timeout", required_argument, 0, 'C'}, {"stall", required_argument, 0, 'S'},
+        {"broadcast", no_argument, 0, 'B'},       {"drain-timeout", required_argument, 0, 'D'},
+        {"connect-window", required_argument, 0, 'W'},
         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "p:c:k:s:d:w:th", opts, NULL)) != -1) {
@@ -447,6 +627,9 @@ int main(int argc, char **argv) {
         case 'P': g_pid = atoi(optarg); break;
         case 'C': g_connect_timeout = atof(optarg); break;
         case 'S': g_stall = atof(optarg); break;
+        case 'B': g_bcast = 1; break;
+        case 'D': g_drain_timeout = atof(optarg); break;
+        case 'W': g_window = atoi(optarg); break;
         default: usage();
         }
     }
@@ -458,14 +641,24 @@ int main(int argc, char **argv) {
     if (!(g_warmup >= 0 && g_warmup <= 60)) die(EXIT_USAGE, "-w must be 0..60 s");
     if (!(g_connect_timeout > 0 && g_connect_timeout <= 60)) die(EXIT_USAGE, "bad --connect-timeout");
     if (!(g_stall > 0 && g_stall <= 60)) die(EXIT_USAGE, "bad --stall");
+    if (!(g_drain_timeout > 0 && g_drain_timeout <= 60)) die(EXIT_USAGE, "bad --drain-timeout");
+    if (g_window < 1 || g_window > 10000) die(EXIT_USAGE, "--connect-window must be 1..10000");
+    if (g_bcast) {
+        if (g_size < BC_HEAD || g_size > 65535)
+            die(EXIT_USAGE, "--broadcast: -s must be %d..65535", BC_HEAD);
+        g_opcode = 1;  /* "B:..." text messages */
+    }
+    g_nconn = g_conns + (g_bcast ? 1 : 0);
 
     /* Backstop: whatever happens, the process ends. */
     signal(SIGPIPE, SIG_IGN);
-    alarm((unsigned)(g_connect_timeout + g_warmup + g_duration + 2.0 + 10.0));
+    alarm((unsigned)(g_connect_timeout + g_warmup + g_duration + (g_bcast ? g_drain_timeout : 0) +
+                     2.0 + 10.0));
 
     /* The frame we send (masked) and the payload we expect back. */
     g_payload = malloc(g_size ? g_size : 1);
     size_t hl = g_size < 126 ? 2 : g_size < 65536 ? 4 : 10;
+    g_hdr_len = hl + 4;
     g_frame_len = hl + 4 + g_size;
     g_frame = malloc(g_frame_len);
     if (!g_payload || !g_frame) die(EXIT_CONN, "out of memory");
@@ -486,38 +679,25 @@ int main(int argc, char **argv) {
 
     g_epfd = epoll_create1(EPOLL_CLOEXEC);
     if (g_epfd < 0) die(EXIT_CONN, "epoll_create1: %s", strerror(errno));
-    g_c = calloc((size_t)g_conns, sizeof *g_c);
+    g_c = calloc((size_t)g_nconn, sizeof *g_c);
     if (!g_c) die(EXIT_CONN, "out of memory");
 
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)g_port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);  /* 127.0.0.1, always */
+    memset(&g_sa, 0, sizeof g_sa);
+    g_sa.sin_family = AF_INET;
+    g_sa.sin_port = htons((uint16_t)g_port);
+    g_sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);  /* 127.0.0.1, always */
 
-    for (int i = 0; i < g_conns; i++) {
-        conn_t *c = &g_c[i];
-        c->ring = calloc((size_t)g_inflight, sizeof *c->ring);
-        if (!c->ring) die(EXIT_CONN, "out of memory");
-        c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (c->fd < 0) die(EXIT_CONN, "socket: %s", strerror(errno));
-        int one = 1;
-        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        c->state = ST_CONNECTING;
-        struct epoll_event ev;
-        memset(&ev, 0, sizeof ev);
-        ev.events = EPOLLIN | EPOLLOUT;
-        ev.data.ptr = c;
-        c->want_out = 1;
-        if (epoll_ctl(g_epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
-            die(EXIT_CONN, "epoll_ctl: %s", strerror(errno));
-        if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS)
-            die(EXIT_CONN, "connect to 127.0.0.1:%d: %s", g_port, strerror(errno));
+    for (int i = 0; i < g_nconn; i++) {
+        g_c[i].ring = calloc((size_t)g_inflight, sizeof *g_c[i].ring);
+        if (!g_c[i].ring) die(EXIT_CONN, "out of memory");
+        g_c[i].role = !g_bcast ? ROLE_ECHO : i < g_conns ? ROLE_SUB : ROLE_PUB;
     }
+    if (g_bcast) g_pub = &g_c[g_conns];  /* opened last, after every subscriber */
+    while (g_started < g_nconn && g_started < g_window) open_conn(g_started++);
 
     uint64_t t0 = now_ns();
     uint64_t deadline = t0 + (uint64_t)(g_connect_timeout * 1e9);
-    uint64_t t_measure = 0, t_end = 0, t_measure_real = 0, t_end_real = 0;
+    uint64_t t_measure = 0, t_end = 0, t_measure_real = 0, t_end_real = 0, t_drained = 0;
     double cpu_self0 = 0, cpu_self1 = 0, cpu_srv0 = -1, cpu_srv1 = -1;
     int unclean = 0;
     struct epoll_event evs[256];
@@ -526,15 +706,16 @@ int main(int argc, char **argv) {
         g_now = now_ns();
         /* phase transitions */
         if (g_phase == PH_CONNECT) {
-            if (g_open == g_conns) {
+            if (g_open == g_nconn) {
                 g_phase = PH_WARMUP;
                 t_measure = g_now + (uint64_t)(g_warmup * 1e9);
                 t_end = t_measure + (uint64_t)(g_duration * 1e9);
                 g_last_rx = g_now;
-                for (int i = 0; i < g_conns; i++) start_conn(&g_c[i]);
+                if (g_bcast) start_conn(g_pub);  /* subscribers only listen */
+                else for (int i = 0; i < g_nconn; i++) start_conn(&g_c[i]);
             } else if (g_now >= deadline) {
                 die(EXIT_TIMEOUT, "only %d of %d connections opened within %.1f s", g_open,
-                    g_conns, g_connect_timeout);
+                    g_nconn, g_connect_timeout);
             }
         }
         if (g_phase == PH_WARMUP && g_now >= t_measure) {
@@ -547,22 +728,30 @@ int main(int argc, char **argv) {
             t_end_real = g_now;
             cpu_self1 = self_cpu_s();
             cpu_srv1 = proc_cpu_s(g_pid);
-            g_phase = PH_CLOSE;
-            deadline = g_now + 2000000000ull;
-            static const uint8_t close_payload[2] = {0x03, 0xe8}; /* 1000 */
-            for (int i = 0; i < g_conns; i++) {
-                conn_t *c = &g_c[i];
-                if (c->state != ST_OPEN) continue;
-                send_control(c, 8, close_payload, 2);
-                c->state = ST_CLOSING;
-                conn_flush(c);
+            if (g_bcast) {
+                g_phase = PH_DRAIN;  /* the publisher stops; wait for every copy to arrive */
+                deadline = g_now + (uint64_t)(g_drain_timeout * 1e9);
+            } else {
+                begin_close();
+                deadline = g_now + 2000000000ull;
+            }
+        }
+        if (g_phase == PH_DRAIN) {
+            if (g_pub->count == 0 && g_delivered == g_published * (uint64_t)g_conns) {
+                /* each subscriber's sequence check makes "the total is right" mean "each one
+                 * got every message, once, in order" */
+                t_drained = g_now;
+                begin_close();
+                deadline = g_now + 2000000000ull;
+            } else if (g_now >= deadline) {
+                die_incomplete();
             }
         }
         if ((g_phase == PH_WARMUP || g_phase == PH_MEASURE) &&
             g_now - g_last_rx > (uint64_t)(g_stall * 1e9))
-            die(EXIT_TIMEOUT, "stalled: no echo for %.1f s", g_stall);
-        if (g_phase == PH_CLOSE && (g_done == g_conns || g_now >= deadline)) {
-            for (int i = 0; i < g_conns; i++)
+            die(EXIT_TIMEOUT, "stalled: nothing received for %.1f s", g_stall);
+        if (g_phase == PH_CLOSE && (g_done == g_nconn || g_now >= deadline)) {
+            for (int i = 0; i < g_nconn; i++)
                 if (g_c[i].state != ST_DONE) { unclean++; conn_finish(&g_c[i]); }
             break;
         }
@@ -590,6 +779,27 @@ int main(int argc, char **argv) {
     double secs = (double)(t_end_real - t_measure_real) / 1e9;
     if (secs <= 0) secs = 1e-9;
     double srv_cpu = (cpu_srv0 >= 0 && cpu_srv1 >= 0) ? 100.0 * (cpu_srv1 - cpu_srv0) / secs : -1;
+    double cli_cpu = 100.0 * (cpu_self1 - cpu_self0) / secs;
+    if (g_bcast) {
+        printf("{\"mode\": \"broadcast\", \"subscribers\": %d, \"inflight\": %d, \"size\": %zu, "
+               "\"opcode\": \"text\", \"duration_s\": %.3f, \"published\": %llu, "
+               "\"published_per_s\": %.1f, \"deliveries\": %llu, \"deliveries_per_s\": %.1f, "
+               "\"mb_per_s\": %.3f, \"lat_mean_us\": %.1f, \"p50_us\": %.1f, \"p90_us\": %.1f, "
+               "\"p99_us\": %.1f, \"p999_us\": %.1f, \"max_us\": %.1f, \"ack_p50_us\": %.1f, "
+               "\"ack_p99_us\": %.1f, \"total_published\": %llu, \"total_deliveries\": %llu, "
+               "\"complete\": true, \"drain_ms\": %.1f, \"client_cpu_pct\": %.1f, "
+               "\"server_cpu_pct\": %.1f, \"unclean_close\": %d}\n",
+               g_conns, g_inflight, g_size, secs, (unsigned long long)m_published,
+               (double)m_published / secs, (unsigned long long)m_msgs, (double)m_msgs / secs,
+               (double)m_bytes / secs / 1e6, hist_mean_us(&g_hist), hist_pct_us(&g_hist, 0.50),
+               hist_pct_us(&g_hist, 0.90), hist_pct_us(&g_hist, 0.99),
+               hist_pct_us(&g_hist, 0.999), (double)g_hist.max_ns / 1000.0,
+               hist_pct_us(&g_ack_hist, 0.50), hist_pct_us(&g_ack_hist, 0.99),
+               (unsigned long long)g_published, (unsigned long long)g_delivered,
+               (double)(t_drained - t_end_real) / 1e6, cli_cpu, srv_cpu, unclean);
+        if (m_msgs == 0) die(EXIT_TIMEOUT, "no delivery during the measurement");
+        return 0;
+    }
     printf("{\"conns\": %d, \"inflight\": %d, \"size\": %zu, \"opcode\": \"%s\", "
            "\"duration_s\": %.3f, \"messages\": %llu, \"msgs_per_s\": %.1f, \"mb_per_s\": %.3f, "
            "\"lat_mean_us\": %.1f, \"p50_us\": %.1f, \"p90_us\": %.1f, \"p99_us\": %.1f, "
@@ -597,9 +807,9 @@ int main(int argc, char **argv) {
            "\"server_cpu_pct\": %.1f, \"unclean_close\": %d}\n",
            g_conns, g_inflight, g_size, g_opcode == 1 ? "text" : "binary", secs,
            (unsigned long long)m_msgs, (double)m_msgs / secs, (double)m_bytes / secs / 1e6,
-           hist_count ? (double)hist_sum_ns / (double)hist_count / 1000.0 : 0.0,
-           hist_pct_us(0.50), hist_pct_us(0.90), hist_pct_us(0.99), hist_pct_us(0.999),
-           (double)hist_max_ns / 1000.0, 100.0 * (cpu_self1 - cpu_self0) / secs, srv_cpu, unclean);
+           hist_mean_us(&g_hist), hist_pct_us(&g_hist, 0.50), hist_pct_us(&g_hist, 0.90),
+           hist_pct_us(&g_hist, 0.99), hist_pct_us(&g_hist, 0.999),
+           (double)g_hist.max_ns / 1000.0, cli_cpu, srv_cpu, unclean);
     if (m_msgs == 0) die(EXIT_TIMEOUT, "no echo during the measurement");
     return 0;
 }

@@ -29,15 +29,8 @@ from pyws._lib import lib  # noqa: E402
 
 from echo_server import handler  # noqa: E402  (the example's own handler, unchanged)
 
-
-def build_loadgen() -> str:
-    exe = os.path.join(ROOT, "build", "bench", "loadgen")
-    src = os.path.join(HERE, "loadgen.c")
-    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
-        os.makedirs(os.path.dirname(exe), exist_ok=True)
-        subprocess.run([os.environ.get("CC", "cc"), "-O2", "-std=gnu99", "-o", exe, src],
-                       check=True, timeout=120)
-    return exe
+sys.path.insert(0, HERE)
+from harness import build_loadgen  # noqa: E402
 
 
 def main() -> None:

@@ -88,6 +88,10 @@ static void send_close_frame(pyws_loop *loop, pyws_conn *c, int code, const char
     }
     pyws_ws_queue_frame(loop, c, 1, PYWS_OP_CLOSE, payload, n);
     c->flags |= CF_CLOSE_SENT;
+    if (c->flags & CF_PAUSED) { /* closing: read again, or the peer's close is never seen */
+        c->flags &= ~CF_PAUSED;
+        pyws_conn_watch(loop, c);
+    }
 }
 
 static void set_reason(pyws_conn *c, const char *reason, size_t len)

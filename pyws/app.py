@@ -10,9 +10,10 @@ import re
 import signal
 import threading
 from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Set, Tuple, Union
+from urllib.parse import unquote
 
 from .connection import Connection, Payload
-from .constants import (EV_CLOSE, EV_DRAIN, EV_ERROR, EV_HTTP_MSG, EV_WS_MSG)
+from .constants import EV_ERROR, EV_HTTP_MSG
 from .manager import DEFAULT_OPTIONS, Listener, Manager
 from .message import HttpMessage, Message
 from .request import Request, Response, to_response
@@ -129,7 +130,9 @@ class App:
         prefix = "/" + prefix.strip("/")
 
         def serve(request: Request) -> Response:
-            rel = request.params.get("path", "")
+            rel = unquote(request.params.get("path", ""))  # route params are not decoded
+            if "\0" in rel:
+                return Response(b"Not Found", 404, content_type="text/plain")
             target = os.path.realpath(os.path.join(root, rel))
             if target != root and not target.startswith(root + os.sep):
                 return Response(b"Not Found", 404, content_type="text/plain")
@@ -148,6 +151,8 @@ class App:
 
         self._http_routes.append(Route(prefix.rstrip("/") + "/{path:path}", serve, ["GET"]))
         self._http_routes.append(Route(prefix if prefix != "/" else "/", serve, ["GET"]))
+        if prefix != "/":  # "/static/" serves the index too
+            self._http_routes.append(Route(prefix + "/", serve, ["GET"]))
 
     # ------------------------------------------------------------------ topics
     def publish(self, topic: Union[str, bytes], data: Union[Payload, Message],
@@ -194,6 +199,8 @@ class App:
         """Serve until SIGINT or SIGTERM (or :meth:`stop`), then stop accepting, close every
         WebSocket with 1001, flush, and return. Signals are only hooked when called from the
         main thread."""
+        if not self.mgr._in_poll:
+            self.mgr._owner = threading.get_ident()  # run() owns the loop, whichever thread
         lst = self.listen(host, port, **options)
         if on_start is not None:
             on_start(lst)
@@ -231,20 +238,9 @@ class App:
 
     # ------------------------------------------------------------------ events
     def _on_event(self, conn: Connection, ev: int, data: Any) -> None:
-        if ev == EV_WS_MSG:
-            ws = self._sockets.get(conn.id)
-            if ws is not None:
-                self._driver.message(ws, data)
-        elif ev == EV_HTTP_MSG:
+        # events of WebSocket connections go straight to their socket (Driver.bind)
+        if ev == EV_HTTP_MSG:
             self._on_request(conn, data)
-        elif ev == EV_CLOSE:
-            ws = self._sockets.get(conn.id)
-            if ws is not None:
-                self._driver.closed(ws)
-        elif ev == EV_DRAIN:
-            ws = self._sockets.get(conn.id)
-            if ws is not None:
-                self._driver.drained(ws)
         elif ev == EV_ERROR and conn is not None:
             log.info("pyws: %s: %s", conn.remote_addr, data)
 
@@ -283,13 +279,11 @@ class App:
             return
         ws = WebSocket(self, conn, request)
         self._sockets[conn.id] = ws
+        self._driver.bind(ws)
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         self._driver.start(ws, route.handler)
         if ws.rejected:
             self._forget(ws)
-
-    def _opened(self, ws: WebSocket) -> None:
-        """Called by ws.accept()."""
 
     def _closed(self, ws: WebSocket) -> None:
         self._forget(ws)
@@ -316,13 +310,20 @@ class App:
                 self._call_route(conn, hm, r, params, head=method == "HEAD")
                 return
             allowed.extend(sorted(methods))
+        extra: Dict[str, str] = {}
         if allowed:
-            conn.reply(405, "method not allowed\n", {"Allow": ", ".join(sorted(set(allowed)))})
+            status, text = 405, "method not allowed\n"
+            extra = {"Allow": ", ".join(sorted(set(allowed)))}
         elif any(r.match(path) is not None for r in self._ws_routes):
-            conn.reply(426, "this path is a WebSocket endpoint\n",
-                       {"Upgrade": "websocket", "Connection": "Upgrade"})
+            status, text = 426, "this path is a WebSocket endpoint\n"
+            extra = {"Upgrade": "websocket", "Connection": "Upgrade"}
         else:
-            conn.reply(404, "not found\n")
+            status, text = 404, "not found\n"
+        if method == "HEAD":  # the same head, no body (a body would desync keep-alive)
+            conn.send_raw(_head_only(status, dict(extra, **{
+                "Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(text))})))
+        else:
+            conn.reply(status, text, extra)
         self._finish_http(conn, hm)
 
     def _call_route(self, conn: Connection, hm: HttpMessage, route: Route,

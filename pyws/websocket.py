@@ -9,7 +9,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Generator, Mappin
                     Union)
 
 from .connection import Connection, Payload
-from .constants import OP_BINARY, OP_TEXT
+from .constants import EV_CLOSE, EV_DRAIN, EV_WS_MSG, OP_BINARY, OP_TEXT
 from .errors import ConnectionClosed, HandshakeError, PyWSError
 from .message import Message
 from .request import Request
@@ -24,6 +24,7 @@ log = logging.getLogger("pyws")
 HandlerGen = Generator[Any, Any, Any]
 
 _PENDING, _OPEN, _REJECTED, _CLOSED = range(4)
+_NOTHING: Any = object()
 
 
 class Waitable:
@@ -49,6 +50,10 @@ class Recv(Waitable):
     def __init__(self, timeout: Optional[float]) -> None:
         super().__init__()
         self.timeout = timeout
+
+
+#: ws.recv() without a timeout carries no state (no timer), so one object serves everyone.
+_RECV_FOREVER = Recv(None)
 
 
 class Sleep(Waitable):
@@ -116,7 +121,6 @@ class WebSocket:
             raise
         self._status = _OPEN
         self.subprotocol = protocol
-        self.app._opened(self)
 
     def reject(self, status: int = 403, body: Union[str, bytes] = b"",
                headers: Optional[Mapping[str, str]] = None) -> None:
@@ -140,7 +144,7 @@ class WebSocket:
         """Yield this: ``msg = yield ws.recv()`` gives the next :class:`Message`, or None once
         the peer has closed. With ``timeout`` (seconds), ``TimeoutError`` is raised in the
         handler if nothing arrives in time."""
-        return Recv(timeout)
+        return _RECV_FOREVER if timeout is None else Recv(timeout)
 
     def sleep(self, seconds: float) -> Sleep:
         """Yield this: ``yield ws.sleep(0.5)`` resumes the handler after ``seconds``."""
@@ -154,12 +158,14 @@ class WebSocket:
     # ------------------------------------------------------------------ sending
     def send_text(self, text: str) -> None:
         """Send a text message."""
-        self._ensure_open()
+        if self._status != _OPEN:
+            self._ensure_open()
         self.conn.ws_send(text, OP_TEXT)
 
     def send_bytes(self, data: Union[bytes, bytearray, memoryview]) -> None:
         """Send a binary message."""
-        self._ensure_open()
+        if self._status != _OPEN:
+            self._ensure_open()
         self.conn.ws_send(data, OP_BINARY)
 
     def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps) -> None:
@@ -168,8 +174,9 @@ class WebSocket:
 
     def send(self, message: Union[Message, Payload]) -> None:
         """Send a :class:`Message` (its opcode is kept), a str (text) or bytes (binary)."""
-        self._ensure_open()
-        if isinstance(message, Message):
+        if self._status != _OPEN:
+            self._ensure_open()
+        if type(message) is Message or isinstance(message, Message):
             self.conn.ws_send(message.data, message.opcode)
         else:
             self.conn.send(message)
@@ -251,15 +258,19 @@ class Driver:
         else:
             self.finished(ws, None)  # a plain function: it ran once
 
-    def step(self, ws: WebSocket, value: Any, exc: Optional[BaseException]) -> None:
-        """Resume ws's generator with value (or exc), and keep resuming while what it yields
-        is ready at once. Returns when it waits or ends."""
+    def step(self, ws: WebSocket, value: Any, exc: Optional[BaseException],
+             yielded: Any = _NOTHING) -> None:
+        """Resume ws's generator with value (or exc), or start from what it just ``yielded``,
+        and keep resuming while what it yields is ready at once. Returns when it waits or
+        ends."""
         gen = ws._gen
         if gen is None:
             return
         spins = 0
         while True:
-            if not ws.connected and ws._status != _PENDING:
+            if yielded is not _NOTHING:
+                w, yielded = yielded, _NOTHING
+            elif not ws.connected and ws._status != _PENDING:
                 spins += 1
                 if spins > 100:
                     # it keeps waiting on a connection that is gone: end it
@@ -268,14 +279,18 @@ class Driver:
                     log.warning("pyws: handler for %s kept waiting after its connection "
                                 "closed; stopped it", ws.request.path)
                     return
-            try:
-                w = gen.throw(exc) if exc is not None else gen.send(value)
-            except StopIteration:
-                self.finished(ws, None)
-                return
-            except Exception as e:
-                self.finished(ws, e)
-                return
+                w = _NOTHING
+            else:
+                w = _NOTHING
+            if w is _NOTHING:
+                try:
+                    w = gen.throw(exc) if exc is not None else gen.send(value)
+                except StopIteration:
+                    self.finished(ws, None)
+                    return
+                except Exception as e:
+                    self.finished(ws, e)
+                    return
             value, exc = None, None
             if ws._status == _PENDING:
                 try:
@@ -286,6 +301,7 @@ class Driver:
             if isinstance(w, Recv):
                 if ws._queue:
                     value = ws._queue.popleft()
+                    spins = 0  # a queued message is progress, even after the close
                     if ws._paused and len(ws._queue) <= self.max_queue // 2:
                         ws._paused = False
                         ws.conn.resume_reading()
@@ -330,8 +346,43 @@ class Driver:
             self.step(ws, None, None)
 
     # ------------------------------------------------------------------ events
+    def bind(self, ws: WebSocket) -> None:
+        """Route the connection's events straight to this socket (no App-level lookup)."""
+        message, closed, drained = self.message, self.closed, self.drained
+
+        def on_event(conn: Connection, ev: int, data: Any) -> None:
+            if ev == EV_WS_MSG:
+                message(ws, data)
+            elif ev == EV_CLOSE:
+                closed(ws)
+            elif ev == EV_DRAIN:
+                drained(ws)
+
+        ws.conn.handler = on_event
+
     def message(self, ws: WebSocket, msg: Message) -> None:
         w = ws._waiting
+        if w is _RECV_FOREVER:
+            # the hot path: a handler parked on recv() gets the message and, most often,
+            # parks on recv() again; anything else takes the general path in step()
+            gen = ws._gen
+            ws._waiting = None
+            if gen is None:
+                return
+            try:
+                nxt = gen.send(msg)
+            except StopIteration:
+                self.finished(ws, None)
+                return
+            except Exception as e:
+                self.finished(ws, e)
+                return
+            if nxt is _RECV_FOREVER and not ws._queue and ws._status == _OPEN and \
+                    ws.close_code is None:
+                ws._waiting = nxt
+                return
+            self.step(ws, None, None, nxt)
+            return
         if isinstance(w, Recv):
             ws._waiting = None
             w._cancel()
@@ -376,6 +427,10 @@ class Driver:
     def finished(self, ws: WebSocket, exc: Optional[BaseException]) -> None:
         ws._gen = None
         ws._waiting = None
+        ws._queue.clear()
+        if ws._paused:  # nobody reads any more: read again, or the close reply is never seen
+            ws._paused = False
+            ws.conn.resume_reading()
         if exc is not None and not isinstance(exc, ConnectionClosed):
             log.error("pyws: WebSocket handler for %s raised; closing with 1011",
                       ws.request.path, exc_info=exc)

@@ -47,11 +47,16 @@ PAGE = """<!doctype html>
 <h1>pyws live dashboard <small id="status" class="off">connecting...</small></h1>
 <div class="cards">
   <div class="card"><div class="label">CPU %</div><div class="value" id="cpu">-</div></div>
-  <div class="card"><div class="label">Memory MB</div><div class="value" id="memory_mb">-</div></div>
-  <div class="card"><div class="label">Requests/s</div><div class="value" id="requests_per_s">-</div></div>
-  <div class="card"><div class="label">Latency ms</div><div class="value" id="latency_ms">-</div></div>
-  <div class="card"><div class="label">Dashboards open</div><div class="value" id="clients">-</div></div>
-  <div class="card"><div class="label">Server uptime s</div><div class="value" id="uptime_s">-</div></div>
+  <div class="card"><div class="label">Memory MB</div>
+    <div class="value" id="memory_mb">-</div></div>
+  <div class="card"><div class="label">Requests/s</div>
+    <div class="value" id="requests_per_s">-</div></div>
+  <div class="card"><div class="label">Latency ms</div>
+    <div class="value" id="latency_ms">-</div></div>
+  <div class="card"><div class="label">Dashboards open</div>
+    <div class="value" id="clients">-</div></div>
+  <div class="card"><div class="label">Server uptime s</div>
+    <div class="value" id="uptime_s">-</div></div>
 </div>
 <canvas id="chart" width="600" height="140" aria-label="CPU history"></canvas>
 <script>

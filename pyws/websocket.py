@@ -403,9 +403,10 @@ class Driver:
 
     def closed(self, ws: WebSocket) -> None:
         ws._status = _CLOSED if ws._status != _REJECTED else _REJECTED
-        ws.close_code = ws.conn.close_code if ws.conn.close_code is not None else \
-            (ws.close_code or 1006)
-        ws.close_reason = ws.conn.close_reason or ws.close_reason
+        if ws.conn.close_code is not None:  # code and reason of one frame, never a mix
+            ws.close_code, ws.close_reason = ws.conn.close_code, ws.conn.close_reason
+        else:
+            ws.close_code = ws.close_code or 1006
         w = ws._waiting
         ws._waiting = None
         if w is not None:

@@ -1141,6 +1141,55 @@ def test_run_until_signal_closes_1001_and_returns(tmp_path: Any, sig: int) -> No
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
+FLUSH_SCRIPT = textwrap.dedent("""
+    import sys
+    import pyws
+
+    app = pyws.App(write_limit=64 * 1024 * 1024)
+
+    @app.websocket("/flood")
+    def flood(ws):
+        for i in range(256):
+            ws.send_bytes(bytes([i]) * 65536)
+        print("queued", ws.write_buffer_size, flush=True)
+        yield ws.recv()
+
+    app.run("127.0.0.1", int(sys.argv[1]), shutdown_timeout=10.0)
+    print("run returned", flush=True)
+""")
+
+
+def test_run_flushes_queued_data_before_the_1001(tmp_path: Any) -> None:
+    from conftest import free_port, wait_port
+    script = tmp_path / "flush_app.py"
+    script.write_text(FLUSH_SCRIPT)
+    port = free_port()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PKG_PARENT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen([sys.executable, str(script), str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        wait_port(port)
+        with RawWS(port, timeout=10) as r:
+            r.handshake("/flood")
+            # not reading yet: 16 MiB is more than the kernel buffers take
+            assert select.select([proc.stdout], [], [], 10)[0]
+            line = proc.stdout.readline().split() if proc.stdout else []
+            assert line[0] == "queued" and int(line[1]) > 0, line
+            proc.send_signal(signal.SIGTERM)
+            for i in range(256):
+                assert r.recv_frame(10) == (2, True, bytes([i]) * 65536), i
+            code, reason, before = r.recv_close(10)
+            assert (code, reason, before) == (1001, b"server shutting down", [])
+            r.send_frame(struct.pack("!H", code), OP_CLOSE)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0 and out.strip().endswith("run returned"), out
+
+
 def test_run_in_a_thread_and_stop() -> None:
     app, events = echo_app()
     started: "queue.Queue[int]" = queue.Queue()

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
+import shutil
 import signal
 import struct
+import subprocess
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 import websocket
@@ -258,3 +261,117 @@ def test_broadcast_server(run_example: RunExample) -> None:
             c.close()
     assert out.splitlines()[0].startswith(f"broadcast server on ws://127.0.0.1:{ep.port}/")
     assert out.splitlines()[-1] == "stopped"
+
+
+# ---------------------------------------------------------------------------------- pages
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+@pytest.mark.parametrize("name", ["rooms_chat.py", "live_dashboard.py"])
+def test_page_scripts_parse(run_example: RunExample, tmp_path: Any, name: str) -> None:
+    """The pages' inline JavaScript is at least valid syntax (node --check)."""
+    ep = run_example(name)
+    status, _, page = http_get(ep.port, "/")
+    assert status == 200
+    scripts = re.findall(rb"<script>(.*?)</script>", page, re.S)
+    assert len(scripts) == 1
+    js = tmp_path / "page.js"
+    js.write_bytes(scripts[0])
+    r = subprocess.run(["node", "--check", str(js)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+FAKE_DOM = r"""
+"use strict";
+const HOST = process.argv[2], MODE = process.argv[3];
+const els = {};
+function node(tag) {
+  return { tag, id: "", value: "", textContent: "", className: "", disabled: false, kids: [],
+           scrollTop: 0, scrollHeight: 0, width: 600, height: 140,
+           append(...n) { this.kids.push(...n); }, focus() {},
+           getContext() { return { clearRect() {}, beginPath() {}, moveTo() {}, lineTo() {},
+                                   stroke() {} }; } };
+}
+function text(n) {
+  if (n.text !== undefined) return n.text;
+  return n.kids.length ? n.kids.map(text).join("") : n.textContent;
+}
+globalThis.document = {
+  getElementById: id => (els[id] = els[id] || Object.assign(node("div"), {id})),
+  createElement: tag => node(tag),
+  createTextNode: t => ({ text: t }),
+};
+globalThis.location = { protocol: "http:", host: HOST, hash: "" };
+globalThis.history = { replaceState() {} };
+const $ = id => document.getElementById(id);
+const ev = { preventDefault() {} };
+function until(pred, what) {
+  return new Promise((ok, fail) => {
+    const t0 = Date.now();
+    const tick = () => pred() ? ok() : Date.now() - t0 > 5000 ? fail(new Error(what)) :
+      setTimeout(tick, 20);
+    tick();
+  });
+}
+async function main() {
+  if (MODE === "rooms") {
+    $("room").value = "nodes"; $("name").value = "Page";
+    $("join").onsubmit(ev);
+    await until(() => $("status").textContent === "in #nodes", "never joined");
+    $("text").value = "hello from the page";
+    $("send").onsubmit(ev);
+    await until(() => $("log").kids.some(li => text(li).endsWith("Page: hello from the page")),
+                "own message not shown");
+    console.log(JSON.stringify({members: $("members").textContent,
+                                log: $("log").kids.map(text)}));
+  } else {
+    await until(() => $("status").textContent === "live" && $("cpu").textContent !== "-",
+                "no metrics shown");
+    console.log(JSON.stringify({cpu: $("cpu").textContent, clients: $("clients").textContent}));
+  }
+  process.exit(0);
+}
+setTimeout(main, 0);
+"""
+
+
+def _node_with_websocket() -> Optional[List[str]]:
+    node = shutil.which("node")
+    if node is None:
+        return None
+    for flags in (["--experimental-websocket"], []):
+        try:
+            r = subprocess.run([node, *flags, "-e",
+                                "process.exit(typeof WebSocket === 'function' ? 0 : 1)"],
+                               capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if r.returncode == 0:
+            return [node, *flags]
+    return None
+
+
+NODE = _node_with_websocket()
+
+
+@pytest.mark.skipif(NODE is None, reason="needs node with a WebSocket global")
+@pytest.mark.parametrize("name,mode", [("rooms_chat.py", "rooms"),
+                                       ("live_dashboard.py", "dashboard")])
+def test_pages_work_in_node(run_example: RunExample, tmp_path: Any, name: str,
+                            mode: str) -> None:
+    """Each page's script, run in node against a tiny fake DOM with node's real WebSocket,
+    connects to its server and shows what the server sends."""
+    assert NODE is not None
+    ep = run_example(name, *(["--interval", "0.1"] if mode == "dashboard" else []))
+    status, _, page = http_get(ep.port, "/")
+    script = re.findall(rb"<script>(.*?)</script>", page, re.S)[0].decode()
+    js = tmp_path / "run.js"
+    # the page's script goes in a block of its own (its const $ shadows the harness's)
+    js.write_text(FAKE_DOM + "\n{\n" + script + "\n}\n")
+    r = subprocess.run([*NODE, str(js), f"127.0.0.1:{ep.port}", mode], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    if mode == "rooms":
+        assert out["members"] == "1 here"
+        assert any(line.endswith("Page: hello from the page") for line in out["log"])
+    else:
+        assert 0 <= float(out["cpu"]) <= 100 and str(out["clients"]) == "1"

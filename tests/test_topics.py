@@ -6,6 +6,7 @@ middle of a fragmented send being skipped."""
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import selectors
@@ -660,3 +661,31 @@ def test_subscribe_unsubscribe_model(server_factory: Callable[..., ServerThread]
         rc.settle()
         for j in alive:
             assert sorted(d.decode() for _op, d in rc.frames[j]) == sorted(model[j])
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
+def test_publish_shares_one_frame_between_subscribers(serve: Callable[..., AppServer]) -> None:
+    # 100 subscribers that do not read, one 8 MiB message: if it were copied per subscriber
+    # the process would grow by ~800 MiB; framed once and shared it grows by ~8 MiB
+    n, size = 100, 8 * 1024 * 1024
+    app, closes = room_app(write_limit=64 * 1024 * 1024)
+    srv = serve(app)
+    payload = b"z" * size
+    socks = [_slow_subscriber(srv.port, "/ws/rooms/share") for _ in range(n)]
+    try:
+        wait_for(lambda: srv.call(lambda: app.subscribers("share")) == n)
+        before = _rss()
+        assert srv.call(lambda: app.publish("share", payload)) == n
+        time.sleep(0.2)  # let the loop write what the kernel takes
+        queued = srv.call(lambda: [w.write_buffer_size for w in app.connections])
+        grown = _rss() - before
+        assert len(queued) == n and min(queued) > size // 2  # still queued in user space
+        assert grown < 64 * 1024 * 1024, f"RSS grew by {grown >> 20} MiB"
+    finally:
+        for s in socks:
+            s.close()

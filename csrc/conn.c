@@ -559,6 +559,14 @@ int64_t pyws_write_buffer_size(pyws_loop *loop, uint64_t id)
     return c ? (int64_t)c->wq_bytes : PYWS_ERR_BADID;
 }
 
+int pyws_above_high_water(pyws_loop *loop, uint64_t id)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c)
+        return PYWS_ERR_BADID;
+    return (c->flags & CF_ABOVE_HW) ? 1 : 0;
+}
+
 int pyws_is_alive(pyws_loop *loop, uint64_t id)
 {
     pyws_conn *c = pyws_conn_get(loop, id);

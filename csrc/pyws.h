@@ -456,6 +456,9 @@ int pyws_abort(pyws_loop *loop, uint64_t id);
 
 /* Bytes queued and not yet written, or < 0. */
 int64_t pyws_write_buffer_size(pyws_loop *loop, uint64_t id);
+/* 1 if the connection's queue went above its write_high_water and has not drained back under
+ * it yet (an EV_DRAIN will follow), 0 if not, < 0 on error. */
+int pyws_above_high_water(pyws_loop *loop, uint64_t id);
 /* Per-connection limits (after accept): max message size in bytes. */
 int pyws_set_max_message_size(pyws_loop *loop, uint64_t id, uint64_t bytes);
 /* 1 if id names a live connection, 0 if not. */

@@ -3,6 +3,7 @@ HTTP routes on the same port, topics, connection limits, and a run loop (or list
 your own loop). Everything runs on one thread, driven by the C poll loop; no asyncio."""
 from __future__ import annotations
 
+import inspect
 import logging
 import mimetypes
 import os
@@ -14,7 +15,8 @@ from urllib.parse import unquote
 
 from .connection import Connection, Payload
 from .constants import EV_ERROR, EV_HTTP_MSG
-from .manager import DEFAULT_OPTIONS, Listener, Manager
+from .errors import HandshakeError
+from .manager import Listener, Manager
 from .message import HttpMessage, Message
 from .request import Request, Response, to_response
 from .websocket import Driver, WebSocket
@@ -59,7 +61,9 @@ class Route:
         m = self.regex.match(path)
         if m is None:
             return None
-        return {k: self.converters[k](v) for k, v in m.groupdict().items()}
+        # the pattern matched the raw path (so an encoded "/" stays inside one parameter);
+        # the values handed to the handler are percent-decoded
+        return {k: self.converters[k](unquote(v)) for k, v in m.groupdict().items()}
 
 
 class App:
@@ -83,7 +87,6 @@ class App:
         if unknown_websocket not in ("close", "404"):
             raise ValueError('unknown_websocket is "close" (accept, then close 1001) or "404"')
         self.mgr = Manager(self._on_event, **options)
-        self.high_water = int(dict(DEFAULT_OPTIONS, **options)["write_high_water"])
         self.max_connections = max_connections
         self.max_connections_per_ip = max_connections_per_ip
         self.unknown_websocket = unknown_websocket
@@ -100,6 +103,9 @@ class App:
         ``def handler(ws)``, a generator (``msg = yield ws.recv()``) or a plain function that
         runs once. Path parameters arrive in ``ws.params``."""
         def register(fn: WsHandler) -> WsHandler:
+            if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+                raise TypeError(f"{fn.__name__} is an async function: pyws handlers are plain "
+                                "generators (def, with `msg = yield ws.recv()`), not asyncio")
             self._ws_routes.append(Route(path, fn))
             return fn
         return register
@@ -179,6 +185,11 @@ class App:
         return self.mgr.subscribers(topic)
 
     @property
+    def topic_count(self) -> int:
+        """How many topics have at least one subscriber."""
+        return self.mgr.topic_count
+
+    @property
     def connections(self) -> Set[WebSocket]:
         """The open WebSockets."""
         return {ws for ws in self._sockets.values() if ws.connected}
@@ -201,6 +212,7 @@ class App:
         main thread."""
         if not self.mgr._in_poll:
             self.mgr._owner = threading.get_ident()  # run() owns the loop, whichever thread
+        self._stop.clear()
         lst = self.listen(host, port, **options)
         if on_start is not None:
             on_start(lst)
@@ -256,7 +268,10 @@ class App:
                 conn.reply(404, "no WebSocket route for this path\n")
                 conn.drain()
             else:
-                conn.ws_upgrade(hm)
+                try:
+                    conn.ws_upgrade(hm)
+                except HandshakeError:
+                    return  # not a valid upgrade: C already answered 400/426
                 conn.close(1001, "no WebSocket route for this path")
             return
         self._serve_http(conn, hm)
@@ -309,7 +324,7 @@ class App:
             if method in methods or (method == "HEAD" and "GET" in methods):
                 self._call_route(conn, hm, r, params, head=method == "HEAD")
                 return
-            allowed.extend(sorted(methods))
+            allowed.extend(sorted(methods | ({"HEAD"} if "GET" in methods else set())))
         extra: Dict[str, str] = {}
         if allowed:
             status, text = 405, "method not allowed\n"

@@ -298,6 +298,15 @@ class Connection:
         return int(n) if n > 0 else 0
 
     @property
+    def above_high_water(self) -> bool:
+        """True while the write buffer is above this connection's ``write_high_water`` (an
+        ``EV_DRAIN`` follows once it drains back under it)."""
+        loop = self._mgr._loop
+        if loop is None or self.closed:
+            return False
+        return bool(lib.pyws_above_high_water(loop, self.id) == 1)
+
+    @property
     def max_message_size(self) -> int:
         """Not readable back from C; set it to change this connection's limit (bytes)."""
         raise AttributeError("max_message_size is write-only on a connection")

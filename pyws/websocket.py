@@ -326,7 +326,7 @@ class Driver:
                 if not ws.connected:
                     exc = ConnectionClosed(ws.close_code, ws.close_reason)
                     continue
-                if ws.conn.write_buffer_size < self.app.high_water:
+                if not ws.conn.above_high_water:  # the connection's own mark, set in C
                     continue
                 ws._waiting = w
                 return

@@ -1341,3 +1341,51 @@ def test_app_shutdown_closes_websockets_1001() -> None:
     finally:
         r.close()
         app.close()
+
+
+def test_drain_follows_the_listeners_own_high_water(serve: Callable[..., AppServer]) -> None:
+    """The listener's write_high_water (not the App's) decides whether drain() waits."""
+    app = pyws.App(write_high_water=64 * 1024)
+    report: "queue.Queue[Any]" = queue.Queue()
+
+    @app.websocket("/ws")
+    def producer(ws: pyws.WebSocket) -> Any:
+        ws.send_bytes(b"x" * (1024 * 1024))  # far over the App's mark, under the listener's
+        yield ws.drain()
+        report.put("resumed")
+        yield ws.recv()
+
+    srv = serve(app, write_high_water=4 * 1024 * 1024)
+    r = RawWS(srv.port)
+    try:
+        r.handshake("/ws")
+        assert report.get(timeout=5) == "resumed"
+    finally:
+        r.close()
+
+
+def test_async_handlers_are_refused_at_registration() -> None:
+    app = pyws.App()
+    with pytest.raises(TypeError, match="async"):
+        @app.websocket("/ws")
+        async def handler(ws: pyws.WebSocket) -> None:  # pragma: no cover - never runs
+            pass
+    app.close()
+
+
+def test_stop_before_run_does_not_stick(tmp_path: Any) -> None:
+    app = pyws.App()
+    app.stop()
+    ran: List[int] = []
+    t = threading.Thread(target=lambda: app.run("127.0.0.1", 0, shutdown_timeout=0.5,
+                                                on_start=lambda lst: ran.append(lst.port)))
+    t.start()
+    deadline = time.monotonic() + 5
+    while not ran and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ran, "run() did not start"
+    time.sleep(0.2)
+    assert t.is_alive(), "an earlier stop() made run() return at once"
+    app.stop()
+    t.join(5)
+    assert not t.is_alive()

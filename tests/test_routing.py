@@ -543,3 +543,30 @@ def test_static_at_the_root_beside_other_routes(tmp_path: Any,
         assert c.recv() == "x"
     finally:
         c.close()
+
+
+
+def test_path_params_are_percent_decoded(serve: Callable[..., AppServer]) -> None:
+    app = pyws.App()
+
+    @app.route("/users/{name}")
+    def user(req: Request) -> Any:
+        return {"name": req.params["name"]}
+
+    srv = serve(app)
+    status, _h, body = request(srv.port, "GET", "/users/Jos%C3%A9%2Fx")
+    assert status == 200
+    assert json.loads(body) == {"name": "José/x"}
+
+
+def test_405_allow_lists_head_for_get_routes(serve: Callable[..., AppServer]) -> None:
+    app = pyws.App()
+
+    @app.route("/thing")
+    def thing(req: Request) -> str:
+        return "ok"
+
+    srv = serve(app)
+    status, headers, _ = request(srv.port, "DELETE", "/thing")
+    assert status == 405
+    assert {m.strip() for m in headers["allow"].split(",")} == {"GET", "HEAD"}

@@ -12,6 +12,9 @@ PIP := $(PY) -m pip
 CC ?= cc
 CSRCS := $(wildcard csrc/*.c)
 CHDRS := $(wildcard csrc/*.h)
+# The event half (sockets, loop, topics); the protocol half is everything else and builds alone.
+EVENT_SRCS := $(wildcard csrc/poller_*.c) csrc/loop.c csrc/conn.c csrc/ws.c csrc/upgrade.c csrc/net.c csrc/timer.c csrc/topics.c
+PROTOCOL_SRCS := $(filter-out $(EVENT_SRCS),$(CSRCS))
 CFLAGS_TEST := -std=c11 -O1 -g -Wall -Wextra -Werror -Icsrc -fsanitize=address,undefined -fno-sanitize-recover=undefined
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -34,7 +37,7 @@ test: test-c test-py test-poll test-asan lint
 # C unit tests: each csrc/tests/test_*.c is a standalone program built with ASan+UBSan.
 build/c/%: csrc/tests/%.c $(CSRCS) $(CHDRS)
 	@mkdir -p build/c
-	$(CC) $(CFLAGS_TEST) $(filter-out csrc/poller_% csrc/loop.c csrc/conn.c csrc/ws.c csrc/upgrade.c csrc/net.c csrc/timer.c,$(CSRCS)) $< -o $@ -lpthread
+	$(CC) $(CFLAGS_TEST) $(PROTOCOL_SRCS) $< -o $@ -lpthread
 
 C_TESTS := $(patsubst csrc/tests/%.c,build/c/%,$(wildcard csrc/tests/test_*.c))
 
@@ -72,11 +75,10 @@ clean:
 # Coverage-guided fuzzing of the parsers with libFuzzer (needs clang: apt-get install clang).
 # FUZZ_SECONDS bounds each harness.
 FUZZ_SECONDS ?= 60
-FUZZ_SRCS := $(filter-out csrc/poller_% csrc/loop.c csrc/conn.c csrc/ws.c csrc/upgrade.c csrc/net.c csrc/timer.c,$(CSRCS))
 fuzz:
 	@mkdir -p build/fuzz
 	@for h in session http; do \
-	  clang -g -O1 -Icsrc -fsanitize=fuzzer,address,undefined $(FUZZ_SRCS) csrc/fuzz/fuzz_$$h.c -o build/fuzz/fuzz_$$h || exit 1; \
+	  clang -g -O1 -Icsrc -fsanitize=fuzzer,address,undefined $(PROTOCOL_SRCS) csrc/fuzz/fuzz_$$h.c -o build/fuzz/fuzz_$$h || exit 1; \
 	  mkdir -p build/fuzz/corpus_$$h; \
 	  build/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus_$$h || exit 1; \
 	done

@@ -27,81 +27,10 @@ import pyws
 from pyws import CloseCode, Message, Opcode, WSCloseCode, WSMsgType
 
 from _rawws import OP_CLOSE, OP_TEXT, RawWS, handshake_request
-from conftest import PKG_PARENT
+from conftest import PKG_PARENT, AppServer
 
 
 # ---------------------------------------------------------------------------------- helpers
-class AppServer:
-    """An App listening on a free port, polled by a background thread. The App is built (and
-    its routes registered) on the test's thread; the poll thread takes the loop over.
-    ``call(fn)`` runs fn on the loop thread and returns its result."""
-
-    def __init__(self, app: pyws.App, **listen_options: Any) -> None:
-        self.app = app
-        self.port = app.listen("127.0.0.1", 0, **listen_options).port
-        self.error: Optional[BaseException] = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self.app.poll(20)
-            self.app.shutdown(1.0)
-            self.app.close()
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
-
-    def start(self) -> "AppServer":
-        self._thread.start()
-        return self
-
-    def url(self, path: str = "/ws") -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
-
-    def call(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
-        done = threading.Event()
-        box: List[Tuple[bool, Any]] = []
-
-        def run() -> None:
-            try:
-                box.append((True, fn()))
-            except BaseException as exc:
-                box.append((False, exc))
-            done.set()
-
-        self.app.mgr.call_soon_threadsafe(run)
-        if not done.wait(timeout):
-            raise TimeoutError("the loop thread did not run the call in time")
-        ok, value = box[0]
-        if not ok:
-            raise value
-        return value
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._stop.set()
-            self._thread.join(10)
-        assert not self._thread.is_alive(), "the poll thread did not stop"
-        if self.error is not None:
-            raise self.error
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., AppServer]]:
-    """``serve(app, **listen_options)`` starts the app on a free port; stopped at the end."""
-    started: List[AppServer] = []
-
-    def start(app: pyws.App, **listen_options: Any) -> AppServer:
-        s = AppServer(app, **listen_options).start()
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.stop()
-
-
 def connect(srv: AppServer, path: str = "/ws", **kw: Any) -> websocket.WebSocket:
     return websocket.create_connection(srv.url(path), timeout=5, **kw)
 

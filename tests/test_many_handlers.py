@@ -16,7 +16,8 @@ import pytest
 import pyws
 
 from _rawws import OP_CLOSE, OP_TEXT, build_frame, close_payload, handshake_request
-from test_app import AppServer, wait_for
+from conftest import AppServer
+from test_app import wait_for
 from test_topics import parse_frames
 
 N = 1000

@@ -20,21 +20,10 @@ import pyws
 from pyws import Request, Response
 
 from _rawws import RawWS, handshake_request
-from test_app import AppServer, connect, recv_close
+from conftest import AppServer
+from test_app import connect, recv_close
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[..., AppServer]]:
-    started: List[AppServer] = []
-
-    def start(app: pyws.App, **listen_options: Any) -> AppServer:
-        s = AppServer(app, **listen_options).start()
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.stop()
 
 
 def request(port: int, method: str, path: str, body: Optional[bytes] = None,

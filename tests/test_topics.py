@@ -23,24 +23,12 @@ import pyws
 from pyws import EV_CLOSE, EV_HTTP_MSG, EV_WS_MSG, OP_BINARY, OP_CONTINUATION, OP_TEXT, Message
 
 from _rawws import KEY, OP_CLOSE, RawWS, handshake_request
-from conftest import ServerThread
-from test_app import AppServer, wait_for
+from conftest import AppServer, ServerThread
+from test_app import wait_for
 
 Frame = Tuple[int, bytes]
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[..., AppServer]]:
-    started: List[AppServer] = []
-
-    def start(app: pyws.App, **listen_options: Any) -> AppServer:
-        s = AppServer(app, **listen_options).start()
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.stop()
 
 
 # ---------------------------------------------------------------------------------- raw clients

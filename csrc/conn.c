@@ -333,6 +333,8 @@ static void linger_start(pyws_loop *loop, pyws_conn *c)
 
 int pyws_conn_flush(pyws_loop *loop, pyws_conn *c)
 {
+    if (c->state == PYWS_ST_CONNECTING)
+        return 0; /* the request waits for the connect (pyws_client_connected flushes it) */
     while (c->wq_n) {
         struct iovec iov[64];
         int cnt = 0;
@@ -431,6 +433,10 @@ static void on_eof(pyws_loop *loop, pyws_conn *c)
     case PYWS_ST_LINGER:
         pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
         return;
+    case PYWS_ST_CLIENT_HS:
+        pyws_client_fail(loop, c, PYWS_ERR_HANDSHAKE,
+                         "the server closed the connection before answering the upgrade");
+        return;
     case PYWS_ST_WS_OPEN:
         if ((c->flags & CF_PEER_CLOSED) || c->pending_code) {
             /* the close frame already arrived (or we are failing): finish what is queued */
@@ -448,7 +454,7 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
 {
     uint8_t *dst;
     size_t room;
-    int http = c->state == PYWS_ST_HTTP;
+    int http = c->state == PYWS_ST_HTTP || c->state == PYWS_ST_CLIENT_HS;
     if (c->flags & (CF_EOF | CF_PAUSED))
         return;
     if (http && (c->flags & CF_REQ_DONE))
@@ -485,7 +491,10 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
     c->last_activity = loop->now;
     if (http) {
         c->rlen += (size_t)n;
-        pyws_http_input(loop, c);
+        if (c->state == PYWS_ST_CLIENT_HS)
+            pyws_client_input(loop, c);
+        else
+            pyws_http_input(loop, c);
         return;
     }
     loop->arena_used += (size_t)n;
@@ -523,10 +532,18 @@ void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
         pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
         return;
     }
-    if (c->state == PYWS_ST_HTTP && c->deadline_hs && now >= c->deadline_hs) {
+    if (c->deadline_hs && now >= c->deadline_hs) {
         c->deadline_hs = 0;
-        pyws_http_error(loop, c, 408, "the request did not arrive in time");
-        return;
+        if (c->state == PYWS_ST_HTTP) {
+            pyws_http_error(loop, c, 408, "the request did not arrive in time");
+            return;
+        }
+        if (c->state == PYWS_ST_CONNECTING || c->state == PYWS_ST_CLIENT_HS) {
+            pyws_client_fail(loop, c, PYWS_ERR_HANDSHAKE, c->state == PYWS_ST_CONNECTING
+                             ? "the connect did not complete in time (open_timeout)"
+                             : "the server did not answer the upgrade in time (open_timeout)");
+            return;
+        }
     }
     /* idle applies while open only: once closing, deadline_close bounds the connection (an
      * idle deadline in the past here would re-arm at once and spin run_timers forever) */
@@ -543,7 +560,9 @@ void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
         pyws_ws_timeout(loop, c);
     if (!pyws_conn_get(loop, c->id))
         return;
-    uint64_t next = earliest(c->deadline_close, c->state == PYWS_ST_HTTP ? c->deadline_hs : 0);
+    int handshaking = c->state == PYWS_ST_HTTP || c->state == PYWS_ST_CONNECTING ||
+                      c->state == PYWS_ST_CLIENT_HS;
+    uint64_t next = earliest(c->deadline_close, handshaking ? c->deadline_hs : 0);
     if (c->opts.idle_timeout && (c->state == PYWS_ST_HTTP || c->state == PYWS_ST_WS_OPEN))
         next = earliest(next, c->last_activity + c->opts.idle_timeout);
     if (c->sess && c->state == PYWS_ST_WS_OPEN)

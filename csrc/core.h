@@ -57,6 +57,9 @@ enum {
  *                                                                                 │
  *        LINGER: our side shut down for writing; read and discard until EOF or timeout
  *        any state ──(I/O error, timeout, abort)──► freed, EV_CLOSE delivered
+ *
+ *   client: CONNECTING ──(connected)──► CLIENT_HS ──(valid 101)──► WS_OPEN ...
+ *                 └──(refused)──► freed        └──(other answer / bad 101)──► freed
  */
 enum {
     PYWS_ST_HTTP = 0,      /* reading HTTP requests */
@@ -64,6 +67,8 @@ enum {
     PYWS_ST_WS_CLOSING,    /* we sent a close frame; waiting for the peer's (or TCP end) */
     PYWS_ST_FLUSHING,      /* write what is queued, then LINGER */
     PYWS_ST_LINGER,        /* SHUT_WR sent; discard input until EOF or the close timeout */
+    PYWS_ST_CONNECTING,    /* client: TCP connect in progress */
+    PYWS_ST_CLIENT_HS,     /* client: upgrade request sent, reading the response */
 };
 
 /* connection flags */
@@ -106,10 +111,11 @@ typedef struct pyws_conn {
     size_t rcap;
     size_t rdone;             /* bytes of delivered requests, dropped at the next poll */
 
-    /* handshake data of the last request */
+    /* handshake data of the last request (server), or of our request (client) */
     int hs_status;
     char accept[PYWS_ACCEPT_LEN + 1];
     char *protocols;          /* offered subprotocols (heap copy) or NULL */
+    char key[25];             /* client: the Sec-WebSocket-Key we sent */
 
     /* WebSocket phase */
     pyws_session *sess;
@@ -257,6 +263,7 @@ pyws_event *pyws_event_push(pyws_loop *loop, int type, uint64_t id);
 pyws_event *pyws_event_defer(pyws_loop *loop, int type, uint64_t id);
 uint8_t *pyws_scratch(pyws_loop *loop, size_t len);            /* lives until next poll */
 int pyws_retire(pyws_loop *loop, void *block);   /* free() it at the next poll; -1 if it can't */
+void pyws_random(pyws_loop *loop, uint8_t *out, size_t n);   /* the OS's random source */
 
 /* upgrade.c: the HTTP phase of a server connection */
 void pyws_http_input(pyws_loop *loop, pyws_conn *c);
@@ -271,10 +278,17 @@ void pyws_ws_timeout(pyws_loop *loop, pyws_conn *c);
 int pyws_ws_queue_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode,
                         const uint8_t *data, size_t len);
 
+/* client.c: the client's side of a connection before it speaks WebSocket */
+void pyws_client_connected(pyws_loop *loop, pyws_conn *c);
+void pyws_client_input(pyws_loop *loop, pyws_conn *c);
+void pyws_client_fail(pyws_loop *loop, pyws_conn *c, int code, const char *why);
+
 /* net.c */
 int pyws_net_listen(const char *host, int port, int backlog, int reuse_port, char *err,
                     size_t errlen);
 int pyws_net_accept(int lfd, struct sockaddr *sa, socklen_t *salen);
+int pyws_net_connect(const char *host, int port, struct sockaddr *sa, socklen_t *salen, char *err,
+                     size_t errlen);
 int pyws_net_local_port(int fd);
 int pyws_net_format_addr(const struct sockaddr *sa, char *out, size_t cap);
 

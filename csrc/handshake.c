@@ -157,3 +157,51 @@ int pyws_protocol_offered(pyws_str offered, const char *protocol)
 {
     return pyws_http_list_has(offered, protocol, 0);
 }
+
+/* ---------------------------------------------------------------- the client's side (§4.1) */
+
+void pyws_client_key(const uint8_t *random16, char *key_out)
+{
+    pyws_base64_encode(random16, 16, key_out);
+}
+
+const char *pyws_handshake_check_response(const pyws_http_head *head, const pyws_header *headers,
+                                          const char *key, const char *offered_protocols,
+                                          pyws_str *protocol)
+{
+    size_t n = head->num_headers;
+    int i, present;
+    *protocol = empty_str();
+    if (head->status != 101)
+        return "the server did not answer 101 Switching Protocols";
+    if (!any_has_token(headers, n, "upgrade", "websocket", &present))
+        return "the 101 response lacks Upgrade: websocket";
+    if (!any_has_token(headers, n, "connection", "upgrade", &present))
+        return "the 101 response lacks Connection: Upgrade";
+    i = find_single(headers, n, "sec-websocket-accept");
+    if (i < 0)
+        return "the 101 response has no single Sec-WebSocket-Accept";
+    char expect[PYWS_ACCEPT_LEN + 1];
+    pyws_accept_key(key, strlen(key), expect);
+    pyws_str acc = headers[i].value;
+    if (acc.len != PYWS_ACCEPT_LEN || memcmp(acc.ptr, expect, PYWS_ACCEPT_LEN) != 0)
+        return "Sec-WebSocket-Accept does not match the key we sent";
+    if (pyws_http_find(headers, n, "sec-websocket-extensions", 0) >= 0)
+        return "the server selected an extension we did not offer";
+    i = find_single(headers, n, "sec-websocket-protocol");
+    if (i == -2)
+        return "the server selected more than one subprotocol";
+    if (i >= 0) {
+        pyws_str chosen = headers[i].value;
+        pyws_str offered = {offered_protocols, offered_protocols ? strlen(offered_protocols) : 0};
+        char name[256];
+        if (chosen.len == 0 || chosen.len >= sizeof(name) || !offered_protocols)
+            return "the server selected a subprotocol we did not offer";
+        memcpy(name, chosen.ptr, chosen.len);
+        name[chosen.len] = 0;
+        if (strchr(name, ',') || !pyws_protocol_offered(offered, name))
+            return "the server selected a subprotocol we did not offer";
+        *protocol = chosen;
+    }
+    return NULL;
+}

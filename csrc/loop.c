@@ -557,6 +557,10 @@ int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events)
             continue;
         }
         uint64_t id = c->id;
+        if (c->state == PYWS_ST_CONNECTING) {
+            pyws_client_connected(loop, c); /* writable, or an error: either way, it is over */
+            continue;
+        }
         if (ready[i].events & (PYWS_POLL_IN | PYWS_POLL_ERR))
             pyws_conn_read(loop, c);
         if ((ready[i].events & PYWS_POLL_OUT) && (c = pyws_conn_get(loop, id)) != NULL)

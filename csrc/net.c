@@ -96,6 +96,51 @@ int pyws_net_accept(int lfd, struct sockaddr *sa, socklen_t *salen)
     return fd;
 }
 
+int pyws_net_connect(const char *host, int port, struct sockaddr *sa, socklen_t *salen, char *err,
+                     size_t errlen)
+{
+    struct addrinfo hints, *res = NULL;
+    char portbuf[16];
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    snprintf(portbuf, sizeof(portbuf), "%d", port);
+    int rc = getaddrinfo(host, portbuf, &hints, &res); /* blocking: DNS is not asynchronous */
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1, saved = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+        if (fd < 0) {
+            saved = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+#ifdef SO_NOSIGPIPE
+        setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one));
+#endif
+        if (set_nonblock_cloexec(fd) == 0 &&
+            (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS)) {
+            if (ai->ai_addrlen <= *salen) {
+                memcpy(sa, ai->ai_addr, ai->ai_addrlen);
+                *salen = ai->ai_addrlen;
+            }
+            break; /* connected, or the connect goes on in the background */
+        }
+        saved = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        snprintf(err, errlen, "cannot connect to %s:%d: %s", host, port, strerror(saved));
+    return fd;
+}
+
 int pyws_net_local_port(int fd)
 {
     struct sockaddr_storage ss;

@@ -338,6 +338,16 @@ void pyws_accept_key(const char *key, size_t key_len, char *out);
 /* 1 if `protocol` is one of the comma-separated tokens in `offered` (exact, case-sensitive
  * match, per RFC 6455 §4.2.2), else 0. */
 int pyws_protocol_offered(pyws_str offered, const char *protocol);
+/* The client's Sec-WebSocket-Key for 16 random bytes: 24 base64 chars + NUL into key_out. */
+void pyws_client_key(const uint8_t *random16, char *key_out);
+/* Check a server's response head to our upgrade request (RFC 6455 §4.1): 101, Upgrade:
+ * websocket, Connection: upgrade, a single Sec-WebSocket-Accept matching `key`, no
+ * Sec-WebSocket-Extensions (we offer none), at most one Sec-WebSocket-Protocol and only one of
+ * `offered_protocols` (comma list, NULL for none). NULL when valid (then *protocol views the
+ * selected subprotocol, empty if none), else a static reason. */
+const char *pyws_handshake_check_response(const pyws_http_head *head, const pyws_header *headers,
+                                          const char *key, const char *offered_protocols,
+                                          pyws_str *protocol);
 /* SHA-1 and base64, exposed for tests: digest is 20 bytes; b64 out needs 4*ceil(n/3)+1 bytes. */
 void pyws_sha1(const uint8_t *data, size_t len, uint8_t *digest);
 size_t pyws_base64_encode(const uint8_t *data, size_t len, char *out);
@@ -423,6 +433,20 @@ int pyws_remote_addr(pyws_loop *loop, uint64_t id, char *out, size_t cap);
  * stored at *events (an array owned by the loop, valid until the next pyws_poll). < 0 on error.
  * Must be called from the loop's thread. */
 int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events);
+
+/* Open a client WebSocket: resolve host (a blocking getaddrinfo: DNS is not asynchronous),
+ * start a non-blocking TCP connect, and once connected send request_head (the request line
+ * and headers such as Host and Origin, each ending in CRLF, without the empty line) followed by
+ * the headers the core adds: Upgrade, Connection, Sec-WebSocket-Key (16 bytes from the OS's
+ * random source), Sec-WebSocket-Version: 13 and, if protocols is not NULL, Sec-WebSocket-
+ * Protocol: protocols. Events: EV_CONNECT when TCP is up; then EV_WS_OPEN (data: the 101
+ * response head) once the response passed pyws_handshake_check_response; or EV_HTTP_RESP
+ * (code: status, data: head, data2: body bytes received with it) for any other status; or
+ * EV_ERROR (code PYWS_ERR_SYS: connect failed; PYWS_ERR_HANDSHAKE: bad response or timeout);
+ * each failure is followed by EV_CLOSE. opts->handshake_timeout bounds connect + response.
+ * Frames the client sends are masked with fresh random keys. */
+int pyws_ws_connect(pyws_loop *loop, const char *host, int port, const char *request_head,
+                    const char *protocols, const pyws_opts *opts, uint64_t *id);
 
 /* Upgrade the connection whose HTTP_MSG was a valid WebSocket request: queue the 101 response
  * (with protocol as Sec-WebSocket-Protocol if not NULL, and extra_headers, each line ending in

@@ -31,27 +31,33 @@ void pyws_ws_start(pyws_loop *loop, pyws_conn *c, int role)
     }
 }
 
-static void fill_mask(pyws_loop *loop, uint8_t *key)
+/* Random bytes from the OS (getrandom / arc4random), drawn 256 at a time. */
+void pyws_random(pyws_loop *loop, uint8_t *out, size_t n)
 {
-    if (loop->rng_left < 4) {
-        size_t got = 0;
+    while (n) {
+        if (loop->rng_left == 0) {
+            size_t got = 0;
 #if defined(__linux__)
-        while (got < sizeof(loop->rng)) {
-            ssize_t n = getrandom(loop->rng + got, sizeof(loop->rng) - got, 0);
-            if (n <= 0)
-                break;
-            got += (size_t)n;
-        }
+            while (got < sizeof(loop->rng)) {
+                ssize_t r = getrandom(loop->rng + got, sizeof(loop->rng) - got, 0);
+                if (r <= 0)
+                    break;
+                got += (size_t)r;
+            }
 #else
-        arc4random_buf(loop->rng, sizeof(loop->rng));
-        got = sizeof(loop->rng);
+            arc4random_buf(loop->rng, sizeof(loop->rng));
+            got = sizeof(loop->rng);
 #endif
-        if (got < sizeof(loop->rng))
-            abort(); /* no OS randomness: refusing to send predictable masks */
-        loop->rng_left = sizeof(loop->rng);
+            if (got < sizeof(loop->rng))
+                abort(); /* no OS randomness: refusing to send predictable masks and keys */
+            loop->rng_left = sizeof(loop->rng);
+        }
+        size_t take = n < loop->rng_left ? n : loop->rng_left;
+        loop->rng_left -= take;
+        memcpy(out, loop->rng + loop->rng_left, take);
+        out += take;
+        n -= take;
     }
-    loop->rng_left -= 4;
-    memcpy(key, loop->rng + loop->rng_left, 4);
 }
 
 int pyws_ws_queue_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, const uint8_t *data,
@@ -61,7 +67,7 @@ int pyws_ws_queue_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, cons
     uint8_t key[4];
     int client = c->role == PYWS_ROLE_CLIENT;
     if (client)
-        fill_mask(loop, key);
+        pyws_random(loop, key, 4);
     size_t hlen = pyws_frame_header(hdr, fin, 0, opcode, len, client ? key : NULL);
     int rc = pyws_conn_queue(loop, c, hdr, hlen, data, len);
     if (rc == 0 && client && len) {

@@ -1,0 +1,194 @@
+/*
+ * client.c — the client's side of a connection until it speaks WebSocket: the non-blocking
+ * connect, the upgrade request (with a fresh random key), and reading and checking the
+ * server's response (pyws_handshake_check_response). After a valid 101 the connection is an
+ * ordinary WebSocket in the client role (ws.c masks every frame it sends).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core.h"
+
+#define MAX_RESPONSE_HEADERS 64
+
+int pyws_ws_connect(pyws_loop *loop, const char *host, int port, const char *request_head,
+                    const char *protocols, const pyws_opts *opts, uint64_t *id)
+{
+    if (port <= 0 || port > 65535)
+        return pyws_set_error(loop, PYWS_ERR_ARG, "port %d is out of range", port);
+    if (!request_head || strstr(request_head, "\r\n\r\n"))
+        return pyws_set_error(loop, PYWS_ERR_ARG, "request_head is the request line and headers, "
+                              "each ending in CRLF, without the empty line");
+    pyws_opts def;
+    if (!opts) {
+        pyws_opts_default(&def);
+        opts = &def;
+    }
+    pyws_conn tmp;
+    socklen_t salen = sizeof(tmp.peer);
+    memset(&tmp.peer, 0, sizeof(tmp.peer));
+    int fd = pyws_net_connect(host, port, &tmp.peer.sa, &salen, loop->errbuf, sizeof(loop->errbuf));
+    if (fd < 0)
+        return PYWS_ERR_SYS;
+    pyws_conn *c = pyws_conn_new(loop, PYWS_KIND_CONN, fd);
+    if (!c) {
+        close(fd);
+        return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
+    }
+    c->opts = *opts;
+    c->peer = tmp.peer;
+    c->role = PYWS_ROLE_CLIENT;
+    c->state = PYWS_ST_CONNECTING;
+    if (pyws_poller_add(loop->poller, fd, c->id, PYWS_POLL_IN | PYWS_POLL_OUT) < 0) {
+        pyws_set_error(loop, PYWS_ERR_SYS, "cannot watch the socket: %s", strerror(errno));
+        pyws_conn_free(loop, c);
+        return PYWS_ERR_SYS;
+    }
+    c->flags |= CF_WANT_WRITE;
+
+    uint8_t nonce[16];
+    pyws_random(loop, nonce, sizeof(nonce));
+    pyws_client_key(nonce, c->key);
+    if (protocols && *protocols) {
+        c->protocols = strdup(protocols);
+        if (!c->protocols)
+            goto nomem;
+    }
+    char tail[256];
+    int n = snprintf(tail, sizeof(tail),
+                     "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\n", c->key);
+    if (n < 0 || (size_t)n >= sizeof(tail))
+        goto nomem;
+    if (pyws_conn_queue(loop, c, (const uint8_t *)request_head, strlen(request_head),
+                        (const uint8_t *)tail, (size_t)n) != PYWS_OK)
+        goto nomem;
+    if (c->protocols &&
+        (pyws_conn_queue(loop, c, (const uint8_t *)"Sec-WebSocket-Protocol: ", 24,
+                         (const uint8_t *)c->protocols, strlen(c->protocols)) != PYWS_OK ||
+         pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0) != PYWS_OK))
+        goto nomem;
+    if (pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0) != PYWS_OK)
+        goto nomem;
+    if (c->opts.handshake_timeout) {
+        c->deadline_hs = pyws_now_ms() + c->opts.handshake_timeout;
+        pyws_conn_deadline(loop, c, c->deadline_hs);
+    }
+    *id = c->id;
+    return PYWS_OK;
+nomem:
+    pyws_conn_free(loop, c);
+    return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
+}
+
+/* Report why this client connection failed, then close it. */
+void pyws_client_fail(pyws_loop *loop, pyws_conn *c, int code, const char *why)
+{
+    pyws_event *ev = pyws_event_push(loop, PYWS_EV_ERROR, c->id);
+    if (ev) {
+        size_t n = strlen(why);
+        uint8_t *copy = pyws_scratch(loop, n);
+        if (copy) {
+            memcpy(copy, why, n);
+            ev->data = copy;
+            ev->len = n;
+        }
+        ev->code = code;
+    }
+    pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+}
+
+void pyws_client_connected(pyws_loop *loop, pyws_conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err) {
+        char why[200];
+        char addr[80];
+        if (pyws_net_format_addr(&c->peer.sa, addr, sizeof(addr)) < 0)
+            strcpy(addr, "the server");
+        snprintf(why, sizeof(why), "cannot connect to %s: %s", addr, strerror(err));
+        pyws_client_fail(loop, c, PYWS_ERR_SYS, why);
+        return;
+    }
+    c->state = PYWS_ST_CLIENT_HS;
+    pyws_event_push(loop, PYWS_EV_CONNECT, c->id);
+    pyws_conn_flush(loop, c); /* the upgrade request, queued while connecting */
+}
+
+/* Copy the first n bytes of the read buffer into the batch's scratch space. */
+static const uint8_t *keep(pyws_loop *loop, pyws_conn *c, size_t n)
+{
+    uint8_t *copy = pyws_scratch(loop, n);
+    if (copy)
+        memcpy(copy, c->rbuf, n);
+    return copy;
+}
+
+void pyws_client_input(pyws_loop *loop, pyws_conn *c)
+{
+    pyws_http_head head;
+    pyws_header headers[MAX_RESPONSE_HEADERS];
+    int r = pyws_http_parse_response((const char *)c->rbuf, c->rlen, c->opts.max_header_bytes,
+                                     &head, headers, MAX_RESPONSE_HEADERS);
+    if (r == PYWS_HTTP_PARTIAL)
+        return;
+    if (r < 0) {
+        pyws_client_fail(loop, c, PYWS_ERR_HANDSHAKE,
+                    r == PYWS_HTTP_TOO_LARGE ? "the server's response head is too large"
+                                             : "the server's response is not valid HTTP");
+        return;
+    }
+    size_t head_len = (size_t)r;
+    if (head.status != 101) {
+        /* EV_HTTP_RESP carries the head (and whatever body came with it); Python decides
+         * whether to follow a redirect. */
+        pyws_event *ev = pyws_event_push(loop, PYWS_EV_HTTP_RESP, c->id);
+        if (ev) {
+            ev->data = keep(loop, c, c->rlen);
+            ev->len = ev->data ? head_len : 0;
+            ev->data2 = ev->data ? ev->data + head_len : NULL;
+            ev->len2 = ev->data ? c->rlen - head_len : 0;
+            ev->code = head.status;
+        }
+        c->close_code = PYWS_CLOSE_ABNORMAL;
+        pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+        return;
+    }
+    pyws_str protocol;
+    const char *why = pyws_handshake_check_response(&head, headers, c->key, c->protocols,
+                                                    &protocol);
+    if (why) {
+        pyws_client_fail(loop, c, PYWS_ERR_HANDSHAKE, why);
+        return;
+    }
+    pyws_event *ev = pyws_event_push(loop, PYWS_EV_WS_OPEN, c->id);
+    if (ev) {
+        ev->data = keep(loop, c, head_len);
+        ev->len = ev->data ? head_len : 0;
+    }
+    free(c->protocols);
+    c->protocols = NULL;
+    pyws_ws_start(loop, c, PYWS_ROLE_CLIENT);
+    if (!c->sess) {
+        pyws_client_fail(loop, c, PYWS_ERR_NOMEM, "out of memory");
+        return;
+    }
+    /* frames the server sent right behind its 101 */
+    size_t rest = c->rlen - head_len;
+    uint8_t *more = rest ? pyws_scratch(loop, rest) : NULL;
+    if (more)
+        memcpy(more, c->rbuf + head_len, rest);
+    free(c->rbuf);
+    c->rbuf = NULL;
+    c->rlen = c->rcap = 0;
+    if (more)
+        pyws_ws_input(loop, c, more, rest);
+}

@@ -46,6 +46,7 @@ from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_
 from .errors import (ConnectionClosed, HandshakeError, LimitExceeded, ProtocolError, PyWSError,
                      WrongThreadError)
 from .app import App, Route
+from .client import ClientConnection, connect
 from .manager import DEFAULT_OPTIONS, Listener, Manager, Timer
 from .message import Headers, HttpMessage, Message, WsMessage
 from .request import Request, Response
@@ -61,7 +62,8 @@ def backend() -> str:
 
 __all__ = [
     "Manager", "Listener", "Timer", "Connection", "HttpMessage", "WsMessage", "Message",
-    "Headers", "App", "Route", "WebSocket", "Request", "Response",
+    "Headers", "App", "Route", "WebSocket", "Request", "Response", "connect",
+    "ClientConnection",
     "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
     "LimitExceeded", "Opcode", "CloseCode", "WSMsgType", "WSCloseCode", "DEFAULT_OPTIONS",
     "backend",

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Set, 
 from urllib.parse import unquote
 
 from .connection import Connection, Payload
-from .constants import EV_ERROR, EV_HTTP_MSG
+from .constants import EV_ERROR, EV_HTTP_MSG, EV_WS_OPEN
 from .errors import HandshakeError
 from .manager import Listener, Manager
 from .message import HttpMessage, Message
@@ -193,6 +193,37 @@ class App:
     def connections(self) -> Set[WebSocket]:
         """The open WebSockets."""
         return {ws for ws in self._sockets.values() if ws.connected}
+
+    # ------------------------------------------------------------------ clients
+    def connect(self, url: str, handler: WsHandler, *, headers: Optional[Dict[str, str]] = None,
+                protocols: Optional[List[str]] = None, origin: Optional[str] = None,
+                **options: Any) -> Connection:
+        """Open a client WebSocket to ``url`` from this App's loop and run ``handler(ws)`` (a
+        generator, as for server routes) once it is open; ``ws.request`` is then the server's
+        101 response. If the connect or handshake fails, the handler is called with a ``ws``
+        whose ``connected`` is False and ``ws.error`` tells why, so it can log or retry
+        (``yield ws.sleep(1)`` is not possible then: schedule a new ``app.connect``).
+        Returns the underlying :class:`Connection`."""
+        if inspect.iscoroutinefunction(handler) or inspect.isasyncgenfunction(handler):
+            raise TypeError(f"{handler.__name__} is an async function: pyws handlers are plain "
+                            "generators")
+
+        def on_event(conn: Connection, ev: int, data: Any) -> None:
+            if ev == EV_WS_OPEN:
+                request = Request(data if data is not None else HttpMessage(b"HTTP/1.1 101"),
+                                  {}, conn.remote_addr)
+                ws = WebSocket(self, conn, request, opened=True)
+                self._sockets[conn.id] = ws
+                self._driver.bind(ws)  # from now on events go to the socket
+                self._driver.start(ws, handler)
+            elif ev == EV_ERROR and not conn.is_websocket:
+                failed = WebSocket(self, conn, Request(HttpMessage(b"HTTP/1.1 0"), {}, ""),
+                                   opened=False)
+                failed.error = conn.error
+                self._driver.start(failed, handler)  # runs until it returns or waits
+
+        return self.mgr.ws_connect(url, on_event, headers=headers, protocols=protocols,
+                                   origin=origin, **options)
 
     # ------------------------------------------------------------------ running
     def listen(self, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> Listener:

@@ -46,7 +46,7 @@ class Connection:
 
     __slots__ = ("_mgr", "id", "userdata", "handler", "is_websocket", "closed", "close_code",
                  "close_reason", "_remote", "is_client", "subprotocol", "listener_id",
-                 "_sent_close", "__weakref__")
+                 "_sent_close", "response", "error", "_client", "__weakref__")
 
     def __init__(self, mgr: "Manager", conn_id: int, handler: Optional["Handler"] = None,
                  is_client: bool = False, listener_id: int = 0) -> None:
@@ -63,6 +63,12 @@ class Connection:
         self.subprotocol: Optional[str] = None
         self.listener_id = listener_id
         self._sent_close: Optional[int] = None
+        #: client connections: the server's 101 response once open
+        self.response: Optional[HttpMessage] = None
+        #: client connections: why the connection failed (HandshakeError, or an OSError for
+        #: the TCP connect), set before the EV_ERROR event
+        self.error: Optional[Exception] = None
+        self._client: Any = None
 
     # ------------------------------------------------------------------ helpers
     def _loop(self) -> Any:

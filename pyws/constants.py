@@ -6,7 +6,8 @@ the event:
 =================  ====================================================================
 event              ``data``
 =================  ====================================================================
-``EV_ERROR``       ``str``: what went wrong
+``EV_ERROR``       ``str``: what went wrong (client connections: ``conn.error`` holds the
+                   exception, a HandshakeError or an OSError)
 ``EV_ACCEPT``      ``None``; a listener accepted ``conn``
 ``EV_CONNECT``     ``None``; an outgoing connection finished its TCP connect
 ``EV_HTTP_MSG``    :class:`pyws.HttpMessage`
@@ -35,6 +36,7 @@ EV_DRAIN = 7
 EV_WAKEUP = 8
 EV_TIMER = 9
 EV_CLOSE = 10
+EV_HTTP_RESP = 11  # internal: a client's upgrade got another answer than 101
 
 OP_CONTINUATION = 0
 OP_TEXT = 1

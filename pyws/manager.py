@@ -12,10 +12,11 @@ from urllib.parse import urlsplit
 
 from ._lib import ffi, lib, last_error, raise_for
 from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_HTTP_MSG,
-                        EV_TIMER, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG, EV_WS_OPEN)
+                        EV_HTTP_RESP, EV_TIMER, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG, EV_WS_OPEN)
 from .connection import Connection, Payload, _topic
-from .errors import PyWSError, WrongThreadError
-from .message import HttpMessage, WsMessage
+from .errors import HandshakeError, PyWSError, WrongThreadError
+from .message import HttpMessage, WsMessage, header_lines
+from .url import parse_ws_url, redirect_target, require_plain
 
 log = logging.getLogger("pyws")
 
@@ -72,6 +73,30 @@ def _fill_opts(o: Any, opts: Dict[str, Any]) -> None:
     o.control_events = 1 if opts["control_events"] else 0
     o.reuse_port = 1 if opts["reuse_port"] else 0
     o.backlog = int(opts["backlog"])
+
+
+class _ClientSpec:
+    """What a client connection was asked for: kept to follow redirects."""
+
+    __slots__ = ("url", "headers", "protocols", "origin", "redirects_left", "options")
+
+    def __init__(self, url: str, headers: Dict[str, str], protocols: List[str],
+                 origin: Optional[str], redirects: int, options: Dict[str, Any]) -> None:
+        self.url = url
+        self.headers = headers
+        self.protocols = protocols
+        self.origin = origin
+        self.redirects_left = redirects
+        self.options = options
+
+
+def _connect_error(text: str) -> OSError:
+    lowered = text.lower()
+    if "refused" in lowered:
+        return ConnectionRefusedError(text)
+    if "timed out" in lowered or "in time" in lowered:
+        return TimeoutError(text)
+    return ConnectionError(text)
 
 
 def _message(data: Payload, binary: Optional[bool]) -> Tuple[bytes, int]:
@@ -300,7 +325,18 @@ class Manager:
                 if c is None:
                     continue
                 c.is_websocket = True
-                self._deliver(c, t, None)
+                response = None
+                if ln:  # a client's: the server's 101
+                    response = HttpMessage(buf(evs[i].data, ln)[:])
+                    c.response = response
+                    c.subprotocol = response.header("sec-websocket-protocol")
+                self._deliver(c, t, response)
+            elif t == EV_HTTP_RESP:
+                c = conns.get(cid)
+                if c is not None:
+                    ev = evs[i]
+                    self._client_answered(c, HttpMessage(
+                        buf(ev.data, ln)[:], buf(ev.data2, ln2)[:] if ln2 else b""))
             elif t == EV_CLOSE:
                 c = conns.pop(cid, None)
                 if c is None:
@@ -342,6 +378,9 @@ class Manager:
             elif t == EV_ERROR:
                 text = buf(evs[i].data, ln)[:].decode("utf-8", "replace") if ln else "error"
                 c = conns.get(cid)
+                if c is not None and c.is_client and c.error is None:
+                    c.error = HandshakeError(text) if code == lib.PYWS_ERR_HANDSHAKE and \
+                        "in time" not in text else _connect_error(text)
                 if c is None:
                     log.warning("pyws: %s", text)
                     if default is not None:
@@ -422,6 +461,81 @@ class Manager:
             raise PyWSError("the manager is closed")
         self._soon.append((fn, args))
         lib.pyws_wakeup(loop, 0, ffi.NULL, 0)
+
+    # ------------------------------------------------------------------ clients
+    def ws_connect(self, url: str, handler: Optional[Handler] = None, *,
+                   headers: Optional[Dict[str, str]] = None,
+                   protocols: Optional[List[str]] = None, origin: Optional[str] = None,
+                   max_redirects: int = 5, **options: Any) -> Connection:
+        """Open a client WebSocket to ``url`` (``ws://host[:port]/path?query``; IPv6 literals
+        in brackets) from this loop; returns its :class:`Connection` at once. Its events reach
+        ``handler`` (or the manager's): ``EV_CONNECT``, ``EV_WS_OPEN`` (data: the server's 101
+        :class:`HttpMessage`), ``EV_WS_MSG``, ``EV_CLOSE``, and ``EV_ERROR`` when the connect
+        or handshake fails (``conn.error`` then holds a HandshakeError, with the status and
+        headers of a non-101 answer, or an OSError).
+
+        ``headers`` are sent with the request, ``origin`` as Origin, ``protocols`` offered as
+        Sec-WebSocket-Protocol (the server's choice is then ``conn.subprotocol``). Redirects
+        (301/302/303/307/308) are followed up to ``max_redirects`` times, keeping the same
+        Connection object. ``options`` are the manager options (``max_message_size``,
+        ``handshake_timeout`` bounds connect + response, ...). DNS resolution blocks; the TCP
+        connect does not."""
+        self._require_loop()
+        unknown = set(options) - set(DEFAULT_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        for p in protocols or []:
+            if not p or any(ch in p for ch in ' ,;\r\n"'):
+                raise ValueError(f"invalid subprotocol name {p!r}")
+        c = Connection(self, 0, handler, is_client=True)
+        c._client = _ClientSpec(url, dict(headers or {}), list(protocols or []), origin,
+                                max_redirects, dict(self._options, **options))
+        self._client_open(c, url)
+        return c
+
+    def _client_open(self, c: Connection, url: str) -> None:
+        spec = c._client
+        target = parse_ws_url(url)
+        require_plain(target)
+        head = f"GET {target.resource} HTTP/1.1\r\nHost: {target.host_header}\r\n"
+        extra = dict(spec.headers)
+        if spec.origin is not None:
+            extra["Origin"] = spec.origin
+        head += header_lines(extra)
+        opts = ffi.new("pyws_opts *")
+        _fill_opts(opts, spec.options)
+        idp = ffi.new("uint64_t *")
+        protos = ", ".join(spec.protocols).encode() if spec.protocols else ffi.NULL
+        rc = lib.pyws_ws_connect(self._loop, target.host.encode("idna"), target.port,
+                                 head.encode("latin-1"), protos, opts, idp)
+        if rc < 0:
+            raise _connect_error(f"{url}: {last_error(self._loop)}")
+        if c.id:
+            self._conns.pop(c.id, None)
+        c.id = int(idp[0])
+        c._remote = None
+        spec.url = url
+        self._conns[c.id] = c
+
+    def _client_answered(self, c: Connection, hm: HttpMessage) -> None:
+        """A client's upgrade got another answer than 101: follow a redirect or fail."""
+        spec = c._client
+        location = hm.header("location")
+        if spec is not None and hm.status in (301, 302, 303, 307, 308) and location and \
+                spec.redirects_left > 0:
+            spec.redirects_left -= 1
+            try:
+                self._client_open(c, redirect_target(spec.url, location))
+                return
+            except Exception as exc:  # the EV_CLOSE of the old connection follows
+                c.error = exc
+                self._deliver(c, EV_ERROR, f"redirect to {location} failed: {exc}")
+                return
+        why = f"the server answered {hm.status} {hm.reason} instead of 101 Switching Protocols"
+        if hm.status in (301, 302, 303, 307, 308):
+            why += " (too many redirects)" if location else " (a redirect without Location)"
+        c.error = HandshakeError(why, hm.status, dict(hm.headers.items()))
+        self._deliver(c, EV_ERROR, why)
 
     # ------------------------------------------------------------------ topics
     def publish(self, topic: Union[str, bytes], data: Payload,

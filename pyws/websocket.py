@@ -85,9 +85,10 @@ class WebSocket:
 
     __slots__ = ("app", "conn", "request", "params", "state", "subprotocol", "_status", "_gen",
                  "_waiting", "_queue", "_paused", "_close_seen", "close_code", "close_reason",
-                 "__weakref__")
+                 "error", "__weakref__")
 
-    def __init__(self, app: "App", conn: Connection, request: Request) -> None:
+    def __init__(self, app: "App", conn: Connection, request: Request,
+                 opened: Optional[bool] = None) -> None:
         self.app = app
         self.conn = conn
         self.request = request
@@ -102,6 +103,11 @@ class WebSocket:
         self._close_seen = 0
         self.close_code: Optional[int] = None
         self.close_reason = ""
+        #: client sockets from App.connect that failed to open: why
+        self.error: Optional[Exception] = None
+        if opened is not None:  # a client socket: the handshake is already decided
+            self._status = _OPEN if opened else _REJECTED
+            self.subprotocol = conn.subprotocol
 
     # ------------------------------------------------------------------ handshake
     def accept(self, protocol: Optional[str] = None,

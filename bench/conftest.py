@@ -1,8 +1,8 @@
-"""Shared machinery of the pyws benchmarks: command-line options of the echo and broadcast
-benchmarks, the load client fixture, a per-run store the tests fill, and the summary tables
-printed at the end of the run (kernel ratios, the end-to-end echo table and the broadcast
-fan-out table; the latter two also written to build/bench-echo.json and
-build/bench-broadcast.json).
+"""Shared machinery of the pyws benchmarks: command-line options of the echo, broadcast and
+client benchmarks, the load client fixture, a per-run store the tests fill, and the summary
+tables printed at the end of the run (kernel ratios, the end-to-end echo table, the broadcast
+fan-out table and the client tables of clients_summary.py; the last three also written to
+build/bench-echo.json, build/bench-broadcast.json and build/bench-clients.json).
 
 Run:  .venv/bin/python -m pytest bench -q --benchmark-only     (see bench/README.md)
 """
@@ -22,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build")
 ECHO_JSON = os.path.join(BUILD, "bench-echo.json")
 BCAST_JSON = os.path.join(BUILD, "bench-broadcast.json")
+CLIENTS_JSON = os.path.join(BUILD, "bench-clients.json")
 
 STORE = pytest.StashKey[Dict[str, Any]]()
 
@@ -65,10 +66,43 @@ def pytest_addoption(parser: Any) -> None:
                 help="rounds; each round runs every server once, interleaved (default 2)")
     b.addoption("--bcast-pin", action="store_true",
                 help="pin the server to the last CPU and the load client to the first")
+    c = parser.getgroup("pyws-clients", "pyws client-side echo benchmark (test_clients.py)")
+    c.addoption("--cli-blocking", default="pyws,websocket-client,websockets-sync",
+                help="blocking clients (default: pyws, websocket-client, websockets-sync)")
+    c.addoption("--cli-servers", default="picows,pyws",
+                help="echo servers for the blocking clients (default: picows,pyws; also "
+                     "websockets, aiohttp)")
+    c.addoption("--cli-size", default="64,4096",
+                help="blocking clients' payload bytes, comma-separated (default 64,4096)")
+    c.addoption("--cli-timeout", type=float, default=10.0,
+                help="receive timeout the blocking clients are given, s (0: none; default 10)")
+    c.addoption("--cli-loop", default="pyws,websockets,aiohttp",
+                help="in-loop clients (default: pyws, websockets, aiohttp)")
+    c.addoption("--cli-loop-servers", default="picows",
+                help="echo servers for the in-loop clients (default: picows)")
+    c.addoption("--cli-loop-size", default="64",
+                help="in-loop clients' payload bytes, comma-separated (default 64)")
+    c.addoption("--cli-conns", type=int, default=64,
+                help="in-loop connections (default 64)")
+    c.addoption("--cli-inflight", default="1,16",
+                help="in-loop messages in flight per connection, comma-separated (default 1,16)")
+    c.addoption("--cli-duration", type=float, default=3.0,
+                help="seconds measured per run (default 3)")
+    c.addoption("--cli-warmup", type=float, default=1.0,
+                help="seconds of warm-up before measuring (default 1)")
+    c.addoption("--cli-rounds", type=int, default=2,
+                help="interleaved rounds (default 2)")
+    c.addoption("--cli-text", action="store_true", help="text messages instead of binary")
+    c.addoption("--cli-placement", default="same,split",
+                help="CPU placement of the blocking runs, comma-separated: same (server and "
+                     "client pinned to one CPU), split (pinned to two), free (not pinned); "
+                     "default same,split")
+    c.addoption("--cli-loop-placement", default="split",
+                help="CPU placement of the in-loop runs (default split)")
 
 
 def pytest_configure(config: Any) -> None:
-    config.stash[STORE] = {"kernels": {}, "echo": [], "broadcast": [],
+    config.stash[STORE] = {"kernels": {}, "echo": [], "broadcast": [], "clients": [],
                            "started": time.time(), "loadavg_start": _loadavg()}
 
 
@@ -301,8 +335,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
     lines: List[str] = []
     if store["kernels"]:
         lines += _kernel_tables(store["kernels"])
+    from clients_summary import client_tables
     for key, path, tables in (("echo", ECHO_JSON, _echo_tables),
-                              ("broadcast", BCAST_JSON, _bcast_tables)):
+                              ("broadcast", BCAST_JSON, _bcast_tables),
+                              ("clients", CLIENTS_JSON, client_tables)):
         if not store[key]:
             continue
         lines += tables(store[key])

@@ -32,7 +32,9 @@ int pyws_ws_connect(pyws_loop *loop, const char *host, int port, const char *req
     pyws_conn tmp;
     socklen_t salen = sizeof(tmp.peer);
     memset(&tmp.peer, 0, sizeof(tmp.peer));
-    int fd = pyws_net_connect(host, port, &tmp.peer.sa, &salen, loop->errbuf, sizeof(loop->errbuf));
+    int used = 0;
+    int fd = pyws_net_connect(host, port, 0, &used, &tmp.peer.sa, &salen, loop->errbuf,
+                              sizeof(loop->errbuf));
     if (fd < 0)
         return PYWS_ERR_SYS;
     pyws_conn *c = pyws_conn_new(loop, PYWS_KIND_CONN, fd);
@@ -44,6 +46,13 @@ int pyws_ws_connect(pyws_loop *loop, const char *host, int port, const char *req
     c->peer = tmp.peer;
     c->role = PYWS_ROLE_CLIENT;
     c->state = PYWS_ST_CONNECTING;
+    c->port = port;
+    c->addr_index = used;
+    c->host = strdup(host);
+    if (!c->host) {
+        pyws_conn_free(loop, c);
+        return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
+    }
     if (pyws_poller_add(loop->poller, fd, c->id, PYWS_POLL_IN | PYWS_POLL_OUT) < 0) {
         pyws_set_error(loop, PYWS_ERR_SYS, "cannot watch the socket: %s", strerror(errno));
         pyws_conn_free(loop, c);
@@ -109,6 +118,26 @@ void pyws_client_connected(pyws_loop *loop, pyws_conn *c)
     socklen_t len = sizeof(err);
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
+    if (err && c->host) {
+        /* try the host's next address (say 127.0.0.1 after ::1 refused); the request stays
+         * queued for whichever connect succeeds */
+        pyws_conn tmp;
+        socklen_t salen = sizeof(tmp.peer);
+        int used = 0;
+        char ignored[64];
+        int fd = pyws_net_connect(c->host, c->port, c->addr_index + 1, &used, &tmp.peer.sa,
+                                  &salen, ignored, sizeof(ignored));
+        if (fd >= 0) {
+            pyws_poller_del(loop->poller, c->fd, PYWS_POLL_IN | PYWS_POLL_OUT);
+            close(c->fd);
+            c->fd = fd;
+            c->peer = tmp.peer;
+            c->addr_index = used;
+            if (pyws_poller_add(loop->poller, fd, c->id, PYWS_POLL_IN | PYWS_POLL_OUT) == 0)
+                return; /* wait for this one */
+            err = errno;
+        }
+    }
     if (err) {
         char why[200];
         char addr[80];

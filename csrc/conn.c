@@ -100,6 +100,8 @@ void pyws_conn_free(pyws_loop *loop, pyws_conn *c)
     c->rbuf = NULL;
     free(c->protocols);
     c->protocols = NULL;
+    free(c->host);
+    c->host = NULL;
     pyws_topics_drop_conn(loop, c);
     if (c->sess) {
         /* Views into the session buffer may still be in this batch: retire, don't free. */

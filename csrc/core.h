@@ -116,6 +116,9 @@ typedef struct pyws_conn {
     char accept[PYWS_ACCEPT_LEN + 1];
     char *protocols;          /* offered subprotocols (heap copy) or NULL */
     char key[25];             /* client: the Sec-WebSocket-Key we sent */
+    char *host;               /* client: the host, to try its next address if one fails */
+    int port;
+    int addr_index;           /* client: which resolved address is being tried */
 
     /* WebSocket phase */
     pyws_session *sess;
@@ -287,8 +290,10 @@ void pyws_client_fail(pyws_loop *loop, pyws_conn *c, int code, const char *why);
 int pyws_net_listen(const char *host, int port, int backlog, int reuse_port, char *err,
                     size_t errlen);
 int pyws_net_accept(int lfd, struct sockaddr *sa, socklen_t *salen);
-int pyws_net_connect(const char *host, int port, struct sockaddr *sa, socklen_t *salen, char *err,
-                     size_t errlen);
+/* Start a non-blocking connect to the first address of host:port after the first `skip`
+ * (getaddrinfo order); *used is the index of the one started. fd, or -1 with err filled. */
+int pyws_net_connect(const char *host, int port, int skip, int *used, struct sockaddr *sa,
+                     socklen_t *salen, char *err, size_t errlen);
 int pyws_net_local_port(int fd);
 int pyws_net_format_addr(const struct sockaddr *sa, char *out, size_t cap);
 

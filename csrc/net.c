@@ -96,8 +96,8 @@ int pyws_net_accept(int lfd, struct sockaddr *sa, socklen_t *salen)
     return fd;
 }
 
-int pyws_net_connect(const char *host, int port, struct sockaddr *sa, socklen_t *salen, char *err,
-                     size_t errlen)
+int pyws_net_connect(const char *host, int port, int skip, int *used, struct sockaddr *sa,
+                     socklen_t *salen, char *err, size_t errlen)
 {
     struct addrinfo hints, *res = NULL;
     char portbuf[16];
@@ -111,8 +111,10 @@ int pyws_net_connect(const char *host, int port, struct sockaddr *sa, socklen_t 
         snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(rc));
         return -1;
     }
-    int fd = -1, saved = 0;
+    int fd = -1, saved = ECONNREFUSED, index = -1;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        if (++index < skip)
+            continue; /* tried already */
         fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
         if (fd < 0) {
             saved = errno;
@@ -129,6 +131,7 @@ int pyws_net_connect(const char *host, int port, struct sockaddr *sa, socklen_t 
                 memcpy(sa, ai->ai_addr, ai->ai_addrlen);
                 *salen = ai->ai_addrlen;
             }
+            *used = index;
             break; /* connected, or the connect goes on in the background */
         }
         saved = errno;

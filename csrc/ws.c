@@ -260,7 +260,9 @@ static int ws_conn(pyws_loop *loop, uint64_t id, pyws_conn **out)
     if (c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_LINGER || (c->flags & CF_CLOSE_SENT))
         return PYWS_ERR_CLOSED;
     if (!c->sess)
-        return PYWS_ERR_STATE;
+        return pyws_set_error(loop, PYWS_ERR_STATE, c->role == PYWS_ROLE_CLIENT
+                              ? "the WebSocket is not open yet (wait for EV_WS_OPEN)"
+                              : "not a WebSocket: call ws_upgrade() first");
     return PYWS_OK;
 }
 

@@ -94,6 +94,7 @@ class App:
         self._http_routes: List[Route] = []
         self._sockets: Dict[int, WebSocket] = {}     # conn id -> open or pending WebSocket
         self._per_ip: Dict[str, int] = {}
+        self._accepted = 0                            # server-side WebSockets (capacity)
         self._driver = Driver(self, max_queue)
         self._stop = threading.Event()
 
@@ -311,7 +312,7 @@ class App:
               params: Dict[str, Any]) -> None:
         request = Request(hm, params, conn.remote_addr)
         if self.max_connections is not None and \
-                len(self._sockets) >= self.max_connections:
+                self._accepted >= self.max_connections:
             conn.reply(503, "server at capacity: too many WebSocket connections\n",
                        {"Retry-After": "5"})
             conn.drain()
@@ -326,6 +327,7 @@ class App:
         ws = WebSocket(self, conn, request)
         self._sockets[conn.id] = ws
         self._driver.bind(ws)
+        self._accepted += 1
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         self._driver.start(ws, route.handler)
         if ws.rejected:
@@ -335,7 +337,9 @@ class App:
         self._forget(ws)
 
     def _forget(self, ws: WebSocket) -> None:
-        if self._sockets.pop(ws.conn.id, None) is not None:
+        if self._sockets.pop(ws.conn.id, None) is not None and not ws.conn.is_client:
+            # (App.connect sockets take no server capacity: neither count nor per-IP slot)
+            self._accepted -= 1
             ip = ws.request.remote_ip
             left = self._per_ip.get(ip, 1) - 1
             if left > 0:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 import json
 import time
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Union
 
 from .connection import Connection, Payload
 from .constants import EV_CLOSE, EV_WS_MSG, OP_BINARY, OP_TEXT
@@ -36,6 +36,8 @@ class ClientConnection:
         self.close_timeout = close_timeout
         self._queue: Deque[Message] = collections.deque()
         self._closed = False
+        # echoing what we may receive must fit the write queue: size it from max_size
+        options.setdefault("write_limit", max(16 * 1024 * 1024, 2 * max_size))
         self._mgr = Manager(None, max_message_size=max_size, close_timeout=close_timeout,
                             handshake_timeout=open_timeout or 0, **options)
         try:
@@ -69,6 +71,9 @@ class ClientConnection:
 
     def _flush(self) -> None:
         self._mgr.poll(0)
+        # a blocking send blocks while the peer is slow, rather than queueing up to write_limit
+        while self._conn.above_high_water and not self._closed:
+            self._mgr.poll(_SLICE_MS)
 
     # ------------------------------------------------------------------ sending
     def send(self, data: Union[Payload, Message]) -> None:
@@ -93,6 +98,11 @@ class ClientConnection:
         """Send ``dumps(obj)`` as a text message."""
         self.send_text(dumps(obj))
 
+    def send_fragments(self, chunks: Iterable[Payload], binary: bool = True) -> None:
+        """Send one message made of the pieces in ``chunks`` (one frame each)."""
+        self._conn.send_fragments(chunks, OP_BINARY if binary else OP_TEXT)
+        self._flush()
+
     def ping(self, data: Payload = b"") -> None:
         """Send a ping (at most 125 bytes); the server's pong is absorbed by the C core."""
         self._conn.ping(data)
@@ -105,6 +115,8 @@ class ClientConnection:
         :class:`pyws.ConnectionClosed` once closed and drained."""
         t = self.timeout if timeout is _DEFAULT else timeout
         deadline = None if t is None else time.monotonic() + t
+        if not self._queue and not self._closed:
+            self._mgr.poll(0)  # recv(0) still reads what has arrived
         while not self._queue:
             if self._closed:
                 raise ConnectionClosed(self.close_code, self.close_reason)

@@ -47,7 +47,8 @@ class HandshakeError(PyWSError):
     def __init__(self, message: str, status: int = 0,
                  headers: Optional[Mapping[str, str]] = None) -> None:
         self.status = status
-        self.headers = dict(headers or {})
+        #: the response headers (case-insensitive when they came from a response)
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
         super().__init__(message)
 
 

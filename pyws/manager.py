@@ -534,7 +534,7 @@ class Manager:
         why = f"the server answered {hm.status} {hm.reason} instead of 101 Switching Protocols"
         if hm.status in (301, 302, 303, 307, 308):
             why += " (too many redirects)" if location else " (a redirect without Location)"
-        c.error = HandshakeError(why, hm.status, dict(hm.headers.items()))
+        c.error = HandshakeError(why, hm.status, hm.headers)
         self._deliver(c, EV_ERROR, why)
 
     # ------------------------------------------------------------------ topics

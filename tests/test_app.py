@@ -396,7 +396,7 @@ def test_drain_waits_for_the_write_buffer(serve: Callable[..., AppServer]) -> No
             frames += 1
         sent, before, after = report.get(timeout=5)
         assert frames == sent
-        assert before >= 4 * high and after < high
+        assert before >= 2 * high and after < high  # the producer stops filling at 2x
     finally:
         r.close()
 

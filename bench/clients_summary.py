@@ -35,7 +35,7 @@ def _table(rs: List[Dict[str, Any]], rate: str, unit: str, us: bool) -> List[str
     lat = "us" if us else "ms"
     div = 1.0 if us else 1000.0
     out.append(f"  {'client':<18}{unit:>9}{'p50 ' + lat:>9}{'p99 ' + lat:>9}{'cli CPU':>9}"
-               f"{'cli us/msg':>11}{'srv CPU':>9}{'pyws/peer':>10}{'CPU/msg':>9}  "
+               f"{'cli us/msg':>11}{'srv CPU':>9}{'other':>7}{'pyws/peer':>10}{'CPU/msg':>9}  "
                f"{'per-round ' + unit:<22}per-round pyws/peer")
     for i in impls:
         b = best[i]
@@ -51,10 +51,12 @@ def _table(rs: List[Dict[str, Any]], rate: str, unit: str, us: bool) -> List[str
             if p and r[rate] > 0:
                 rr.append(f"{p[rate] / r[rate]:.2f}x")
         srv = b.get("server_cpu_pct", -1)
+        oth = max(r.get("other_cpu_pct", -1) for r in mine)  # the most disturbed round
         out.append(f"  {i:<18}{_k(b[rate]):>9}{b['p50_us'] / div:>9.{1 if us else 2}f}"
                    f"{b['p99_us'] / div:>9.{1 if us else 2}f}{b['client_cpu_pct']:>8.0f}%"
                    f"{b.get('client_cpu_us_per_msg') or 0:>11.1f}"
-                   f"{(f'{srv:.0f}%' if srv >= 0 else '?'):>9}{ratio:>10}{cpu_ratio:>9}  "
+                   f"{(f'{srv:.0f}%' if srv >= 0 else '?'):>9}"
+                   f"{(f'{oth:.0f}%' if oth >= 0 else '?'):>7}{ratio:>10}{cpu_ratio:>9}  "
                    f"{per:<22}{','.join(rr)}")
     return out
 
@@ -129,7 +131,9 @@ def client_tables(runs: List[Dict[str, Any]]) -> List[str]:
         out.append("")
         out.append("  pyws/peer: pyws's rate over the peer's (best rounds; >1 = pyws faster). "
                    "CPU/msg: the peer's client CPU per message over pyws's (>1 = pyws cheaper). "
-                   "srv CPU near 100%: the server, not the client, set the pace.")
+                   "srv CPU near 100%: the server, not the client, set the pace. other: CPU "
+                   "used by the rest of the machine during the most disturbed of the rounds "
+                   "(% of one CPU; more than a few % = a disturbed run).")
         out += _details(runs)
         g = runs[0].get("pyws_git") or {}
         if g:

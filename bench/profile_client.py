@@ -19,6 +19,8 @@ Variants (all with a recv timeout of 10 s, binary messages, one in flight):
   flushes before it waits. One poll per round trip: what a write-through ``pyws_send`` in C (try
   ``sendmsg`` at once when nothing is queued) would give a blocking client that never calls
   recv too.
+- ``spin``: ``lean``, but recv first polls without waiting for up to 100 us (busy-polling)
+  before it blocks: trades client CPU for not sleeping through the wake-up of an idle CPU.
 
 For each: round trips/s, p50 RTT, client CPU per round trip (user / system). ``--cprofile``
 prints the top functions of one extra stock run.
@@ -41,7 +43,8 @@ from pyws import OP_BINARY  # noqa: E402
 from pyws.errors import ConnectionClosed  # noqa: E402
 
 SLICE_MS = 1000
-VARIANTS = ("stock", "lean", "deferred")
+VARIANTS = ("stock", "lean", "deferred", "spin")
+SPIN_NS = 100_000  # the "spin" variant polls without waiting for up to this long first
 
 
 def methods(ws: Any, variant: str) -> Tuple[Callable[[bytes], Any], Callable[[], Any]]:
@@ -71,6 +74,20 @@ def methods(ws: Any, variant: str) -> Tuple[Callable[[bytes], Any], Callable[[],
         def send(p: bytes) -> None:
             ws_send(p, OP_BINARY)
             poll(0)
+    elif variant == "spin":
+        perf = time.perf_counter_ns
+        lean_recv = recv
+
+        def send(p: bytes) -> None:
+            ws_send(p, OP_BINARY)
+            poll(0)
+
+        def recv() -> Any:  # noqa: F811 - spin first, then the lean recv
+            if not q:
+                until = perf() + SPIN_NS
+                while not q and not ws._closed and perf() < until:
+                    poll(0)
+            return lean_recv()
     else:
         def send(p: bytes) -> None:
             ws_send(p, OP_BINARY)

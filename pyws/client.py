@@ -115,8 +115,7 @@ class ClientConnection:
         :class:`pyws.ConnectionClosed` once closed and drained."""
         t = self.timeout if timeout is _DEFAULT else timeout
         deadline = None if t is None else time.monotonic() + t
-        if not self._queue and not self._closed:
-            self._mgr.poll(0)  # recv(0) still reads what has arrived
+        expired_once = False
         while not self._queue:
             if self._closed:
                 raise ConnectionClosed(self.close_code, self.close_reason)
@@ -125,8 +124,12 @@ class ClientConnection:
             else:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"no message within {t} s")
-                wait = min(_SLICE_MS, max(1, int(left * 1000)))
+                    if expired_once:
+                        raise TimeoutError(f"no message within {t} s")
+                    expired_once = True  # recv(0) still reads what has already arrived
+                    wait = 0
+                else:
+                    wait = min(_SLICE_MS, max(1, int(left * 1000)))
             self._mgr.poll(wait)
         return self._queue.popleft()
 

@@ -59,6 +59,21 @@ def _proc_cpu_s(pid: int) -> Optional[float]:
         return None
 
 
+def _system_busy_s() -> Optional[float]:
+    """CPU seconds every CPU of the machine spent busy so far (/proc/stat: all but idle and
+    iowait), or None."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = f.readline().split()
+        if fields[0] != b"cpu":
+            return None
+        v = [int(x) for x in fields[1:]]
+        busy = sum(v[:8]) - v[3] - v[4]  # user nice system idle iowait irq softirq steal
+        return busy / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class Meter:
     """CPU of this process (getrusage: every thread) and of the server between start() and
     stop(), and the wall time."""
@@ -70,8 +85,11 @@ class Meter:
         self.r1: Any = None
         self.s0: Optional[float] = None
         self.s1: Optional[float] = None
+        self.b0: Optional[float] = None
+        self.b1: Optional[float] = None
 
     def start(self) -> None:
+        self.b0 = _system_busy_s()
         self.s0 = _proc_cpu_s(self.server_pid)
         self.r0 = resource.getrusage(resource.RUSAGE_SELF)
         self.t0 = time.perf_counter()
@@ -80,6 +98,7 @@ class Meter:
         self.t1 = time.perf_counter()
         self.r1 = resource.getrusage(resource.RUSAGE_SELF)
         self.s1 = _proc_cpu_s(self.server_pid)
+        self.b1 = _system_busy_s()
 
     @property
     def wall(self) -> float:
@@ -100,10 +119,19 @@ class Meter:
             if count else None,
             "client_invol_ctxsw": r1.ru_nivcsw - r0.ru_nivcsw,
         }
+        srv = None
         if self.s0 is not None and self.s1 is not None:
-            out["server_cpu_pct"] = round(100.0 * (self.s1 - self.s0) / wall, 1)
+            srv = self.s1 - self.s0
+            out["server_cpu_pct"] = round(100.0 * srv / wall, 1)
         else:
             out["server_cpu_pct"] = -1
+        # everything else the machine ran meanwhile (other processes, interrupts): a measure of
+        # how disturbed this run was; clock-tick granularity, so +-1-2 % of noise
+        if self.b0 is not None and self.b1 is not None and srv is not None:
+            other = (self.b1 - self.b0) - (user + sys_) - srv
+            out["other_cpu_pct"] = round(max(0.0, 100.0 * other / wall), 1)
+        else:
+            out["other_cpu_pct"] = -1
         return out
 
 

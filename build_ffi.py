@@ -73,7 +73,7 @@ def make_builder(absolute: bool = False) -> FFI:
         extra_compile_args=cflags,
         extra_link_args=ldflags,
         define_macros=macros,
-        libraries=["pthread"],
+        libraries=["ssl", "crypto", "pthread"],  # OpenSSL: Debian's libssl-dev
     )
     return builder
 

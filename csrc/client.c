@@ -149,7 +149,8 @@ void pyws_client_connected(pyws_loop *loop, pyws_conn *c)
     }
     c->state = PYWS_ST_CLIENT_HS;
     pyws_event_push(loop, PYWS_EV_CONNECT, c->id);
-    pyws_conn_flush(loop, c); /* the upgrade request, queued while connecting */
+    /* the upgrade request, queued while connecting (after the TLS handshake, if any) */
+    pyws_conn_flush(loop, c);
 }
 
 /* Copy the first n bytes of the read buffer into the batch's scratch space. */

@@ -102,6 +102,7 @@ void pyws_conn_free(pyws_loop *loop, pyws_conn *c)
     c->protocols = NULL;
     free(c->host);
     c->host = NULL;
+    pyws_tls_free(c);
     pyws_topics_drop_conn(loop, c);
     if (c->sess) {
         /* Views into the session buffer may still be in this batch: retire, don't free. */
@@ -306,8 +307,10 @@ void pyws_conn_watch(pyws_loop *loop, pyws_conn *c)
         return;
     /* after the peer's EOF there is nothing left to read: level-triggered read interest
      * would report the fd forever */
+    int out = c->state == PYWS_ST_CONNECTING || (c->flags & CF_TLS_WANT_WRITE) ||
+              (c->wq_n && !(c->flags & CF_TLS_HS));
     uint32_t want = ((c->flags & (CF_EOF | CF_PAUSED)) ? 0u : PYWS_POLL_IN) |
-                    (c->wq_n ? PYWS_POLL_OUT : 0u);
+                    (out ? PYWS_POLL_OUT : 0u);
     uint32_t have = ((c->flags & CF_NO_READ) ? 0u : PYWS_POLL_IN) |
                     ((c->flags & CF_WANT_WRITE) ? PYWS_POLL_OUT : 0u);
     if (want == have)
@@ -322,6 +325,7 @@ void pyws_conn_watch(pyws_loop *loop, pyws_conn *c)
 static void linger_start(pyws_loop *loop, pyws_conn *c)
 {
     c->state = PYWS_ST_LINGER;
+    pyws_tls_shutdown(c);
     shutdown(c->fd, SHUT_WR);
     if (c->flags & CF_EOF) {
         pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
@@ -337,7 +341,35 @@ int pyws_conn_flush(pyws_loop *loop, pyws_conn *c)
 {
     if (c->state == PYWS_ST_CONNECTING)
         return 0; /* the request waits for the connect (pyws_client_connected flushes it) */
-    while (c->wq_n) {
+    if (c->flags & CF_TLS_HS) {
+        uint64_t id = c->id;
+        int r = pyws_tls_handshake(loop, c);
+        if (r <= 0)
+            return r < 0 ? -1 : 0;
+        if (!pyws_conn_get(loop, id))
+            return -1;
+    }
+    while (c->wq_n && c->ssl) {
+        pyws_wseg *s = &c->wq[c->wq_head];
+        ssize_t n = pyws_tls_write(loop, c, s->blob->data + s->off, s->len);
+        if (n == -1)
+            break; /* OpenSSL waits for the socket (or the peer) */
+        if (n < 0) {
+            pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+            return -1;
+        }
+        c->last_activity = loop->now;
+        c->wq_bytes -= (size_t)n;
+        if ((size_t)n < s->len) {
+            s->off += (size_t)n;
+            s->len -= (size_t)n;
+            continue;
+        }
+        pyws_blob_put(loop, s->blob);
+        c->wq_head = (c->wq_head + 1) % c->wq_cap;
+        c->wq_n--;
+    }
+    while (c->wq_n && !c->ssl) {
         struct iovec iov[64];
         int cnt = 0;
         for (uint32_t i = 0; i < c->wq_n && cnt < 64; i++, cnt++) {
@@ -479,7 +511,29 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
     }
     if (room > PYWS_RECV_MAX)
         room = PYWS_RECV_MAX;
-    ssize_t n = recv(c->fd, dst, room, 0);
+    ssize_t n;
+    if (c->ssl && c->state != PYWS_ST_LINGER) {
+        if (c->flags & CF_TLS_HS) {
+            uint64_t id = c->id;
+            int r = pyws_tls_handshake(loop, c);
+            if (r <= 0)
+                return; /* more round trips, or failed (and closed) */
+            if (c->wq_n) /* a client's upgrade request waited for the handshake */
+                pyws_conn_flush(loop, c);
+            if (!pyws_conn_get(loop, id))
+                return;
+        }
+        c->flags &= ~CF_TLS_MORE;
+        n = pyws_tls_read(loop, c, dst, room);
+        if (n == -1)
+            return; /* nothing decrypted yet */
+        if (n == -2) {
+            pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+            return;
+        }
+    } else {
+        n = recv(c->fd, dst, room, 0);
+    }
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return;

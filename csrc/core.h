@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "poller.h"
 #include "pyws.h"
@@ -87,6 +88,9 @@ enum {
 #define CF_WAS_WS 0x1000u       /* the connection was upgraded at some point */
 #define CF_NO_READ 0x2000u      /* poller does not watch for input (after EOF or a pause) */
 #define CF_PAUSED 0x4000u       /* the application paused reading */
+#define CF_TLS_HS 0x8000u       /* TLS handshake in progress */
+#define CF_TLS_WANT_WRITE 0x10000u /* OpenSSL needs the socket writable to go on */
+#define CF_TLS_MORE 0x20000u    /* decrypted bytes are waiting inside OpenSSL */
 
 typedef struct pyws_conn {
     uint64_t id;              /* generation << 32 | slot */
@@ -119,6 +123,8 @@ typedef struct pyws_conn {
     char *host;               /* client: the host, to try its next address if one fails */
     int port;
     int addr_index;           /* client: which resolved address is being tried */
+    void *ssl;                /* OpenSSL's SSL, when the connection speaks TLS */
+    void *tls_ctx;            /* listeners: the SSL_CTX of the connections they accept */
 
     /* WebSocket phase */
     pyws_session *sess;
@@ -285,6 +291,14 @@ int pyws_ws_queue_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode,
 void pyws_client_connected(pyws_loop *loop, pyws_conn *c);
 void pyws_client_input(pyws_loop *loop, pyws_conn *c);
 void pyws_client_fail(pyws_loop *loop, pyws_conn *c, int code, const char *why);
+
+/* tls.c */
+int pyws_tls_accepted(pyws_loop *loop, pyws_conn *c, void *listener_ctx);
+int pyws_tls_handshake(pyws_loop *loop, pyws_conn *c);    /* 1 done, 0 more, -1 failed+closed */
+ssize_t pyws_tls_read(pyws_loop *loop, pyws_conn *c, uint8_t *dst, size_t room);
+ssize_t pyws_tls_write(pyws_loop *loop, pyws_conn *c, const uint8_t *src, size_t len);
+void pyws_tls_shutdown(pyws_conn *c);
+void pyws_tls_free(pyws_conn *c);
 
 /* net.c */
 int pyws_net_listen(const char *host, int port, int backlog, int reuse_port, char *err,

@@ -321,7 +321,8 @@ static void accept_batch(pyws_loop *loop, pyws_conn *l)
         c->peer = tmp.peer;
         c->state = PYWS_ST_HTTP;
         c->role = PYWS_ROLE_SERVER;
-        if (pyws_poller_add(loop->poller, fd, c->id, PYWS_POLL_IN) < 0) {
+        if (pyws_poller_add(loop->poller, fd, c->id, PYWS_POLL_IN) < 0 ||
+            (l->tls_ctx && pyws_tls_accepted(loop, c, l->tls_ctx) != PYWS_OK)) {
             pyws_conn_free(loop, c);
             continue;
         }
@@ -474,6 +475,12 @@ static void run_pending(pyws_loop *loop)
         /* a close that the input below reports must wait for the application's replies to
          * the messages before it: only a close already pending is acted on now */
         int close_was_pending = c->pending_code != 0;
+        if (c->flags & CF_TLS_MORE) {
+            pyws_conn_read(loop, c); /* decrypted bytes OpenSSL holds: no socket event for them */
+            c = pyws_conn_get(loop, id);
+            if (!c)
+                continue;
+        }
         if (c->rbuf || (c->flags & CF_REQ_DONE))
             pyws_http_pending(loop, c);
         c = pyws_conn_get(loop, id);

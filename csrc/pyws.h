@@ -42,6 +42,7 @@ extern "C" {
 #define PYWS_ERR_LIMIT -8       /* a configured limit was exceeded (write buffer hard limit) */
 #define PYWS_ERR_PROTOCOL -9    /* the subprotocol named was not offered by the client */
 #define PYWS_ERR_UNSUPPORTED -10 /* not built in (a SIMD kernel this CPU lacks) */
+#define PYWS_ERR_TLS -11        /* TLS set-up or handshake failed; OpenSSL's reason in the text */
 
 /* ---------------------------------------------------------------------------------------------
  * Opcodes (RFC 6455 §5.2) and close codes (§7.4).
@@ -525,6 +526,42 @@ int pyws_broadcast(pyws_loop *loop, int opcode, const uint8_t *data, size_t len,
 int pyws_topic_count(pyws_loop *loop, const char *topic, size_t topic_len);
 /* Number of topics with at least one subscriber. */
 int pyws_topic_total(pyws_loop *loop);
+
+/* ---------------------------------------------------------------------------------------------
+ * TLS (tls.c), OpenSSL over the loop's non-blocking sockets. Secure defaults: TLS 1.2 or newer,
+ * OpenSSL's default cipher list, no renegotiation, ALPN "http/1.1". The handshake runs inside
+ * the loop (bounded by handshake_timeout); its failure gives EV_ERROR (code PYWS_ERR_TLS, data:
+ * OpenSSL's reason) and EV_CLOSE for that connection only.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct pyws_tls_opts {
+    const char *cert_pem;     /* certificate (chain), PEM; a server needs one, a client only for
+                                 mutual TLS */
+    size_t cert_len;
+    const char *key_pem;      /* its private key, PEM */
+    size_t key_len;
+    const char *ca_pem;       /* trusted CA certificates, PEM; NULL: the system's store (client)
+                                 or none (server) */
+    size_t ca_len;
+    int verify_peer;          /* client: verify the server's chain and host name (1, the
+                                 default); server: require and verify a client certificate */
+} pyws_tls_opts;
+
+typedef struct pyws_tls_ctx pyws_tls_ctx;
+
+/* Make a TLS context for servers (is_server = 1) or clients. Reference counted: listeners and
+ * connections keep their own reference, so the caller may free it at any time. */
+int pyws_tls_ctx_new(pyws_loop *loop, int is_server, const pyws_tls_opts *opts,
+                     pyws_tls_ctx **out);
+void pyws_tls_ctx_free(pyws_tls_ctx *ctx);
+/* Every connection this listener accepts speaks TLS with ctx. */
+int pyws_listen_tls(pyws_loop *loop, uint64_t listener, pyws_tls_ctx *ctx);
+/* Start TLS on a connection: an accepted one before any byte was read (mongoose's tls_init on
+ * the accept event), or a client one from pyws_ws_connect before it is open; server_name (the
+ * client's SNI and the name checked against the certificate) is NULL for servers. */
+int pyws_tls_init(pyws_loop *loop, uint64_t id, pyws_tls_ctx *ctx, const char *server_name);
+/* Protocol version and cipher of an established TLS connection into out ("TLSv1.3
+ * TLS_AES_256_GCM_SHA384"); < 0 if the connection has no TLS. */
+int pyws_tls_info(pyws_loop *loop, uint64_t id, char *out, size_t cap);
 
 /* THREAD-SAFE. Deliver EV_WAKEUP (id, a copy of data) on the loop's thread and wake the loop now
  * if it is waiting in pyws_poll. Returns PYWS_OK or PYWS_ERR_NOMEM. */

@@ -1,0 +1,382 @@
+/*
+ * tls.c — OpenSSL over the loop's non-blocking sockets: contexts with secure defaults, the
+ * handshake driven by readiness, and the read/write calls conn.c uses instead of recv/sendmsg
+ * when a connection speaks TLS. OpenSSL's want-read/want-write is tracked per connection, so a
+ * write that needs the peer's bytes (or a read that needs to write) waits for the right event.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <arpa/inet.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "core.h"
+
+struct pyws_tls_ctx {
+    SSL_CTX *ctx;
+};
+
+static int ssl_error(pyws_loop *loop, const char *what)
+{
+    char buf[200] = "unknown error";
+    unsigned long e = ERR_get_error();
+    if (e)
+        ERR_error_string_n(e, buf, sizeof(buf));
+    ERR_clear_error();
+    return pyws_set_error(loop, PYWS_ERR_TLS, "%s: %s", what, buf);
+}
+
+static BIO *mem_bio(const char *p, size_t n)
+{
+    return BIO_new_mem_buf(p, n > (size_t)0x7fffffff ? 0x7fffffff : (int)n);
+}
+
+static int load_chain(SSL_CTX *ctx, const char *pem, size_t len)
+{
+    BIO *bio = mem_bio(pem, len);
+    if (!bio)
+        return -1;
+    X509 *leaf = PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL);
+    int ok = leaf && SSL_CTX_use_certificate(ctx, leaf) == 1;
+    X509_free(leaf);
+    while (ok) { /* the rest of the chain, if any */
+        X509 *extra = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (!extra) {
+            ERR_clear_error(); /* end of the PEM data */
+            break;
+        }
+        if (SSL_CTX_add0_chain_cert(ctx, extra) != 1) {
+            X509_free(extra);
+            ok = 0;
+        }
+    }
+    BIO_free(bio);
+    return ok ? 0 : -1;
+}
+
+static int load_key(SSL_CTX *ctx, const char *pem, size_t len)
+{
+    BIO *bio = mem_bio(pem, len);
+    if (!bio)
+        return -1;
+    EVP_PKEY *key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    int ok = key && SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+    EVP_PKEY_free(key);
+    BIO_free(bio);
+    return ok ? 0 : -1;
+}
+
+static int load_ca(SSL_CTX *ctx, const char *pem, size_t len)
+{
+    BIO *bio = mem_bio(pem, len);
+    if (!bio)
+        return -1;
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    int n = 0;
+    X509 *x;
+    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        if (X509_STORE_add_cert(store, x) == 1)
+            n++;
+        X509_free(x);
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    return n > 0 ? 0 : -1;
+}
+
+/* ALPN: we speak HTTP/1.1 only (the WebSocket upgrade needs it). */
+static const unsigned char alpn_http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+
+static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    unsigned char *sel = NULL;
+    if (SSL_select_next_proto(&sel, outlen, alpn_http11, sizeof(alpn_http11), in, inlen) ==
+        OPENSSL_NPN_NEGOTIATED) {
+        *out = sel;
+        return SSL_TLSEXT_ERR_OK;
+    }
+    return SSL_TLSEXT_ERR_NOACK; /* a client without http/1.1 in its list: go on without ALPN */
+}
+
+int pyws_tls_ctx_new(pyws_loop *loop, int is_server, const pyws_tls_opts *o, pyws_tls_ctx **out)
+{
+    SSL_CTX *ctx = SSL_CTX_new(is_server ? TLS_server_method() : TLS_client_method());
+    if (!ctx)
+        return ssl_error(loop, "cannot create a TLS context");
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    if (o->cert_pem && load_chain(ctx, o->cert_pem, o->cert_len) < 0) {
+        SSL_CTX_free(ctx);
+        return ssl_error(loop, "cannot load the certificate");
+    }
+    if (o->key_pem && load_key(ctx, o->key_pem, o->key_len) < 0) {
+        SSL_CTX_free(ctx);
+        return ssl_error(loop, "cannot load the private key (or it does not match the "
+                               "certificate)");
+    }
+    if (is_server && (!o->cert_pem || !o->key_pem)) {
+        SSL_CTX_free(ctx);
+        return pyws_set_error(loop, PYWS_ERR_ARG, "a TLS server needs a certificate and a key");
+    }
+    if (o->ca_pem) {
+        if (load_ca(ctx, o->ca_pem, o->ca_len) < 0) {
+            SSL_CTX_free(ctx);
+            return ssl_error(loop, "cannot load the CA certificates");
+        }
+    } else if (!is_server && SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        SSL_CTX_free(ctx);
+        return ssl_error(loop, "cannot load the system's trusted certificates");
+    }
+    if (is_server) {
+        SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
+        if (o->verify_peer)
+            SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    } else {
+        SSL_CTX_set_alpn_protos(ctx, alpn_http11, sizeof(alpn_http11));
+        SSL_CTX_set_verify(ctx, o->verify_peer ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    }
+    pyws_tls_ctx *t = malloc(sizeof(*t));
+    if (!t) {
+        SSL_CTX_free(ctx);
+        return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
+    }
+    t->ctx = ctx;
+    *out = t;
+    return PYWS_OK;
+}
+
+void pyws_tls_ctx_free(pyws_tls_ctx *t)
+{
+    if (!t)
+        return;
+    SSL_CTX_free(t->ctx); /* connections and listeners hold their own references */
+    free(t);
+}
+
+int pyws_listen_tls(pyws_loop *loop, uint64_t listener, pyws_tls_ctx *t)
+{
+    pyws_conn *l = pyws_conn_get(loop, listener);
+    if (!l || l->kind != PYWS_KIND_LISTENER)
+        return PYWS_ERR_BADID;
+    if (!SSL_CTX_up_ref(t->ctx))
+        return PYWS_ERR_NOMEM;
+    if (l->tls_ctx)
+        SSL_CTX_free(l->tls_ctx);
+    l->tls_ctx = t->ctx;
+    return PYWS_OK;
+}
+
+static int start(pyws_loop *loop, pyws_conn *c, SSL_CTX *ctx, const char *server_name)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl)
+        return ssl_error(loop, "cannot start TLS");
+    if (SSL_set_fd(ssl, c->fd) != 1) {
+        SSL_free(ssl);
+        return ssl_error(loop, "cannot start TLS");
+    }
+    if (c->role == PYWS_ROLE_CLIENT) {
+        SSL_set_connect_state(ssl);
+        if (server_name && *server_name) {
+            unsigned char ip[16];
+            int is_ip = inet_pton(AF_INET, server_name, ip) == 1 ||
+                        inet_pton(AF_INET6, server_name, ip) == 1;
+            if (!is_ip)
+                SSL_set_tlsext_host_name(ssl, server_name); /* SNI carries names only */
+            if (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) {
+                X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+                X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+                int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, server_name)
+                               : X509_VERIFY_PARAM_set1_host(vp, server_name, 0);
+                if (ok != 1) {
+                    SSL_free(ssl);
+                    return ssl_error(loop, "cannot set the host name to verify");
+                }
+            }
+        }
+    } else {
+        SSL_set_accept_state(ssl);
+    }
+    c->ssl = ssl;
+    c->flags |= CF_TLS_HS;
+    return PYWS_OK;
+}
+
+/* Called by accept for connections of a TLS listener. */
+int pyws_tls_accepted(pyws_loop *loop, pyws_conn *c, void *listener_ctx)
+{
+    return start(loop, c, (SSL_CTX *)listener_ctx, NULL);
+}
+
+int pyws_tls_init(pyws_loop *loop, uint64_t id, pyws_tls_ctx *t, const char *server_name)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c || c->kind != PYWS_KIND_CONN)
+        return PYWS_ERR_BADID;
+    if (c->ssl)
+        return pyws_set_error(loop, PYWS_ERR_STATE, "TLS is already started on this connection");
+    int fresh_server = c->role == PYWS_ROLE_SERVER && c->state == PYWS_ST_HTTP && c->rlen == 0 &&
+                       !(c->flags & (CF_REQ_DONE | CF_HS_STORED));
+    int fresh_client = c->role == PYWS_ROLE_CLIENT &&
+                       (c->state == PYWS_ST_CONNECTING || c->state == PYWS_ST_CLIENT_HS);
+    if (!fresh_server && !fresh_client)
+        return pyws_set_error(loop, PYWS_ERR_STATE, "tls_init() must come before any byte is "
+                              "exchanged: on the accept event, or right after ws_connect()");
+    return start(loop, c, t->ctx, server_name);
+}
+
+/* Why the handshake failed, in words a user can act on. */
+static void hs_failed(pyws_loop *loop, pyws_conn *c)
+{
+    char why[300];
+    long vr = SSL_get_verify_result(c->ssl);
+    unsigned long e = ERR_peek_error();
+    char reason[200] = "";
+    if (e)
+        ERR_error_string_n(e, reason, sizeof(reason));
+    ERR_clear_error();
+    if (vr != X509_V_OK && c->role == PYWS_ROLE_CLIENT)
+        snprintf(why, sizeof(why), "TLS handshake failed: certificate verify failed: %s",
+                 X509_verify_cert_error_string(vr));
+    else
+        snprintf(why, sizeof(why), "TLS handshake failed: %s", *reason ? reason :
+                 "the peer closed the connection");
+    pyws_event *ev = pyws_event_push(loop, PYWS_EV_ERROR, c->id);
+    if (ev) {
+        size_t n = strlen(why);
+        uint8_t *copy = pyws_scratch(loop, n);
+        if (copy) {
+            memcpy(copy, why, n);
+            ev->data = copy;
+            ev->len = n;
+        }
+        ev->code = PYWS_ERR_TLS;
+    }
+    c->close_code = PYWS_CLOSE_TLS_HANDSHAKE;
+    pyws_conn_close(loop, c, PYWS_CLOSE_TLS_HANDSHAKE);
+}
+
+int pyws_tls_handshake(pyws_loop *loop, pyws_conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->flags &= ~(CF_TLS_HS | CF_TLS_WANT_WRITE);
+        pyws_conn_watch(loop, c);
+        return 1;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        c->flags &= ~CF_TLS_WANT_WRITE;
+        pyws_conn_watch(loop, c);
+        return 0;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        c->flags |= CF_TLS_WANT_WRITE;
+        pyws_conn_watch(loop, c);
+        return 0;
+    }
+    hs_failed(loop, c);
+    return -1;
+}
+
+ssize_t pyws_tls_read(pyws_loop *loop, pyws_conn *c, uint8_t *dst, size_t room)
+{
+    size_t got = 0;
+    while (got < room) {
+        ERR_clear_error();
+        size_t want = room - got;
+        int r = SSL_read(c->ssl, dst + got, want > 0x40000000 ? 0x40000000 : (int)want);
+        if (r > 0) {
+            got += (size_t)r;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ)
+            break;
+        if (e == SSL_ERROR_WANT_WRITE) {
+            c->flags |= CF_TLS_WANT_WRITE;
+            pyws_conn_watch(loop, c);
+            break;
+        }
+        if (got)
+            break; /* deliver what we have; the EOF/error shows again next time */
+        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0))
+            return 0; /* close_notify, or TCP EOF */
+        ERR_clear_error();
+        errno = EPROTO;
+        return -2;
+    }
+    if (got == room && SSL_pending(c->ssl) > 0) {
+        c->flags |= CF_TLS_MORE; /* decrypted bytes wait inside OpenSSL: read them next poll */
+        pyws_conn_mark(loop, c, CF_PENDING);
+    }
+    if (got == 0) {
+        errno = EAGAIN;
+        return -1;
+    }
+    return (ssize_t)got;
+}
+
+ssize_t pyws_tls_write(pyws_loop *loop, pyws_conn *c, const uint8_t *src, size_t len)
+{
+    ERR_clear_error();
+    int r = SSL_write(c->ssl, src, len > 0x40000000 ? 0x40000000 : (int)len);
+    if (r > 0) {
+        if (c->flags & CF_TLS_WANT_WRITE) {
+            c->flags &= ~CF_TLS_WANT_WRITE;
+        }
+        return r;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+        /* WANT_READ: the peer's bytes are needed first; reading is always watched */
+        errno = EAGAIN;
+        return -1;
+    }
+    (void)loop;
+    ERR_clear_error();
+    errno = EPIPE;
+    return -2;
+}
+
+void pyws_tls_shutdown(pyws_conn *c)
+{
+    if (c->ssl && !(c->flags & CF_TLS_HS)) {
+        ERR_clear_error();
+        SSL_shutdown(c->ssl); /* close_notify; best effort on a non-blocking socket */
+        ERR_clear_error();
+    }
+}
+
+void pyws_tls_free(pyws_conn *c)
+{
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    if (c->tls_ctx) {
+        SSL_CTX_free(c->tls_ctx);
+        c->tls_ctx = NULL;
+    }
+}
+
+int pyws_tls_info(pyws_loop *loop, uint64_t id, char *out, size_t cap)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c)
+        return PYWS_ERR_BADID;
+    if (!c->ssl || (c->flags & CF_TLS_HS))
+        return PYWS_ERR_STATE;
+    int n = snprintf(out, cap, "%s %s", SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl));
+    return n < 0 ? PYWS_ERR_ARG : n;
+}

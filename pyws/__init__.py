@@ -50,6 +50,7 @@ from .client import ClientConnection, connect
 from .manager import DEFAULT_OPTIONS, Listener, Manager, Timer
 from .message import Headers, HttpMessage, Message, WsMessage
 from .request import Request, Response
+from .tls import TlsError, TlsOpts
 from .websocket import WebSocket
 
 __version__ = "0.1.0"
@@ -63,7 +64,7 @@ def backend() -> str:
 __all__ = [
     "Manager", "Listener", "Timer", "Connection", "HttpMessage", "WsMessage", "Message",
     "Headers", "App", "Route", "WebSocket", "Request", "Response", "connect",
-    "ClientConnection",
+    "ClientConnection", "TlsOpts", "TlsError",
     "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
     "LimitExceeded", "Opcode", "CloseCode", "WSMsgType", "WSCloseCode", "DEFAULT_OPTIONS",
     "backend",

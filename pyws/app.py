@@ -19,6 +19,7 @@ from .errors import HandshakeError
 from .manager import Listener, Manager
 from .message import HttpMessage, Message
 from .request import Request, Response, to_response
+from .tls import TlsOpts
 from .websocket import Driver, WebSocket
 
 log = logging.getLogger("pyws")
@@ -198,7 +199,7 @@ class App:
     # ------------------------------------------------------------------ clients
     def connect(self, url: str, handler: WsHandler, *, headers: Optional[Dict[str, str]] = None,
                 protocols: Optional[List[str]] = None, origin: Optional[str] = None,
-                **options: Any) -> Connection:
+                tls: Optional[TlsOpts] = None, **options: Any) -> Connection:
         """Open a client WebSocket to ``url`` from this App's loop and run ``handler(ws)`` (a
         generator, as for server routes) once it is open; ``ws.request`` is then the server's
         101 response. If the connect or handshake fails, the handler is called with a ``ws``
@@ -224,14 +225,17 @@ class App:
                 self._driver.start(failed, handler)  # runs until it returns or waits
 
         return self.mgr.ws_connect(url, on_event, headers=headers, protocols=protocols,
-                                   origin=origin, **options)
+                                   origin=origin, tls=tls, **options)
 
     # ------------------------------------------------------------------ running
-    def listen(self, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> Listener:
+    def listen(self, host: str = "127.0.0.1", port: int = 8000, *,
+               tls: Optional[TlsOpts] = None, **options: Any) -> Listener:
         """Listen on host:port (port 0 picks one: see the returned ``Listener.port``); then
-        call :meth:`poll` from your own loop, or use :meth:`run`."""
+        call :meth:`poll` from your own loop, or use :meth:`run`. With ``tls=TlsOpts(cert=...,
+        key=...)`` every connection speaks TLS (https:// and wss://)."""
         h = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        return self.mgr.listen(f"http://{h}:{port}", **options)
+        scheme = "https" if tls is not None else "http"
+        return self.mgr.listen(f"{scheme}://{h}:{port}", tls=tls, **options)
 
     def poll(self, timeout_ms: int = 0) -> int:
         """One loop iteration (see ``Manager.poll``)."""

@@ -13,6 +13,7 @@ from .constants import EV_CLOSE, EV_WS_MSG, OP_BINARY, OP_TEXT
 from .errors import ConnectionClosed
 from .manager import Manager
 from .message import Headers, HttpMessage, Message
+from .tls import TlsOpts
 
 _DEFAULT: Any = object()
 _SLICE_MS = 1000  # a blocking wait wakes at least this often (Ctrl-C stays responsive)
@@ -31,7 +32,7 @@ class ClientConnection:
     def __init__(self, url: str, *, timeout: Optional[float], headers: Optional[Dict[str, str]],
                  origin: Optional[str], subprotocols: Optional[List[str]], max_size: int,
                  open_timeout: Optional[float], close_timeout: float, max_redirects: int,
-                 **options: Any) -> None:
+                 tls: Optional[TlsOpts] = None, **options: Any) -> None:
         self.timeout = timeout
         self.close_timeout = close_timeout
         self._queue: Deque[Message] = collections.deque()
@@ -43,7 +44,7 @@ class ClientConnection:
         try:
             self._conn: Connection = self._mgr.ws_connect(
                 url, self._on_event, headers=headers, protocols=subprotocols, origin=origin,
-                max_redirects=max_redirects)
+                max_redirects=max_redirects, tls=tls)
             self._wait_open(open_timeout)
         except BaseException:
             self._mgr.close()
@@ -215,12 +216,18 @@ class ClientConnection:
         """The server's address as ``"ip:port"``."""
         return self._conn.remote_addr
 
+    @property
+    def tls_info(self) -> Optional[str]:
+        """TLS version and cipher for wss:// (``"TLSv1.3 TLS_AES_256_GCM_SHA384"``), else None."""
+        return self._conn.tls_info
+
 
 def connect(url: str, *, timeout: Optional[float] = None,
             headers: Optional[Dict[str, str]] = None, origin: Optional[str] = None,
             subprotocols: Optional[List[str]] = None, max_size: int = 4 * 1024 * 1024,
             open_timeout: Optional[float] = 10.0, close_timeout: float = 10.0,
-            max_redirects: int = 5, **options: Any) -> ClientConnection:
+            max_redirects: int = 5, tls: Optional[TlsOpts] = None,
+            **options: Any) -> ClientConnection:
     """Open a WebSocket to ``url`` and return a blocking :class:`ClientConnection`.
 
     - ``timeout``: default for ``recv()`` in seconds (None: wait forever).
@@ -231,15 +238,17 @@ def connect(url: str, *, timeout: Optional[float] = None,
     - ``open_timeout``: seconds for connect + handshake (default 10); ``close_timeout``:
       seconds for the close handshake (default 10).
     - ``max_redirects``: 301/302/303/307/308 answers followed (default 5).
+    - ``tls``: for ``wss://``, a :class:`pyws.TlsOpts` with a custom ``ca``, a client ``cert``
+      and ``key`` (mutual TLS), or ``insecure_skip_verify=True``. By default the server's chain
+      is verified against the system's trust store and its host name is checked (SNI sent).
     - further keyword options: the Manager options (``write_limit``, ``heartbeat`` ...).
 
     Raises :class:`pyws.HandshakeError` (``.status`` and ``.headers`` of a non-101 answer),
     ``ConnectionRefusedError`` / ``ConnectionError`` / ``TimeoutError`` for the TCP connect,
-    ``ValueError`` for a bad URL, and :class:`pyws.PyWSError` for ``wss://`` (TLS is not in this
-    build yet).
+    :class:`pyws.TlsError` for TLS (with OpenSSL's reason), ``ValueError`` for a bad URL.
     """
     return ClientConnection(url, timeout=timeout, headers=headers, origin=origin,
                             subprotocols=subprotocols, max_size=max_size,
                             open_timeout=open_timeout, close_timeout=close_timeout,
-                            max_redirects=max_redirects, **options)
+                            max_redirects=max_redirects, tls=tls, **options)
 

@@ -238,6 +238,30 @@ class Connection:
             return
         lib.pyws_abort(self._loop(), self.id)
 
+    # ------------------------------------------------------------------ TLS
+    def tls_init(self, opts: Any, server_name: Optional[str] = None) -> None:
+        """Start TLS on this connection with ``opts`` (a :class:`pyws.TlsOpts`): on
+        ``EV_ACCEPT`` for a server connection (mongoose's ``conn.tls_init``), before any byte
+        is exchanged. ``server_name`` is for client connections (SNI and the name checked)."""
+        loop = self._loop()
+        ctx = opts.context(not self.is_client, loop)
+        rc = lib.pyws_tls_init(loop, self.id, ctx,
+                               server_name.encode("idna") if server_name else ffi.NULL)
+        if rc < 0:
+            from .tls import TlsError
+            from ._lib import last_error
+            raise TlsError(f"tls_init: {last_error(loop)}")
+
+    @property
+    def tls_info(self) -> Optional[str]:
+        """``"TLSv1.3 TLS_AES_256_GCM_SHA384"`` once TLS is established, else None."""
+        loop = self._mgr._loop
+        if loop is None or self.closed:
+            return None
+        buf = ffi.new("char[128]")
+        n = lib.pyws_tls_info(loop, self.id, buf, 128)
+        return ffi.string(buf).decode() if n > 0 else None
+
     # ------------------------------------------------------------------ topics, flow control
     def subscribe(self, topic: Union[str, bytes]) -> bool:
         """Subscribe this WebSocket to ``topic`` (str or bytes); ``Manager.publish`` then

@@ -16,7 +16,8 @@ from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_
 from .connection import Connection, Payload, _topic
 from .errors import HandshakeError, PyWSError, WrongThreadError
 from .message import HttpMessage, WsMessage, header_lines
-from .url import parse_ws_url, redirect_target, require_plain
+from .tls import TlsError, TlsOpts
+from .url import parse_ws_url, redirect_target
 
 log = logging.getLogger("pyws")
 
@@ -78,10 +79,12 @@ def _fill_opts(o: Any, opts: Dict[str, Any]) -> None:
 class _ClientSpec:
     """What a client connection was asked for: kept to follow redirects."""
 
-    __slots__ = ("url", "headers", "protocols", "origin", "redirects_left", "options")
+    __slots__ = ("url", "headers", "protocols", "origin", "redirects_left", "options", "tls")
 
     def __init__(self, url: str, headers: Dict[str, str], protocols: List[str],
-                 origin: Optional[str], redirects: int, options: Dict[str, Any]) -> None:
+                 origin: Optional[str], redirects: int, options: Dict[str, Any],
+                 tls: Optional[TlsOpts]) -> None:
+        self.tls = tls
         self.url = url
         self.headers = headers
         self.protocols = protocols
@@ -211,11 +214,15 @@ class Manager:
 
     # ------------------------------------------------------------------ listening
     def listen(self, url: str, handler: Optional[Handler] = None, *, http: bool = True,
-               **options: Any) -> Listener:
+               tls: Optional[TlsOpts] = None, **options: Any) -> Listener:
         """Listen on ``url`` (``"http://127.0.0.1:8000"``, ``"ws://[::1]:0"``, ``"0.0.0.0:8000"``;
         port 0 picks a free port, see ``Listener.port``). ``handler`` overrides the manager's for
         connections accepted here; ``options`` override the manager's options. ``http`` is
         accepted for compatibility (pyws listeners always speak HTTP first).
+
+        ``https://`` and ``wss://`` listeners need ``tls=TlsOpts(cert=..., key=...)``: every
+        connection they accept speaks TLS. (Or, mongoose style, listen on http:// and call
+        ``conn.tls_init(TlsOpts(...))`` on ``EV_ACCEPT``.)
         """
         loop = self._require_loop()
         unknown = set(options) - set(DEFAULT_OPTIONS)
@@ -225,11 +232,10 @@ class Manager:
             url = "http://" + url
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
-        if scheme in ("https", "wss"):
-            raise PyWSError(f"{scheme}:// listeners need TLS, which this build of pyws does not "
-                            "have yet; listen on http:// or ws:// (or put a TLS proxy in front)")
-        if scheme not in ("http", "ws", "tcp"):
-            raise ValueError(f"cannot listen on {url!r}: use http://, ws:// or tcp://")
+        if scheme in ("https", "wss") and tls is None:
+            raise TlsError(f"{scheme}:// needs tls=pyws.TlsOpts(cert=..., key=...)")
+        if scheme not in ("http", "ws", "tcp", "https", "wss"):
+            raise ValueError(f"cannot listen on {url!r}: use http://, ws://, https:// or wss://")
         host = parts.hostname or "0.0.0.0"
         try:
             port = parts.port if parts.port is not None else 80
@@ -242,6 +248,11 @@ class Manager:
         if rc < 0:
             raise OSError(f"cannot listen on {url}: {last_error(loop)}")
         lid = int(idp[0])
+        if tls is not None:
+            rc = lib.pyws_listen_tls(loop, lid, tls.context(True, loop))
+            if rc < 0:
+                lib.pyws_abort(loop, lid)
+                raise TlsError(f"cannot listen with TLS: {last_error(loop)}")
         bound = lib.pyws_local_port(loop, lid)
         lst = Listener(self, lid, host, bound, url, handler)
         self._listeners[lid] = lst
@@ -379,8 +390,12 @@ class Manager:
                 text = buf(evs[i].data, ln)[:].decode("utf-8", "replace") if ln else "error"
                 c = conns.get(cid)
                 if c is not None and c.is_client and c.error is None:
-                    c.error = HandshakeError(text) if code == lib.PYWS_ERR_HANDSHAKE and \
-                        "in time" not in text else _connect_error(text)
+                    if code == lib.PYWS_ERR_TLS:
+                        c.error = TlsError(text)
+                    elif code == lib.PYWS_ERR_HANDSHAKE and "in time" not in text:
+                        c.error = HandshakeError(text)
+                    else:
+                        c.error = _connect_error(text)
                 if c is None:
                     log.warning("pyws: %s", text)
                     if default is not None:
@@ -466,7 +481,8 @@ class Manager:
     def ws_connect(self, url: str, handler: Optional[Handler] = None, *,
                    headers: Optional[Dict[str, str]] = None,
                    protocols: Optional[List[str]] = None, origin: Optional[str] = None,
-                   max_redirects: int = 5, **options: Any) -> Connection:
+                   max_redirects: int = 5, tls: Optional[TlsOpts] = None,
+                   **options: Any) -> Connection:
         """Open a client WebSocket to ``url`` (``ws://host[:port]/path?query``; IPv6 literals
         in brackets) from this loop; returns its :class:`Connection` at once. Its events reach
         ``handler`` (or the manager's): ``EV_CONNECT``, ``EV_WS_OPEN`` (data: the server's 101
@@ -479,7 +495,10 @@ class Manager:
         (301/302/303/307/308) are followed up to ``max_redirects`` times, keeping the same
         Connection object. ``options`` are the manager options (``max_message_size``,
         ``handshake_timeout`` bounds connect + response, ...). DNS resolution blocks; the TCP
-        connect does not."""
+        connect does not. ``wss://`` verifies the server's certificate chain against the
+        system's trust store and its host name, and sends SNI; ``tls=TlsOpts(ca=..., cert=...,
+        key=...)`` gives a custom CA or a client certificate (``insecure_skip_verify=True``
+        turns checking off)."""
         self._require_loop()
         unknown = set(options) - set(DEFAULT_OPTIONS)
         if unknown:
@@ -489,14 +508,13 @@ class Manager:
                 raise ValueError(f"invalid subprotocol name {p!r}")
         c = Connection(self, 0, handler, is_client=True)
         c._client = _ClientSpec(url, dict(headers or {}), list(protocols or []), origin,
-                                max_redirects, dict(self._options, **options))
+                                max_redirects, dict(self._options, **options), tls)
         self._client_open(c, url)
         return c
 
     def _client_open(self, c: Connection, url: str) -> None:
         spec = c._client
         target = parse_ws_url(url)
-        require_plain(target)
         head = f"GET {target.resource} HTTP/1.1\r\nHost: {target.host_header}\r\n"
         extra = dict(spec.headers)
         if spec.origin is not None:
@@ -510,6 +528,14 @@ class Manager:
                                  head.encode("latin-1"), protos, opts, idp)
         if rc < 0:
             raise _connect_error(f"{url}: {last_error(self._loop)}")
+        if target.secure:
+            tls = spec.tls if spec.tls is not None else TlsOpts()
+            spec.tls = tls
+            rc = lib.pyws_tls_init(self._loop, int(idp[0]), tls.context(False, self._loop),
+                                   target.host.encode("idna"))
+            if rc < 0:
+                lib.pyws_abort(self._loop, int(idp[0]))
+                raise TlsError(f"{url}: {last_error(self._loop)}")
         if c.id:
             self._conns.pop(c.id, None)
         c.id = int(idp[0])

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
 
-from .errors import PyWSError
 
 
 class WsTarget(NamedTuple):
@@ -58,10 +57,3 @@ def redirect_target(current: str, location: str) -> str:
     if nxt.startswith("https://"):
         return "wss://" + nxt[len("https://"):]
     return nxt
-
-
-def require_plain(target: WsTarget) -> None:
-    """wss:// needs TLS, which this build does not have yet: say so clearly."""
-    if target.secure:
-        raise PyWSError(f"{target.url}: wss:// needs TLS, which this build of pyws does not "
-                        "support yet; use ws:// (or a TLS-terminating proxy)")

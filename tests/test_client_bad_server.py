@@ -2,7 +2,7 @@
 non-101 answers, missing Upgrade/Connection, a subprotocol or extension we did not offer,
 garbage instead of HTTP, a server that closes before answering or never answers, masked server
 frames, a server vanishing mid-frame. Each ends in a clear error, never a hang. Also: redirects
-(followed, counted, and a loop stopped), wss:// refused clearly, IPv6 literals, the Host header
+(followed, counted, and a loop stopped), wss:// failures, IPv6 literals, the Host header
 (default port omitted), the query string.
 
 ``RawServer`` (a listening socket whose every connection runs a scripted ``behave(peer)`` on its
@@ -959,29 +959,37 @@ def test_redirect_without_location_fails(raw_server: Any) -> None:
     assert len(s.requests) == 1
 
 
-def test_redirect_to_wss_fails_clearly(raw_server: Any) -> None:
+def test_redirect_to_wss_is_followed_over_tls(raw_server: Any) -> None:
     s = raw_server(redirecting(301, lambda p, r: "wss://127.0.0.1:1/secure"))
-    with pytest.raises(pyws.PyWSError, match="TLS"):
+    with pytest.raises(ConnectionRefusedError):  # followed: the TLS connect itself is refused
         connect(s.url())
 
 
 # =========================================================================== URLs
 
-@pytest.mark.parametrize("url", ["wss://127.0.0.1:1/", "wss://example.com/chat",
-                                 "https://example.com/"])
-def test_wss_raises_a_clear_error(url: str) -> None:
+def test_wss_to_a_refused_port_fails_fast() -> None:
     t0 = time.monotonic()
-    with pytest.raises(pyws.PyWSError) as info:
-        pyws.connect(url, open_timeout=2)
-    assert time.monotonic() - t0 < 1.0  # refused before any network I/O
-    assert "wss://" in str(info.value) and "TLS" in str(info.value)
+    with pytest.raises(ConnectionRefusedError):
+        pyws.connect("wss://127.0.0.1:1/", open_timeout=2)
+    assert time.monotonic() - t0 < 2.0
 
 
-def test_wss_in_the_loop_raises_a_clear_error() -> None:
+def test_wss_to_a_plain_http_server_is_a_tls_error(raw_server: Any) -> None:
+    """A server that answers in plain HTTP: the TLS handshake fails with a clear TlsError."""
+    s = raw_server(lambda peer: peer.send(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
+    with pytest.raises(pyws.TlsError, match="TLS handshake failed"):
+        pyws.connect(s.url().replace("ws://", "wss://"), open_timeout=3)
+
+
+def test_wss_in_the_loop_reports_the_failure() -> None:
     with pyws.Manager() as mgr:
-        with pytest.raises(pyws.PyWSError, match="TLS"):
-            mgr.ws_connect("wss://127.0.0.1:1/")
-        assert mgr.connections == []
+        events: List[int] = []
+        c = mgr.ws_connect("wss://127.0.0.1:1/", lambda conn, ev, data: events.append(ev))
+        deadline = time.monotonic() + 3
+        while not c.closed and time.monotonic() < deadline:
+            mgr.poll(20)
+        assert events[-2:] == [pyws.EV_ERROR, pyws.EV_CLOSE]
+        assert isinstance(c.error, ConnectionRefusedError)
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/", "127.0.0.1:80/", "ws:///nohost",

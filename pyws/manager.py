@@ -232,8 +232,8 @@ class Manager:
             url = "http://" + url
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
-        if scheme in ("https", "wss") and tls is None:
-            raise TlsError(f"{scheme}:// needs tls=pyws.TlsOpts(cert=..., key=...)")
+        # https:// or wss:// without tls=: the mongoose pattern, where the handler calls
+        # conn.tls_init(TlsOpts(...)) on EV_ACCEPT
         if scheme not in ("http", "ws", "tcp", "https", "wss"):
             raise ValueError(f"cannot listen on {url!r}: use http://, ws://, https:// or wss://")
         host = parts.hostname or "0.0.0.0"

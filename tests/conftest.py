@@ -45,8 +45,9 @@ class ServerThread:
     def _run(self) -> None:
         try:
             listen_opts = self.options.pop("listen_options", {})
+            listen_url = self.options.pop("listen_url", "http://127.0.0.1:0")
             self.mgr = pyws.Manager(self.handler, **self.options)
-            lst = self.mgr.listen("http://127.0.0.1:0", **listen_opts)
+            lst = self.mgr.listen(listen_url, **listen_opts)
             self.port = lst.port
             self._ready.set()
             while not self._stop.is_set():

@@ -509,12 +509,32 @@ def test_seed_chat_room(server_factory: Callable[..., ServerThread]) -> None:
     assert srv.call(lambda: len(ns["clients"])) == 0
 
 
-def test_seed_wss_listener_says_tls_is_missing() -> None:
-    """The guide's WSS section listens on https://; this build has no TLS and says so."""
-    with pyws.Manager(lambda *a: None) as manager:
-        with pytest.raises(pyws.PyWSError) as ei:
-            manager.listen('https://127.0.0.1:0', http=True)
-    assert "TLS" in str(ei.value)
+def test_seed_wss_section_runs(tmp_path: Any) -> None:
+    """The guide's WSS section: tls_init on MG_EV_ACCEPT, listen on https://, then a wss://
+    client (verifying against the test CA) is echoed."""
+    from _pki import make_pki
+    pki = make_pki(tmp_path)
+    cert = open(pki.server_cert, "rb").read()
+    key = open(pki.server_key, "rb").read()
+
+    def handler(conn: Any, ev: int, data: Any) -> None:
+        if ev == pyws.MG_EV_ACCEPT:
+            opts = pyws.TlsOpts(cert=cert, key=key)
+            conn.tls_init(opts)
+        elif ev == pyws.MG_EV_HTTP_MSG and data.uri == "/ws":
+            conn.ws_upgrade(data)
+        elif ev == pyws.MG_EV_WS_MSG:
+            conn.ws_send(data.data, data.flags)
+
+    srv = ServerThread(handler, listen_url="https://127.0.0.1:0").start()
+    try:
+        with pyws.connect(f"wss://localhost:{srv.port}/ws", timeout=5,
+                          tls=pyws.TlsOpts(ca=pki.ca_cert)) as ws:
+            ws.send("over wss")
+            assert ws.recv().text == "over wss"
+            assert ws.tls_info is not None and ws.tls_info.startswith("TLSv1.")
+    finally:
+        srv.stop()
 
 
 # --------------------------------------------------------------------------- chat_server.py

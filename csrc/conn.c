@@ -337,6 +337,24 @@ static void linger_start(pyws_loop *loop, pyws_conn *c)
                                                                          : 5000));
 }
 
+/* n bytes of the queue were written: drop them from the head. */
+static void wq_consume(pyws_loop *loop, pyws_conn *c, size_t n)
+{
+    c->wq_bytes -= n;
+    while (n) {
+        pyws_wseg *s = &c->wq[c->wq_head];
+        if (n < s->len) {
+            s->off += n;
+            s->len -= n;
+            return;
+        }
+        n -= s->len;
+        pyws_blob_put(loop, s->blob);
+        c->wq_head = (c->wq_head + 1) % c->wq_cap;
+        c->wq_n--;
+    }
+}
+
 int pyws_conn_flush(pyws_loop *loop, pyws_conn *c)
 {
     if (c->state == PYWS_ST_CONNECTING)
@@ -350,24 +368,47 @@ int pyws_conn_flush(pyws_loop *loop, pyws_conn *c)
             return -1;
     }
     while (c->wq_n && c->ssl) {
+        /* One SSL_write is one TLS record and (usually) one syscall: small frames are
+         * coalesced up to a full record. A write OpenSSL asked to retry is repeated with the
+         * same length (and, the queue head being unchanged, the same bytes). */
         pyws_wseg *s = &c->wq[c->wq_head];
-        ssize_t n = pyws_tls_write(loop, c, s->blob->data + s->off, s->len);
-        if (n == -1)
+        size_t len = c->tls_retry;
+        if (!len) {
+            len = s->len;
+            for (uint32_t i = 1; len < PYWS_TLS_RECORD && i < c->wq_n; i++)
+                len += c->wq[(c->wq_head + i) % c->wq_cap].len;
+            if (len > PYWS_TLS_RECORD && s->len < PYWS_TLS_RECORD)
+                len = PYWS_TLS_RECORD;
+            else if (len > s->len && s->len >= PYWS_TLS_RECORD)
+                len = s->len;
+        }
+        const uint8_t *src = s->blob->data + s->off;
+        if (len > s->len) {
+            if (!loop->tls_buf && !(loop->tls_buf = malloc(PYWS_TLS_RECORD))) {
+                len = s->len; /* no room to coalesce: write the head alone */
+            } else {
+                size_t at = 0;
+                for (uint32_t i = 0; at < len; i++) {
+                    pyws_wseg *g = &c->wq[(c->wq_head + i) % c->wq_cap];
+                    size_t take = g->len < len - at ? g->len : len - at;
+                    memcpy(loop->tls_buf + at, g->blob->data + g->off, take);
+                    at += take;
+                }
+                src = loop->tls_buf;
+            }
+        }
+        ssize_t n = pyws_tls_write(loop, c, src, len);
+        if (n == -1) {
+            c->tls_retry = len;
             break; /* OpenSSL waits for the socket (or the peer) */
+        }
+        c->tls_retry = 0;
         if (n < 0) {
             pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
             return -1;
         }
         c->last_activity = loop->now;
-        c->wq_bytes -= (size_t)n;
-        if ((size_t)n < s->len) {
-            s->off += (size_t)n;
-            s->len -= (size_t)n;
-            continue;
-        }
-        pyws_blob_put(loop, s->blob);
-        c->wq_head = (c->wq_head + 1) % c->wq_cap;
-        c->wq_n--;
+        wq_consume(loop, c, (size_t)n);
     }
     while (c->wq_n && !c->ssl) {
         struct iovec iov[64];
@@ -391,20 +432,7 @@ int pyws_conn_flush(pyws_loop *loop, pyws_conn *c)
             return -1;
         }
         c->last_activity = loop->now;
-        size_t left = (size_t)n;
-        c->wq_bytes -= left;
-        while (left) {
-            pyws_wseg *s = &c->wq[c->wq_head];
-            if (left < s->len) {
-                s->off += left;
-                s->len -= left;
-                break;
-            }
-            left -= s->len;
-            pyws_blob_put(loop, s->blob);
-            c->wq_head = (c->wq_head + 1) % c->wq_cap;
-            c->wq_n--;
-        }
+        wq_consume(loop, c, (size_t)n);
     }
     if ((c->flags & CF_ABOVE_HW) && c->wq_bytes < c->opts.write_high_water) {
         c->flags &= ~CF_ABOVE_HW;
@@ -590,6 +618,10 @@ void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
     }
     if (c->deadline_hs && now >= c->deadline_hs) {
         c->deadline_hs = 0;
+        if (c->state == PYWS_ST_HTTP && (c->flags & CF_TLS_HS)) {
+            pyws_tls_timeout(loop, c);
+            return;
+        }
         if (c->state == PYWS_ST_HTTP) {
             pyws_http_error(loop, c, 408, "the request did not arrive in time");
             return;
@@ -597,6 +629,8 @@ void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
         if (c->state == PYWS_ST_CONNECTING || c->state == PYWS_ST_CLIENT_HS) {
             pyws_client_fail(loop, c, PYWS_ERR_HANDSHAKE, c->state == PYWS_ST_CONNECTING
                              ? "the connect did not complete in time (open_timeout)"
+                             : (c->flags & CF_TLS_HS)
+                             ? "the TLS handshake did not complete in time (open_timeout)"
                              : "the server did not answer the upgrade in time (open_timeout)");
             return;
         }

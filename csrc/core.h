@@ -27,6 +27,7 @@
 #define PYWS_ACCEPT_BATCH 64           /* accepts per listener per iteration */
 #define PYWS_MAX_READY 256             /* poller events per wait */
 #define PYWS_WAKE_ID UINT64_MAX        /* poller user data of the wakeup fd */
+#define PYWS_TLS_RECORD 16384          /* TLS's largest record: what one SSL_write coalesces */
 
 /* ------------------------------------------------------------------ write queue */
 typedef struct pyws_blob {
@@ -125,6 +126,7 @@ typedef struct pyws_conn {
     int addr_index;           /* client: which resolved address is being tried */
     void *ssl;                /* OpenSSL's SSL, when the connection speaks TLS */
     void *tls_ctx;            /* listeners: the SSL_CTX of the connections they accept */
+    size_t tls_retry;         /* length of an SSL_write to repeat (OpenSSL's rule), or 0 */
 
     /* WebSocket phase */
     pyws_session *sess;
@@ -235,6 +237,7 @@ struct pyws_loop {
     void **deferred_blocks;          /* heap copies behind deferred events' views */
     size_t ndeferred_blocks;
     size_t deferred_blocks_cap;
+    uint8_t *tls_buf;                /* PYWS_TLS_RECORD bytes: small frames coalesced per record */
     uint8_t rng[256];                /* OS randomness for client masks, used 4 bytes at a time */
     size_t rng_left;
     char errbuf[256];
@@ -295,6 +298,7 @@ void pyws_client_fail(pyws_loop *loop, pyws_conn *c, int code, const char *why);
 /* tls.c */
 int pyws_tls_accepted(pyws_loop *loop, pyws_conn *c, void *listener_ctx);
 int pyws_tls_handshake(pyws_loop *loop, pyws_conn *c);    /* 1 done, 0 more, -1 failed+closed */
+void pyws_tls_timeout(pyws_loop *loop, pyws_conn *c);      /* server handshake too slow */
 ssize_t pyws_tls_read(pyws_loop *loop, pyws_conn *c, uint8_t *dst, size_t room);
 ssize_t pyws_tls_write(pyws_loop *loop, pyws_conn *c, const uint8_t *src, size_t len);
 void pyws_tls_shutdown(pyws_conn *c);

@@ -253,6 +253,7 @@ void pyws_loop_free(pyws_loop *loop)
     pthread_mutex_destroy(&loop->wake_lock);
     pyws_poller_free(loop->poller);
     free(loop->arena);
+    free(loop->tls_buf);
     free(loop);
 }
 

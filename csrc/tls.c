@@ -234,6 +234,9 @@ int pyws_tls_init(pyws_loop *loop, uint64_t id, pyws_tls_ctx *t, const char *ser
     return start(loop, c, t->ctx, server_name);
 }
 
+static void tls_event(pyws_loop *loop, pyws_conn *c, const char *why);
+static void tls_fail(pyws_loop *loop, pyws_conn *c, const char *why);
+
 /* Why the handshake failed, in words a user can act on. */
 static void hs_failed(pyws_loop *loop, pyws_conn *c)
 {
@@ -250,6 +253,18 @@ static void hs_failed(pyws_loop *loop, pyws_conn *c)
     else
         snprintf(why, sizeof(why), "TLS handshake failed: %s", *reason ? reason :
                  "the peer closed the connection");
+    tls_fail(loop, c, why);
+}
+
+/* handshake_timeout ran out mid-handshake: there is no HTTP to answer (a 408 would wait for a
+ * handshake that is not coming, until close_timeout), so fail and close at once. */
+void pyws_tls_timeout(pyws_loop *loop, pyws_conn *c)
+{
+    tls_fail(loop, c, "TLS handshake failed: it did not complete in time (handshake_timeout)");
+}
+
+static void tls_event(pyws_loop *loop, pyws_conn *c, const char *why)
+{
     pyws_event *ev = pyws_event_push(loop, PYWS_EV_ERROR, c->id);
     if (ev) {
         size_t n = strlen(why);
@@ -261,6 +276,11 @@ static void hs_failed(pyws_loop *loop, pyws_conn *c)
         }
         ev->code = PYWS_ERR_TLS;
     }
+}
+
+static void tls_fail(pyws_loop *loop, pyws_conn *c, const char *why)
+{
+    tls_event(loop, c, why);
     c->close_code = PYWS_CLOSE_TLS_HANDSHAKE;
     pyws_conn_close(loop, c, PYWS_CLOSE_TLS_HANDSHAKE);
 }
@@ -312,6 +332,17 @@ ssize_t pyws_tls_read(pyws_loop *loop, pyws_conn *c, uint8_t *dst, size_t room)
             break; /* deliver what we have; the EOF/error shows again next time */
         if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0))
             return 0; /* close_notify, or TCP EOF */
+        if (e == SSL_ERROR_SSL && c->role == PYWS_ROLE_CLIENT && c->state == PYWS_ST_CLIENT_HS) {
+            /* TLS 1.3: the server checks our certificate after our side of the handshake is
+             * done, so its refusal (an alert) arrives here: report it as the handshake's */
+            char why[300], reason[200] = "unknown error";
+            unsigned long err = ERR_peek_error();
+            if (err)
+                ERR_error_string_n(err, reason, sizeof(reason));
+            snprintf(why, sizeof(why), "TLS handshake failed: %s", reason);
+            tls_event(loop, c, why);
+            c->close_code = PYWS_CLOSE_TLS_HANDSHAKE;
+        }
         ERR_clear_error();
         errno = EPROTO;
         return -2;

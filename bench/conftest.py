@@ -1,8 +1,9 @@
-"""Shared machinery of the pyws benchmarks: command-line options of the echo, broadcast and
-client benchmarks, the load client fixture, a per-run store the tests fill, and the summary
-tables printed at the end of the run (kernel ratios, the end-to-end echo table, the broadcast
-fan-out table and the client tables of clients_summary.py; the last three also written to
-build/bench-echo.json, build/bench-broadcast.json and build/bench-clients.json).
+"""Shared machinery of the pyws benchmarks: command-line options of the echo, broadcast,
+client and wss benchmarks, the load client fixture, a per-run store the tests fill, and the
+summary tables printed at the end of the run (kernel ratios, the end-to-end echo table, the
+broadcast fan-out table, the client tables of clients_summary.py and the wss tables of
+wss_summary.py; the last four also written to build/bench-echo.json,
+build/bench-broadcast.json, build/bench-clients.json and build/bench-wss.json).
 
 Run:  .venv/bin/python -m pytest bench -q --benchmark-only     (see bench/README.md)
 """
@@ -23,6 +24,7 @@ BUILD = os.path.join(ROOT, "build")
 ECHO_JSON = os.path.join(BUILD, "bench-echo.json")
 BCAST_JSON = os.path.join(BUILD, "bench-broadcast.json")
 CLIENTS_JSON = os.path.join(BUILD, "bench-clients.json")
+WSS_JSON = os.path.join(BUILD, "bench-wss.json")
 
 STORE = pytest.StashKey[Dict[str, Any]]()
 
@@ -99,10 +101,27 @@ def pytest_addoption(parser: Any) -> None:
                      "default same,split")
     c.addoption("--cli-loop-placement", default="split",
                 help="CPU placement of the in-loop runs (default split)")
+    w = parser.getgroup("pyws-wss", "pyws end-to-end echo over TLS (test_wss.py)")
+    w.addoption("--wss-servers", default="pyws-wss,picows-wss,pyws-ws,picows-ws",
+                help="comma-separated servers, run in this order in every round (default: "
+                     "pyws-wss,picows-wss,pyws-ws,picows-ws; -ws = the same script, plain)")
+    w.addoption("--wss-conns", type=int, default=64, help="connections (default 64)")
+    w.addoption("--wss-inflight", type=int, default=16,
+                help="messages in flight per connection (default 16)")
+    w.addoption("--wss-size", default="64,4096",
+                help="payload bytes, comma-separated (default 64,4096)")
+    w.addoption("--wss-duration", type=float, default=3.0,
+                help="seconds measured per run (default 3)")
+    w.addoption("--wss-warmup", type=float, default=0.5,
+                help="seconds of warm-up before measuring (default 0.5)")
+    w.addoption("--wss-rounds", type=int, default=3,
+                help="interleaved rounds; each round runs every server once (default 3)")
+    w.addoption("--wss-pin", action="store_true",
+                help="pin the server to the last CPU and the load client to the first")
 
 
 def pytest_configure(config: Any) -> None:
-    config.stash[STORE] = {"kernels": {}, "echo": [], "broadcast": [], "clients": [],
+    config.stash[STORE] = {"kernels": {}, "echo": [], "broadcast": [], "clients": [], "wss": [],
                            "started": time.time(), "loadavg_start": _loadavg()}
 
 
@@ -336,9 +355,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
     if store["kernels"]:
         lines += _kernel_tables(store["kernels"])
     from clients_summary import client_tables
+    from wss_summary import wss_tables
     for key, path, tables in (("echo", ECHO_JSON, _echo_tables),
                               ("broadcast", BCAST_JSON, _bcast_tables),
-                              ("clients", CLIENTS_JSON, client_tables)):
+                              ("clients", CLIENTS_JSON, client_tables),
+                              ("wss", WSS_JSON, wss_tables)):
         if not store[key]:
             continue
         lines += tables(store[key])

@@ -35,7 +35,10 @@ def find_cc() -> Optional[str]:
 
 def build_loadgen() -> str:
     """bench/loadgen.c compiled with cc -O2 into build/bench/loadgen (rebuilt when the source
-    is newer). Raises HarnessError if there is no compiler or the build fails."""
+    is newer), linked with OpenSSL (-lssl -lcrypto) for --tls; where OpenSSL's headers or
+    libraries are missing, built with -DLOADGEN_NO_TLS instead (everything but --tls works;
+    ``loadgen_has_tls()`` tells). Raises HarnessError if there is no compiler or the build
+    fails."""
     exe = LOADGEN_EXE
     if os.path.exists(exe) and os.path.getmtime(exe) >= os.path.getmtime(LOADGEN_SRC):
         return exe
@@ -44,12 +47,23 @@ def build_loadgen() -> str:
         raise HarnessError("no C compiler (cc) to build bench/loadgen.c")
     os.makedirs(BUILD, exist_ok=True)
     tmp = exe + f".tmp{os.getpid()}"
-    r = subprocess.run([cc, "-O2", "-std=gnu99", "-Wall", "-o", tmp, LOADGEN_SRC],
-                       capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        raise HarnessError(f"building loadgen failed:\n{r.stdout}{r.stderr}")
+    base = [cc, "-O2", "-std=gnu99", "-Wall", "-o", tmp, LOADGEN_SRC]
+    r = subprocess.run(base + ["-lssl", "-lcrypto"], capture_output=True, text=True,
+                       timeout=120)
+    if r.returncode != 0:  # no OpenSSL development files: a loadgen without --tls
+        r2 = subprocess.run(base + ["-DLOADGEN_NO_TLS"], capture_output=True, text=True,
+                            timeout=120)
+        if r2.returncode != 0:
+            raise HarnessError(f"building loadgen failed:\n{r2.stdout}{r2.stderr}\n"
+                               f"(with OpenSSL:\n{r.stdout}{r.stderr})")
     os.replace(tmp, exe)
     return exe
+
+
+def loadgen_has_tls(exe: str) -> bool:
+    """Was this loadgen built with OpenSSL (``--tls`` available)?"""
+    r = subprocess.run([exe, "--tls"], capture_output=True, text=True, timeout=10)
+    return "without OpenSSL" not in r.stderr
 
 
 def free_port() -> int:
@@ -93,7 +107,7 @@ def server(name: str, argv: Sequence[str], log_path: str, pin: bool = False,
     first line, mentioning the URL it serves ("ws://" or "http://"), is printed; a server that
     prints nothing for 3 s is probed with a TCP connect instead. SIGTERM (then SIGKILL) at the
     end. A server that does not start is reported with ``fail(message)`` (default: raise
-    HarnessError; the tests pass ``pytest.fail``)."""
+    HarnessError; the tests pass ``pytest.fail``). "wss://" and "https://" count as URLs too."""
     port = free_port()
     cmd = [sys.executable, *argv, "--host", "127.0.0.1", "--port", str(port)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -116,7 +130,8 @@ def server(name: str, argv: Sequence[str], log_path: str, pin: bool = False,
                      f"{tail(log_path)}")
             with open(log_path, "rb") as f:
                 first = f.readline().decode("utf-8", "replace")
-            if first.endswith("\n") and ("ws://" in first or "http://" in first):
+            if first.endswith("\n") and any(u in first for u in ("ws://", "wss://", "http://",
+                                                                "https://")):
                 banner = first.strip()
                 break
             if now - t0 > 3.0 and _listening(port):

@@ -1,10 +1,12 @@
 /*
  * loadgen.c — WebSocket load client for the pyws benchmarks: echo and broadcast fan-out.
  *
- * Plain C99 + Linux epoll, no dependencies, single-threaded:
+ * Plain C99 + Linux epoll, single-threaded; OpenSSL (libssl, libcrypto) for --tls only:
  *
- *     cc -O2 -o loadgen bench/loadgen.c
+ *     cc -O2 -o loadgen bench/loadgen.c -lssl -lcrypto
+ *     cc -O2 -DLOADGEN_NO_TLS -o loadgen bench/loadgen.c      (no OpenSSL: --tls refused)
  *     ./loadgen --port 9001 [-c 64] [-k 16] [-s 64] [-d 3] [-w 0.5] [--text] [--pid SERVER_PID]
+ *     ./loadgen --port 9001 --tls [--ca CA.pem] [-c 64] [-k 16] [-s 64] ...    (wss://)
  *     ./loadgen --port 9001 --broadcast [-c 500] [-k 16] [-s 64] [-d 3] [-w 0.5] [--pid PID]
  *
  * Always connects to 127.0.0.1 (there is no host option). Connections are opened at most
@@ -32,7 +34,17 @@
  * every subscriber has received every message published; a subscriber missing any fails the
  * run (exit 5).
  *
- * Phases: connect + handshake (all connections, at most --connect-timeout s) -> warm-up (-w s,
+ * TLS (--tls, echo mode only): wss://127.0.0.1:P/. Each connection does a non-blocking
+ * SSL_connect driven by epoll (want-read / want-write), then the same WebSocket handshake and
+ * echo protocol over SSL_read / SSL_write. Everything queued on a connection is handed to
+ * SSL_write in one call (a flush of 16 small messages is one TLS record); reads use OpenSSL's
+ * read-ahead with a 128 KiB buffer (one read() for many records). Without --ca the
+ * server's certificate is NOT verified (a load client on 127.0.0.1: verification is no part of
+ * what is measured); with --ca FILE the chain is checked against FILE and the certificate must
+ * be for IP 127.0.0.1. Either way it only costs at the handshake, before the measurement. The
+ * JSON says which protocol and cipher were negotiated ("tls") and whether it was verified.
+ *
+ * Phases: connect + [TLS handshake] + handshake (all connections, at most --connect-timeout s) -> warm-up (-w s,
  * not counted) -> measurement (-d s) -> [broadcast: drain] -> close (a close frame on each
  * connection, at most 2 s for the answers). The whole run is bounded: a SIGALRM backstop ends
  * the process if the phases somehow overrun, and a run where nothing arrives for --stall s
@@ -69,6 +81,12 @@
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef LOADGEN_NO_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#endif
 
 #define EXIT_USAGE 1
 #define EXIT_PROTO 2
@@ -188,14 +206,20 @@ static double hist_mean_us(const hist_t *h) {
 
 /* ------------------------------------------------------------------ connections */
 
-enum { ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSING, ST_DONE };
+enum { ST_CONNECTING, ST_TLS, ST_HANDSHAKE, ST_OPEN, ST_CLOSING, ST_DONE };
 enum { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_CLOSE };
 enum { ROLE_ECHO, ROLE_SUB, ROLE_PUB };
+
+#ifdef LOADGEN_NO_TLS
+typedef struct loadgen_no_ssl SSL;  /* never allocated: --tls is refused */
+#endif
 
 typedef struct {
     int fd;
     int state;
     int want_out;       /* EPOLLOUT registered */
+    int read_wants_out; /* TLS: SSL_read asked for writability; retry the read on EPOLLOUT */
+    SSL *ssl;           /* --tls: this connection's OpenSSL state */
     buf_t in, out;
     uint64_t *ring;     /* echo: send timestamps of the in-flight messages, oldest at head */
     unsigned head, count;  /* echo and publisher: messages in flight */
@@ -221,6 +245,26 @@ static struct sockaddr_in g_sa;
 
 #define BC_HEAD 36  /* "B:" 16 hex ":" 16 hex ":" */
 
+/* ------------------------------------------------------------------ TLS, part 1 */
+
+static int g_tls;                  /* --tls: wss:// */
+static const char *g_ca;           /* --ca FILE: verify the chain and IP 127.0.0.1; else none */
+static char g_tls_info[128];       /* protocol + cipher negotiated (first connection) */
+
+#ifndef LOADGEN_NO_TLS
+static SSL_CTX *g_ssl_ctx;
+
+/* OpenSSL's first queued error, as text (and the queue cleared). */
+static const char *ssl_reason(void) {
+    static char buf[256];
+    unsigned long e = ERR_get_error();
+    ERR_clear_error();
+    if (!e) return "no OpenSSL error queued (TCP EOF or reset)";
+    ERR_error_string_n(e, buf, sizeof buf);
+    return buf;
+}
+#endif
+
 static void ep_mod(conn_t *c, int out) {
     struct epoll_event ev;
     memset(&ev, 0, sizeof ev);
@@ -232,15 +276,51 @@ static void ep_mod(conn_t *c, int out) {
 
 static void conn_finish(conn_t *c) {
     if (c->state == ST_DONE) return;
+#ifndef LOADGEN_NO_TLS
+    if (c->ssl) {
+        if (g_phase == PH_CLOSE) {  /* a clean end: close_notify, best effort, not waited for */
+            ERR_clear_error();
+            SSL_shutdown(c->ssl);
+            ERR_clear_error();
+        }
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+#endif
     epoll_ctl(g_epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->state = ST_DONE;
     g_done++;
 }
 
-/* Write what is queued; register for EPOLLOUT while something is left. */
+/* Write what is queued; register for EPOLLOUT while something is left. With TLS, everything
+ * queued goes to one SSL_write (OpenSSL cuts it into records of at most 16 KiB; with
+ * SSL_MODE_ENABLE_PARTIAL_WRITE each call returns after a record, hence the loop). */
 static void conn_flush(conn_t *c) {
     while (c->out.off < c->out.len) {
+#ifndef LOADGEN_NO_TLS
+        if (c->ssl) {
+            size_t left = c->out.len - c->out.off;
+            ERR_clear_error();
+            int r = SSL_write(c->ssl, c->out.p + c->out.off, left > (1u << 30) ? (1 << 30) : (int)left);
+            if (r > 0) {
+                c->out.off += (size_t)r;
+                continue;
+            }
+            int e = SSL_get_error(c->ssl, r);
+            if (e == SSL_ERROR_WANT_WRITE) {
+                if (!c->want_out) ep_mod(c, 1);
+                return;
+            }
+            if (e == SSL_ERROR_WANT_READ) {  /* the peer's bytes first: EPOLLIN retries */
+                if (c->want_out && !c->read_wants_out) ep_mod(c, 0);
+                return;
+            }
+            if (g_phase == PH_CLOSE) { conn_finish(c); return; }
+            die(EXIT_PROTO, "connection %ld: SSL_write failed: %s", (long)(c - g_c),
+                ssl_reason());
+        }
+#endif
         ssize_t n = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
         if (n > 0) {
             c->out.off += (size_t)n;
@@ -256,7 +336,7 @@ static void conn_flush(conn_t *c) {
             n < 0 ? strerror(errno) : "0 bytes");
     }
     c->out.off = c->out.len = 0;
-    if (c->want_out) ep_mod(c, 0);
+    if (c->want_out && !c->read_wants_out) ep_mod(c, 0);
 }
 
 static void send_message(conn_t *c) {
@@ -476,7 +556,136 @@ static void parse_frames(conn_t *c) {
 
 static void open_conn(int i);
 
+/* Input appended to c->in: the 101 response, then frames. 0 when the connection is done. */
+static int on_input(conn_t *c) {
+    if (c->state == ST_HANDSHAKE) {
+        if (!parse_handshake(c)) return 1;
+        if (g_phase != PH_CONNECT) die(EXIT_PROTO, "internal: late handshake");
+        if (g_started < g_nconn) open_conn(g_started++);  /* the connect window moves on */
+    }
+    parse_frames(c);
+    return c->state != ST_DONE;
+}
+
+static void send_upgrade(conn_t *c) {
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\nUser-Agent: pyws-loadgen\r\n\r\n",
+                     g_port, WS_KEY);
+    c->state = ST_HANDSHAKE;
+    buf_append(&c->out, req, (size_t)n);
+    conn_flush(c);
+}
+
+/* ------------------------------------------------------------------ TLS, part 2 */
+
+#ifndef LOADGEN_NO_TLS
+static void tls_setup(void) {
+    static const unsigned char alpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    g_ssl_ctx = SSL_CTX_new(TLS_client_method());
+    if (!g_ssl_ctx) die(EXIT_CONN, "SSL_CTX_new: %s", ssl_reason());
+    SSL_CTX_set_min_proto_version(g_ssl_ctx, TLS1_2_VERSION);
+    /* the out buffer grows (realloc, compaction) between the retries of a write */
+    SSL_CTX_set_mode(g_ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_alpn_protos(g_ssl_ctx, alpn, sizeof alpn);
+    /* read-ahead: one read() fetches many records (without it: two per record, header and
+     * body). Safe here: reading goes on until OpenSSL wants the socket again. */
+    SSL_CTX_set_read_ahead(g_ssl_ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(g_ssl_ctx, 128 * 1024);
+    if (g_ca) {
+        if (SSL_CTX_load_verify_locations(g_ssl_ctx, g_ca, NULL) != 1)
+            die(EXIT_USAGE, "--ca %s: %s", g_ca, ssl_reason());
+        SSL_CTX_set_verify(g_ssl_ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(g_ssl_ctx, SSL_VERIFY_NONE, NULL);  /* 127.0.0.1 load client */
+    }
+}
+
+/* One step of the TLS handshake; when it is done, the WebSocket upgrade request. */
+static void tls_step(conn_t *c) {
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        if (!g_tls_info[0])
+            snprintf(g_tls_info, sizeof g_tls_info, "%s %s", SSL_get_version(c->ssl),
+                     SSL_get_cipher_name(c->ssl));
+        if (c->want_out) ep_mod(c, 0);
+        send_upgrade(c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        if (c->want_out) ep_mod(c, 0);
+        return;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        if (!c->want_out) ep_mod(c, 1);
+        return;
+    }
+    long vr = SSL_get_verify_result(c->ssl);
+    if (g_ca && vr != X509_V_OK)
+        die(EXIT_PROTO, "connection %ld: TLS handshake: certificate verify failed: %s",
+            (long)(c - g_c), X509_verify_cert_error_string(vr));
+    die(EXIT_PROTO, "connection %ld: TLS handshake failed: %s", (long)(c - g_c), ssl_reason());
+}
+
+static void tls_start(conn_t *c) {
+    SSL *ssl = SSL_new(g_ssl_ctx);
+    if (!ssl || SSL_set_fd(ssl, c->fd) != 1) die(EXIT_CONN, "SSL_new: %s", ssl_reason());
+    SSL_set_connect_state(ssl);
+    if (g_ca && X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), "127.0.0.1") != 1)
+        die(EXIT_CONN, "X509_VERIFY_PARAM_set1_ip_asc: %s", ssl_reason());
+    c->ssl = ssl;
+    c->state = ST_TLS;
+    tls_step(c);
+}
+
+/* Read until OpenSSL wants more bytes from the socket: with level-triggered epoll nothing may
+ * stay decrypted (or undecrypted) inside OpenSSL. It ends: the server only echoes what was
+ * sent, and nothing is sent here until it is read. */
+static void on_readable_tls(conn_t *c) {
+    long idx = (long)(c - g_c);
+    for (;;) {
+        buf_reserve(&c->in, 16384 + 64);  /* a whole record */
+        size_t room = c->in.cap - c->in.len;
+        ERR_clear_error();
+        int r = SSL_read(c->ssl, c->in.p + c->in.len, room > (1u << 30) ? (1 << 30) : (int)room);
+        if (r > 0) {
+            c->in.len += (size_t)r;
+            if (!on_input(c)) return;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ) break;
+        if (e == SSL_ERROR_WANT_WRITE) {
+            c->read_wants_out = 1;
+            if (!c->want_out) ep_mod(c, 1);
+            break;
+        }
+        if (c->state == ST_CLOSING) { conn_finish(c); return; }
+        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0))
+            die(EXIT_PROTO, "connection %ld: server closed the TLS connection", idx);
+        die(EXIT_PROTO, "connection %ld: SSL_read: %s", idx, ssl_reason());
+    }
+    if (c->state != ST_DONE && c->out.len > c->out.off) conn_flush(c);
+}
+#else
+static void tls_setup(void) {
+    die(EXIT_USAGE, "--tls: this loadgen was built without OpenSSL (-DLOADGEN_NO_TLS)");
+}
+static void tls_step(conn_t *c) { (void)c; }
+static void tls_start(conn_t *c) { (void)c; }
+static void on_readable_tls(conn_t *c) { (void)c; }
+#endif
+
 static void on_readable(conn_t *c) {
+    if (c->ssl) {
+        on_readable_tls(c);
+        return;
+    }
     buf_reserve(&c->in, 65536);
     ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
     if (n < 0) {
@@ -489,13 +698,8 @@ static void on_readable(conn_t *c) {
         die(EXIT_PROTO, "connection %ld: server closed the TCP connection", (long)(c - g_c));
     }
     c->in.len += (size_t)n;
-    if (c->state == ST_HANDSHAKE) {
-        if (!parse_handshake(c)) return;
-        if (g_phase != PH_CONNECT) die(EXIT_PROTO, "internal: late handshake");
-        if (g_started < g_nconn) open_conn(g_started++);  /* the connect window moves on */
-    }
-    parse_frames(c);
-    if (c->state != ST_DONE && c->out.len > c->out.off) conn_flush(c);
+    if (!on_input(c)) return;
+    if (c->out.len > c->out.off) conn_flush(c);
 }
 
 static void on_connected(conn_t *c) {
@@ -503,15 +707,8 @@ static void on_connected(conn_t *c) {
     socklen_t el = sizeof err;
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0) err = errno;
     if (err) die(EXIT_CONN, "connect to 127.0.0.1:%d: %s", g_port, strerror(err));
-    char req[512];
-    int n = snprintf(req, sizeof req,
-                     "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\nUser-Agent: pyws-loadgen\r\n\r\n",
-                     g_port, WS_KEY);
-    c->state = ST_HANDSHAKE;
-    buf_append(&c->out, req, (size_t)n);
-    conn_flush(c);
+    if (g_tls) tls_start(c);
+    else send_upgrade(c);
 }
 
 /* ------------------------------------------------------------------ CPU accounting */
@@ -597,10 +794,11 @@ static void usage(void) {
     fprintf(stderr,
             "usage: loadgen --port P [-c CONNS] [-k INFLIGHT] [-s SIZE] [-d SECONDS] "
             "[-w SECONDS] [--text] [--pid SERVER_PID] [--connect-timeout S] [--stall S] "
-            "[--connect-window N]\n"
+            "[--connect-window N] [--tls [--ca CA.pem]]\n"
             "       loadgen --port P --broadcast [-c SUBSCRIBERS] [-k INFLIGHT] [-s SIZE>=36] "
             "[-d S] [-w S] [--drain-timeout S] [--pid SERVER_PID] ...\n"
-            "Connects to ws://127.0.0.1:P/ only.\n");
+            "Connects to ws://127.0.0.1:P/ (--tls: wss://127.0.0.1:P/, certificate not "
+            "verified unless --ca) only.\n");
     exit(EXIT_USAGE);
 }
 
@@ -613,6 +811,7 @@ int main(int argc, char **argv) {
         {"connect-timeout", required_argument, 0, 'C'}, {"stall", required_argument, 0, 'S'},
         {"broadcast", no_argument, 0, 'B'},       {"drain-timeout", required_argument, 0, 'D'},
         {"connect-window", required_argument, 0, 'W'},
+        {"tls", no_argument, 0, 'T'},             {"ca", required_argument, 0, 'A'},
         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "p:c:k:s:d:w:th", opts, NULL)) != -1) {
@@ -630,9 +829,14 @@ int main(int argc, char **argv) {
         case 'B': g_bcast = 1; break;
         case 'D': g_drain_timeout = atof(optarg); break;
         case 'W': g_window = atoi(optarg); break;
+        case 'T': g_tls = 1; break;
+        case 'A': g_ca = optarg; g_tls = 1; break;
         default: usage();
         }
     }
+#ifdef LOADGEN_NO_TLS
+    if (g_tls) tls_setup();  /* refuses, before anything else is checked */
+#endif
     if (g_port <= 0 || g_port > 65535) usage();
     if (g_conns < 1 || g_conns > 10000) die(EXIT_USAGE, "-c must be 1..10000");
     if (g_inflight < 1 || g_inflight > 100000) die(EXIT_USAGE, "-k must be 1..100000");
@@ -648,7 +852,9 @@ int main(int argc, char **argv) {
             die(EXIT_USAGE, "--broadcast: -s must be %d..65535", BC_HEAD);
         g_opcode = 1;  /* "B:..." text messages */
     }
+    if (g_tls && g_bcast) die(EXIT_USAGE, "--tls is for the echo mode only");
     g_nconn = g_conns + (g_bcast ? 1 : 0);
+    if (g_tls) tls_setup();
 
     /* Backstop: whatever happens, the process ends. */
     signal(SIGPIPE, SIG_IGN);
@@ -771,7 +977,15 @@ int main(int argc, char **argv) {
                 if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) on_connected(c);
                 continue;
             }
+            if (c->state == ST_TLS) {
+                tls_step(c);
+                continue;
+            }
             if (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c);
+            if (c->state != ST_DONE && (e & EPOLLOUT) && c->read_wants_out) {
+                c->read_wants_out = 0;
+                on_readable(c);
+            }
             if (c->state != ST_DONE && (e & EPOLLOUT)) conn_flush(c);
         }
     }
@@ -804,12 +1018,15 @@ int main(int argc, char **argv) {
            "\"duration_s\": %.3f, \"messages\": %llu, \"msgs_per_s\": %.1f, \"mb_per_s\": %.3f, "
            "\"lat_mean_us\": %.1f, \"p50_us\": %.1f, \"p90_us\": %.1f, \"p99_us\": %.1f, "
            "\"p999_us\": %.1f, \"max_us\": %.1f, \"client_cpu_pct\": %.1f, "
-           "\"server_cpu_pct\": %.1f, \"unclean_close\": %d}\n",
+           "\"server_cpu_pct\": %.1f, \"unclean_close\": %d, \"tls\": %s%s%s, "
+           "\"tls_verified\": %s}\n",
            g_conns, g_inflight, g_size, g_opcode == 1 ? "text" : "binary", secs,
            (unsigned long long)m_msgs, (double)m_msgs / secs, (double)m_bytes / secs / 1e6,
            hist_mean_us(&g_hist), hist_pct_us(&g_hist, 0.50), hist_pct_us(&g_hist, 0.90),
            hist_pct_us(&g_hist, 0.99), hist_pct_us(&g_hist, 0.999),
-           (double)g_hist.max_ns / 1000.0, cli_cpu, srv_cpu, unclean);
+           (double)g_hist.max_ns / 1000.0, cli_cpu, srv_cpu, unclean,
+           g_tls ? "\"" : "", g_tls ? g_tls_info : "null", g_tls ? "\"" : "",
+           g_tls && g_ca ? "true" : "false");
     if (m_msgs == 0) die(EXIT_TIMEOUT, "no echo during the measurement");
     return 0;
 }

@@ -533,8 +533,13 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
         dst = c->rbuf + c->rlen;
     } else {
         room = PYWS_ARENA_SIZE - loop->arena_used;
-        if (room < PYWS_RECV_MIN)
-            return; /* the arena is spent for this turn; the poller reports us again */
+        if (room < PYWS_RECV_MIN) {
+            /* the arena is spent for this turn; the poller reports us again, but not for
+             * bytes OpenSSL already holds */
+            if (c->flags & CF_TLS_MORE)
+                pyws_conn_mark(loop, c, CF_PENDING);
+            return;
+        }
         dst = loop->arena + loop->arena_used;
     }
     if (room > PYWS_RECV_MAX)
@@ -695,9 +700,11 @@ int pyws_set_reading(pyws_loop *loop, uint64_t id, int on)
     pyws_conn *c = pyws_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
-    if (on)
+    if (on) {
         c->flags &= ~CF_PAUSED;
-    else
+        if (c->flags & CF_TLS_MORE) /* decrypted bytes wait inside OpenSSL: no socket event */
+            pyws_conn_mark(loop, c, CF_PENDING);
+    } else
         c->flags |= CF_PAUSED;
     pyws_conn_watch(loop, c);
     return PYWS_OK;

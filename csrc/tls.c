@@ -113,7 +113,10 @@ int pyws_tls_ctx_new(pyws_loop *loop, int is_server, const pyws_tls_opts *o, pyw
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                              SSL_MODE_RELEASE_BUFFERS);
+                              SSL_MODE_RELEASE_BUFFERS); /* idle connections hold no buffers */
+    /* read whole chunks from the socket rather than a record header then its body: about half
+     * the read calls (pyws_tls_read then asks SSL_has_pending, which counts read-ahead) */
+    SSL_CTX_set_read_ahead(ctx, 1);
     if (o->cert_pem && load_chain(ctx, o->cert_pem, o->cert_len) < 0) {
         SSL_CTX_free(ctx);
         return ssl_error(loop, "cannot load the certificate");
@@ -309,6 +312,22 @@ int pyws_tls_handshake(pyws_loop *loop, pyws_conn *c)
     return -1;
 }
 
+/* TLS 1.3: a server checks the client's certificate after the client's side of the handshake
+ * is done, so its refusal (an alert, then its close) shows up on the client's first read or
+ * write after it. Report OpenSSL's reason as the handshake's failure. */
+static void late_refusal(pyws_loop *loop, pyws_conn *c)
+{
+    unsigned long err = ERR_peek_error();
+    if (c->role != PYWS_ROLE_CLIENT || c->state != PYWS_ST_CLIENT_HS ||
+        ERR_GET_REASON(err) < SSL_AD_REASON_OFFSET)
+        return; /* not an alert from the server */
+    char why[300], reason[200];
+    ERR_error_string_n(err, reason, sizeof(reason));
+    snprintf(why, sizeof(why), "TLS handshake failed: %s", reason);
+    tls_event(loop, c, why);
+    c->close_code = PYWS_CLOSE_TLS_HANDSHAKE;
+}
+
 ssize_t pyws_tls_read(pyws_loop *loop, pyws_conn *c, uint8_t *dst, size_t room)
 {
     size_t got = 0;
@@ -332,22 +351,20 @@ ssize_t pyws_tls_read(pyws_loop *loop, pyws_conn *c, uint8_t *dst, size_t room)
             break; /* deliver what we have; the EOF/error shows again next time */
         if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0))
             return 0; /* close_notify, or TCP EOF */
-        if (e == SSL_ERROR_SSL && c->role == PYWS_ROLE_CLIENT && c->state == PYWS_ST_CLIENT_HS) {
-            /* TLS 1.3: the server checks our certificate after our side of the handshake is
-             * done, so its refusal (an alert) arrives here: report it as the handshake's */
-            char why[300], reason[200] = "unknown error";
-            unsigned long err = ERR_peek_error();
-            if (err)
-                ERR_error_string_n(err, reason, sizeof(reason));
-            snprintf(why, sizeof(why), "TLS handshake failed: %s", reason);
-            tls_event(loop, c, why);
-            c->close_code = PYWS_CLOSE_TLS_HANDSHAKE;
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+        if (e == SSL_ERROR_SSL &&
+            ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            ERR_clear_error();
+            return 0; /* OpenSSL 3's TCP EOF without close_notify: an EOF all the same */
         }
+#endif
+        if (e == SSL_ERROR_SSL)
+            late_refusal(loop, c);
         ERR_clear_error();
         errno = EPROTO;
         return -2;
     }
-    if (got == room && SSL_pending(c->ssl) > 0) {
+    if (got == room && SSL_has_pending(c->ssl)) {
         c->flags |= CF_TLS_MORE; /* decrypted bytes wait inside OpenSSL: read them next poll */
         pyws_conn_mark(loop, c, CF_PENDING);
     }
@@ -374,7 +391,15 @@ ssize_t pyws_tls_write(pyws_loop *loop, pyws_conn *c, const uint8_t *src, size_t
         errno = EAGAIN;
         return -1;
     }
-    (void)loop;
+    if (c->role == PYWS_ROLE_CLIENT && c->state == PYWS_ST_CLIENT_HS) {
+        /* the server may have sent an alert before closing (the write then meets its reset):
+         * it still waits in our socket, read it for the reason */
+        uint8_t scratch[256];
+        ERR_clear_error();
+        int rr = SSL_read(c->ssl, scratch, sizeof(scratch));
+        if (rr <= 0 && SSL_get_error(c->ssl, rr) == SSL_ERROR_SSL)
+            late_refusal(loop, c);
+    }
     ERR_clear_error();
     errno = EPIPE;
     return -2;

@@ -117,6 +117,11 @@ int pyws_tls_ctx_new(pyws_loop *loop, int is_server, const pyws_tls_opts *o, pyw
     /* read whole chunks from the socket rather than a record header then its body: about half
      * the read calls (pyws_tls_read then asks SSL_has_pending, which counts read-ahead) */
     SSL_CTX_set_read_ahead(ctx, 1);
+    if (!o->cert_pem != !o->key_pem) {
+        SSL_CTX_free(ctx);
+        return pyws_set_error(loop, PYWS_ERR_ARG, "a certificate and a key go together: give "
+                              "both cert= and key=");
+    }
     if (o->cert_pem && load_chain(ctx, o->cert_pem, o->cert_len) < 0) {
         SSL_CTX_free(ctx);
         return ssl_error(loop, "cannot load the certificate");
@@ -129,6 +134,11 @@ int pyws_tls_ctx_new(pyws_loop *loop, int is_server, const pyws_tls_opts *o, pyw
     if (is_server && (!o->cert_pem || !o->key_pem)) {
         SSL_CTX_free(ctx);
         return pyws_set_error(loop, PYWS_ERR_ARG, "a TLS server needs a certificate and a key");
+    }
+    if (is_server && o->verify_peer && !o->ca_pem) {
+        SSL_CTX_free(ctx);
+        return pyws_set_error(loop, PYWS_ERR_ARG, "verify_client needs ca=: the CA certificates "
+                              "that sign the client certificates");
     }
     if (o->ca_pem) {
         if (load_ca(ctx, o->ca_pem, o->ca_len) < 0) {

@@ -241,6 +241,8 @@ class Manager:
             port = parts.port if parts.port is not None else 80
         except ValueError as exc:
             raise ValueError(f"bad port in {url!r}") from exc
+        # the TLS context first: a bad certificate or key must not leave a listener behind
+        ctx = tls.context(True, loop) if tls is not None else None
         opts = ffi.new("pyws_opts *")
         _fill_opts(opts, dict(self._options, **options))
         idp = ffi.new("uint64_t *")
@@ -248,8 +250,8 @@ class Manager:
         if rc < 0:
             raise OSError(f"cannot listen on {url}: {last_error(loop)}")
         lid = int(idp[0])
-        if tls is not None:
-            rc = lib.pyws_listen_tls(loop, lid, tls.context(True, loop))
+        if ctx is not None:
+            rc = lib.pyws_listen_tls(loop, lid, ctx)
             if rc < 0:
                 lib.pyws_abort(loop, lid)
                 raise TlsError(f"cannot listen with TLS: {last_error(loop)}")

@@ -98,17 +98,7 @@ nomem:
 /* Report why this client connection failed, then close it. */
 void pyws_client_fail(pyws_loop *loop, pyws_conn *c, int code, const char *why)
 {
-    pyws_event *ev = pyws_event_push(loop, PYWS_EV_ERROR, c->id);
-    if (ev) {
-        size_t n = strlen(why);
-        uint8_t *copy = pyws_scratch(loop, n);
-        if (copy) {
-            memcpy(copy, why, n);
-            ev->data = copy;
-            ev->len = n;
-        }
-        ev->code = code;
-    }
+    pyws_event_error(loop, c->id, code, why);
     pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
 }
 

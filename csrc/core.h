@@ -274,6 +274,8 @@ pyws_blob *pyws_blob_alloc(pyws_loop *loop, size_t need);
 pyws_event *pyws_event_push(pyws_loop *loop, int type, uint64_t id);
 pyws_event *pyws_event_defer(pyws_loop *loop, int type, uint64_t id);
 uint8_t *pyws_scratch(pyws_loop *loop, size_t len);            /* lives until next poll */
+/* EV_ERROR for id with code and a copy of text (the batch owns the copy) */
+void pyws_event_error(pyws_loop *loop, uint64_t id, int code, const char *text);
 int pyws_retire(pyws_loop *loop, void *block);   /* free() it at the next poll; -1 if it can't */
 void pyws_random(pyws_loop *loop, uint8_t *out, size_t n);   /* the OS's random source */
 

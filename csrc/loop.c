@@ -160,6 +160,21 @@ uint8_t *pyws_scratch(pyws_loop *loop, size_t len)
     return p;
 }
 
+void pyws_event_error(pyws_loop *loop, uint64_t id, int code, const char *text)
+{
+    pyws_event *ev = pyws_event_push(loop, PYWS_EV_ERROR, id);
+    if (!ev)
+        return;
+    ev->code = code;
+    size_t n = strlen(text);
+    uint8_t *copy = pyws_scratch(loop, n);
+    if (copy) {
+        memcpy(copy, text, n);
+        ev->data = copy;
+        ev->len = n;
+    }
+}
+
 /* ------------------------------------------------------------------ create / free */
 
 pyws_loop *pyws_loop_new(void)
@@ -297,18 +312,8 @@ static void accept_batch(pyws_loop *loop, pyws_conn *l)
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
                 errno == ECONNABORTED)
                 return;
-            pyws_event *ev = pyws_event_push(loop, PYWS_EV_ERROR, l->id);
-            if (ev) {
-                int n = snprintf(loop->errbuf, sizeof(loop->errbuf), "accept failed: %s",
-                                 strerror(errno));
-                uint8_t *copy = pyws_scratch(loop, (size_t)n);
-                if (copy) {
-                    memcpy(copy, loop->errbuf, (size_t)n);
-                    ev->data = copy;
-                    ev->len = (size_t)n;
-                }
-                ev->code = PYWS_ERR_SYS;
-            }
+            snprintf(loop->errbuf, sizeof(loop->errbuf), "accept failed: %s", strerror(errno));
+            pyws_event_error(loop, l->id, PYWS_ERR_SYS, loop->errbuf);
             return;
         }
         uint64_t lid = l->id;

@@ -247,7 +247,6 @@ int pyws_tls_init(pyws_loop *loop, uint64_t id, pyws_tls_ctx *t, const char *ser
     return start(loop, c, t->ctx, server_name);
 }
 
-static void tls_event(pyws_loop *loop, pyws_conn *c, const char *why);
 static void tls_fail(pyws_loop *loop, pyws_conn *c, const char *why);
 
 /* Why the handshake failed, in words a user can act on. */
@@ -276,24 +275,9 @@ void pyws_tls_timeout(pyws_loop *loop, pyws_conn *c)
     tls_fail(loop, c, "TLS handshake failed: it did not complete in time (handshake_timeout)");
 }
 
-static void tls_event(pyws_loop *loop, pyws_conn *c, const char *why)
-{
-    pyws_event *ev = pyws_event_push(loop, PYWS_EV_ERROR, c->id);
-    if (ev) {
-        size_t n = strlen(why);
-        uint8_t *copy = pyws_scratch(loop, n);
-        if (copy) {
-            memcpy(copy, why, n);
-            ev->data = copy;
-            ev->len = n;
-        }
-        ev->code = PYWS_ERR_TLS;
-    }
-}
-
 static void tls_fail(pyws_loop *loop, pyws_conn *c, const char *why)
 {
-    tls_event(loop, c, why);
+    pyws_event_error(loop, c->id, PYWS_ERR_TLS, why);
     c->close_code = PYWS_CLOSE_TLS_HANDSHAKE;
     pyws_conn_close(loop, c, PYWS_CLOSE_TLS_HANDSHAKE);
 }
@@ -334,7 +318,7 @@ static void late_refusal(pyws_loop *loop, pyws_conn *c)
     char why[300], reason[200];
     ERR_error_string_n(err, reason, sizeof(reason));
     snprintf(why, sizeof(why), "TLS handshake failed: %s", reason);
-    tls_event(loop, c, why);
+    pyws_event_error(loop, c->id, PYWS_ERR_TLS, why);
     c->close_code = PYWS_CLOSE_TLS_HANDSHAKE;
 }
 

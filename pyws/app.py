@@ -373,11 +373,8 @@ class App:
             extra = {"Upgrade": "websocket", "Connection": "Upgrade"}
         else:
             status, text = 404, "not found\n"
-        if method == "HEAD":  # the same head, no body (a body would desync keep-alive)
-            conn.send_raw(_head_only(status, dict(extra, **{
-                "Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(text))})))
-        else:
-            conn.reply(status, text, extra)
+        # HEAD: the same head, no body (a body would desync keep-alive)
+        conn.reply(status, text, extra, head_only=method == "HEAD")
         self._finish_http(conn, hm)
 
     def _call_route(self, conn: Connection, hm: HttpMessage, route: Route,
@@ -388,13 +385,7 @@ class App:
         except Exception:
             log.exception("pyws: route %s raised", route.pattern)
             resp = Response(b"internal server error\n", 500, content_type="text/plain")
-        body = resp.body
-        if head:
-            headers = dict(resp.headers)
-            headers["Content-Length"] = str(len(body))
-            conn.send_raw(_head_only(resp.status, headers))
-        else:
-            conn.reply(resp.status, body, resp.headers)
+        conn.reply(resp.status, resp.body, resp.headers, head_only=head)
         self._finish_http(conn, hm)
 
     @staticmethod
@@ -402,13 +393,6 @@ class App:
         connection = (hm.header("connection") or "").lower()
         if hm.version == "HTTP/1.0" and "keep-alive" not in connection or "close" in connection:
             conn.drain()
-
-
-def _head_only(status: int, headers: Dict[str, str]) -> bytes:
-    from .connection import _REASONS
-    from .message import header_lines
-    return (f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
-            f"{header_lines(headers)}\r\n").encode("latin-1")
 
 
 __all__ = ["App", "Route", "WebSocket", "Request", "Response"]

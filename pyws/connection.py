@@ -114,12 +114,13 @@ class Connection:
         self.subprotocol = protocol or None
 
     def reply(self, status: int = 200, body: Payload = b"",
-              headers: Optional[Mapping[str, str]] = None) -> None:
+              headers: Optional[Mapping[str, str]] = None, head_only: bool = False) -> None:
         """Send an HTTP response: status line, ``headers``, Content-Length, then ``body``.
 
         A str body is sent as UTF-8 with ``Content-Type: text/plain; charset=utf-8`` unless
-        ``headers`` names a Content-Type. The connection stays open for the next request;
-        call :meth:`drain` to close it once the response is written.
+        ``headers`` names a Content-Type. ``head_only=True`` (for HEAD requests) sends the
+        same head, Content-Length included, without the body. The connection stays open for
+        the next request; call :meth:`drain` to close it once the response is written.
         """
         loop = self._loop()
         is_text = isinstance(body, str)
@@ -133,7 +134,8 @@ class Connection:
         reason = _REASONS.get(status, "Status")
         head = (f"HTTP/1.1 {int(status)} {reason}\r\n{header_lines(hdrs)}"
                 f"Content-Length: {len(payload)}\r\n\r\n").encode("latin-1")
-        rc = lib.pyws_send_raw(loop, self.id, head + payload, len(head) + len(payload))
+        data = head if head_only else head + payload
+        rc = lib.pyws_send_raw(loop, self.id, data, len(data))
         if rc < 0:
             self._fail(rc, "reply")
 

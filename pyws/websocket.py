@@ -438,21 +438,15 @@ class Driver:
         if ws._paused:  # nobody reads any more: read again, or the close reply is never seen
             ws._paused = False
             ws.conn.resume_reading()
+        code, reason = 1000, ""
         if exc is not None and not isinstance(exc, ConnectionClosed):
             log.error("pyws: WebSocket handler for %s raised; closing with 1011",
                       ws.request.path, exc_info=exc)
-            if ws._status == _PENDING:
-                try:
-                    ws.accept()
-                except HandshakeError:
-                    return
-            if ws._status == _OPEN and not ws.conn.closed:
-                ws.conn.close(1011, "internal error")
-            return
-        if ws._status == _PENDING:
+            code, reason = 1011, "internal error"
+        if ws._status == _PENDING:  # ended before answering the handshake: accept, then close
             try:
                 ws.accept()
             except HandshakeError:
                 return
         if ws._status == _OPEN and not ws.conn.closed:
-            ws.conn.close(1000, "")
+            ws.conn.close(code, reason)

@@ -38,7 +38,7 @@ test: test-c test-py test-poll test-asan lint
 # C unit tests: each csrc/tests/test_*.c is a standalone program built with ASan+UBSan.
 build/c/%: csrc/tests/%.c $(CSRCS) $(CHDRS)
 	@mkdir -p build/c
-	$(CC) $(CFLAGS_TEST) $(PROTOCOL_SRCS) $< -o $@ -lpthread
+	$(CC) $(CFLAGS_TEST) $(PROTOCOL_SRCS) $< -o $@ -lz -lpthread
 
 C_TESTS := $(patsubst csrc/tests/%.c,build/c/%,$(wildcard csrc/tests/test_*.c))
 
@@ -79,7 +79,7 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	@mkdir -p build/fuzz
 	@for h in session http; do \
-	  clang -g -O1 -Icsrc -fsanitize=fuzzer,address,undefined $(PROTOCOL_SRCS) csrc/fuzz/fuzz_$$h.c -o build/fuzz/fuzz_$$h || exit 1; \
+	  clang -g -O1 -Icsrc -fsanitize=fuzzer,address,undefined $(PROTOCOL_SRCS) csrc/fuzz/fuzz_$$h.c -o build/fuzz/fuzz_$$h -lz || exit 1; \
 	  mkdir -p build/fuzz/corpus_$$h; \
 	  build/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus_$$h || exit 1; \
 	done

@@ -73,7 +73,7 @@ def make_builder(absolute: bool = False) -> FFI:
         extra_compile_args=cflags,
         extra_link_args=ldflags,
         define_macros=macros,
-        libraries=["ssl", "crypto", "pthread"],  # OpenSSL: Debian's libssl-dev
+        libraries=["ssl", "crypto", "z", "pthread"],  # Debian: libssl-dev, zlib1g-dev
     )
     return builder
 

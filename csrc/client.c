@@ -82,6 +82,13 @@ int pyws_ws_connect(pyws_loop *loop, const char *host, int port, const char *req
                          (const uint8_t *)c->protocols, strlen(c->protocols)) != PYWS_OK ||
          pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0) != PYWS_OK))
         goto nomem;
+    char ext[512];
+    int elen = pyws_pmd_offer(&c->opts, ext, sizeof(ext));
+    if (elen > 0 &&
+        (pyws_conn_queue(loop, c, (const uint8_t *)"Sec-WebSocket-Extensions: ", 26,
+                         (const uint8_t *)ext, (size_t)elen) != PYWS_OK ||
+         pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0) != PYWS_OK))
+        goto nomem;
     if (pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0) != PYWS_OK)
         goto nomem;
     if (c->opts.handshake_timeout) {
@@ -185,6 +192,16 @@ void pyws_client_input(pyws_loop *loop, pyws_conn *c)
     pyws_str protocol;
     const char *why = pyws_handshake_check_response(&head, headers, c->key, c->protocols,
                                                     &protocol);
+    pyws_str values[16];
+    size_t nv = 0;
+    for (int i = pyws_http_find(headers, head.num_headers, "sec-websocket-extensions", 0);
+         i >= 0 && nv < 16;
+         i = pyws_http_find(headers, head.num_headers, "sec-websocket-extensions", (size_t)i + 1))
+        values[nv++] = headers[i].value;
+    pyws_pmd_params agreed;
+    int deflate = 0;
+    if (!why)
+        why = pyws_pmd_check_response(values, nv, &c->opts, &agreed, &deflate);
     if (why) {
         pyws_client_fail(loop, c, PYWS_ERR_HANDSHAKE, why);
         return;
@@ -197,7 +214,7 @@ void pyws_client_input(pyws_loop *loop, pyws_conn *c)
     free(c->protocols);
     c->protocols = NULL;
     pyws_ws_start(loop, c, PYWS_ROLE_CLIENT);
-    if (!c->sess) {
+    if (!c->sess || (deflate && pyws_ws_enable_deflate(loop, c, &agreed) < 0)) {
         pyws_client_fail(loop, c, PYWS_ERR_NOMEM, "out of memory");
         return;
     }

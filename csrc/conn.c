@@ -115,6 +115,12 @@ void pyws_conn_free(pyws_loop *loop, pyws_conn *c)
         free(c->sess);
         c->sess = NULL;
     }
+    if (c->pmd) {
+        pyws_pmd_free(c->pmd);
+        free(c->pmd);
+        c->pmd = NULL;
+    }
+    c->pmd_offered = 0;
     wq_clear(loop, c);
     if (c->kind == PYWS_KIND_CONN)
         loop->nconns--;
@@ -782,6 +788,8 @@ int64_t pyws_conn_memory(pyws_loop *loop, uint64_t id)
         n += (int64_t)c->wq[(c->wq_head + i) % c->wq_cap].blob->cap;
     if (c->protocols)
         n += (int64_t)strlen(c->protocols) + 1;
+    if (c->pmd)
+        n += (int64_t)sizeof(*c->pmd) + (int64_t)c->pmd->mem;
     return n;
 }
 

@@ -12,8 +12,8 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "deflate.h"
 #include "poller.h"
-#include "pyws.h"
 #include "pyws.h"
 #include "timer.h"
 
@@ -128,8 +128,13 @@ typedef struct pyws_conn {
     void *tls_ctx;            /* listeners: the SSL_CTX of the connections they accept */
     size_t tls_retry;         /* length of an SSL_write to repeat (OpenSSL's rule), or 0 */
 
+    /* permessage-deflate: the server's agreement from the last request, kept until upgrade */
+    uint8_t pmd_offered;      /* the request had an offer we accept (pmd_agreed) */
+    pyws_pmd_params pmd_agreed;
+
     /* WebSocket phase */
     pyws_session *sess;
+    pyws_pmd *pmd;            /* permessage-deflate is on (NULL: off) */
     struct pyws_subref *subs; /* topics this connection is subscribed to */
     uint32_t nsubs;
     uint32_t subs_cap;
@@ -238,6 +243,7 @@ struct pyws_loop {
     size_t ndeferred_blocks;
     size_t deferred_blocks_cap;
     uint8_t *tls_buf;                /* PYWS_TLS_RECORD bytes: small frames coalesced per record */
+    pyws_zpool *zpool;               /* permessage-deflate: shared streams, made on first use */
     uint8_t rng[256];                /* OS randomness for client masks, used 4 bytes at a time */
     size_t rng_left;
     char errbuf[256];
@@ -274,6 +280,10 @@ pyws_blob *pyws_blob_alloc(pyws_loop *loop, size_t need);
 pyws_event *pyws_event_push(pyws_loop *loop, int type, uint64_t id);
 pyws_event *pyws_event_defer(pyws_loop *loop, int type, uint64_t id);
 uint8_t *pyws_scratch(pyws_loop *loop, size_t len);            /* lives until next poll */
+/* The free tail of this poll's arena (room bytes; NULL/0 outside a poll), to fill in place
+ * and then claim with pyws_scratch(loop, used). */
+uint8_t *pyws_scratch_room(pyws_loop *loop, size_t *room);
+pyws_zpool *pyws_loop_zpool(pyws_loop *loop);                 /* NULL if out of memory */
 /* EV_ERROR for id with code and a copy of text (the batch owns the copy) */
 void pyws_event_error(pyws_loop *loop, uint64_t id, int code, const char *text);
 int pyws_retire(pyws_loop *loop, void *block);   /* free() it at the next poll; -1 if it can't */
@@ -291,6 +301,14 @@ void pyws_ws_pending(pyws_loop *loop, pyws_conn *c);
 void pyws_ws_timeout(pyws_loop *loop, pyws_conn *c);
 int pyws_ws_queue_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode,
                         const uint8_t *data, size_t len);
+int pyws_ws_queue_frame_rsv(pyws_loop *loop, pyws_conn *c, int fin, int rsv, int opcode,
+                            const uint8_t *data, size_t len);
+/* Queue a data frame, compressed when permessage-deflate is on and wants it (flags:
+ * PYWS_SEND_NO_COMPRESS); no fragment-sequence or limit checks (pyws_send does those). */
+int pyws_ws_send_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, const uint8_t *data,
+                       size_t len, int flags);
+/* Turn permessage-deflate on for a connection that just became a WebSocket; < 0: no memory */
+int pyws_ws_enable_deflate(pyws_loop *loop, pyws_conn *c, const pyws_pmd_params *agreed);
 
 /* client.c: the client's side of a connection before it speaks WebSocket */
 void pyws_client_connected(pyws_loop *loop, pyws_conn *c);

@@ -186,8 +186,6 @@ const char *pyws_handshake_check_response(const pyws_http_head *head, const pyws
     pyws_str acc = headers[i].value;
     if (acc.len != PYWS_ACCEPT_LEN || memcmp(acc.ptr, expect, PYWS_ACCEPT_LEN) != 0)
         return "Sec-WebSocket-Accept does not match the key we sent";
-    if (pyws_http_find(headers, n, "sec-websocket-extensions", 0) >= 0)
-        return "the server selected an extension we did not offer";
     i = find_single(headers, n, "sec-websocket-protocol");
     if (i == -2)
         return "the server selected more than one subprotocol";

@@ -75,6 +75,14 @@ void pyws_opts_default(pyws_opts *o)
     o->control_events = 0;
     o->reuse_port = 0;
     o->backlog = 1024;
+    o->compression = 1;
+    o->deflate_level = 6;
+    o->deflate_mem_level = 5;
+    o->deflate_window_bits = 12;
+    o->deflate_peer_window_bits = 12;
+    o->deflate_no_context_takeover = 0;
+    o->deflate_peer_no_context_takeover = 0;
+    o->deflate_threshold = 128;
 }
 
 /* ------------------------------------------------------------------ small lists */
@@ -158,6 +166,23 @@ uint8_t *pyws_scratch(pyws_loop *loop, size_t len)
         return NULL;
     }
     return p;
+}
+
+uint8_t *pyws_scratch_room(pyws_loop *loop, size_t *room)
+{
+    if (!loop->in_poll) {
+        *room = 0;
+        return NULL;
+    }
+    *room = PYWS_ARENA_SIZE - loop->arena_used;
+    return loop->arena + loop->arena_used;
+}
+
+pyws_zpool *pyws_loop_zpool(pyws_loop *loop)
+{
+    if (!loop->zpool)
+        loop->zpool = pyws_zpool_new();
+    return loop->zpool;
 }
 
 void pyws_event_error(pyws_loop *loop, uint64_t id, int code, const char *text)
@@ -269,6 +294,7 @@ void pyws_loop_free(pyws_loop *loop)
     pyws_poller_free(loop->poller);
     free(loop->arena);
     free(loop->tls_buf);
+    pyws_zpool_free(loop->zpool);
     free(loop);
 }
 

@@ -202,6 +202,9 @@ size_t pyws_frame_header(uint8_t *out, int fin, int rsv, int opcode, uint64_t le
  * of text messages checked as bytes arrive, so an invalid byte fails at once; the maximum
  * message size, checked at each frame header; close payloads: length 1, codes per RFC 6455
  * §7.4, UTF-8 reason). It never touches a socket: its driver writes pongs and close frames.
+ * With permessage-deflate agreed, the driver sets parser.rsv_allowed = 0x40: the session then
+ * accepts RSV1 on the first frame of a data message only (1002 on a continuation or control
+ * frame) and reports that message's compressed bytes for the driver to inflate.
  * ------------------------------------------------------------------------------------------- */
 #define PYWS_SESS_NONE 0      /* input exhausted: feed more */
 #define PYWS_SESS_MESSAGE 1   /* a whole data message: opcode, data/len */
@@ -213,6 +216,8 @@ size_t pyws_frame_header(uint8_t *out, int fin, int rsv, int opcode, uint64_t le
 typedef struct pyws_sess_event {
     int kind;
     int opcode;
+    int compressed;           /* MESSAGE: it came with RSV1 (permessage-deflate): data/len are
+                                 the compressed bytes, not yet inflated nor UTF-8 checked */
     const uint8_t *data;
     size_t len;
     int code;
@@ -226,6 +231,7 @@ typedef struct pyws_session {
     uint64_t max_message;     /* bytes; 0 = unlimited */
     uint64_t msg_len;         /* bytes of the data message in progress */
     uint8_t msg_opcode;       /* TEXT/BINARY of the message in progress, 0 if none */
+    uint8_t msg_compressed;   /* the message in progress had RSV1 on its first frame */
     uint8_t failed;           /* an ERROR was reported: all later input is ignored */
     uint8_t closed;           /* a CLOSE was reported: all later input is ignored */
     uint8_t ctl_len;
@@ -342,10 +348,11 @@ int pyws_protocol_offered(pyws_str offered, const char *protocol);
 /* The client's Sec-WebSocket-Key for 16 random bytes: 24 base64 chars + NUL into key_out. */
 void pyws_client_key(const uint8_t *random16, char *key_out);
 /* Check a server's response head to our upgrade request (RFC 6455 §4.1): 101, Upgrade:
- * websocket, Connection: upgrade, a single Sec-WebSocket-Accept matching `key`, no
- * Sec-WebSocket-Extensions (we offer none), at most one Sec-WebSocket-Protocol and only one of
+ * websocket, Connection: upgrade, a single Sec-WebSocket-Accept matching `key`, at most one
+ * Sec-WebSocket-Protocol and only one of
  * `offered_protocols` (comma list, NULL for none). NULL when valid (then *protocol views the
- * selected subprotocol, empty if none), else a static reason. */
+ * selected subprotocol, empty if none), else a static reason. Sec-WebSocket-Extensions is left
+ * to pyws_pmd_check_response. */
 const char *pyws_handshake_check_response(const pyws_http_head *head, const pyws_header *headers,
                                           const char *key, const char *offered_protocols,
                                           pyws_str *protocol);
@@ -369,7 +376,8 @@ typedef struct pyws_loop pyws_loop;
 #define PYWS_EV_HTTP_MSG 3   /* data: request head (request line + headers); data2: body;
                                 code: 1 if the request is a valid WebSocket upgrade, else 0 */
 #define PYWS_EV_WS_OPEN 4    /* the WebSocket handshake completed */
-#define PYWS_EV_WS_MSG 5     /* opcode: TEXT/BINARY; data: the whole message (UTF-8 checked) */
+#define PYWS_EV_WS_MSG 5     /* opcode: TEXT/BINARY; data: the whole message (UTF-8 checked,
+                                inflated); aux: 1 if it arrived compressed */
 #define PYWS_EV_WS_CTL 6     /* opt-in: opcode PING/PONG/CLOSE; data: the control payload */
 #define PYWS_EV_DRAIN 7      /* write buffer fell back under the high-water mark */
 #define PYWS_EV_WAKEUP 8     /* pyws_wakeup(): id as passed (0 = none); data: bytes passed */
@@ -407,9 +415,51 @@ typedef struct pyws_opts {
     int control_events;          /* default 0: 1 delivers PING/PONG/CLOSE as EV_WS_CTL */
     int reuse_port;              /* default 0: SO_REUSEPORT on listeners */
     int backlog;                 /* default 1024 */
+    /* permessage-deflate (RFC 7692). Windows are in bits (9..15: 2^bits bytes). */
+    int compression;             /* default 1: clients offer it, servers accept an offer */
+    int deflate_level;           /* default 6: zlib's compression level 0..9 */
+    int deflate_mem_level;       /* default 5: zlib's memLevel 1..9 (its hash table size) */
+    int deflate_window_bits;     /* default 12: the window we compress with */
+    int deflate_peer_window_bits; /* default 12: the window we ask the peer to compress with
+                                    (our inflater's memory); 0 = ask nothing */
+    int deflate_no_context_takeover;      /* default 0: 1 resets our compressor after each
+                                             message (and tells the peer) */
+    int deflate_peer_no_context_takeover; /* default 0: 1 asks the peer to reset its own */
+    uint32_t deflate_threshold;  /* default 128: shorter messages are sent uncompressed */
 } pyws_opts;
 
 void pyws_opts_default(pyws_opts *o);
+
+/* ---------------------------------------------------------------------------------------------
+ * Extensions (extensions.c): the permessage-deflate negotiation of RFC 7692 §7.1, both roles,
+ * from the options' compression fields. `values` are the Sec-WebSocket-Extensions header values
+ * (one per occurrence of the header).
+ * ------------------------------------------------------------------------------------------- */
+typedef struct pyws_pmd_params {
+    int server_no_context_takeover;   /* 0/1 */
+    int client_no_context_takeover;   /* 0/1 */
+    int server_max_window_bits;       /* 0: absent, else 8..15 */
+    int client_max_window_bits;       /* 0: absent, -1: present without a value, else 8..15 */
+} pyws_pmd_params;
+
+/* Server: accept the first permessage-deflate offer that is valid (known parameters, each at
+ * most once, values where allowed and in range) and fill *agreed and response (the header
+ * value to answer with; cap >= 128). 1 if one was accepted, 0 if none (answer without the
+ * extension; also when opts->compression is 0). */
+int pyws_pmd_negotiate(const pyws_str *values, size_t nvalues, const pyws_opts *opts,
+                       pyws_pmd_params *agreed, char *response, size_t cap);
+/* The header value for agreed parameters ("permessage-deflate; server_max_window_bits=12")
+ * into out (cap >= 128); returns its length. */
+int pyws_pmd_format(const pyws_pmd_params *agreed, char *out, size_t cap);
+/* Client: the Sec-WebSocket-Extensions value to offer into out (cap >= 512); returns its
+ * length (0 when compression is off). Asking for a smaller server window adds a second offer
+ * without that request, for servers that cannot honour it. */
+int pyws_pmd_offer(const pyws_opts *opts, char *out, size_t cap);
+/* Client: check the server's answer against what pyws_pmd_offer offered. NULL if acceptable
+ * (*accepted = 1 and *agreed filled if it accepted permessage-deflate, 0 if it answered without
+ * extensions), else why the handshake fails. */
+const char *pyws_pmd_check_response(const pyws_str *values, size_t nvalues, const pyws_opts *opts,
+                                    pyws_pmd_params *agreed, int *accepted);
 
 /* Create a loop (its poller backend is the one built in: see pyws_backend()). NULL on failure. */
 pyws_loop *pyws_loop_new(void);
@@ -460,6 +510,9 @@ int pyws_ws_upgrade(pyws_loop *loop, uint64_t id, const char *protocol,
 int pyws_handshake_status(pyws_loop *loop, uint64_t id);
 
 #define PYWS_SEND_FIN 1          /* last fragment of the message */
+#define PYWS_SEND_NO_COMPRESS 2  /* send this message uncompressed even if permessage-deflate
+                                    is on (given on its first frame; ignored without it) */
+#define PYWS_SEND_COMPRESS 4     /* compress it even if shorter than deflate_threshold */
 
 /* Queue one frame (opcode TEXT/BINARY/CONTINUATION/PING/PONG) carrying data[0..len). A message
  * in fragments is a TEXT/BINARY frame without PYWS_SEND_FIN followed by CONTINUATION frames,
@@ -478,6 +531,11 @@ int pyws_ws_close(pyws_loop *loop, uint64_t id, int code, const char *reason, si
 int pyws_close_after_flush(pyws_loop *loop, uint64_t id);
 /* Close the TCP connection now, dropping queued output (EV_CLOSE follows with 1006). */
 int pyws_abort(pyws_loop *loop, uint64_t id);
+
+/* The extensions agreed for this WebSocket, as in the handshake's Sec-WebSocket-Extensions
+ * ("permessage-deflate; server_max_window_bits=12"), into out (NUL-terminated); returns the
+ * length (0: none), or < 0. */
+int pyws_ws_extensions(pyws_loop *loop, uint64_t id, char *out, size_t cap);
 
 /* Bytes queued and not yet written, or < 0. */
 int64_t pyws_write_buffer_size(pyws_loop *loop, uint64_t id);
@@ -515,13 +573,16 @@ int pyws_is_subscribed(pyws_loop *loop, uint64_t id, const char *topic, size_t t
 /* Queue one message (opcode TEXT or BINARY) to every open WebSocket subscribed to topic except
  * `exclude` (0 = none). Returns the number of connections it was queued on. Connections in the
  * middle of sending a fragmented message cannot take it: they are counted in *skipped (may be
- * NULL). Subscribers closed for passing write_limit are counted in *dropped (may be NULL). */
+ * NULL). Subscribers closed for passing write_limit are counted in *dropped (may be NULL).
+ * flags: 0, PYWS_SEND_NO_COMPRESS or PYWS_SEND_COMPRESS. With permessage-deflate, subscribers that reset their
+ * compressor after each message share one compressed frame per set of parameters (compressed
+ * once); subscribers that keep their context are compressed one by one. */
 int pyws_publish(pyws_loop *loop, const char *topic, size_t topic_len, int opcode,
-                 const uint8_t *data, size_t len, uint64_t exclude, uint32_t *skipped,
+                 const uint8_t *data, size_t len, uint64_t exclude, int flags, uint32_t *skipped,
                  uint32_t *dropped);
 /* The same to every open server-side WebSocket of the loop. */
 int pyws_broadcast(pyws_loop *loop, int opcode, const uint8_t *data, size_t len,
-                   uint64_t exclude, uint32_t *skipped, uint32_t *dropped);
+                   uint64_t exclude, int flags, uint32_t *skipped, uint32_t *dropped);
 /* Subscribers of a topic (0 if it has none). */
 int pyws_topic_count(pyws_loop *loop, const char *topic, size_t topic_len);
 /* Number of topics with at least one subscriber. */

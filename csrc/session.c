@@ -130,6 +130,10 @@ int pyws_session_feed(pyws_session *s, uint8_t *buf, size_t len, size_t *consume
             return fail(s, ev, fe.close_code, fe.reason);
 
         case PYWS_FRAME_HEADER:
+            /* the parser let through only RSV1, and only when permessage-deflate was agreed;
+             * it marks a compressed message on its first frame and nowhere else (RFC 7692 §6) */
+            if (fe.rsv && (fe.opcode & 8))
+                return fail(s, ev, PYWS_CLOSE_PROTOCOL_ERROR, "RSV1 set on a control frame");
             if (fe.opcode & 8) {
                 s->ctl_len = 0;
                 break;
@@ -137,10 +141,21 @@ int pyws_session_feed(pyws_session *s, uint8_t *buf, size_t len, size_t *consume
             if (fe.opcode != PYWS_OP_CONTINUATION) {
                 s->msg_opcode = fe.opcode;
                 s->msg_len = 0;
+                s->msg_compressed = fe.rsv ? 1 : 0;
                 pyws_utf8_init(&s->utf8);
+            } else if (fe.rsv) {
+                return fail(s, ev, PYWS_CLOSE_PROTOCOL_ERROR, "RSV1 set on a continuation frame");
             }
-            if (s->max_message && fe.length > s->max_message - s->msg_len)
-                return fail(s, ev, PYWS_CLOSE_TOO_BIG, "message too big");
+            if (s->max_message) {
+                /* compressed bytes are bounded too: deflate never grows data by more than a
+                 * few bytes per block, so this slack only lets through what may inflate to
+                 * max_message; the inflated size is checked while inflating */
+                uint64_t limit = s->max_message;
+                if (s->msg_compressed)
+                    limit += (limit >> 10) + 64;
+                if (fe.length > limit - s->msg_len)
+                    return fail(s, ev, PYWS_CLOSE_TOO_BIG, "message too big");
+            }
             break;
 
         case PYWS_FRAME_PAYLOAD:
@@ -150,7 +165,7 @@ int pyws_session_feed(pyws_session *s, uint8_t *buf, size_t len, size_t *consume
                 s->ctl_len = (uint8_t)(s->ctl_len + fe.len);
                 break;
             }
-            if (s->msg_opcode == PYWS_OP_TEXT) {
+            if (s->msg_opcode == PYWS_OP_TEXT && !s->msg_compressed) {
                 size_t bad;
                 if (pyws_utf8_feed(&s->utf8, fe.data, fe.len, &bad) == PYWS_UTF8_INVALID)
                     return fail(s, ev, PYWS_CLOSE_INVALID_DATA, "invalid UTF-8 in a text message");
@@ -175,10 +190,11 @@ int pyws_session_feed(pyws_session *s, uint8_t *buf, size_t len, size_t *consume
                 return control_end(s, ev);
             if (!s->parser.fin)
                 break;
-            if (s->msg_opcode == PYWS_OP_TEXT && s->utf8.state != 0)
+            if (s->msg_opcode == PYWS_OP_TEXT && !s->msg_compressed && s->utf8.state != 0)
                 return fail(s, ev, PYWS_CLOSE_INVALID_DATA, "text message ends inside a UTF-8 sequence");
             ev->kind = PYWS_SESS_MESSAGE;
             ev->opcode = s->msg_opcode;
+            ev->compressed = s->msg_compressed;
             if (ev->data == NULL) {
                 /* assembled in the buffer (reserve() retired any held one first) */
                 if (s->msg_len) {

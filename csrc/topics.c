@@ -226,9 +226,22 @@ int pyws_topic_total(pyws_loop *loop)
 
 /* ------------------------------------------------------------------ fan-out */
 
+/* A compressed frame shared by every subscriber whose compressor has no context to keep and
+ * uses these parameters: compressed once per publish. */
+typedef struct zshared {
+    pyws_blob *blob;
+    size_t total;
+    uint8_t bits, mem_level, level;
+} zshared;
+
+#define FANOUT_ZSHARED 8
+
 typedef struct fanout {
     pyws_blob *blob;          /* the frame, unmasked, shared by server-side connections */
     size_t total;
+    zshared z[FANOUT_ZSHARED];
+    int nz;
+    int flags;
     int opcode;
     const uint8_t *data;
     size_t len;
@@ -241,7 +254,7 @@ typedef struct fanout {
 } fanout;
 
 static int fanout_start(pyws_loop *loop, fanout *f, int opcode, const uint8_t *data, size_t len,
-                        uint64_t exclude)
+                        uint64_t exclude, int flags)
 {
     if (opcode != PYWS_OP_TEXT && opcode != PYWS_OP_BINARY)
         return pyws_set_error(loop, PYWS_ERR_ARG, "publish sends TEXT or BINARY messages");
@@ -260,7 +273,43 @@ static int fanout_start(pyws_loop *loop, fanout *f, int opcode, const uint8_t *d
     f->data = data;
     f->len = len;
     f->exclude = exclude;
+    f->flags = flags;
     return PYWS_OK;
+}
+
+/* The shared compressed frame for c's parameters (made on first need), or NULL when c must be
+ * compressed on its own (it keeps context, or too many parameter sets). */
+static zshared *fanout_zframe(pyws_loop *loop, fanout *f, const pyws_pmd *d)
+{
+    if (!d->tx_reset || d->tx)
+        return NULL;
+    for (int i = 0; i < f->nz; i++)
+        if (f->z[i].bits == d->tx_bits && f->z[i].mem_level == d->mem_level &&
+            f->z[i].level == d->level)
+            return &f->z[i];
+    if (f->nz == FANOUT_ZSHARED)
+        return NULL;
+    pyws_zpool *pool = pyws_loop_zpool(loop);
+    const uint8_t *out;
+    size_t olen;
+    if (!pool || pyws_zpool_compress_once(pool, d->tx_bits, d->mem_level, d->level, f->data,
+                                          f->len, &out, &olen) != 0)
+        return NULL;
+    uint8_t hdr[14];
+    size_t hlen = pyws_frame_header(hdr, 1, 0x40, f->opcode, olen, NULL);
+    pyws_blob *b = pyws_blob_alloc(loop, hlen + olen);
+    if (!b)
+        return NULL;
+    memcpy(b->data, hdr, hlen);
+    memcpy(b->data + hlen, out, olen);
+    b->len = hlen + olen;
+    zshared *z = &f->z[f->nz++];
+    z->blob = b;
+    z->total = b->len;
+    z->bits = d->tx_bits;
+    z->mem_level = d->mem_level;
+    z->level = d->level;
+    return z;
 }
 
 static void fanout_one(pyws_loop *loop, fanout *f, pyws_conn *c)
@@ -286,9 +335,16 @@ static void fanout_one(pyws_loop *loop, fanout *f, pyws_conn *c)
         f->slow[f->nslow++] = c->id;
         return;
     }
-    int rc = c->role == PYWS_ROLE_CLIENT
-                 ? pyws_ws_queue_frame(loop, c, 1, f->opcode, f->data, f->len) /* masked */
-                 : pyws_wq_push_shared(loop, c, f->blob, f->total);
+    int rc;
+    if (c->pmd && pyws_pmd_wants(c->pmd, f->len, 1, f->flags)) {
+        zshared *z = c->role == PYWS_ROLE_SERVER ? fanout_zframe(loop, f, c->pmd) : NULL;
+        rc = z ? pyws_wq_push_shared(loop, c, z->blob, z->total)
+               : pyws_ws_send_frame(loop, c, 1, f->opcode, f->data, f->len, f->flags);
+    } else if (c->role == PYWS_ROLE_CLIENT) {
+        rc = pyws_ws_queue_frame(loop, c, 1, f->opcode, f->data, f->len); /* masked */
+    } else {
+        rc = pyws_wq_push_shared(loop, c, f->blob, f->total);
+    }
     if (rc == PYWS_OK)
         f->delivered++;
     else
@@ -298,6 +354,8 @@ static void fanout_one(pyws_loop *loop, fanout *f, pyws_conn *c)
 static int fanout_end(pyws_loop *loop, fanout *f, uint32_t *skipped, uint32_t *dropped)
 {
     pyws_blob_put(loop, f->blob);
+    for (int i = 0; i < f->nz; i++)
+        pyws_blob_put(loop, f->z[i].blob);
     /* close the slow ones only now: closing edits the topic lists being walked */
     static const char why[] = "write buffer limit exceeded (slow consumer)";
     for (uint32_t i = 0; i < f->nslow; i++) {
@@ -318,7 +376,7 @@ static int fanout_end(pyws_loop *loop, fanout *f, uint32_t *skipped, uint32_t *d
 }
 
 int pyws_publish(pyws_loop *loop, const char *topic, size_t topic_len, int opcode,
-                 const uint8_t *data, size_t len, uint64_t exclude, uint32_t *skipped,
+                 const uint8_t *data, size_t len, uint64_t exclude, int flags, uint32_t *skipped,
                  uint32_t *dropped)
 {
     if (skipped)
@@ -329,7 +387,7 @@ int pyws_publish(pyws_loop *loop, const char *topic, size_t topic_len, int opcod
     if (!t)
         return 0;
     fanout f;
-    int rc = fanout_start(loop, &f, opcode, data, len, exclude);
+    int rc = fanout_start(loop, &f, opcode, data, len, exclude, flags);
     if (rc)
         return rc;
     for (uint32_t i = 0; i < t->nsubs; i++) {
@@ -341,14 +399,14 @@ int pyws_publish(pyws_loop *loop, const char *topic, size_t topic_len, int opcod
 }
 
 int pyws_broadcast(pyws_loop *loop, int opcode, const uint8_t *data, size_t len,
-                   uint64_t exclude, uint32_t *skipped, uint32_t *dropped)
+                   uint64_t exclude, int flags, uint32_t *skipped, uint32_t *dropped)
 {
     if (skipped)
         *skipped = 0;
     if (dropped)
         *dropped = 0;
     fanout f;
-    int rc = fanout_start(loop, &f, opcode, data, len, exclude);
+    int rc = fanout_start(loop, &f, opcode, data, len, exclude, flags);
     if (rc)
         return rc;
     for (uint32_t slot = 0; slot < loop->nslots; slot++) {

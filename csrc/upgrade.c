@@ -77,6 +77,19 @@ static void store_handshake(pyws_conn *c, const pyws_handshake *hs, const pyws_h
             c->protocols[at] = 0;
         }
     }
+    /* permessage-deflate: choose now, while the request's headers are at hand */
+    c->pmd_offered = 0;
+    if (hs->status == 0 && c->opts.compression) {
+        pyws_str values[16];
+        size_t nv = 0;
+        for (int i = pyws_http_find(headers, n, "sec-websocket-extensions", 0); i >= 0 && nv < 16;
+             i = pyws_http_find(headers, n, "sec-websocket-extensions", (size_t)i + 1))
+            values[nv++] = headers[i].value;
+        char response[160];
+        if (nv && pyws_pmd_negotiate(values, nv, &c->opts, &c->pmd_agreed, response,
+                                     sizeof(response)) == 1)
+            c->pmd_offered = 1;
+    }
     c->flags |= CF_HS_STORED;
 }
 
@@ -239,6 +252,14 @@ int pyws_ws_upgrade(pyws_loop *loop, uint64_t id, const char *protocol, const ch
         if (rc == 0)
             rc = pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0);
     }
+    if (rc == 0 && c->pmd_offered) {
+        char ext[160];
+        int elen = pyws_pmd_format(&c->pmd_agreed, ext, sizeof(ext));
+        rc = pyws_conn_queue(loop, c, (const uint8_t *)"Sec-WebSocket-Extensions: ", 26,
+                             (const uint8_t *)ext, elen > 0 ? (size_t)elen : 0);
+        if (rc == 0)
+            rc = pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0);
+    }
     if (rc == 0 && extra_headers && *extra_headers)
         rc = pyws_conn_queue(loop, c, (const uint8_t *)extra_headers, strlen(extra_headers), NULL, 0);
     if (rc == 0)
@@ -249,10 +270,11 @@ int pyws_ws_upgrade(pyws_loop *loop, uint64_t id, const char *protocol, const ch
     free(c->protocols);
     c->protocols = NULL;
     pyws_ws_start(loop, c, PYWS_ROLE_SERVER);
-    if (!c->sess) {
+    if (!c->sess || (c->pmd_offered && pyws_ws_enable_deflate(loop, c, &c->pmd_agreed) < 0)) {
         pyws_conn_close(loop, c, PYWS_CLOSE_INTERNAL_ERROR);
         return PYWS_ERR_NOMEM;
     }
+    c->pmd_offered = 0;
     pyws_event_push(loop, PYWS_EV_WS_OPEN, c->id);
     pyws_conn_mark(loop, c, CF_PENDING);
     return PYWS_OK;

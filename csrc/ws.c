@@ -63,12 +63,18 @@ void pyws_random(pyws_loop *loop, uint8_t *out, size_t n)
 int pyws_ws_queue_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, const uint8_t *data,
                         size_t len)
 {
+    return pyws_ws_queue_frame_rsv(loop, c, fin, 0, opcode, data, len);
+}
+
+int pyws_ws_queue_frame_rsv(pyws_loop *loop, pyws_conn *c, int fin, int rsv, int opcode,
+                            const uint8_t *data, size_t len)
+{
     uint8_t hdr[14];
     uint8_t key[4];
     int client = c->role == PYWS_ROLE_CLIENT;
     if (client)
         pyws_random(loop, key, 4);
-    size_t hlen = pyws_frame_header(hdr, fin, 0, opcode, len, client ? key : NULL);
+    size_t hlen = pyws_frame_header(hdr, fin, rsv, opcode, len, client ? key : NULL);
     int rc = pyws_conn_queue(loop, c, hdr, hlen, data, len);
     if (rc == 0 && client && len) {
         /* the payload is the last len bytes of the tail segment */
@@ -76,6 +82,18 @@ int pyws_ws_queue_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, cons
         pyws_mask(t->blob->data + t->off + t->len - len, len, key, 0);
     }
     return rc;
+}
+
+int pyws_ws_enable_deflate(pyws_loop *loop, pyws_conn *c, const pyws_pmd_params *agreed)
+{
+    (void)loop;
+    c->pmd = malloc(sizeof(*c->pmd));
+    if (!c->pmd)
+        return PYWS_ERR_NOMEM;
+    pyws_pmd_init(c->pmd, c->role, agreed, &c->opts);
+    c->pmd_agreed = *agreed;
+    c->sess->parser.rsv_allowed = 0x40; /* RSV1: "this message is compressed" */
+    return PYWS_OK;
 }
 
 static void send_close_frame(pyws_loop *loop, pyws_conn *c, int code, const char *reason,
@@ -141,6 +159,74 @@ static void close_exchanged(pyws_loop *loop, pyws_conn *c)
     }
 }
 
+/* Fail the connection with code: the close frame goes out at the next poll, after the replies
+ * to messages delivered before the bad one. */
+static void ws_fail(pyws_loop *loop, pyws_conn *c, int code, const char *reason)
+{
+    c->close_code = code;
+    set_reason(c, reason, strlen(reason));
+    if (!(c->flags & CF_CLOSE_SENT)) {
+        c->pending_code = code;
+        c->pending_reason = reason;
+        pyws_conn_mark(loop, c, CF_PENDING);
+    } else {
+        pyws_conn_finish(loop, c);
+    }
+}
+
+/* A heap block holding an event's view: freed at the next poll (copied to scratch outside
+ * one). NULL if it cannot be kept. */
+static const uint8_t *keep_block(pyws_loop *loop, uint8_t *block, size_t len)
+{
+    if (loop->in_poll && pyws_retire(loop, block) == 0)
+        return block;
+    uint8_t *copy = pyws_scratch(loop, len);
+    if (copy)
+        memcpy(copy, block, len);
+    free(block);
+    return copy;
+}
+
+/* Inflate a compressed message into the arena (or a heap block past it) and check a text
+ * message's UTF-8. 0, or the close code to fail with (its reason in *why). */
+static int inflate_message(pyws_loop *loop, pyws_conn *c, const pyws_sess_event *ev,
+                           const uint8_t **msg, size_t *mlen, const char **why)
+{
+    size_t room;
+    uint8_t *dst = pyws_scratch_room(loop, &room);
+    uint8_t *heap = NULL;
+    pyws_zpool *pool = pyws_loop_zpool(loop);
+    int r = pool ? pyws_pmd_inflate(c->pmd, pool, ev->data, ev->len, c->sess->max_message, dst,
+                                    room, msg, mlen, &heap)
+                 : PYWS_Z_NOMEM;
+    if (r == PYWS_CLOSE_TOO_BIG) {
+        *why = "message too big (after inflating)";
+        return r;
+    }
+    if (r == PYWS_CLOSE_INVALID_DATA) {
+        *why = "invalid compressed data";
+        return r;
+    }
+    if (r != 0) {
+        *why = "out of memory while inflating";
+        return PYWS_CLOSE_INTERNAL_ERROR;
+    }
+    if (heap) {
+        *msg = keep_block(loop, heap, *mlen);
+        if (!*msg) {
+            *why = "out of memory while inflating";
+            return PYWS_CLOSE_INTERNAL_ERROR;
+        }
+    } else if (*mlen) {
+        (void)pyws_scratch(loop, *mlen); /* claim what was written at the arena's tail */
+    }
+    if (ev->opcode == PYWS_OP_TEXT && !pyws_utf8_valid(*msg, *mlen)) {
+        *why = "invalid UTF-8 in a text message";
+        return PYWS_CLOSE_INVALID_DATA;
+    }
+    return 0;
+}
+
 void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
 {
     while (len) {
@@ -156,11 +242,24 @@ void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
         case PYWS_SESS_NONE:
             return;
         case PYWS_SESS_MESSAGE: {
+            const uint8_t *msg = ev.data;
+            size_t mlen = ev.len;
+            if (ev.compressed) {
+                const char *why = NULL;
+                int code = c->pmd ? inflate_message(loop, c, &ev, &msg, &mlen, &why)
+                                  : PYWS_CLOSE_PROTOCOL_ERROR;
+                if (code) {
+                    c->sess->failed = 1; /* later input is ignored */
+                    ws_fail(loop, c, code, why ? why : "RSV1 without permessage-deflate");
+                    return;
+                }
+            }
             pyws_event *e = pyws_event_push(loop, PYWS_EV_WS_MSG, c->id);
             if (e) {
                 e->opcode = ev.opcode;
-                e->data = ev.data;
-                e->len = ev.len;
+                e->data = msg;
+                e->len = mlen;
+                e->aux = (uint64_t)ev.compressed;
             }
             pyws_conn_mark(loop, c, CF_HELD);
             break;
@@ -191,17 +290,7 @@ void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
             }
             return;
         case PYWS_SESS_ERROR:
-            /* Fail the connection at the next poll: replies to the messages delivered before the
-             * bad frame go out first, then the close frame. */
-            c->close_code = ev.code;
-            set_reason(c, ev.reason, ev.reason_len);
-            if (!(c->flags & CF_CLOSE_SENT)) {
-                c->pending_code = ev.code;
-                c->pending_reason = ev.reason;
-                pyws_conn_mark(loop, c, CF_PENDING);
-            } else {
-                pyws_conn_finish(loop, c);
-            }
+            ws_fail(loop, c, ev.code, ev.reason);
             return;
         }
     }
@@ -268,6 +357,26 @@ static int ws_conn(pyws_loop *loop, uint64_t id, pyws_conn **out)
     return PYWS_OK;
 }
 
+int pyws_ws_send_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, const uint8_t *data,
+                       size_t len, int flags)
+{
+    flags &= PYWS_SEND_NO_COMPRESS | PYWS_SEND_COMPRESS;
+    int rsv = 0;
+    if (c->pmd && !(opcode & 8)) {
+        int compress = opcode == PYWS_OP_CONTINUATION
+                           ? c->pmd->tx_frag
+                           : pyws_pmd_wants(c->pmd, len, fin, flags);
+        if (compress) {
+            pyws_zpool *pool = pyws_loop_zpool(loop);
+            if (!pool || pyws_pmd_compress(c->pmd, pool, data, len, fin, &data, &len) != 0)
+                return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory while compressing");
+            if (opcode != PYWS_OP_CONTINUATION)
+                rsv = 0x40; /* RSV1 on the first frame only */
+        }
+    }
+    return pyws_ws_queue_frame_rsv(loop, c, fin, rsv, opcode, data, len);
+}
+
 int pyws_send(pyws_loop *loop, uint64_t id, int opcode, const uint8_t *data, size_t len, int flags)
 {
     pyws_conn *c;
@@ -304,7 +413,7 @@ int pyws_send(pyws_loop *loop, uint64_t id, int opcode, const uint8_t *data, siz
         return pyws_set_error(loop, PYWS_ERR_LIMIT, "%s: %llu bytes queued", why,
                               (unsigned long long)(c->wq_bytes + len));
     }
-    rc = pyws_ws_queue_frame(loop, c, fin, opcode, data, len);
+    rc = pyws_ws_send_frame(loop, c, fin, opcode, data, len, flags);
     if (rc)
         return rc;
     if (opcode == PYWS_OP_TEXT || opcode == PYWS_OP_BINARY) {
@@ -349,4 +458,17 @@ int pyws_ws_close(pyws_loop *loop, uint64_t id, int code, const char *reason, si
     c->deadline_close = loop->now + c->opts.close_timeout;
     pyws_conn_deadline(loop, c, c->deadline_close);
     return PYWS_OK;
+}
+
+int pyws_ws_extensions(pyws_loop *loop, uint64_t id, char *out, size_t cap)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c || c->kind != PYWS_KIND_CONN)
+        return PYWS_ERR_BADID;
+    if (cap == 0)
+        return PYWS_ERR_ARG;
+    out[0] = 0;
+    if (!c->pmd)
+        return 0;
+    return pyws_pmd_format(&c->pmd_agreed, out, cap);
 }

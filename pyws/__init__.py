@@ -47,6 +47,7 @@ from .errors import (ConnectionClosed, HandshakeError, LimitExceeded, ProtocolEr
                      WrongThreadError)
 from .app import App, Route
 from .client import ClientConnection, connect
+from .compression import Deflate
 from .manager import DEFAULT_OPTIONS, Listener, Manager, Timer
 from .message import Headers, HttpMessage, Message, WsMessage
 from .request import Request, Response
@@ -64,7 +65,7 @@ def backend() -> str:
 __all__ = [
     "Manager", "Listener", "Timer", "Connection", "HttpMessage", "WsMessage", "Message",
     "Headers", "App", "Route", "WebSocket", "Request", "Response", "connect",
-    "ClientConnection", "TlsOpts", "TlsError",
+    "ClientConnection", "TlsOpts", "TlsError", "Deflate",
     "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
     "LimitExceeded", "Opcode", "CloseCode", "WSMsgType", "WSCloseCode", "DEFAULT_OPTIONS",
     "backend",

@@ -164,23 +164,27 @@ class App:
 
     # ------------------------------------------------------------------ topics
     def publish(self, topic: Union[str, bytes], data: Union[Payload, Message],
-                exclude: Optional[Union[WebSocket, Connection]] = None) -> int:
+                exclude: Optional[Union[WebSocket, Connection]] = None,
+                compress: Optional[bool] = None) -> int:
         """Send ``data`` (str: text, bytes: binary, or a Message) to every WebSocket
         subscribed to ``topic``, except ``exclude``. Framed once in C; a subscriber past its
         ``write_limit`` is closed with 1008 instead of stalling the others. Returns how many
-        connections it was queued on."""
+        connections it was queued on. ``compress``: see :meth:`Manager.publish`."""
         conn = exclude.conn if isinstance(exclude, WebSocket) else exclude
         if isinstance(data, Message):
-            return self.mgr.publish(topic, data.data, conn, binary=not data.is_text())
-        return self.mgr.publish(topic, data, conn)
+            return self.mgr.publish(topic, data.data, conn, binary=not data.is_text(),
+                                    compress=compress)
+        return self.mgr.publish(topic, data, conn, compress=compress)
 
     def broadcast(self, data: Union[Payload, Message],
-                  exclude: Optional[Union[WebSocket, Connection]] = None) -> int:
+                  exclude: Optional[Union[WebSocket, Connection]] = None,
+                  compress: Optional[bool] = None) -> int:
         """Send ``data`` to every open WebSocket (framed once, see :meth:`publish`)."""
         conn = exclude.conn if isinstance(exclude, WebSocket) else exclude
         if isinstance(data, Message):
-            return self.mgr.broadcast(data.data, conn, binary=not data.is_text())
-        return self.mgr.broadcast(data, conn)
+            return self.mgr.broadcast(data.data, conn, binary=not data.is_text(),
+                                      compress=compress)
+        return self.mgr.broadcast(data, conn, compress=compress)
 
     def subscribers(self, topic: Union[str, bytes]) -> int:
         """How many connections are subscribed to ``topic``."""

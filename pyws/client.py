@@ -77,32 +77,43 @@ class ClientConnection:
             self._mgr.poll(_SLICE_MS)
 
     # ------------------------------------------------------------------ sending
-    def send(self, data: Union[Payload, Message]) -> None:
-        """Send a str as text, bytes-like as binary, or a :class:`Message` as it is."""
+    def send(self, data: Union[Payload, Message], compress: Optional[bool] = None) -> None:
+        """Send a str as text, bytes-like as binary, or a :class:`Message` as it is. With
+        permessage-deflate agreed, ``compress=False`` sends this message uncompressed and
+        ``compress=True`` compresses it even under the threshold."""
         if isinstance(data, Message):
-            self._conn.ws_send(data.data, data.opcode)
+            self._conn.ws_send(data.data, data.opcode, True, compress)
         else:
-            self._conn.ws_send(data, OP_TEXT if isinstance(data, str) else OP_BINARY)
+            self._conn.ws_send(data, OP_TEXT if isinstance(data, str) else OP_BINARY, True,
+                               compress)
         self._flush()
 
-    def send_text(self, text: str) -> None:
+    def send_text(self, text: str, compress: Optional[bool] = None) -> None:
         """Send a text message."""
-        self._conn.ws_send(text, OP_TEXT)
+        self._conn.ws_send(text, OP_TEXT, True, compress)
         self._flush()
 
-    def send_bytes(self, data: Union[bytes, bytearray, memoryview]) -> None:
+    def send_bytes(self, data: Union[bytes, bytearray, memoryview],
+                   compress: Optional[bool] = None) -> None:
         """Send a binary message."""
-        self._conn.ws_send(data, OP_BINARY)
+        self._conn.ws_send(data, OP_BINARY, True, compress)
         self._flush()
 
-    def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps) -> None:
+    def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps,
+                  compress: Optional[bool] = None) -> None:
         """Send ``dumps(obj)`` as a text message."""
-        self.send_text(dumps(obj))
+        self.send_text(dumps(obj), compress)
 
-    def send_fragments(self, chunks: Iterable[Payload], binary: bool = True) -> None:
+    def send_fragments(self, chunks: Iterable[Payload], binary: bool = True,
+                       compress: Optional[bool] = None) -> None:
         """Send one message made of the pieces in ``chunks`` (one frame each)."""
-        self._conn.send_fragments(chunks, OP_BINARY if binary else OP_TEXT)
+        self._conn.send_fragments(chunks, OP_BINARY if binary else OP_TEXT, compress)
         self._flush()
+
+    @property
+    def extensions(self) -> str:
+        """The extensions agreed in the handshake (``"permessage-deflate; ..."``) or ``""``."""
+        return self._conn.extensions
 
     def ping(self, data: Payload = b"") -> None:
         """Send a ping (at most 125 bytes); the server's pong is absorbed by the C core."""

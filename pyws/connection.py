@@ -5,6 +5,7 @@ import json
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
 
 from ._lib import ffi, lib, raise_for
+from .compression import send_flags
 from .constants import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
 from .errors import ConnectionClosed, HandshakeError
 from .message import HttpMessage, encode_payload, header_lines
@@ -156,11 +157,16 @@ class Connection:
             self._fail(rc, "drain")
 
     # ------------------------------------------------------------------ WebSocket
-    def ws_send(self, data: Payload, op: int = OP_TEXT, fin: bool = True) -> None:
+    def ws_send(self, data: Payload, op: int = OP_TEXT, fin: bool = True,
+                compress: Optional[bool] = None) -> None:
         """Send one frame: ``op`` is ``OP_TEXT`` (str is encoded as UTF-8), ``OP_BINARY``,
         ``OP_PING``/``OP_PONG`` (at most 125 bytes) or, for the later pieces of a fragmented
         message, ``OP_CONTINUATION``. ``fin=False`` leaves the message open: follow with
         ``OP_CONTINUATION`` frames, the last one with ``fin=True``.
+
+        With permessage-deflate agreed (see :attr:`extensions`), a message is compressed when
+        it reaches the threshold; ``compress=False`` sends this one uncompressed and
+        ``compress=True`` compresses it even if short (given on a message's first frame).
 
         The frame is queued and written at the next ``poll()``. Raises
         :class:`pyws.ConnectionClosed` once the connection is closing, and
@@ -175,41 +181,62 @@ class Connection:
             data = data.encode()
         elif type(data) is not bytes:
             data = encode_payload(data)
-        rc = lib.pyws_send(loop, self.id, op, data, len(data), 1 if fin else 0)
+        flags = 1 if fin else 0
+        if compress is not None:
+            flags |= send_flags(compress)
+        rc = lib.pyws_send(loop, self.id, op, data, len(data), flags)
         if rc:
             self._fail(rc, "ws_send")
 
-    def send(self, data: Payload) -> None:
-        """Send a whole message: text for str, binary for bytes-like."""
-        self.ws_send(data, OP_TEXT if isinstance(data, str) else OP_BINARY)
+    def send(self, data: Payload, compress: Optional[bool] = None) -> None:
+        """Send a whole message: text for str, binary for bytes-like (``compress``: see
+        :meth:`ws_send`)."""
+        self.ws_send(data, OP_TEXT if isinstance(data, str) else OP_BINARY, True, compress)
 
-    def send_text(self, text: str) -> None:
+    def send_text(self, text: str, compress: Optional[bool] = None) -> None:
         """Send a text message."""
-        self.ws_send(text, OP_TEXT)
+        self.ws_send(text, OP_TEXT, True, compress)
 
-    def send_bytes(self, data: Union[bytes, bytearray, memoryview]) -> None:
+    def send_bytes(self, data: Union[bytes, bytearray, memoryview],
+                   compress: Optional[bool] = None) -> None:
         """Send a binary message."""
-        self.ws_send(data, OP_BINARY)
+        self.ws_send(data, OP_BINARY, True, compress)
 
-    def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps) -> None:
+    def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps,
+                  compress: Optional[bool] = None) -> None:
         """Send ``dumps(obj)`` as a text message."""
-        self.ws_send(dumps(obj), OP_TEXT)
+        self.ws_send(dumps(obj), OP_TEXT, True, compress)
 
-    def send_fragments(self, chunks: Iterable[Payload], op: int = OP_BINARY) -> None:
+    def send_fragments(self, chunks: Iterable[Payload], op: int = OP_BINARY,
+                       compress: Optional[bool] = None) -> None:
         """Send one message made of the pieces in ``chunks``, one frame each (the first with
-        ``op``, the rest as continuations). An empty iterable sends an empty message."""
+        ``op``, the rest as continuations). An empty iterable sends an empty message. With
+        permessage-deflate the whole message is compressed as one stream (unless
+        ``compress=False``), each frame carrying what its piece compressed to."""
         it = iter(chunks)
         try:
             cur = next(it)
         except StopIteration:
-            self.ws_send(b"", op)
+            self.ws_send(b"", op, True, compress)
             return
         first = True
         for nxt in it:
-            self.ws_send(cur, op if first else OP_CONTINUATION, fin=False)
+            self.ws_send(cur, op if first else OP_CONTINUATION, False,
+                         compress if first else None)
             first = False
             cur = nxt
-        self.ws_send(cur, op if first else OP_CONTINUATION, fin=True)
+        self.ws_send(cur, op if first else OP_CONTINUATION, True, compress if first else None)
+
+    @property
+    def extensions(self) -> str:
+        """The extensions agreed in the handshake, as in its Sec-WebSocket-Extensions header
+        (``"permessage-deflate; server_max_window_bits=12"``), or ``""`` for none."""
+        loop = self._mgr._loop
+        if loop is None or self.closed:
+            return ""
+        buf = ffi.new("char[]", 256)
+        n = lib.pyws_ws_extensions(loop, self.id, buf, 256)
+        return ffi.string(buf).decode("ascii") if n > 0 else ""
 
     def ping(self, data: Payload = b"") -> None:
         """Send a ping (payload at most 125 bytes); the C core answers the peer's pings itself."""

@@ -10,7 +10,9 @@ import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
+from . import compression as _compression
 from ._lib import ffi, lib, last_error, raise_for
+from .compression import send_flags
 from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_HTTP_MSG,
                         EV_HTTP_RESP, EV_TIMER, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG, EV_WS_OPEN)
 from .connection import Connection, Payload, _topic
@@ -49,6 +51,7 @@ DEFAULT_OPTIONS: Dict[str, Any] = {
     "control_events": False,              # True: PING/PONG/CLOSE reach the handler as EV_WS_CTL
     "reuse_port": False,                  # SO_REUSEPORT on listeners
     "backlog": 1024,                      # listen(2) backlog
+    "compression": "deflate",             # permessage-deflate: None, "deflate" or pyws.Deflate
 }
 
 
@@ -74,6 +77,7 @@ def _fill_opts(o: Any, opts: Dict[str, Any]) -> None:
     o.control_events = 1 if opts["control_events"] else 0
     o.reuse_port = 1 if opts["reuse_port"] else 0
     o.backlog = int(opts["backlog"])
+    _compression.fill(o, opts["compression"])
 
 
 class _ClientSpec:
@@ -317,7 +321,7 @@ class Manager:
                 h = c.handler or default
                 if h is not None:
                     try:
-                        h(c, t, WsMessage(data, op))
+                        h(c, t, WsMessage(data, op, aux == 1))
                     except Exception:
                         self._handler_failed(c, t)
             elif t == EV_ACCEPT:
@@ -567,32 +571,37 @@ class Manager:
 
     # ------------------------------------------------------------------ topics
     def publish(self, topic: Union[str, bytes], data: Payload,
-                exclude: Optional[Connection] = None, binary: Optional[bool] = None) -> int:
+                exclude: Optional[Connection] = None, binary: Optional[bool] = None,
+                compress: Optional[bool] = None) -> int:
         """Send ``data`` to every WebSocket subscribed to ``topic`` except ``exclude``. The C
         core frames the message once and queues the same bytes on every subscriber. str is
         sent as text, bytes as binary (``binary=`` overrides). A subscriber whose queue would
         pass ``write_limit`` is closed with 1008; it does not hold up the others. Returns how
-        many connections it was queued on."""
+        many connections it was queued on.
+
+        With permessage-deflate, subscribers that reset their compressor after each message
+        share one compressed frame (compressed once); ``compress=False`` sends it uncompressed
+        to all, ``compress=True`` compresses it even under the threshold."""
         loop = self._require_loop()
         t = _topic(topic)
         payload, op = _message(data, binary)
         rc = lib.pyws_publish(loop, t, len(t), op, payload, len(payload),
-                              exclude.id if exclude is not None else 0, self._skipped,
-                              self._dropped)
+                              exclude.id if exclude is not None else 0, send_flags(compress),
+                              self._skipped, self._dropped)
         if rc < 0:
             raise_for(rc, loop, "publish")
         self._note_fanout("publish")
         return int(rc)
 
     def broadcast(self, data: Payload, exclude: Optional[Connection] = None,
-                  binary: Optional[bool] = None) -> int:
+                  binary: Optional[bool] = None, compress: Optional[bool] = None) -> int:
         """Send ``data`` to every open server-side WebSocket of this manager except
         ``exclude``, framed once in C (see :meth:`publish`). Returns the number reached."""
         loop = self._require_loop()
         payload, op = _message(data, binary)
         rc = lib.pyws_broadcast(loop, op, payload, len(payload),
-                                exclude.id if exclude is not None else 0, self._skipped,
-                                self._dropped)
+                                exclude.id if exclude is not None else 0, send_flags(compress),
+                                self._skipped, self._dropped)
         if rc < 0:
             raise_for(rc, loop, "broadcast")
         self._note_fanout("broadcast")

@@ -166,12 +166,14 @@ class Message:
     Build one with ``Message.text("hi")`` or ``Message.binary(b"...")``.
     """
 
-    __slots__ = ("data", "opcode")
+    __slots__ = ("data", "opcode", "compressed")
     text = _TextOrFactory()
 
-    def __init__(self, data: bytes, opcode: int = OP_TEXT) -> None:
+    def __init__(self, data: bytes, opcode: int = OP_TEXT, compressed: bool = False) -> None:
         self.data = data
         self.opcode = opcode
+        #: True if the message arrived compressed (permessage-deflate); ``data`` is inflated.
+        self.compressed = compressed
 
     @classmethod
     def binary(cls, data: Union[bytes, bytearray, memoryview]) -> "Message":

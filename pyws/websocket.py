@@ -162,30 +162,39 @@ class WebSocket:
         return Drain()
 
     # ------------------------------------------------------------------ sending
-    def send_text(self, text: str) -> None:
-        """Send a text message."""
+    def send_text(self, text: str, compress: Optional[bool] = None) -> None:
+        """Send a text message. With permessage-deflate on, ``compress=False`` sends this one
+        uncompressed and ``compress=True`` compresses it even under the threshold."""
         if self._status != _OPEN:
             self._ensure_open()
-        self.conn.ws_send(text, OP_TEXT)
+        self.conn.ws_send(text, OP_TEXT, True, compress)
 
-    def send_bytes(self, data: Union[bytes, bytearray, memoryview]) -> None:
-        """Send a binary message."""
+    def send_bytes(self, data: Union[bytes, bytearray, memoryview],
+                   compress: Optional[bool] = None) -> None:
+        """Send a binary message (``compress``: see :meth:`send_text`)."""
         if self._status != _OPEN:
             self._ensure_open()
-        self.conn.ws_send(data, OP_BINARY)
+        self.conn.ws_send(data, OP_BINARY, True, compress)
 
-    def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps) -> None:
+    def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps,
+                  compress: Optional[bool] = None) -> None:
         """Send ``dumps(obj)`` as a text message."""
-        self.send_text(dumps(obj))
+        self.send_text(dumps(obj), compress)
 
-    def send(self, message: Union[Message, Payload]) -> None:
-        """Send a :class:`Message` (its opcode is kept), a str (text) or bytes (binary)."""
+    def send(self, message: Union[Message, Payload], compress: Optional[bool] = None) -> None:
+        """Send a :class:`Message` (its opcode is kept), a str (text) or bytes (binary)
+        (``compress``: see :meth:`send_text`)."""
         if self._status != _OPEN:
             self._ensure_open()
         if type(message) is Message or isinstance(message, Message):
-            self.conn.ws_send(message.data, message.opcode)
+            self.conn.ws_send(message.data, message.opcode, True, compress)
         else:
-            self.conn.send(message)
+            self.conn.send(message, compress)
+
+    @property
+    def extensions(self) -> str:
+        """The extensions agreed in the handshake (``"permessage-deflate; ..."``) or ``""``."""
+        return self.conn.extensions
 
     def ping(self, data: Payload = b"") -> None:
         """Send a ping (payload at most 125 bytes)."""
@@ -214,9 +223,10 @@ class WebSocket:
         return self.conn.unsubscribe(topic)
 
     def publish(self, topic: Union[str, bytes], data: Payload,
-                exclude_self: bool = False) -> int:
+                exclude_self: bool = False, compress: Optional[bool] = None) -> int:
         """``app.publish(topic, data)``, optionally leaving this connection out."""
-        return self.app.publish(topic, data, exclude=self if exclude_self else None)
+        return self.app.publish(topic, data, exclude=self if exclude_self else None,
+                                compress=compress)
 
     # ------------------------------------------------------------------ state
     @property

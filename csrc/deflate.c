@@ -108,6 +108,7 @@ typedef struct shared_tx {
 struct pyws_zpool {
     shared_tx tx[POOL_TX_MAX];
     int ntx;
+    unsigned evict;           /* next slot to replace when all are taken */
     z_stream *rx;             /* window 15: inflates any peer's message with no takeover */
     uint8_t *out;             /* compressed output of the last call */
     size_t out_cap;
@@ -142,12 +143,20 @@ static z_stream *pool_tx(pyws_zpool *pool, int bits, int mem_level, int level)
         if (s->bits == bits && s->mem_level == mem_level && s->level == level)
             return s->z;
     }
-    if (pool->ntx == POOL_TX_MAX)
-        return NULL;
+    shared_tx *s;
+    if (pool->ntx == POOL_TX_MAX) {
+        /* more parameter sets than slots: replace one in turn (they hold no context) */
+        s = &pool->tx[pool->evict++ % POOL_TX_MAX];
+        deflater_free(s->z);
+        s->z = NULL;
+    } else {
+        s = &pool->tx[pool->ntx++];
+    }
     z_stream *z = deflater_new(&pool->mem, bits, mem_level, level);
-    if (!z)
+    if (!z) {
+        *s = pool->tx[--pool->ntx]; /* drop the empty slot */
         return NULL;
-    shared_tx *s = &pool->tx[pool->ntx++];
+    }
     s->z = z;
     s->bits = (uint8_t)bits;
     s->mem_level = (uint8_t)mem_level;
@@ -175,6 +184,8 @@ static int run_deflate(z_stream *z, pyws_zpool *pool, const uint8_t *in, size_t 
                        const uint8_t **out, size_t *out_len)
 {
     size_t have = 0;
+    if (len > UINT32_MAX / 2)
+        return PYWS_Z_NOMEM; /* zlib counts in 32 bits; no message is this large */
     /* deflateBound covers a finished stream; a sync flush adds at most a few bytes more */
     if (out_reserve(pool, deflateBound(z, (uLong)len) + 16) < 0)
         return PYWS_Z_NOMEM;
@@ -307,6 +318,8 @@ int pyws_pmd_inflate(pyws_pmd *d, pyws_zpool *pool, const uint8_t *in, size_t le
     *out_len = 0;
     if (len == 0)
         return 0; /* an empty compressed payload: an empty message; the stream is untouched */
+    if (len > UINT32_MAX / 2)
+        return PYWS_CLOSE_TOO_BIG; /* zlib counts in 32 bits */
     z_stream *z = d->rx;
     int shared = 0;
     if (!z && d->rx_reset) {

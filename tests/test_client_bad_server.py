@@ -544,13 +544,32 @@ def test_subprotocol_offered_is_accepted(raw_server: Any) -> None:
 
 
 @pytest.mark.parametrize("ext", ["permessage-deflate", "x-webkit-deflate-frame",
-                                 "permessage-deflate; client_max_window_bits"])
+                                 "permessage-deflate; client_max_window_bits=10"])
 def test_extension_not_offered(raw_server: Any, ext: str) -> None:
+    """With compression off the client offers no extension, and fails on any answer."""
     s = raw_server(lambda p: (p.handshake(f"Sec-WebSocket-Extensions: {ext}\r\n"), p.idle(3)))
     with pytest.raises(pyws.HandshakeError, match="extension"):
-        connect(s.url())
+        connect(s.url(), compression=None)
     s.stop()
     assert "sec-websocket-extensions" not in s.requests[0].headers
+
+
+@pytest.mark.parametrize("ext,why", [
+    ("x-webkit-deflate-frame", "extension we did not offer"),
+    ("permessage-deflate, permessage-deflate", "twice"),
+    ("permessage-deflate; foo", "unknown parameter"),
+    ("permessage-deflate; server_max_window_bits=16", "invalid parameter value"),
+    ("permessage-deflate; client_max_window_bits", "no value"),
+    ("permessage-deflate; server_no_context_takeover; server_no_context_takeover", "repeats"),
+])
+def test_extension_answer_invalid(raw_server: Any, ext: str, why: str) -> None:
+    """With compression on (the default) the client offers permessage-deflate and fails the
+    handshake on an answer it cannot accept."""
+    s = raw_server(lambda p: (p.handshake(f"Sec-WebSocket-Extensions: {ext}\r\n"), p.idle(3)))
+    with pytest.raises(pyws.HandshakeError, match=why):
+        connect(s.url())
+    s.stop()
+    assert s.requests[0].headers["sec-websocket-extensions"].startswith("permessage-deflate")
 
 
 @pytest.mark.parametrize("garbage", [

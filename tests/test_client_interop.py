@@ -444,7 +444,10 @@ def test_request_headers_seen_by_websockets(wss: WebsocketsServer) -> None:
     assert h["x-custom"] == "value 1"
     assert h["authorization"] == "Bearer t0k3n"
     assert h["sec-websocket-version"] == "13"
-    assert "sec-websocket-extensions" not in h
+    # compression is on by default: the client offers permessage-deflate (and a fallback)
+    assert h["sec-websocket-extensions"] == (
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12, "
+        "permessage-deflate; client_max_window_bits=12")
     assert proto is None
 
 

@@ -383,8 +383,15 @@ int pyws_pmd_inflate(pyws_pmd *d, pyws_zpool *pool, const uint8_t *in, size_t le
             rc = PYWS_CLOSE_INVALID_DATA;
             break;
         }
-        if (tail && z->avail_in == 0 && z->avail_out != 0)
-            break; /* everything in, and zlib had room to spare: the message is whole */
+        if (tail && z->avail_in == 0 && z->avail_out != 0) {
+            /* everything in, and zlib had room to spare. The message is whole only if the
+             * tail was read as the empty stored block that ends it, leaving the decoder at a
+             * block boundary (data_type bit 128); a truncated stream ends mid-block, having
+             * taken the tail for part of its data. */
+            if (!(z->data_type & 128))
+                rc = PYWS_CLOSE_INVALID_DATA;
+            break;
+        }
         if (r == Z_BUF_ERROR && z->avail_out != 0 && z->avail_in != 0) {
             rc = PYWS_CLOSE_INVALID_DATA; /* no progress with input and room: cannot happen */
             break;

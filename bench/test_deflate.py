@@ -273,6 +273,31 @@ def _k(v: float) -> str:
     return f"{v / 1e3:.1f}k" if v >= 1e3 else f"{v:.0f}"
 
 
+def _zlib_floor(size: int) -> Optional[float]:
+    """Microseconds of zlib work one compressed echo costs any server here, measured in this
+    process with the servers' settings: inflate the client's message (window 12) and compress
+    the echo (level 6, window 12, memLevel 5, context kept, sync flush). Bounded: 2000
+    messages or 1 s."""
+    import zlib
+    sys.path.insert(0, os.path.join(HERE, "clients"))
+    try:
+        from deflate_client import deflate_once, json_payloads
+    except ImportError:
+        return None
+    pl = json_payloads(size)
+    frames = [deflate_once(p, 12) + b"\x00\x00\xff\xff" for p in pl]
+    c = zlib.compressobj(6, zlib.DEFLATED, -12, 5)
+    d = zlib.decompressobj(-12)
+    n = 0
+    t0 = time.perf_counter()
+    while n < 2000 and time.perf_counter() - t0 < 1.0:
+        d.decompress(frames[n & 7])
+        c.compress(pl[n & 7])
+        c.flush(zlib.Z_SYNC_FLUSH)
+        n += 1
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 REF = {"pyws": "pyws", "websockets": "pyws", "pyws-plain": "pyws-plain",
        "websockets-plain": "pyws-plain"}
 
@@ -335,6 +360,11 @@ def _echo_tables(runs: List[Dict[str, Any]]) -> List[str]:
                    if cpu_a > 0 and cpu_b > 0 else "?")
             out.append(f"  {label}: {a}/{b_} = {ba['msgs_per_s'] / bb['msgs_per_s']:.2f}x "
                        f"msgs/s (best rounds), per round {','.join(per)}; {eff} msgs/CPU-s")
+        floor = _zlib_floor(size)
+        if floor and any(SERVERS[r["server"]][1] == "deflate" for r in rs):
+            out.append(f"  zlib floor: {floor:.1f} us of zlib per compressed echo (inflate + "
+                       f"deflate, measured here), at most {_k(1e6 / floor)} msgs/CPU-s for any "
+                       f"server")
         out += sorted({f"    {r['server']}: {r['banner']}" for r in rs if r.get("banner")})
     return out
 

@@ -1,0 +1,92 @@
+"""What a compressed connection costs, counted exactly: zlib's allocations go through a counting
+allocator, and ``pyws_conn_memory`` adds them to the connection's own buffers.
+
+- With the defaults (compress at window 12 and memLevel 5, inflate at window 12) a connection
+  spends no more than websockets' 64 KiB per connection, whichever side it is on.
+- A direction with no context takeover keeps no zlib state between messages: with both
+  directions reset, a compressed connection costs what an uncompressed one does, plus the
+  bookkeeping, and its messages still arrive compressed.
+- Larger windows cost what zlib says they do, so the figure in the README is the real one.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, List, Tuple
+
+import pytest
+
+import pyws
+from pyws._lib import lib
+
+MSG = json.dumps([{"id": i, "name": f"user{i}", "tags": ["a", "b"]} for i in range(50)])
+
+
+def measure(server: Any, client: Any, rounds: int = 10) -> Tuple[int, int, str, List[bool]]:
+    """Open one connection in one loop, echo `rounds` messages, and return the server
+    connection's and the client connection's memory, the agreed extension, and whether each
+    echo arrived compressed."""
+    conns: List[pyws.Connection] = []
+    got: List[pyws.WsMessage] = []
+
+    def on_server(c: pyws.Connection, ev: int, d: Any) -> None:
+        if ev == pyws.EV_HTTP_MSG:
+            c.ws_upgrade(d)
+        elif ev == pyws.EV_WS_OPEN:
+            conns.append(c)
+        elif ev == pyws.EV_WS_MSG:
+            c.ws_send(d.data, d.opcode)
+
+    def on_client(c: pyws.Connection, ev: int, d: Any) -> None:
+        if ev == pyws.EV_WS_MSG:
+            got.append(d)
+
+    with pyws.Manager() as mgr:
+        lst = mgr.listen("http://127.0.0.1:0", on_server, compression=server)
+        cl = mgr.ws_connect(f"ws://127.0.0.1:{lst.port}/", on_client, compression=client)
+        for _ in range(500):
+            mgr.poll(10)
+            if conns and cl.is_websocket:
+                break
+        assert conns and cl.is_websocket
+        for i in range(rounds):
+            cl.send(MSG)
+            for _ in range(500):
+                mgr.poll(5)
+                if len(got) > i:
+                    break
+        assert [m.text for m in got] == [MSG] * rounds
+        s = conns[0]
+        return (int(lib.pyws_conn_memory(mgr._loop, s.id)),
+                int(lib.pyws_conn_memory(mgr._loop, cl.id)), s.extensions,
+                [m.compressed for m in got])
+
+
+def test_defaults_cost_no_more_than_websockets() -> None:
+    plain_s, plain_c, ext, compressed = measure(None, None)
+    assert ext == "" and not any(compressed)
+    srv, cli, ext, compressed = measure("deflate", "deflate")
+    assert ext == ("permessage-deflate; server_max_window_bits=12; client_max_window_bits=12")
+    assert all(compressed)
+    for total, plain in ((srv, plain_s), (cli, plain_c)):
+        zlib_bytes = total - plain
+        assert 40 * 1024 < zlib_bytes <= 64 * 1024, zlib_bytes
+
+
+def test_no_context_takeover_keeps_no_zlib_state() -> None:
+    plain_s, plain_c, _, _ = measure(None, None)
+    both = pyws.Deflate(no_context_takeover=True, peer_no_context_takeover=True)
+    srv, cli, ext, compressed = measure(both, "deflate")
+    assert "server_no_context_takeover" in ext and "client_no_context_takeover" in ext
+    assert all(compressed)
+    assert srv - plain_s < 256 and cli - plain_c < 256, (srv, plain_s, cli, plain_c)
+
+
+@pytest.mark.parametrize("bits,mem_level", [(9, 1), (12, 5), (15, 8)])
+def test_memory_follows_the_window(bits: int, mem_level: int) -> None:
+    d = pyws.Deflate(window_bits=bits, peer_window_bits=bits, mem_level=mem_level)
+    srv, _, ext, _ = measure(d, d)
+    plain, _, _, _ = measure(None, None)
+    # zlib: deflate 2^(bits+2) + 2^(mem_level+9) bytes plus its state; inflate 2^bits plus state
+    expect = (1 << (bits + 2)) + (1 << (mem_level + 9)) + (1 << bits)
+    zlib_bytes = srv - plain
+    assert expect < zlib_bytes < expect + 16 * 1024, (bits, mem_level, zlib_bytes, expect)

@@ -78,7 +78,7 @@ clean:
 FUZZ_SECONDS ?= 60
 fuzz:
 	@mkdir -p build/fuzz
-	@for h in session http; do \
+	@for h in session http deflate; do \
 	  clang -g -O1 -Icsrc -fsanitize=fuzzer,address,undefined $(PROTOCOL_SRCS) csrc/fuzz/fuzz_$$h.c -o build/fuzz/fuzz_$$h -lz || exit 1; \
 	  mkdir -p build/fuzz/corpus_$$h; \
 	  build/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus_$$h || exit 1; \

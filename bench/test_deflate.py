@@ -40,6 +40,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import select
 import subprocess
 import sys
@@ -298,6 +299,11 @@ def _zlib_floor(size: int) -> Optional[float]:
     return (time.perf_counter() - t0) / n * 1e6
 
 
+def _banners(rs: List[Dict[str, Any]]) -> List[str]:
+    return sorted({f"    {r['server']}: " + re.sub(r":\d+/", ":PORT/", r["banner"])
+                   for r in rs if r.get("banner")})
+
+
 REF = {"pyws": "pyws", "websockets": "pyws", "pyws-plain": "pyws-plain",
        "websockets-plain": "pyws-plain"}
 
@@ -365,7 +371,7 @@ def _echo_tables(runs: List[Dict[str, Any]]) -> List[str]:
             out.append(f"  zlib floor: {floor:.1f} us of zlib per compressed echo (inflate + "
                        f"deflate, measured here), at most {_k(1e6 / floor)} msgs/CPU-s for any "
                        f"server")
-        out += sorted({f"    {r['server']}: {r['banner']}" for r in rs if r.get("banner")})
+        out += _banners(rs)
     return out
 
 
@@ -402,7 +408,7 @@ def _memory_table(runs: List[Dict[str, Any]]) -> List[str]:
     if "pyws" in by and "websockets" in by and by["pyws"]["rss_per_conn_kib"] > 0:
         out.append(f"  RSS per compressed connection, websockets/pyws = "
                    f"{by['websockets']['rss_per_conn_kib'] / by['pyws']['rss_per_conn_kib']:.2f}x")
-    out += sorted({f"    {r['server']}: {r['banner']}" for r in runs if r.get("banner")})
+    out += _banners(runs)
     return out
 
 

@@ -17,6 +17,7 @@ context takeover in both directions holding no zlib memory between messages.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -208,6 +209,19 @@ def spy_rsv1(ext: PerMessageDeflate) -> List[bool]:
     return seen
 
 
+def ws_extension_header(ws: Union[WsClient, WsServerConn]) -> Optional[str]:
+    """The Sec-WebSocket-Extensions of the handshake response, as websockets sent or got it."""
+    assert ws.response is not None
+    return ws.response.headers.get("Sec-WebSocket-Extensions")
+
+
+def ws_deflate(ws: Union[WsClient, WsServerConn]) -> PerMessageDeflate:
+    """websockets' agreed permessage-deflate (exactly one extension)."""
+    (ext,) = ws.protocol.extensions
+    assert isinstance(ext, PerMessageDeflate)
+    return ext
+
+
 class WsServer:
     """A websockets sync server on 127.0.0.1 with one extension factory (or none), served from
     a thread. Its handler first reports what it agreed (and starts watching RSV1), then echoes
@@ -225,12 +239,9 @@ class WsServer:
 
     def _handle(self, ws: WsServerConn) -> None:
         try:
-            exts = ws.protocol.extensions
-            report: Dict[str, Any] = {
-                "header": ws.response.headers.get("Sec-WebSocket-Extensions")}
-            if exts:
-                ext = exts[0]
-                assert isinstance(ext, PerMessageDeflate)
+            report: Dict[str, Any] = {"header": ws_extension_header(ws)}
+            if ws.protocol.extensions:
+                ext = ws_deflate(ws)
                 self.rsv1 = spy_rsv1(ext)
                 report.update(remote_nct=ext.remote_no_context_takeover,
                               local_nct=ext.local_no_context_takeover,
@@ -386,9 +397,8 @@ def test_websockets_client_pyws_server(server_factory: Callable[..., ServerThrea
         agreed = _pyws_server_answer(_offer_of_ws_client(ws_params), deflate)
         conn = rec.conn()
         pyws_view = srv.call(lambda: conn.extensions)
-        assert ws.response.headers["Sec-WebSocket-Extensions"] == pyws_view == header(agreed)
-        (ext,) = ws.protocol.extensions
-        assert isinstance(ext, PerMessageDeflate)
+        assert ws_extension_header(ws) == pyws_view == header(agreed)
+        ext = ws_deflate(ws)
         assert ext.remote_no_context_takeover == agreed.snct
         assert ext.local_no_context_takeover == agreed.cnct
         assert ext.remote_max_window_bits == (agreed.smwb or 15)
@@ -415,9 +425,9 @@ def test_websockets_client_asks_for_an_8_bit_server_window(
     srv, rec = pyws_server(server_factory, Deflate())
     factory = ClientPerMessageDeflateFactory(server_max_window_bits=8)
     with connect_ws(srv.url + "/ws", factory) as ws:
-        assert ws.response.headers["Sec-WebSocket-Extensions"] == \
+        assert ws_extension_header(ws) == \
             "permessage-deflate; server_max_window_bits=8; client_max_window_bits=12"
-        (ext,) = ws.protocol.extensions
+        ext = ws_deflate(ws)
         assert (ext.remote_max_window_bits, ext.local_max_window_bits) == (8, 12)
         rsv1 = spy_rsv1(ext)
         _exchange_from_websockets(ws)
@@ -433,7 +443,7 @@ def test_websockets_client_without_the_extension(server_factory: Callable[..., S
                                                  pyws_compression: Optional[str]) -> None:
     srv, rec = pyws_server(server_factory, pyws_compression)
     with connect_ws(srv.url + "/ws", None, compression=ws_compression) as ws:
-        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+        assert ws_extension_header(ws) is None
         assert ws.protocol.extensions == []
         conn = rec.conn()
         assert srv.call(lambda: conn.extensions) == ""
@@ -729,17 +739,18 @@ def test_publish_to_mixed_subscribers(server_factory: Callable[..., ServerThread
                                                               server_max_window_bits=11)),
         ("ws-plain", None),
     ]
-    opened: List[Any] = []
-    try:
-        pc = [(n, d, connect_pyws(srv.url + "/ws", d)) for n, d in pyws_clients]
-        opened += [c for _, _, c in pc]
-        wc = [(n, f, connect_ws(srv.url + "/ws", f)) for n, f in ws_clients]
-        opened += [c for _, _, c in wc]
-        spies = {n: spy_rsv1(c.protocol.extensions[0]) for n, f, c in wc if f is not None}
+    with contextlib.ExitStack() as stack:
+        pc = [(n, d, stack.enter_context(connect_pyws(srv.url + "/ws", d)))
+              for n, d in pyws_clients]
+        wc = [(n, f, stack.enter_context(connect_ws(srv.url + "/ws", f)))
+              for n, f in ws_clients]
+        spies = {n: spy_rsv1(ws_deflate(w)) for n, f, w in wc if f is not None}
         total = len(pc) + len(wc)
-        until(lambda: srv.call(lambda: srv.mgr.subscribers("room")) == total)
+        mgr = srv.mgr
+        assert mgr is not None
+        until(lambda: srv.call(lambda: mgr.subscribers("room")) == total)
         for data, compress in PUBLISHED:
-            n = srv.call(lambda: srv.mgr.publish("room", data, compress=compress))
+            n = srv.call(lambda: mgr.publish("room", data, compress=compress))
             assert n == total
         for name, d, c in pc:
             got = [c.recv() for _ in PUBLISHED]
@@ -750,16 +761,13 @@ def test_publish_to_mixed_subscribers(server_factory: Callable[..., ServerThread
                     (cp is True or len(_encoded(p)) >= server_d.threshold)
                     for p, cp in PUBLISHED]
             assert [m.compressed for m in got] == want, name
-        for name, f, c in wc:
-            got = [c.recv(timeout=10) for _ in PUBLISHED]
-            assert got == [p for p, _ in PUBLISHED], name
+        for name, f, w in wc:
+            got_ws = [w.recv(timeout=10) for _ in PUBLISHED]
+            assert got_ws == [p for p, _ in PUBLISHED], name
             if f is not None:
                 assert spies[name] == [cp is True or (cp is None and
                                                       len(_encoded(p)) >= server_d.threshold)
                                        for p, cp in PUBLISHED], name
-    finally:
-        for c in opened:
-            c.close()
 
 
 # --------------------------------------------------------------------------- memory

@@ -15,7 +15,7 @@ Format: every parameter set formats to the exact string and parses back to itsel
 from __future__ import annotations
 
 import itertools
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import pytest
 
@@ -100,7 +100,7 @@ def negotiate(values: Sequence[str], opts: Any, cap: int = 256) -> Optional[Tupl
 def offer(opts: Any) -> str:
     out = ffi.new("char[]", 512)
     n = lib.pyws_pmd_offer(opts, out, 512)
-    s = ffi.string(out).decode("latin-1")
+    s: str = ffi.string(out).decode("latin-1")
     assert n == len(s)
     return s
 
@@ -601,7 +601,7 @@ def test_every_offer_every_config(cfg: Dict[str, int], reverse: bool) -> None:
     and pyws's own client accepts the answer with the same agreed parameters."""
     opts = make_opts(window_bits=cfg["window_bits"], peer_window_bits=cfg["peer_window_bits"],
                      no_context_takeover=cfg["nct"], peer_no_context_takeover=cfg["peer_nct"])
-    failures = []
+    failures: List[Any] = []
     for p in ALL_PARAMS:
         got = negotiate([offer_text(p, reverse)], opts)
         if got is None:

@@ -13,12 +13,13 @@ messages of --size bytes of JSON-like, repetitive ASCII (8 distinct payloads in 
 of the wrong message is caught). Every echo is inflated when it arrives compressed (RSV1; one
 zlib decompressobj per connection: the server keeps its context) and compared byte for byte.
 
-What the client sends, compressed when the server agreed: by default each message is
-compressed on its own (no context kept between messages: always allowed to a sender, RFC 7692
-section 7.2.1) once, before the run, for each payload and the client_max_window_bits the server
-set, and masked with a key of its own; so the client does no deflate work while measuring and
-is not what limits a server. ``--live`` compresses every message as it is sent instead, with
-one compressobj per connection keeping its context (what a browser does) and a fresh mask.
+What the client sends, compressed when the server agreed: by default each of the 8 payloads
+is compressed on its own (no back-reference into earlier messages: valid whatever was agreed,
+the server's inflater just keeps a window it does not need), once, before the run, within the
+client_max_window_bits the server set, and masked with a key of its own; so the client does
+no deflate work while measuring and is not what limits a server. ``--live`` compresses every
+message as it is sent instead, with one compressobj per connection keeping its context (what
+a browser does) and a fresh mask.
 
 ``echo``: N connections (at most 64 connecting at once), each keeping K messages in flight and
 answering every echo with the next message; counted: echoes received during --duration seconds
@@ -151,7 +152,7 @@ class Run:
         self.raw_out = 0
         self.compressed_in = 0  # echoes (any phase) that arrived with RSV1
         self.plain_in = 0
-        self.extensions: Dict[str, int] = collections.Counter()  # type: ignore[assignment]
+        self.extensions: "collections.Counter[str]" = collections.Counter()
         self._frames: Dict[Tuple[int, bool], List[Tuple[bytes, int]]] = {}
 
     def frames(self, wbits: int, compressed: bool) -> List[Tuple[bytes, int]]:

@@ -1,7 +1,8 @@
 """websockets (asyncio implementation) echo server with permessage-deflate for
 bench/test_deflate.py; --compression none turns it off (same code otherwise).
 
-    python bench/servers/websockets_deflate_echo.py --host 127.0.0.1 --port 9001 [--compression none]
+    python bench/servers/websockets_deflate_echo.py --host 127.0.0.1 --port 9001 \
+        [--compression none]
 
 The echo of bench/servers/websockets_echo.py with ``compression=`` left at websockets' default
 (``"deflate"``: ``ServerPerMessageDeflateFactory(server_max_window_bits=12,

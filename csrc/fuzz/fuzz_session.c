@@ -1,5 +1,6 @@
-/* libFuzzer harness: arbitrary bytes, in arbitrary splits, into a server-role session.
- * Build and run: make fuzz (needs clang). The first input byte picks the split size. */
+/* libFuzzer harness: arbitrary bytes, in arbitrary splits, into a session.
+ * Build and run: make fuzz (needs clang). The first input byte picks the split size, the
+ * second the role (bit 0) and whether permessage-deflate was agreed (bit 1). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(copy, data, size);
     pyws_session s;
     pyws_session_init(&s, role, 1 << 16);
+    if (data[-1] & 2)
+        s.parser.rsv_allowed = 0x40; /* permessage-deflate agreed: RSV1 rules apply */
     size_t pos = 0;
     while (pos < size) {
         size_t n = size - pos < step ? size - pos : step;

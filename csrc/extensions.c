@@ -224,11 +224,13 @@ static void add(char *out, size_t cap, size_t *at, const char *name, int value)
                   : snprintf(out + *at, cap - *at, "; %s", name);
     if (n > 0 && (size_t)n < cap - *at)
         *at += (size_t)n;
+    else
+        out[*at] = 0; /* does not fit: leave the value as it was, never half a parameter */
 }
 
 int pyws_pmd_format(const pyws_pmd_params *a, char *out, size_t cap)
 {
-    if (cap < 128)
+    if (cap < PYWS_PMD_MAX_LEN)
         return PYWS_ERR_ARG;
     size_t at = (size_t)snprintf(out, cap, "permessage-deflate");
     if (a->server_no_context_takeover)
@@ -247,7 +249,7 @@ int pyws_pmd_format(const pyws_pmd_params *a, char *out, size_t cap)
 int pyws_pmd_negotiate(const pyws_str *values, size_t nvalues, const pyws_opts *opts,
                        pyws_pmd_params *agreed, char *response, size_t cap)
 {
-    if (!opts->compression || cap < 128)
+    if (!opts->compression || cap < PYWS_PMD_MAX_LEN)
         return 0;
     for (size_t v = 0; v < nvalues; v++) {
         cursor c = {values[v].ptr, values[v].ptr + values[v].len};

@@ -435,6 +435,8 @@ void pyws_opts_default(pyws_opts *o);
  * from the options' compression fields. `values` are the Sec-WebSocket-Extensions header values
  * (one per occurrence of the header).
  * ------------------------------------------------------------------------------------------- */
+#define PYWS_PMD_MAX_LEN 160       /* room for any agreed permessage-deflate header value */
+
 typedef struct pyws_pmd_params {
     int server_no_context_takeover;   /* 0/1 */
     int client_no_context_takeover;   /* 0/1 */
@@ -444,12 +446,12 @@ typedef struct pyws_pmd_params {
 
 /* Server: accept the first permessage-deflate offer that is valid (known parameters, each at
  * most once, values where allowed and in range) and fill *agreed and response (the header
- * value to answer with; cap >= 128). 1 if one was accepted, 0 if none (answer without the
+ * value to answer with; cap >= PYWS_PMD_MAX_LEN). 1 if one was accepted, 0 if none (answer without the
  * extension; also when opts->compression is 0). */
 int pyws_pmd_negotiate(const pyws_str *values, size_t nvalues, const pyws_opts *opts,
                        pyws_pmd_params *agreed, char *response, size_t cap);
 /* The header value for agreed parameters ("permessage-deflate; server_max_window_bits=12")
- * into out (cap >= 128); returns its length. */
+ * into out (cap >= PYWS_PMD_MAX_LEN, else PYWS_ERR_ARG); returns its length. */
 int pyws_pmd_format(const pyws_pmd_params *agreed, char *out, size_t cap);
 /* Client: the Sec-WebSocket-Extensions value to offer into out (cap >= 512); returns its
  * length (0 when compression is off). Asking for a smaller server window adds a second offer

@@ -85,7 +85,7 @@ static void store_handshake(pyws_conn *c, const pyws_handshake *hs, const pyws_h
         for (int i = pyws_http_find(headers, n, "sec-websocket-extensions", 0); i >= 0 && nv < 16;
              i = pyws_http_find(headers, n, "sec-websocket-extensions", (size_t)i + 1))
             values[nv++] = headers[i].value;
-        char response[160];
+        char response[PYWS_PMD_MAX_LEN];
         if (nv && pyws_pmd_negotiate(values, nv, &c->opts, &c->pmd_agreed, response,
                                      sizeof(response)) == 1)
             c->pmd_offered = 1;
@@ -253,7 +253,7 @@ int pyws_ws_upgrade(pyws_loop *loop, uint64_t id, const char *protocol, const ch
             rc = pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0);
     }
     if (rc == 0 && c->pmd_offered) {
-        char ext[160];
+        char ext[PYWS_PMD_MAX_LEN];
         int elen = pyws_pmd_format(&c->pmd_agreed, ext, sizeof(ext));
         rc = pyws_conn_queue(loop, c, (const uint8_t *)"Sec-WebSocket-Extensions: ", 26,
                              (const uint8_t *)ext, elen > 0 ? (size_t)elen : 0);

@@ -498,9 +498,10 @@ def test_compression_off_declines_everything(values: List[str]) -> None:
     assert negotiate(values, make_opts(compression=0)) is None
 
 
-@pytest.mark.parametrize("cap", [0, 1, 64, 127])
+@pytest.mark.parametrize("cap", [0, 1, 64, 127, 159])
 def test_negotiate_needs_room_for_the_response(cap: int) -> None:
-    """cap < 128: nothing accepted (the header could not be written)."""
+    """cap < PYWS_PMD_MAX_LEN (160): nothing accepted (the header might not fit)."""
+    assert lib.PYWS_PMD_MAX_LEN == 160
     assert negotiate([PMD], DEFAULT, cap=cap) is None
 
 
@@ -510,8 +511,8 @@ LONGEST = (f"{PMD}; server_no_context_takeover; client_no_context_takeover; "
 
 @pytest.mark.parametrize("cap", [128, 129, 130, 160])
 def test_negotiate_never_writes_a_cut_response(cap: int) -> None:
-    """The longest answer at caps around the documented minimum (128): either refused or
-    written whole, never cut short (upgrade.c answers from a 160-byte buffer)."""
+    """The longest answer (128 characters) at caps around and above it: either refused or
+    written whole, never cut short (the documented minimum is PYWS_PMD_MAX_LEN, 160)."""
     got = negotiate([LONGEST], make_opts(window_bits=15, peer_window_bits=15), cap=cap)
     if cap >= 160:
         assert got is not None
@@ -880,8 +881,8 @@ def test_format_round_trip(p: Params) -> None:
 
 @pytest.mark.parametrize("cap", [128, 129, 130, 160])
 def test_format_never_writes_a_cut_value(cap: int) -> None:
-    """The longest value (128 characters) at caps around the documented minimum: either
-    refused (PYWS_ERR_ARG) or written whole with its length, never cut short."""
+    """The longest value (128 characters) at caps around it and the documented minimum
+    (PYWS_PMD_MAX_LEN): either refused (PYWS_ERR_ARG) or written whole, never cut short."""
     p = Params(True, True, 15, 15)
     assert header(p) == LONGEST
     n, text = c_format(p, cap=cap)
@@ -893,7 +894,7 @@ def test_format_never_writes_a_cut_value(cap: int) -> None:
         assert n == ERR_ARG
 
 
-@pytest.mark.parametrize("cap", [0, 1, 127])
-def test_format_needs_128_bytes(cap: int) -> None:
+@pytest.mark.parametrize("cap", [0, 1, 127, 159])
+def test_format_needs_pmd_max_len_bytes(cap: int) -> None:
     n, _ = c_format(Params(), cap=cap)
     assert n == ERR_ARG

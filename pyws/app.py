@@ -71,7 +71,8 @@ class App:
     """A WebSocket and HTTP application on one port.
 
     ``App(**options)`` takes the Manager options (``max_message_size``, ``write_limit``,
-    ``heartbeat`` ...; see ``pyws.DEFAULT_OPTIONS``) plus:
+    ``heartbeat``, ``compression`` (permessage-deflate, on by default; None or
+    ``pyws.Deflate(...)``) ...; see ``pyws.DEFAULT_OPTIONS``) plus:
 
     - ``max_connections`` (None = no limit): open WebSockets; past it new upgrades get 503.
     - ``max_connections_per_ip`` (None): open WebSockets per client IP; past it, 503.

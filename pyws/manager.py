@@ -181,6 +181,7 @@ class Manager:
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}; "
                             f"known: {', '.join(DEFAULT_OPTIONS)}")
+        _compression.resolve(options.get("compression"))  # a bad value fails here, not later
         self._options = dict(DEFAULT_OPTIONS, **options)
         self.handler = handler
         loop = lib.pyws_loop_new()
@@ -232,6 +233,7 @@ class Manager:
         unknown = set(options) - set(DEFAULT_OPTIONS)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        _compression.resolve(options.get("compression"))
         if "://" not in url:
             url = "http://" + url
         parts = urlsplit(url)
@@ -509,6 +511,7 @@ class Manager:
         unknown = set(options) - set(DEFAULT_OPTIONS)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        _compression.resolve(options.get("compression"))
         for p in protocols or []:
             if not p or any(ch in p for ch in ' ,;\r\n"'):
                 raise ValueError(f"invalid subprotocol name {p!r}")

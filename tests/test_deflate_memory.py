@@ -90,3 +90,24 @@ def test_memory_follows_the_window(bits: int, mem_level: int) -> None:
     expect = (1 << (bits + 2)) + (1 << (mem_level + 9)) + (1 << bits)
     zlib_bytes = srv - plain
     assert expect < zlib_bytes < expect + 16 * 1024, (bits, mem_level, zlib_bytes, expect)
+
+
+@pytest.mark.parametrize("value", ["gzip", 1, pyws.Deflate])
+def test_bad_compression_option_fails_at_once(value: Any) -> None:
+    """A mistaken compression= is refused where it is given, naming what to use."""
+    with pytest.raises(ValueError, match="pyws.Deflate"):
+        pyws.Manager(compression=value)
+    with pyws.Manager() as mgr:
+        with pytest.raises(ValueError, match="pyws.Deflate"):
+            mgr.listen("http://127.0.0.1:0", compression=value)
+        with pytest.raises(ValueError, match="pyws.Deflate"):
+            mgr.ws_connect("ws://127.0.0.1:9/", compression=value)
+
+
+@pytest.mark.parametrize("field,value", [("window_bits", 8), ("window_bits", 16),
+                                         ("peer_window_bits", 8), ("mem_level", 0),
+                                         ("level", 10), ("threshold", -1),
+                                         ("window_bits", True)])
+def test_deflate_settings_are_checked(field: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=field):
+        pyws.Deflate(**{field: value})

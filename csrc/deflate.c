@@ -113,6 +113,8 @@ struct pyws_zpool {
     uint8_t *out;             /* compressed output of the last call */
     size_t out_cap;
     size_t mem;               /* zlib's bytes for the shared streams */
+    uint64_t ndeflate;        /* frames compressed (statistics) */
+    uint64_t ninflate;        /* messages inflated */
 };
 
 pyws_zpool *pyws_zpool_new(void)
@@ -129,6 +131,12 @@ void pyws_zpool_free(pyws_zpool *pool)
     inflater_free(pool->rx);
     free(pool->out);
     free(pool);
+}
+
+void pyws_zpool_stats(const pyws_zpool *pool, uint64_t *deflated, uint64_t *inflated)
+{
+    *deflated = pool ? pool->ndeflate : 0;
+    *inflated = pool ? pool->ninflate : 0;
 }
 
 size_t pyws_zpool_memory(const pyws_zpool *pool)
@@ -189,6 +197,7 @@ static int run_deflate(z_stream *z, pyws_zpool *pool, const uint8_t *in, size_t 
     /* deflateBound covers a finished stream; a sync flush adds at most a few bytes more */
     if (out_reserve(pool, deflateBound(z, (uLong)len) + 16) < 0)
         return PYWS_Z_NOMEM;
+    pool->ndeflate++;
     z->next_in = (Bytef *)(uintptr_t)in;
     z->avail_in = (uInt)len;
     for (;;) {
@@ -320,6 +329,7 @@ int pyws_pmd_inflate(pyws_pmd *d, pyws_zpool *pool, const uint8_t *in, size_t le
         return 0; /* an empty compressed payload: an empty message; the stream is untouched */
     if (len > UINT32_MAX / 2)
         return PYWS_CLOSE_TOO_BIG; /* zlib counts in 32 bits */
+    pool->ninflate++;
     z_stream *z = d->rx;
     int shared = 0;
     if (!z && d->rx_reset) {

@@ -38,6 +38,7 @@ typedef struct pyws_pmd {
 
 pyws_zpool *pyws_zpool_new(void);
 void pyws_zpool_free(pyws_zpool *pool);
+void pyws_zpool_stats(const pyws_zpool *pool, uint64_t *deflated, uint64_t *inflated);
 /* Bytes the pool holds (shared streams and the output buffer). */
 size_t pyws_zpool_memory(const pyws_zpool *pool);
 

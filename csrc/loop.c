@@ -178,6 +178,19 @@ uint8_t *pyws_scratch_room(pyws_loop *loop, size_t *room)
     return loop->arena + loop->arena_used;
 }
 
+void pyws_deflate_stats(pyws_loop *loop, uint64_t *deflated, uint64_t *inflated,
+                        uint64_t *pool_bytes)
+{
+    uint64_t d, i;
+    pyws_zpool_stats(loop->zpool, &d, &i);
+    if (deflated)
+        *deflated = d;
+    if (inflated)
+        *inflated = i;
+    if (pool_bytes)
+        *pool_bytes = pyws_zpool_memory(loop->zpool);
+}
+
 pyws_zpool *pyws_loop_zpool(pyws_loop *loop)
 {
     if (!loop->zpool)

@@ -639,6 +639,11 @@ const uint8_t *pyws_arena(pyws_loop *loop, size_t *size);
 int64_t pyws_conn_memory(pyws_loop *loop, uint64_t id);
 /* Number of live connections (listeners excluded). */
 int pyws_conn_count(pyws_loop *loop);
+/* permessage-deflate work done by this loop so far: frames compressed (a publish to many
+ * subscribers with no context takeover counts once), messages inflated; and the bytes its
+ * shared zlib streams hold (*pool_bytes). Any pointer may be NULL. */
+void pyws_deflate_stats(pyws_loop *loop, uint64_t *deflated, uint64_t *inflated,
+                        uint64_t *pool_bytes);
 
 /* CDEF-END */
 

@@ -1,4 +1,4 @@
-"""What a compressed connection costs, counted exactly: zlib's allocations go through a counting
+"""What compression costs, counted exactly: zlib's allocations go through a counting
 allocator, and ``pyws_conn_memory`` adds them to the connection's own buffers.
 
 - With the defaults (compress at window 12 and memLevel 5, inflate at window 12) a connection
@@ -7,16 +7,18 @@ allocator, and ``pyws_conn_memory`` adds them to the connection's own buffers.
   directions reset, a compressed connection costs what an uncompressed one does, plus the
   bookkeeping, and its messages still arrive compressed.
 - Larger windows cost what zlib says they do, so the figure in the README is the real one.
+- CPU: a publish to subscribers with no context takeover compresses once (pyws_deflate_stats
+  counts deflate calls); subscribers that keep context are compressed one by one.
 """
 from __future__ import annotations
 
 import json
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
 import pyws
-from pyws._lib import lib
+from pyws._lib import ffi, lib
 
 MSG = json.dumps([{"id": i, "name": f"user{i}", "tags": ["a", "b"]} for i in range(50)])
 
@@ -111,3 +113,59 @@ def test_bad_compression_option_fails_at_once(value: Any) -> None:
 def test_deflate_settings_are_checked(field: str, value: Any) -> None:
     with pytest.raises(ValueError, match=field):
         pyws.Deflate(**{field: value})
+
+
+def deflate_stats(mgr: pyws.Manager) -> Tuple[int, int]:
+    d = ffi.new("uint64_t *")
+    i = ffi.new("uint64_t *")
+    lib.pyws_deflate_stats(mgr._loop, d, i, ffi.NULL)
+    return int(d[0]), int(i[0])
+
+
+@pytest.mark.parametrize("server_nct,expect_once", [(True, True), (False, False)])
+def test_publish_compresses_once_without_context_takeover(server_nct: bool,
+                                                          expect_once: bool) -> None:
+    """Ten subscribers: with no context takeover on the server's side they share one
+    compressed frame (one deflate for the publish); keeping context, each is compressed on its
+    own. Every subscriber gets the message, compressed, either way."""
+    subs: List[pyws.Connection] = []
+    got: Dict[int, List[pyws.WsMessage]] = {}
+
+    def on_server(c: pyws.Connection, ev: int, d: Any) -> None:
+        if ev == pyws.EV_HTTP_MSG:
+            c.ws_upgrade(d)
+        elif ev == pyws.EV_WS_OPEN:
+            c.subscribe("news")
+            subs.append(c)
+
+    def on_client(c: pyws.Connection, ev: int, d: Any) -> None:
+        if ev == pyws.EV_WS_MSG:
+            got.setdefault(c.id, []).append(d)
+
+    with pyws.Manager() as mgr:
+        lst = mgr.listen("http://127.0.0.1:0", on_server,
+                         compression=pyws.Deflate(no_context_takeover=server_nct))
+        clients = [mgr.ws_connect(f"ws://127.0.0.1:{lst.port}/", on_client) for _ in range(10)]
+        for _ in range(500):
+            mgr.poll(10)
+            if len(subs) == 10 and all(c.is_websocket for c in clients):
+                break
+        assert len(subs) == 10
+        before, _ = deflate_stats(mgr)
+        assert mgr.publish("news", MSG) == 10
+        after, _ = deflate_stats(mgr)
+        assert after - before == (1 if expect_once else 10)
+        for _ in range(500):
+            mgr.poll(5)
+            if sum(len(v) for v in got.values()) == 10:
+                break
+        assert sorted(len(v) for v in got.values()) == [1] * 10
+        assert all(v[0].text == MSG and v[0].compressed for v in got.values())
+        # compress=False reaches everyone uncompressed, and compresses nothing
+        assert mgr.publish("news", MSG, compress=False) == 10
+        assert deflate_stats(mgr)[0] == after
+        for _ in range(500):
+            mgr.poll(5)
+            if sum(len(v) for v in got.values()) == 20:
+                break
+        assert all(v[1].text == MSG and not v[1].compressed for v in got.values())

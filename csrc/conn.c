@@ -540,10 +540,11 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
     } else {
         room = PYWS_ARENA_SIZE - loop->arena_used;
         if (room < PYWS_RECV_MIN) {
-            /* the arena is spent for this turn; the poller reports us again, but not for
-             * bytes OpenSSL already holds */
-            if (c->flags & CF_TLS_MORE)
-                pyws_conn_mark(loop, c, CF_PENDING);
+            /* the arena is spent for this turn: this connection is read first at the next
+             * poll, before the poller's report (whose order would favour the same ones
+             * again), and bytes OpenSSL already holds are not lost */
+            c->flags |= CF_STARVED;
+            pyws_conn_mark(loop, c, CF_PENDING);
             return;
         }
         dst = loop->arena + loop->arena_used;

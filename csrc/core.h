@@ -92,6 +92,7 @@ enum {
 #define CF_TLS_HS 0x8000u       /* TLS handshake in progress */
 #define CF_TLS_WANT_WRITE 0x10000u /* OpenSSL needs the socket writable to go on */
 #define CF_TLS_MORE 0x20000u    /* decrypted bytes are waiting inside OpenSSL */
+#define CF_STARVED 0x40000u     /* skipped for want of arena room: read first at the next poll */
 
 typedef struct pyws_conn {
     uint64_t id;              /* generation << 32 | slot */

@@ -520,8 +520,11 @@ static void run_pending(pyws_loop *loop)
         /* a close that the input below reports must wait for the application's replies to
          * the messages before it: only a close already pending is acted on now */
         int close_was_pending = c->pending_code != 0;
-        if (c->flags & CF_TLS_MORE) {
-            pyws_conn_read(loop, c); /* decrypted bytes OpenSSL holds: no socket event for them */
+        if (c->flags & (CF_TLS_MORE | CF_STARVED)) {
+            /* decrypted bytes OpenSSL holds (no socket event for them), or a connection the
+             * last poll had no arena room for */
+            c->flags &= ~CF_STARVED;
+            pyws_conn_read(loop, c);
             c = pyws_conn_get(loop, id);
             if (!c)
                 continue;

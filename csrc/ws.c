@@ -195,6 +195,9 @@ static int inflate_message(pyws_loop *loop, pyws_conn *c, const pyws_sess_event 
     size_t room;
     uint8_t *dst = pyws_scratch_room(loop, &room);
     uint8_t *heap = NULL;
+    /* inflated messages may take the arena's first half only: the rest stays for reading,
+     * so one connection's burst of small compressed messages does not starve the others */
+    room = room > PYWS_ARENA_SIZE / 2 ? room - PYWS_ARENA_SIZE / 2 : 0;
     pyws_zpool *pool = pyws_loop_zpool(loop);
     int r = pool ? pyws_pmd_inflate(c->pmd, pool, ev->data, ev->len, c->sess->max_message, dst,
                                     room, msg, mlen, &heap)

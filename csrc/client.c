@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core.h"
+#include "http.h"
 
 #define MAX_RESPONSE_HEADERS 64
 
@@ -193,11 +194,7 @@ void pyws_client_input(pyws_loop *loop, pyws_conn *c)
     const char *why = pyws_handshake_check_response(&head, headers, c->key, c->protocols,
                                                     &protocol);
     pyws_str values[16];
-    size_t nv = 0;
-    for (int i = pyws_http_find(headers, head.num_headers, "sec-websocket-extensions", 0);
-         i >= 0 && nv < 16;
-         i = pyws_http_find(headers, head.num_headers, "sec-websocket-extensions", (size_t)i + 1))
-        values[nv++] = headers[i].value;
+    size_t nv = pyws_http_values(headers, head.num_headers, "sec-websocket-extensions", values, 16);
     pyws_pmd_params agreed;
     int deflate = 0;
     if (!why)

@@ -44,7 +44,9 @@ static void z_free(voidpf opaque, voidpf p)
     free(h);
 }
 
-static z_stream *deflater_new(size_t *counter, int bits, int mem_level, int level)
+/* A compressor (deflating = 1) or an inflater for raw deflate data with a 2^bits window, its
+ * memory counted in *counter. */
+static z_stream *stream_new(size_t *counter, int deflating, int bits, int mem_level, int level)
 {
     z_stream *z = calloc(1, sizeof(*z));
     if (!z)
@@ -52,7 +54,9 @@ static z_stream *deflater_new(size_t *counter, int bits, int mem_level, int leve
     z->zalloc = z_alloc;
     z->zfree = z_free;
     z->opaque = counter;
-    if (deflateInit2(z, level, Z_DEFLATED, -bits, mem_level, Z_DEFAULT_STRATEGY) != Z_OK) {
+    int r = deflating ? deflateInit2(z, level, Z_DEFLATED, -bits, mem_level, Z_DEFAULT_STRATEGY)
+                      : inflateInit2(z, -bits);
+    if (r != Z_OK) {
         free(z);
         return NULL;
     }
@@ -60,40 +64,16 @@ static z_stream *deflater_new(size_t *counter, int bits, int mem_level, int leve
     return z;
 }
 
-static z_stream *inflater_new(size_t *counter, int bits)
-{
-    z_stream *z = calloc(1, sizeof(*z));
-    if (!z)
-        return NULL;
-    z->zalloc = z_alloc;
-    z->zfree = z_free;
-    z->opaque = counter;
-    if (inflateInit2(z, -bits) != Z_OK) {
-        free(z);
-        return NULL;
-    }
-    *counter += sizeof(*z);
-    return z;
-}
-
-static void deflater_free(void *p)
+static void stream_free(void *p, int deflating)
 {
     z_stream *z = p;
     if (!z)
         return;
     size_t *counter = z->opaque;
-    deflateEnd(z);
-    *counter -= sizeof(*z);
-    free(z);
-}
-
-static void inflater_free(void *p)
-{
-    z_stream *z = p;
-    if (!z)
-        return;
-    size_t *counter = z->opaque;
-    inflateEnd(z);
+    if (deflating)
+        deflateEnd(z);
+    else
+        inflateEnd(z);
     *counter -= sizeof(*z);
     free(z);
 }
@@ -127,8 +107,8 @@ void pyws_zpool_free(pyws_zpool *pool)
     if (!pool)
         return;
     for (int i = 0; i < pool->ntx; i++)
-        deflater_free(pool->tx[i].z);
-    inflater_free(pool->rx);
+        stream_free(pool->tx[i].z, 1);
+    stream_free(pool->rx, 0);
     free(pool->out);
     free(pool);
 }
@@ -155,12 +135,12 @@ static z_stream *pool_tx(pyws_zpool *pool, int bits, int mem_level, int level)
     if (pool->ntx == POOL_TX_MAX) {
         /* more parameter sets than slots: replace one in turn (they hold no context) */
         s = &pool->tx[pool->evict++ % POOL_TX_MAX];
-        deflater_free(s->z);
+        stream_free(s->z, 1);
         s->z = NULL;
     } else {
         s = &pool->tx[pool->ntx++];
     }
-    z_stream *z = deflater_new(&pool->mem, bits, mem_level, level);
+    z_stream *z = stream_new(&pool->mem, 1, bits, mem_level, level);
     if (!z) {
         *s = pool->tx[--pool->ntx]; /* drop the empty slot */
         return NULL;
@@ -268,8 +248,8 @@ void pyws_pmd_init(pyws_pmd *d, int role, const pyws_pmd_params *a, const pyws_o
 
 void pyws_pmd_free(pyws_pmd *d)
 {
-    deflater_free(d->tx);
-    inflater_free(d->rx);
+    stream_free(d->tx, 1);
+    stream_free(d->rx, 0);
     d->tx = d->rx = NULL;
 }
 
@@ -287,14 +267,14 @@ int pyws_pmd_compress(pyws_pmd *d, pyws_zpool *pool, const uint8_t *in, size_t l
         return pyws_zpool_compress_once(pool, d->tx_bits, d->mem_level, d->level, in, len, out,
                                         out_len);
     if (!d->tx) {
-        d->tx = deflater_new(&d->mem, d->tx_bits, d->mem_level, d->level);
+        d->tx = stream_new(&d->mem, 1, d->tx_bits, d->mem_level, d->level);
         if (!d->tx)
             return PYWS_Z_NOMEM;
     }
     int rc = run_deflate(d->tx, pool, in, len, fin, out, out_len);
     d->tx_frag = !fin;
     if (fin && d->tx_reset) {
-        deflater_free(d->tx); /* no state between messages */
+        stream_free(d->tx, 1); /* no state between messages */
         d->tx = NULL;
     }
     return rc;
@@ -333,12 +313,12 @@ int pyws_pmd_inflate(pyws_pmd *d, pyws_zpool *pool, const uint8_t *in, size_t le
     z_stream *z = d->rx;
     int shared = 0;
     if (!z && d->rx_reset) {
-        if (!pool->rx && !(pool->rx = inflater_new(&pool->mem, 15)))
+        if (!pool->rx && !(pool->rx = stream_new(&pool->mem, 0, 15, 0, 0)))
             return PYWS_Z_NOMEM;
         z = pool->rx;
         shared = 1;
     } else if (!z) {
-        if (!(z = d->rx = inflater_new(&d->mem, d->rx_bits)))
+        if (!(z = d->rx = stream_new(&d->mem, 0, d->rx_bits, 0, 0)))
             return PYWS_Z_NOMEM;
     }
     /* output capacity: never more than max + 1 bytes (one more than allowed shows a bomb) */
@@ -416,7 +396,7 @@ int pyws_pmd_inflate(pyws_pmd *d, pyws_zpool *pool, const uint8_t *in, size_t le
         free(*heap);
         *heap = NULL;
     }
-    if (shared || d->rx_reset || rc != 0)
+    if (shared || rc != 0) /* shared: only peers with no context takeover use it */
         inflateReset(z);
     return rc;
 }

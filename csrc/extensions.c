@@ -161,14 +161,17 @@ static int window_value(const ext_param *prm)
     return -1;
 }
 
+/* Why an element's parameters are not acceptable (0: they are). */
+enum { PMD_OK = 0, PMD_UNKNOWN, PMD_REPEATED, PMD_BAD_VALUE };
+
 /* The parameters of one permessage-deflate element, checked per RFC 7692 §7.1: known names
- * only, each at most once, values where (and only where) allowed. NULL if valid, else why. */
-static const char *pmd_params(const ext_elem *e, pyws_pmd_params *out)
+ * only, each at most once, values where (and only where) allowed and in range. */
+static int pmd_params(const ext_elem *e, pyws_pmd_params *out)
 {
     int seen[4] = {0, 0, 0, 0};
     memset(out, 0, sizeof(*out));
     if (e->too_many)
-        return "too many parameters";
+        return PMD_BAD_VALUE; /* only four names exist: some are unknown or repeated */
     for (size_t i = 0; i < e->nparams; i++) {
         const ext_param *prm = &e->params[i];
         int which;
@@ -181,33 +184,32 @@ static const char *pmd_params(const ext_elem *e, pyws_pmd_params *out)
         else if (name_is(prm->name, "client_max_window_bits"))
             which = 3;
         else
-            return "unknown parameter";
+            return PMD_UNKNOWN;
         if (seen[which]++)
-            return "duplicate parameter";
+            return PMD_REPEATED;
         switch (which) {
         case 0:
         case 1:
             if (prm->has_value)
-                return "a no_context_takeover parameter with a value";
+                return PMD_BAD_VALUE; /* no_context_takeover takes no value */
             if (which == 0)
                 out->server_no_context_takeover = 1;
             else
                 out->client_no_context_takeover = 1;
             break;
-        case 2:
+        case 2: /* needs a value from 8 to 15 */
             if (!prm->has_value || (out->server_max_window_bits = window_value(prm)) < 0)
-                return "server_max_window_bits needs a value from 8 to 15";
+                return PMD_BAD_VALUE;
             break;
-        default:
-            if (!prm->has_value) {
+        default: /* no value, or one from 8 to 15 */
+            if (!prm->has_value)
                 out->client_max_window_bits = -1;
-            } else if ((out->client_max_window_bits = window_value(prm)) < 0) {
-                return "client_max_window_bits has a value outside 8 to 15";
-            }
+            else if ((out->client_max_window_bits = window_value(prm)) < 0)
+                return PMD_BAD_VALUE;
             break;
         }
     }
-    return NULL;
+    return PMD_OK;
 }
 
 static int clamp_bits(int bits)
@@ -249,7 +251,7 @@ int pyws_pmd_format(const pyws_pmd_params *a, char *out, size_t cap)
 int pyws_pmd_negotiate(const pyws_str *values, size_t nvalues, const pyws_opts *opts,
                        pyws_pmd_params *agreed, char *response, size_t cap)
 {
-    if (!opts->compression || cap < PYWS_PMD_MAX_LEN)
+    if (!opts->compression || (response && cap < PYWS_PMD_MAX_LEN))
         return 0;
     for (size_t v = 0; v < nvalues; v++) {
         cursor c = {values[v].ptr, values[v].ptr + values[v].len};
@@ -257,7 +259,7 @@ int pyws_pmd_negotiate(const pyws_str *values, size_t nvalues, const pyws_opts *
         int r;
         while ((r = next_elem(&c, &e)) == 1) {
             pyws_pmd_params offer;
-            if (!name_is(e.name, "permessage-deflate") || pmd_params(&e, &offer))
+            if (!name_is(e.name, "permessage-deflate") || pmd_params(&e, &offer) != PMD_OK)
                 continue; /* another extension, or an offer we must decline: try the next */
             pyws_pmd_params a;
             memset(&a, 0, sizeof(a));
@@ -281,7 +283,8 @@ int pyws_pmd_negotiate(const pyws_str *values, size_t nvalues, const pyws_opts *
                 if (offer.client_max_window_bits > 0 || theirs < 15)
                     a.client_max_window_bits = theirs;
             }
-            pyws_pmd_format(&a, response, cap);
+            if (response)
+                pyws_pmd_format(&a, response, cap);
             *agreed = a;
             return 1;
         }
@@ -343,14 +346,14 @@ const char *pyws_pmd_check_response(const pyws_str *values, size_t nvalues, cons
             if (found++)
                 return "the server selected permessage-deflate twice";
             pyws_pmd_params a;
-            const char *why = pmd_params(&e, &a);
-            if (why) {
-                if (!strcmp(why, "unknown parameter"))
-                    return "the server's permessage-deflate has an unknown parameter";
-                if (!strcmp(why, "duplicate parameter"))
-                    return "the server's permessage-deflate repeats a parameter";
-                return "the server's permessage-deflate has an invalid parameter value";
-            }
+            static const char *const why[] = {
+                [PMD_UNKNOWN] = "the server's permessage-deflate has an unknown parameter",
+                [PMD_REPEATED] = "the server's permessage-deflate repeats a parameter",
+                [PMD_BAD_VALUE] = "the server's permessage-deflate has an invalid parameter value",
+            };
+            int bad = pmd_params(&e, &a);
+            if (bad)
+                return why[bad];
             if (a.client_max_window_bits < 0)
                 return "the server's client_max_window_bits has no value";
             if (opts->deflate_peer_no_context_takeover && !a.server_no_context_takeover)

@@ -390,6 +390,16 @@ int pyws_http_find(const pyws_header *headers, size_t n, const char *name, size_
     return -1;
 }
 
+size_t pyws_http_values(const pyws_header *headers, size_t n, const char *name, pyws_str *out,
+                        size_t max)
+{
+    size_t got = 0;
+    for (int i = pyws_http_find(headers, n, name, 0); i >= 0 && got < max;
+         i = pyws_http_find(headers, n, name, (size_t)i + 1))
+        out[got++] = headers[i].value;
+    return got;
+}
+
 pyws_str pyws_http_trim(pyws_str s)
 {
     while (s.len > 0 && is_ows((unsigned char)s.ptr[0])) {

@@ -1,5 +1,5 @@
 /*
- * http.h — internal helpers of http.c shared with handshake.c. Not part of the public API
+ * http.h — internal helpers of http.c shared with handshake.c, upgrade.c and client.c. Not part of the public API
  * (pyws.h is); nothing here is given to cffi.
  */
 #ifndef PYWS_HTTP_INTERNAL_H
@@ -15,5 +15,10 @@ pyws_str pyws_http_trim(pyws_str s);
  * empty or NULL item never matches. nocase != 0 compares ignoring ASCII case (HTTP tokens);
  * nocase == 0 compares bytes exactly (subprotocol names). */
 int pyws_http_list_has(pyws_str list, const char *item, int nocase);
+
+/* The values of every header named `name` (case-insensitive), in order, into out[0..max);
+ * returns how many were stored. */
+size_t pyws_http_values(const pyws_header *headers, size_t n, const char *name, pyws_str *out,
+                        size_t max);
 
 #endif /* PYWS_HTTP_INTERNAL_H */

@@ -446,8 +446,8 @@ typedef struct pyws_pmd_params {
 
 /* Server: accept the first permessage-deflate offer that is valid (known parameters, each at
  * most once, values where allowed and in range) and fill *agreed and response (the header
- * value to answer with; cap >= PYWS_PMD_MAX_LEN). 1 if one was accepted, 0 if none (answer without the
- * extension; also when opts->compression is 0). */
+ * value to answer with; cap >= PYWS_PMD_MAX_LEN; NULL when only *agreed is wanted). 1 if one
+ * was accepted, 0 if none (answer without the extension; also when opts->compression is 0). */
 int pyws_pmd_negotiate(const pyws_str *values, size_t nvalues, const pyws_opts *opts,
                        pyws_pmd_params *agreed, char *response, size_t cap);
 /* The header value for agreed parameters ("permessage-deflate; server_max_window_bits=12")

@@ -253,22 +253,32 @@ typedef struct fanout {
     uint32_t slow_cap;
 } fanout;
 
+/* One unmasked frame carrying data[0..len), in a block subscribers' queues can share. */
+static pyws_blob *frame_blob(pyws_loop *loop, int rsv, int opcode, const uint8_t *data,
+                             size_t len)
+{
+    uint8_t hdr[14];
+    size_t hlen = pyws_frame_header(hdr, 1, rsv, opcode, len, NULL);
+    pyws_blob *b = pyws_blob_alloc(loop, hlen + len);
+    if (!b)
+        return NULL;
+    memcpy(b->data, hdr, hlen);
+    if (len)
+        memcpy(b->data + hlen, data, len);
+    b->len = hlen + len;
+    return b;
+}
+
 static int fanout_start(pyws_loop *loop, fanout *f, int opcode, const uint8_t *data, size_t len,
                         uint64_t exclude, int flags)
 {
     if (opcode != PYWS_OP_TEXT && opcode != PYWS_OP_BINARY)
         return pyws_set_error(loop, PYWS_ERR_ARG, "publish sends TEXT or BINARY messages");
     memset(f, 0, sizeof(*f));
-    uint8_t hdr[14];
-    size_t hlen = pyws_frame_header(hdr, 1, 0, opcode, len, NULL);
-    f->total = hlen + len;
-    f->blob = pyws_blob_alloc(loop, f->total);
+    f->blob = frame_blob(loop, 0, opcode, data, len);
     if (!f->blob)
         return PYWS_ERR_NOMEM;
-    memcpy(f->blob->data, hdr, hlen);
-    if (len)
-        memcpy(f->blob->data + hlen, data, len);
-    f->blob->len = f->total;
+    f->total = f->blob->len;
     f->opcode = opcode;
     f->data = data;
     f->len = len;
@@ -295,14 +305,9 @@ static zshared *fanout_zframe(pyws_loop *loop, fanout *f, const pyws_pmd *d)
     if (!pool || pyws_zpool_compress_once(pool, d->tx_bits, d->mem_level, d->level, f->data,
                                           f->len, &out, &olen) != 0)
         return NULL;
-    uint8_t hdr[14];
-    size_t hlen = pyws_frame_header(hdr, 1, 0x40, f->opcode, olen, NULL);
-    pyws_blob *b = pyws_blob_alloc(loop, hlen + olen);
+    pyws_blob *b = frame_blob(loop, 0x40, f->opcode, out, olen); /* RSV1: compressed */
     if (!b)
         return NULL;
-    memcpy(b->data, hdr, hlen);
-    memcpy(b->data + hlen, out, olen);
-    b->len = hlen + olen;
     zshared *z = &f->z[f->nz++];
     z->blob = b;
     z->total = b->len;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "http.h"
 
 #define MAX_HEADERS_HARD 256
 
@@ -81,13 +82,9 @@ static void store_handshake(pyws_conn *c, const pyws_handshake *hs, const pyws_h
     c->pmd_offered = 0;
     if (hs->status == 0 && c->opts.compression) {
         pyws_str values[16];
-        size_t nv = 0;
-        for (int i = pyws_http_find(headers, n, "sec-websocket-extensions", 0); i >= 0 && nv < 16;
-             i = pyws_http_find(headers, n, "sec-websocket-extensions", (size_t)i + 1))
-            values[nv++] = headers[i].value;
-        char response[PYWS_PMD_MAX_LEN];
-        if (nv && pyws_pmd_negotiate(values, nv, &c->opts, &c->pmd_agreed, response,
-                                     sizeof(response)) == 1)
+        size_t nv = pyws_http_values(headers, n, "sec-websocket-extensions", values, 16);
+        /* the answer's text is written at upgrade, from pmd_agreed */
+        if (nv && pyws_pmd_negotiate(values, nv, &c->opts, &c->pmd_agreed, NULL, 0) == 1)
             c->pmd_offered = 1;
     }
     c->flags |= CF_HS_STORED;

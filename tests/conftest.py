@@ -9,11 +9,20 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
 import pyws
+
+
+def native_env() -> Dict[str, str]:
+    """The environment for a foreign program (node, Chromium) started by a test: without the
+    sanitizer runtime the ASan suite preloads into Python, which breaks such programs (node's
+    inflating of compressed messages, for one)."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(pyws.__file__)))

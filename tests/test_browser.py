@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import pytest
 
 import pyws
+from conftest import native_env
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable",
                   "chrome")
@@ -87,9 +88,7 @@ class Chromium:
 
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        # not the sanitizer run's preloads (tests run under ASan too): Chromium runs as shipped
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
+        env = native_env()  # Chromium runs as shipped, even in the ASan suite
         self.proc = subprocess.Popen(
             [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--remote-debugging-pipe", f"--user-data-dir={profile}", "--no-first-run",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import shutil
 import signal
@@ -18,7 +17,7 @@ import pytest
 import websocket
 from websocket import ABNF
 
-from conftest import ExampleProcess
+from conftest import ExampleProcess, native_env
 
 RunExample = Callable[..., ExampleProcess]
 
@@ -367,12 +366,8 @@ def test_pages_work_in_node(run_example: RunExample, tmp_path: Any, name: str,
     js = tmp_path / "run.js"
     # the page's script goes in a block of its own (its const $ shadows the harness's)
     js.write_text(FAKE_DOM + "\n{\n" + script + "\n}\n")
-    # node runs without the sanitizer runtime the ASan suite preloads into Python (preloaded
-    # into node, it breaks node's own inflating of compressed messages)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
     r = subprocess.run([*NODE, str(js), f"127.0.0.1:{ep.port}", mode], capture_output=True,
-                       text=True, timeout=30, env=env)
+                       text=True, timeout=30, env=native_env())
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     if mode == "rooms":

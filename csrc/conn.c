@@ -253,12 +253,31 @@ static int wq_push(pyws_conn *c, pyws_blob *b, size_t off, size_t len)
     return 0;
 }
 
+/* Every byte queued on a WebSocket counts against its limits, control frames included: past
+ * write_limit the connection is closed with 1008 at the next poll (not here: the caller may be
+ * in the middle of a fan-out and still holds c). */
 static void queued(pyws_loop *loop, pyws_conn *c, size_t total)
 {
     c->wq_bytes += total;
+    c->tx_queued += total;
     if (c->wq_bytes >= c->opts.write_high_water)
         c->flags |= CF_ABOVE_HW;
+    if (c->sess && c->opts.write_limit && c->wq_bytes > c->opts.write_limit &&
+        !(c->flags & CF_OVER_LIMIT)) {
+        c->flags |= CF_OVER_LIMIT;
+        pyws_conn_mark(loop, c, CF_PENDING);
+    }
     pyws_conn_mark(loop, c, CF_DIRTY);
+}
+
+/* A server stops reading a WebSocket whose queue to the peer is above write_high_water, so TCP
+ * pushes back on a peer that sends faster than it reads (our pongs, echoes, replies); reading
+ * resumes once the queue drains under the mark. Clients do not: two peers that both stopped
+ * reading while their queues are full would wait for each other forever. */
+static int hw_paused(const pyws_conn *c)
+{
+    return c->role == PYWS_ROLE_SERVER && c->state == PYWS_ST_WS_OPEN &&
+           c->opts.write_high_water && c->wq_bytes >= c->opts.write_high_water;
 }
 
 /* Queue the first len bytes of a block that other connections share (a published frame). */
@@ -315,7 +334,7 @@ void pyws_conn_watch(pyws_loop *loop, pyws_conn *c)
      * would report the fd forever */
     int out = c->state == PYWS_ST_CONNECTING || (c->flags & CF_TLS_WANT_WRITE) ||
               (c->wq_n && !(c->flags & CF_TLS_HS));
-    uint32_t want = ((c->flags & (CF_EOF | CF_PAUSED)) ? 0u : PYWS_POLL_IN) |
+    uint32_t want = ((c->flags & (CF_EOF | CF_PAUSED)) || hw_paused(c) ? 0u : PYWS_POLL_IN) |
                     (out ? PYWS_POLL_OUT : 0u);
     uint32_t have = ((c->flags & CF_NO_READ) ? 0u : PYWS_POLL_IN) |
                     ((c->flags & CF_WANT_WRITE) ? PYWS_POLL_OUT : 0u);
@@ -347,6 +366,7 @@ static void linger_start(pyws_loop *loop, pyws_conn *c)
 static void wq_consume(pyws_loop *loop, pyws_conn *c, size_t n)
 {
     c->wq_bytes -= n;
+    c->tx_sent += n;
     while (n) {
         pyws_wseg *s = &c->wq[c->wq_head];
         if (n < s->len) {
@@ -373,6 +393,10 @@ int pyws_conn_flush(pyws_loop *loop, pyws_conn *c)
         if (!pyws_conn_get(loop, id))
             return -1;
     }
+    int pong_passes = 0;
+again:
+    if (c->flags & CF_PONG_DUE)
+        pyws_ws_send_pong(loop, c);
     while (c->wq_n && c->ssl) {
         /* One SSL_write is one TLS record and (usually) one syscall: small frames are
          * coalesced up to a full record. A write OpenSSL asked to retry is repeated with the
@@ -439,6 +463,14 @@ int pyws_conn_flush(pyws_loop *loop, pyws_conn *c)
         }
         c->last_activity = loop->now;
         wq_consume(loop, c, (size_t)n);
+    }
+    /* our previous pong went out in this write: the latest ping's pong may follow it now */
+    if ((c->flags & CF_PONG_DUE) && c->tx_sent >= c->pong_mark && pong_passes++ == 0)
+        goto again;
+    if ((c->flags & CF_HW_PAUSED) && !hw_paused(c)) {
+        c->flags &= ~CF_HW_PAUSED;
+        if (c->flags & (CF_TLS_MORE | CF_STARVED)) /* input the socket will not report again */
+            pyws_conn_mark(loop, c, CF_PENDING);
     }
     if ((c->flags & CF_ABOVE_HW) && c->wq_bytes < c->opts.write_high_water) {
         c->flags &= ~CF_ABOVE_HW;
@@ -538,6 +570,11 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
             return; /* full: the request in it is processed at the next poll */
         dst = c->rbuf + c->rlen;
     } else {
+        if (hw_paused(c)) {
+            c->flags |= CF_HW_PAUSED;
+            pyws_conn_watch(loop, c);
+            return;
+        }
         room = PYWS_ARENA_SIZE - loop->arena_used;
         if (room < PYWS_RECV_MIN) {
             /* the arena is spent for this turn: this connection is read first at the next

@@ -93,6 +93,9 @@ enum {
 #define CF_TLS_WANT_WRITE 0x10000u /* OpenSSL needs the socket writable to go on */
 #define CF_TLS_MORE 0x20000u    /* decrypted bytes are waiting inside OpenSSL */
 #define CF_STARVED 0x40000u     /* skipped for want of arena room: read first at the next poll */
+#define CF_HW_PAUSED 0x80000u   /* reading stopped: our queue to the peer is above high water */
+#define CF_PONG_DUE 0x100000u   /* a ping waits for its pong (pong[]): see pyws_ws_send_pong */
+#define CF_OVER_LIMIT 0x200000u /* the queue passed write_limit: closed with 1008 next poll */
 
 typedef struct pyws_conn {
     uint64_t id;              /* generation << 32 | slot */
@@ -146,6 +149,11 @@ typedef struct pyws_conn {
     uint32_t wq_n;
     uint32_t wq_cap;
     uint64_t wq_bytes;
+    uint64_t tx_queued;       /* bytes ever queued / ever written: positions in the stream */
+    uint64_t tx_sent;
+    uint64_t pong_mark;       /* tx_queued just after our last pong: written once tx_sent >= */
+    uint8_t pong_len;
+    uint8_t pong[125];        /* payload of the latest unanswered ping */
 
     /* close bookkeeping */
     int close_code;           /* the code reported in EV_CLOSE */
@@ -300,6 +308,10 @@ void pyws_ws_start(pyws_loop *loop, pyws_conn *c, int role);
 void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len);
 void pyws_ws_pending(pyws_loop *loop, pyws_conn *c);
 void pyws_ws_timeout(pyws_loop *loop, pyws_conn *c);
+/* Queue the pong a ping is owed, unless our previous pong is still queued (1: queued). */
+int pyws_ws_send_pong(pyws_loop *loop, pyws_conn *c);
+/* The write queue passed write_limit: close with 1008 now (EV_CLOSE follows). */
+void pyws_ws_overflow(pyws_loop *loop, pyws_conn *c);
 int pyws_ws_queue_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode,
                         const uint8_t *data, size_t len);
 int pyws_ws_queue_frame_rsv(pyws_loop *loop, pyws_conn *c, int fin, int rsv, int opcode,

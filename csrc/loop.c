@@ -68,8 +68,9 @@ void pyws_opts_default(pyws_opts *o)
     o->write_high_water = 1u << 20;
     o->write_limit = 16u << 20;
     o->close_timeout = 5000;
-    o->heartbeat = 0;
-    o->heartbeat_timeout = 10000;
+    o->max_fragments = 1u << 20;
+    o->heartbeat = 20000;
+    o->heartbeat_timeout = 20000;
     o->idle_timeout = 0;
     o->handshake_timeout = 10000;
     o->control_events = 0;
@@ -516,6 +517,10 @@ static void run_pending(pyws_loop *loop)
         if (!c || c->kind != PYWS_KIND_CONN || !(c->flags & CF_PENDING))
             continue;
         c->flags &= ~CF_PENDING;
+        if (c->flags & CF_OVER_LIMIT) {
+            pyws_ws_overflow(loop, c);
+            continue;
+        }
         uint64_t id = c->id;
         /* a close that the input below reports must wait for the application's replies to
          * the messages before it: only a close already pending is acted on now */

@@ -200,7 +200,8 @@ size_t pyws_frame_header(uint8_t *out, int fin, int rsv, int opcode, uint64_t le
  *
  * Turns frames into whole messages and control events; enforces the message-level rules (UTF-8
  * of text messages checked as bytes arrive, so an invalid byte fails at once; the maximum
- * message size, checked at each frame header; close payloads: length 1, codes per RFC 6455
+ * message size, checked at each frame header; the number of frames a message may take;
+ * close payloads: length 1, codes per RFC 6455
  * §7.4, UTF-8 reason). It never touches a socket: its driver writes pongs and close frames.
  * With permessage-deflate agreed, the driver sets parser.rsv_allowed = 0x40: the session then
  * accepts RSV1 on the first frame of a data message only (1002 on a continuation or control
@@ -229,6 +230,9 @@ typedef struct pyws_session {
     pyws_parser parser;
     pyws_utf8 utf8;
     uint64_t max_message;     /* bytes; 0 = unlimited */
+    uint32_t max_fragments;   /* frames one data message may take; 0 = unlimited (set after
+                                 init; more closes with 1009) */
+    uint32_t msg_frames;      /* frames of the data message in progress */
     uint64_t msg_len;         /* bytes of the data message in progress */
     uint8_t msg_opcode;       /* TEXT/BINARY of the message in progress, 0 if none */
     uint8_t msg_compressed;   /* the message in progress had RSV1 on its first frame */
@@ -402,14 +406,16 @@ typedef struct pyws_event {
  * Sizes are bytes, times are milliseconds; 0 disables a timeout. */
 typedef struct pyws_opts {
     uint64_t max_message_size;   /* default 4 MiB: a longer message closes with 1009 */
+    uint32_t max_fragments;      /* default 1048576: a message in more frames closes with 1009;
+                                    0 = no limit */
     uint32_t max_header_bytes;   /* default 16384: a longer HTTP head gets 431 */
     uint32_t max_headers;        /* default 64 header lines: more gets 431 */
     uint64_t max_body;           /* default 1 MiB: a longer HTTP body gets 413 */
     uint64_t write_high_water;   /* default 1 MiB: crossing back under it raises EV_DRAIN */
     uint64_t write_limit;        /* default 16 MiB: queued bytes past this close with 1008 */
     uint32_t close_timeout;      /* default 5000: the whole close handshake, then abort */
-    uint32_t heartbeat;          /* default 0 (off): ping every N ms while open */
-    uint32_t heartbeat_timeout;  /* default 10000: no pong this long after a ping: 1011 */
+    uint32_t heartbeat;          /* default 20000: ping every N ms while open; 0 = off */
+    uint32_t heartbeat_timeout;  /* default 20000: no pong this long after a ping: 1011 */
     uint32_t idle_timeout;       /* default 0 (off): no bytes either way this long: close 1001 */
     uint32_t handshake_timeout;  /* default 10000: HTTP head must complete within this */
     int control_events;          /* default 0: 1 delivers PING/PONG/CLOSE as EV_WS_CTL */

@@ -42,9 +42,10 @@ static int fail(pyws_session *s, pyws_sess_event *ev, int code, const char *reas
     return ev->kind;
 }
 
-/* Make room for `extra` more bytes in the assembly buffer; `hint` is how much the current frame
- * still brings, so a large frame is reserved once rather than grown piece by piece. */
-static int reserve(pyws_session *s, size_t extra, uint64_t hint, uint8_t **retired)
+/* Make room for `extra` more bytes in the assembly buffer. It grows geometrically with the bytes
+ * that have arrived, never by the length a frame header claims: a peer that announces a large
+ * frame and stalls holds only what it sent (amortised, each byte is copied about twice). */
+static int reserve(pyws_session *s, size_t extra, uint8_t **retired)
 {
     if (s->held) {
         /* The buffer still backs a delivered message: start a fresh one. */
@@ -53,18 +54,14 @@ static int reserve(pyws_session *s, size_t extra, uint64_t hint, uint8_t **retir
         s->buf_len = s->buf_cap = 0;
         s->held = 0;
     }
+    if (extra > SIZE_MAX - s->buf_len)
+        return -1;
     size_t need = s->buf_len + extra;
     if (need <= s->buf_cap)
         return 0;
-    /* trust a frame's claimed length only so far: beyond 16 MiB, grow as bytes arrive */
-    if (hint > (16u << 20))
-        hint = 16u << 20;
-    size_t cap = s->buf_cap ? s->buf_cap * 2 : 4096;
-    uint64_t want = (uint64_t)s->buf_len + hint;
-    if (want > cap && want < SIZE_MAX / 2)
-        cap = (size_t)want;
-    if (cap < need)
-        cap = need;
+    size_t cap = s->buf_cap ? s->buf_cap : 4096;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     uint8_t *nb = realloc(s->buf, cap);
     if (!nb)
         return -1;
@@ -140,12 +137,16 @@ int pyws_session_feed(pyws_session *s, uint8_t *buf, size_t len, size_t *consume
             }
             if (fe.opcode != PYWS_OP_CONTINUATION) {
                 s->msg_opcode = fe.opcode;
+                s->msg_frames = 0;
                 s->msg_len = 0;
                 s->msg_compressed = fe.rsv ? 1 : 0;
                 pyws_utf8_init(&s->utf8);
             } else if (fe.rsv) {
                 return fail(s, ev, PYWS_CLOSE_PROTOCOL_ERROR, "RSV1 set on a continuation frame");
             }
+            /* endless (empty) continuation frames would never end the message */
+            if (++s->msg_frames > s->max_fragments && s->max_fragments)
+                return fail(s, ev, PYWS_CLOSE_TOO_BIG, "message has too many fragments");
             if (s->max_message) {
                 /* compressed bytes are bounded too: deflate never grows data by more than a
                  * few bytes per block, so this slack only lets through what may inflate to
@@ -178,7 +179,7 @@ int pyws_session_feed(pyws_session *s, uint8_t *buf, size_t len, size_t *consume
                 ev->len = fe.len;
                 break;
             }
-            if (reserve(s, fe.len, s->parser.remaining + fe.len, retired) < 0)
+            if (reserve(s, fe.len, retired) < 0)
                 return fail(s, ev, PYWS_CLOSE_INTERNAL_ERROR, "out of memory");
             memcpy(s->buf + s->buf_len, fe.data, fe.len);
             s->buf_len += fe.len;

@@ -19,6 +19,7 @@ void pyws_ws_start(pyws_loop *loop, pyws_conn *c, int role)
     if (!c->sess)
         return;
     pyws_session_init(c->sess, role, c->opts.max_message_size);
+    c->sess->max_fragments = c->opts.max_fragments;
     c->role = role;
     c->state = PYWS_ST_WS_OPEN;
     c->flags |= CF_WAS_WS;
@@ -268,8 +269,12 @@ void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
             break;
         }
         case PYWS_SESS_PING:
-            if (!(c->flags & CF_CLOSE_SENT))
-                pyws_ws_queue_frame(loop, c, 1, PYWS_OP_PONG, ev.data, ev.len);
+            if (!(c->flags & CF_CLOSE_SENT)) {
+                memcpy(c->pong, ev.data, ev.len); /* at most 125 bytes: the parser checked */
+                c->pong_len = (uint8_t)ev.len;
+                c->flags |= CF_PONG_DUE;
+                pyws_ws_send_pong(loop, c);
+            }
             push_ctl(loop, c, PYWS_OP_PING, ev.data, ev.len);
             break;
         case PYWS_SESS_PONG:
@@ -297,6 +302,30 @@ void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
             return;
         }
     }
+}
+
+/* RFC 6455 §5.5.3 lets an endpoint that got several pings answer only the most recent one. A
+ * pong waits while our previous pong is still in the write queue (and a newer ping replaces
+ * its payload), so a peer that pings without reading is owed one pong at most, never a pile. */
+int pyws_ws_send_pong(pyws_loop *loop, pyws_conn *c)
+{
+    if (!(c->flags & CF_PONG_DUE) || c->tx_sent < c->pong_mark)
+        return 0;
+    c->flags &= ~CF_PONG_DUE;
+    if ((c->flags & CF_CLOSE_SENT) || c->state != PYWS_ST_WS_OPEN)
+        return 0;
+    if (pyws_ws_queue_frame(loop, c, 1, PYWS_OP_PONG, c->pong, c->pong_len) != PYWS_OK)
+        return 0;
+    c->pong_mark = c->tx_queued;
+    return 1;
+}
+
+void pyws_ws_overflow(pyws_loop *loop, pyws_conn *c)
+{
+    static const char why[] = "write buffer limit exceeded (slow consumer)";
+    c->close_code = PYWS_CLOSE_POLICY;
+    set_reason(c, why, sizeof(why) - 1);
+    pyws_conn_close(loop, c, PYWS_CLOSE_POLICY);
 }
 
 void pyws_ws_pending(pyws_loop *loop, pyws_conn *c)
@@ -409,12 +438,10 @@ int pyws_send(pyws_loop *loop, uint64_t id, int opcode, const uint8_t *data, siz
         return pyws_set_error(loop, PYWS_ERR_ARG, "opcode %d cannot be sent this way", opcode);
     }
     if (c->wq_bytes + len + 14 > c->opts.write_limit) {
-        static const char why[] = "write buffer limit exceeded (slow consumer)";
-        c->close_code = PYWS_CLOSE_POLICY;
-        set_reason(c, why, sizeof(why) - 1);
-        pyws_conn_close(loop, c, PYWS_CLOSE_POLICY);
-        return pyws_set_error(loop, PYWS_ERR_LIMIT, "%s: %llu bytes queued", why,
-                              (unsigned long long)(c->wq_bytes + len));
+        unsigned long long queued = (unsigned long long)(c->wq_bytes + len);
+        pyws_ws_overflow(loop, c);
+        return pyws_set_error(loop, PYWS_ERR_LIMIT, "write buffer limit exceeded (slow "
+                              "consumer): %llu bytes queued", queued);
     }
     rc = pyws_ws_send_frame(loop, c, fin, opcode, data, len, flags);
     if (rc)

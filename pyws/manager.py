@@ -38,14 +38,15 @@ Handler = Callable[[Any, int, Any], Any]
 #: Defaults of the options accepted by ``Manager(...)`` and ``Manager.listen(...)``.
 DEFAULT_OPTIONS: Dict[str, Any] = {
     "max_message_size": 4 * 1024 * 1024,  # bytes; a longer message closes with 1009
+    "max_fragments": 1 << 20,             # frames in one message; more closes with 1009
     "max_header_bytes": 16384,            # bytes of HTTP request head; more gets 431
     "max_headers": 64,                    # header lines; more gets 431
     "max_body": 1024 * 1024,              # bytes of HTTP request body; more gets 413
     "write_high_water": 1024 * 1024,      # bytes; falling back under it raises EV_DRAIN
     "write_limit": 16 * 1024 * 1024,      # bytes queued; past it the peer is closed with 1008
     "close_timeout": 5.0,                 # seconds for the whole close handshake
-    "heartbeat": None,                    # seconds between pings; None = no heartbeat
-    "heartbeat_timeout": 10.0,            # seconds to wait for the pong; then close 1011
+    "heartbeat": 20.0,                    # seconds between pings; None = no heartbeat
+    "heartbeat_timeout": 20.0,            # seconds to wait for the pong; then close 1011
     "idle_timeout": None,                 # seconds without traffic before closing; None = off
     "handshake_timeout": 10.0,            # seconds for an HTTP request to arrive completely
     "control_events": False,              # True: PING/PONG/CLOSE reach the handler as EV_WS_CTL
@@ -64,6 +65,7 @@ def _ms(seconds: Optional[float]) -> int:
 def _fill_opts(o: Any, opts: Dict[str, Any]) -> None:
     lib.pyws_opts_default(o)
     o.max_message_size = int(opts["max_message_size"] or 0)
+    o.max_fragments = int(opts["max_fragments"] or 0)
     o.max_header_bytes = int(opts["max_header_bytes"])
     o.max_headers = int(opts["max_headers"])
     o.max_body = int(opts["max_body"])
@@ -71,7 +73,7 @@ def _fill_opts(o: Any, opts: Dict[str, Any]) -> None:
     o.write_limit = int(opts["write_limit"])
     o.close_timeout = _ms(opts["close_timeout"]) or 5000
     o.heartbeat = _ms(opts["heartbeat"])
-    o.heartbeat_timeout = _ms(opts["heartbeat_timeout"]) or 10000
+    o.heartbeat_timeout = _ms(opts["heartbeat_timeout"]) or 20000
     o.idle_timeout = _ms(opts["idle_timeout"])
     o.handshake_timeout = _ms(opts["handshake_timeout"])
     o.control_events = 1 if opts["control_events"] else 0

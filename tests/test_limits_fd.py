@@ -277,7 +277,7 @@ def test_cap_refuses_with_503_stays_idle_and_recovers() -> None:
         assert answers.get("503", 0) >= n * 9 // 10, answers
         assert st["refused"] == n and st["open_sockets"] == cap
         assert cpu < MAX_CPU, f"server used {cpu:.1f} % of a CPU while refusing"
-        time.sleep(1.1)  # the last count is reported within a second
+        time.sleep(1.5)  # the last count is reported within a second
         lines = srv.log_lines("refused a connection")
         elapsed = time.monotonic() - srv.started
         print(f"log lines about refusals: {len(lines)} in {elapsed:.1f} s; last: {lines[-1]!r}")

@@ -200,6 +200,16 @@ typedef struct pyws_idlist {
     uint32_t cap;
 } pyws_idlist;
 
+/* A condition reported as EV_ERROR at most once a second, with a count: what happened since the
+ * last report waits in `count` (first at `since`) until a second has passed. */
+typedef struct pyws_ratelog {
+    uint64_t count;                  /* occurrences not reported yet */
+    uint64_t since;                  /* ms: the first of them */
+    uint64_t reported_at;            /* ms: the last report (0 = never) */
+    uint64_t listener;               /* the listener the next report is about */
+    long detail;                     /* accept failures: the last errno; refusals: max_sockets */
+} pyws_ratelog;
+
 struct pyws_loop {
     pyws_poller *poller;
     uint64_t now;                    /* ms, monotonic, updated once per phase */
@@ -256,6 +266,18 @@ struct pyws_loop {
     uint8_t rng[256];                /* OS randomness for client masks, used 4 bytes at a time */
     size_t rng_left;
     char errbuf[256];
+
+    /* out of descriptors (loop.c accept_batch): after accept() fails with EMFILE, ENFILE,
+     * ENOBUFS or ENOMEM every listener is unwatched for accept_pause_ms (10 ms doubling to
+     * 1 s; back to 10 ms after an accept succeeds), so a readable listener cannot spin */
+    uint64_t accept_resume_at;       /* ms on the loop clock; 0 = listeners are watched */
+    uint32_t accept_pause_ms;        /* length of the current or last pause; 0 = none yet */
+    int accept_pause_nconns;         /* nconns when the pause began: a close ends it early */
+    uint64_t accept_failures;        /* such failures so far */
+    uint64_t accept_pauses;          /* pauses so far */
+    pyws_ratelog accept_log;
+    uint64_t refused;                /* connections refused at max_sockets (503) so far */
+    pyws_ratelog refuse_log;
 };
 
 /* ------------------------------------------------------------------ shared helpers */

@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -72,6 +73,18 @@ int pyws_net_listen(const char *host, int port, int backlog, int reuse_port, cha
         snprintf(err, errlen, "cannot listen on %s:%d: %s", host ? host : "*", port,
                  strerror(saved));
     return fd;
+}
+
+uint32_t pyws_auto_max_sockets(void)
+{
+    const uint64_t most = 0x7fffffffu; /* the loop counts connections in an int */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+        (uint64_t)rl.rlim_cur > most)
+        return (uint32_t)most;
+    uint64_t soft = (uint64_t)rl.rlim_cur;
+    uint64_t spare = soft / 16 > 32 ? soft / 16 : 32;
+    return soft > spare ? (uint32_t)(soft - spare) : 1u;
 }
 
 int pyws_net_accept(int lfd, struct sockaddr *sa, socklen_t *salen)

@@ -432,6 +432,13 @@ typedef struct pyws_opts {
                                              message (and tells the peer) */
     int deflate_peer_no_context_takeover; /* default 0: 1 asks the peer to reset its own */
     uint32_t deflate_threshold;  /* default 128: shorter messages are sent uncompressed */
+    /* Listeners: open TCP connections of the whole loop (accepted or dialled, listeners not
+     * counted) past which a new connection is accepted, answered "503 Service Unavailable"
+     * (Connection: close, Retry-After: 1; TLS listeners just close it) and closed, so that
+     * descriptors stay free for files, listeners and the poller. Dialled connections count
+     * but are never refused. Default 0 = auto, resolved by pyws_listen from the soft
+     * RLIMIT_NOFILE: see pyws_auto_max_sockets(). */
+    uint32_t max_sockets;
 } pyws_opts;
 
 void pyws_opts_default(pyws_opts *o);
@@ -650,6 +657,32 @@ int pyws_conn_count(pyws_loop *loop);
  * shared zlib streams hold (*pool_bytes). Any pointer may be NULL. */
 void pyws_deflate_stats(pyws_loop *loop, uint64_t *deflated, uint64_t *inflated,
                         uint64_t *pool_bytes);
+
+/* ---------------------------------------------------------------------------------------------
+ * Descriptor limits. When accept() fails for want of descriptors or memory (EMFILE, ENFILE,
+ * ENOBUFS, ENOMEM), the loop stops watching all its listeners for a pause of 10 ms, doubled
+ * at each failure in a row up to 1 s, and back to 10 ms once an accept succeeds; a connection
+ * of the loop closing ends a pause early. Such failures, and connections refused at
+ * max_sockets, are reported as EV_ERROR on the listener at most once a second, with a count.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct pyws_limit_stats {
+    uint64_t refused;          /* connections refused at max_sockets (503, then closed) */
+    uint64_t accept_failures;  /* accept() failures for want of descriptors or memory */
+    uint64_t accept_pauses;    /* times the listeners were unwatched after such a failure */
+    uint32_t accept_paused;    /* 1 while the listeners are unwatched, else 0 */
+    uint32_t pause_ms;         /* length of the current or last pause (0: none since the last
+                                  successful accept) */
+    uint32_t sockets;          /* open connections, listeners excluded (pyws_conn_count) */
+} pyws_limit_stats;
+
+/* Fill *out with this loop's counters above. */
+void pyws_limit_stats_get(pyws_loop *loop, pyws_limit_stats *out);
+/* The max_sockets a listener made now with max_sockets = 0 gets: with S the soft
+ * RLIMIT_NOFILE, S - max(32, S / 16) descriptors (S / 16 kept spare for files, listeners, the
+ * poller and dialled connections), at least 1; 2^31 - 1 when S is unlimited or larger. */
+uint32_t pyws_auto_max_sockets(void);
+/* The max_sockets in force on a listener (resolved at pyws_listen), or PYWS_ERR_BADID. */
+int64_t pyws_listener_max_sockets(pyws_loop *loop, uint64_t listener);
 
 /* CDEF-END */
 

@@ -80,6 +80,10 @@ class App:
       accepted and closed with 1001; ``"404"`` answers it with a plain 404 instead.
     - ``max_queue`` (1024): messages held for a handler that is not receiving; past it reading
       from that connection pauses (TCP backpressure) until the handler catches up.
+
+    The Manager option ``max_sockets`` (None = derived from RLIMIT_NOFILE) caps every open
+    TCP connection of the loop, HTTP or WebSocket, below the descriptor limit: past it a new
+    connection gets 503 at once. ``app.mgr.stats()`` counts those refusals.
     """
 
     def __init__(self, *, max_connections: Optional[int] = None,

@@ -53,6 +53,12 @@ DEFAULT_OPTIONS: Dict[str, Any] = {
     "reuse_port": False,                  # SO_REUSEPORT on listeners
     "backlog": 1024,                      # listen(2) backlog
     "compression": "deflate",             # permessage-deflate: None, "deflate" or pyws.Deflate
+    # Open TCP connections of the loop (accepted or dialled; listeners not counted) past
+    # which a new connection gets "503 Service Unavailable" (Retry-After: 1) and is closed.
+    # None = auto at listen(): S - max(32, S // 16) connections, S being the soft
+    # RLIMIT_NOFILE (descriptors), so S // 16 (at least 32) stay free for files, listeners,
+    # the poller and dialled connections. See Listener.max_sockets and Manager.stats().
+    "max_sockets": None,
 }
 
 
@@ -79,7 +85,18 @@ def _fill_opts(o: Any, opts: Dict[str, Any]) -> None:
     o.control_events = 1 if opts["control_events"] else 0
     o.reuse_port = 1 if opts["reuse_port"] else 0
     o.backlog = int(opts["backlog"])
+    o.max_sockets = _max_sockets(opts["max_sockets"])
     _compression.fill(o, opts["compression"])
+
+
+def _max_sockets(value: Optional[int]) -> int:
+    """The C value of the max_sockets option: 0 = auto, else 1..2**32-1 (larger is clamped)."""
+    if value is None:
+        return 0
+    n = int(value)
+    if n < 1:
+        raise ValueError(f"max_sockets must be None (auto) or at least 1, not {value!r}")
+    return min(n, 0xFFFFFFFF)
 
 
 class _ClientSpec:
@@ -120,18 +137,21 @@ def _message(data: Payload, binary: Optional[bool]) -> Tuple[bytes, int]:
 
 class Listener:
     """A listening socket returned by :meth:`Manager.listen`: ``port`` (the bound port, useful
-    with port 0), ``host``, ``url``, ``id``; :meth:`close` stops accepting."""
+    with port 0), ``host``, ``url``, ``id``, ``max_sockets`` (the connection cap in force:
+    the option's value, or the one derived from RLIMIT_NOFILE when it was None); :meth:`close`
+    stops accepting."""
 
-    __slots__ = ("_mgr", "id", "host", "port", "url", "handler")
+    __slots__ = ("_mgr", "id", "host", "port", "url", "handler", "max_sockets")
 
     def __init__(self, mgr: "Manager", lid: int, host: str, port: int, url: str,
-                 handler: Optional[Handler]) -> None:
+                 handler: Optional[Handler], max_sockets: int = 0) -> None:
         self._mgr = mgr
         self.id = lid
         self.host = host
         self.port = port
         self.url = url
         self.handler = handler
+        self.max_sockets = max_sockets
 
     def close(self) -> None:
         """Stop accepting; connections already accepted are not affected."""
@@ -184,6 +204,7 @@ class Manager:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}; "
                             f"known: {', '.join(DEFAULT_OPTIONS)}")
         _compression.resolve(options.get("compression"))  # a bad value fails here, not later
+        _max_sockets(options.get("max_sockets"))
         self._options = dict(DEFAULT_OPTIONS, **options)
         self.handler = handler
         loop = lib.pyws_loop_new()
@@ -236,6 +257,7 @@ class Manager:
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
         _compression.resolve(options.get("compression"))
+        _max_sockets(options.get("max_sockets"))
         if "://" not in url:
             url = "http://" + url
         parts = urlsplit(url)
@@ -264,7 +286,8 @@ class Manager:
                 lib.pyws_abort(loop, lid)
                 raise TlsError(f"cannot listen with TLS: {last_error(loop)}")
         bound = lib.pyws_local_port(loop, lid)
-        lst = Listener(self, lid, host, bound, url, handler)
+        cap = int(lib.pyws_listener_max_sockets(loop, lid))
+        lst = Listener(self, lid, host, bound, url, handler, cap)
         self._listeners[lid] = lst
         return lst
 
@@ -644,6 +667,28 @@ class Manager:
     def connection(self, conn_id: int) -> Optional[Connection]:
         """The live connection with this id, or None."""
         return self._conns.get(conn_id)
+
+    def stats(self) -> Dict[str, int]:
+        """Counters of running short of descriptors, since the manager was made:
+
+        - ``open_sockets``: open TCP connections of the loop (listeners excluded), the count
+          ``max_sockets`` is checked against;
+        - ``refused``: connections answered 503 and closed because ``max_sockets`` were open;
+        - ``accept_failures``: ``accept()`` failures for want of descriptors or memory
+          (EMFILE, ENFILE, ENOBUFS, ENOMEM);
+        - ``accept_pauses``: times the listeners were unwatched after such a failure (for
+          10 ms, doubling up to 1 s while failures go on; a connection closing ends a pause);
+        - ``accepts_paused``: 1 while they are, else 0;
+        - ``pause_ms``: length of the current or last pause (0 since a successful accept).
+
+        Both conditions are also logged (``EV_ERROR`` on the listener, a warning on the
+        ``pyws`` logger) at most once a second, with a count."""
+        st = ffi.new("pyws_limit_stats *")
+        lib.pyws_limit_stats_get(self._require_loop(), st)
+        return {"open_sockets": int(st.sockets), "refused": int(st.refused),
+                "accept_failures": int(st.accept_failures),
+                "accept_pauses": int(st.accept_pauses),
+                "accepts_paused": int(st.accept_paused), "pause_ms": int(st.pause_ms)}
 
     @property
     def backend(self) -> str:

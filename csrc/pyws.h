@@ -39,7 +39,8 @@ extern "C" {
 #define PYWS_ERR_ARG -5         /* an argument is out of range */
 #define PYWS_ERR_SYS -6         /* a system call failed; errno-derived text in pyws_last_error() */
 #define PYWS_ERR_HANDSHAKE -7   /* the request was not a valid WebSocket upgrade */
-#define PYWS_ERR_LIMIT -8       /* a configured limit was exceeded (write buffer hard limit) */
+#define PYWS_ERR_LIMIT -8       /* a configured limit was exceeded (write buffer hard limit,
+                                   a full wakeup queue) */
 #define PYWS_ERR_PROTOCOL -9    /* the subprotocol named was not offered by the client */
 #define PYWS_ERR_UNSUPPORTED -10 /* not built in (a SIMD kernel this CPU lacks) */
 #define PYWS_ERR_TLS -11        /* TLS set-up or handshake failed; OpenSSL's reason in the text */

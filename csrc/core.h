@@ -176,6 +176,7 @@ typedef struct pyws_wake_item {
     uint64_t id;
     size_t len;
     uint8_t *data;
+    uint64_t tag;                    /* EV_WAKEUP's aux */
 } pyws_wake_item;
 
 /* Topics (topics.c) */
@@ -278,6 +279,21 @@ struct pyws_loop {
     pyws_ratelog accept_log;
     uint64_t refused;                /* connections refused at max_sockets (503) so far */
     pyws_ratelog refuse_log;
+    /* the cross-thread queue (loop.c): wake_q is a ring of wake_cap slots, wake_n of them in
+     * use from wake_head; everything below and wake_q/wake_n/wake_cap/wake_signalled are
+     * guarded by wake_lock, except wake_more (the loop thread's own) */
+    size_t wake_head;
+    size_t wake_bytes;               /* payload bytes queued */
+    size_t wake_max_items;           /* bounds: PYWS_WAKE_MAX_ITEMS, PYWS_WAKE_MAX_BYTES */
+    size_t wake_max_bytes;
+    uint32_t wake_batch;             /* items one poll delivers at most */
+    uint32_t wake_waiters;           /* producers waiting for room (in wake_room) */
+    pthread_cond_t wake_room;        /* signalled when the loop took items, or at close */
+    pthread_cond_t wake_idle;        /* signalled when the last waiter left after close */
+    int wake_closed;                 /* pyws_wake_close was called */
+    int wake_more;                   /* the last batch left items behind: do not wait */
+    int wake_owner_set;              /* wake_owner is the thread that polls */
+    pthread_t wake_owner;
 };
 
 /* ------------------------------------------------------------------ shared helpers */

@@ -13,8 +13,8 @@
  *
  * Every exported symbol starts with pyws_, every constant with PYWS_.
  * Threading: a pyws_loop belongs to the thread that calls pyws_poll(); the only functions that
- * may be called from any other thread are pyws_wakeup() and pyws_loop_thread_check()'s peers
- * documented as thread-safe below.
+ * may be called from any other thread are the ones marked THREAD-SAFE below (pyws_wakeup and
+ * the rest of the cross-thread queue).
  */
 #ifndef PYWS_H
 #define PYWS_H
@@ -39,7 +39,8 @@ extern "C" {
 #define PYWS_ERR_ARG -5         /* an argument is out of range */
 #define PYWS_ERR_SYS -6         /* a system call failed; errno-derived text in pyws_last_error() */
 #define PYWS_ERR_HANDSHAKE -7   /* the request was not a valid WebSocket upgrade */
-#define PYWS_ERR_LIMIT -8       /* a configured limit was exceeded (write buffer hard limit) */
+#define PYWS_ERR_LIMIT -8       /* a configured limit was exceeded (write buffer hard limit,
+                                   a full wakeup queue) */
 #define PYWS_ERR_PROTOCOL -9    /* the subprotocol named was not offered by the client */
 #define PYWS_ERR_UNSUPPORTED -10 /* not built in (a SIMD kernel this CPU lacks) */
 #define PYWS_ERR_TLS -11        /* TLS set-up or handshake failed; OpenSSL's reason in the text */
@@ -384,7 +385,8 @@ typedef struct pyws_loop pyws_loop;
                                 inflated); aux: 1 if it arrived compressed */
 #define PYWS_EV_WS_CTL 6     /* opt-in: opcode PING/PONG/CLOSE; data: the control payload */
 #define PYWS_EV_DRAIN 7      /* write buffer fell back under the high-water mark */
-#define PYWS_EV_WAKEUP 8     /* pyws_wakeup(): id as passed (0 = none); data: bytes passed */
+#define PYWS_EV_WAKEUP 8     /* pyws_wakeup(): id as passed (0 = none); data: bytes passed;
+                                aux: pyws_wakeup_wait's tag (0 from pyws_wakeup) */
 #define PYWS_EV_TIMER 9      /* aux: timer id */
 #define PYWS_EV_CLOSE 10     /* connection gone; code: close code (1005 none, 1006 abnormal);
                                 data: close reason (UTF-8); aux: 1 if it was a WebSocket */
@@ -639,9 +641,44 @@ int pyws_tls_init(pyws_loop *loop, uint64_t id, pyws_tls_ctx *ctx, const char *s
  * TLS_AES_256_GCM_SHA384"); < 0 if the connection has no TLS. */
 int pyws_tls_info(pyws_loop *loop, uint64_t id, char *out, size_t cap);
 
+/* ---------------------------------------------------------------------------------------------
+ * The cross-thread queue. Other threads hand the loop work as items (an id, a tag and a copy of
+ * some bytes) that pyws_poll turns into EV_WAKEUP events on the loop's thread, first in, first
+ * out. The queue is bounded: past max_items items or max_bytes bytes of payload a producer
+ * waits for room (or fails at once with timeout 0), so a flood cannot grow memory without
+ * bound. One pyws_poll turns at most `batch` items into events; when more are left, the next
+ * pyws_poll does not wait for I/O but takes the next batch, so every poll stays short.
+ * ------------------------------------------------------------------------------------------- */
+#define PYWS_WAKE_MAX_ITEMS 65536      /* default bound: items queued */
+#define PYWS_WAKE_MAX_BYTES 67108864   /* default bound: payload bytes queued (64 MiB) */
+#define PYWS_WAKE_BATCH 1024           /* default: items one pyws_poll delivers at most */
+
 /* THREAD-SAFE. Deliver EV_WAKEUP (id, a copy of data) on the loop's thread and wake the loop now
- * if it is waiting in pyws_poll. Returns PYWS_OK or PYWS_ERR_NOMEM. */
+ * if it is waiting in pyws_poll. Never waits: the same as pyws_wakeup_wait(loop, id, 0, data,
+ * len, 0). Returns PYWS_OK, PYWS_ERR_LIMIT (the queue is full), PYWS_ERR_ARG (len is more than
+ * the whole byte bound), PYWS_ERR_CLOSED (pyws_wake_close was called) or PYWS_ERR_NOMEM. */
 int pyws_wakeup(pyws_loop *loop, uint64_t id, const uint8_t *data, size_t len);
+/* THREAD-SAFE. Queue EV_WAKEUP (id; data: a copy of data[0..len); aux: tag), waiting up to
+ * timeout_ms milliseconds (-1 = as long as it takes, 0 = not at all) while the queue is full.
+ * Called from the thread that runs pyws_poll, it never waits (that thread is the one that
+ * would make room). Returns PYWS_OK; PYWS_ERR_LIMIT if the queue stayed full; PYWS_ERR_CLOSED
+ * if pyws_wake_close was called before or while it waited; PYWS_ERR_ARG if len is more than
+ * max_bytes (it could never fit) or data is NULL with len > 0; PYWS_ERR_NOMEM. */
+int pyws_wakeup_wait(pyws_loop *loop, uint64_t id, uint64_t tag, const uint8_t *data,
+                     size_t len, int timeout_ms);
+/* THREAD-SAFE. Bound the queue: max_items items, max_bytes bytes of payload, and batch items
+ * delivered per pyws_poll (defaults PYWS_WAKE_MAX_ITEMS, PYWS_WAKE_MAX_BYTES, PYWS_WAKE_BATCH;
+ * 0 leaves that value as it is). Lowering a bound under what is queued drops nothing: producers
+ * wait until the loop has taken enough. */
+void pyws_wake_limits(pyws_loop *loop, size_t max_items, size_t max_bytes, uint32_t batch);
+/* THREAD-SAFE. Items and payload bytes queued and not yet delivered (either may be NULL). */
+void pyws_wake_pending(pyws_loop *loop, size_t *items, size_t *bytes);
+/* THREAD-SAFE. Refuse every later wakeup with PYWS_ERR_CLOSED, wake the producers waiting for
+ * room (they return PYWS_ERR_CLOSED), and return once none of them is still inside
+ * pyws_wakeup_wait. Items already queued stay queued (pyws_poll still delivers them; the loop
+ * frees the rest). pyws_loop_free calls it itself; a binding whose other threads may be
+ * waiting calls it first, then makes sure none calls in again, then frees the loop. */
+void pyws_wake_close(pyws_loop *loop);
 
 /* The receive arena: EV_WS_MSG views of messages that arrived whole in one read point into
  * it. Its base and size never change during the loop's life, so a binding may map it once and

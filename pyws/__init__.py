@@ -44,11 +44,11 @@ from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_
                         WEBSOCKET_OP_PING, WEBSOCKET_OP_PONG, WEBSOCKET_OP_TEXT, CloseCode,
                         Opcode, WSCloseCode, WSMsgType)
 from .errors import (ConnectionClosed, HandshakeError, LimitExceeded, ProtocolError, PyWSError,
-                     WrongThreadError)
+                     QueueFull, WrongThreadError)
 from .app import App, Route
 from .client import ClientConnection, connect
 from .compression import Deflate
-from .manager import DEFAULT_OPTIONS, Listener, Manager, Timer
+from .manager import DEFAULT_OPTIONS, LOOP_OPTIONS, Listener, Manager, Timer
 from .message import Headers, HttpMessage, Message, WsMessage
 from .request import Request, Response
 from .tls import TlsError, TlsOpts
@@ -67,8 +67,8 @@ __all__ = [
     "Headers", "App", "Route", "WebSocket", "Request", "Response", "connect",
     "ClientConnection", "TlsOpts", "TlsError", "Deflate",
     "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
-    "LimitExceeded", "Opcode", "CloseCode", "WSMsgType", "WSCloseCode", "DEFAULT_OPTIONS",
-    "backend",
+    "LimitExceeded", "QueueFull", "Opcode", "CloseCode", "WSMsgType", "WSCloseCode",
+    "DEFAULT_OPTIONS", "LOOP_OPTIONS", "backend",
     "EV_ERROR", "EV_ACCEPT", "EV_CONNECT", "EV_HTTP_MSG", "EV_WS_OPEN", "EV_WS_MSG",
     "EV_WS_CTL", "EV_DRAIN", "EV_WAKEUP", "EV_TIMER", "EV_CLOSE",
     "MG_EV_ERROR", "MG_EV_ACCEPT", "MG_EV_CONNECT", "MG_EV_HTTP_MSG", "MG_EV_WS_OPEN",

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from .connection import Connection, Payload
 from .constants import EV_ERROR, EV_HTTP_MSG, EV_WS_OPEN
-from .errors import HandshakeError
+from .errors import HandshakeError, PyWSError
 from .manager import Listener, Manager
 from .message import HttpMessage, Message
 from .request import Request, Response, to_response
@@ -72,7 +72,8 @@ class App:
 
     ``App(**options)`` takes the Manager options (``max_message_size``, ``write_limit``,
     ``heartbeat``, ``compression`` (permessage-deflate, on by default; None or
-    ``pyws.Deflate(...)``) ...; see ``pyws.DEFAULT_OPTIONS``) plus:
+    ``pyws.Deflate(...)``) ...; see ``pyws.DEFAULT_OPTIONS``; the loop-wide bounds of the
+    cross-thread queue in ``pyws.LOOP_OPTIONS``) plus:
 
     - ``max_connections`` (None = no limit): open WebSockets; past it new upgrades get 503.
     - ``max_connections_per_ip`` (None): open WebSockets per client IP; past it, 503.
@@ -277,7 +278,10 @@ class App:
         """THREAD-SAFE. Make :meth:`run` return (after its graceful shutdown)."""
         self._stop.set()
         if self.mgr._loop is not None:
-            self.mgr.call_soon_threadsafe(lambda: None)
+            try:
+                self.mgr.call_soon_threadsafe(lambda: None, timeout=0)
+            except PyWSError:
+                pass  # closed meanwhile, or a full queue: the loop is awake either way
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop accepting, close every WebSocket with 1001, flush (see Manager.shutdown)."""

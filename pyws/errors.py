@@ -63,3 +63,16 @@ class WrongThreadError(PyWSError, RuntimeError):
 class LimitExceeded(ConnectionClosed):
     """A send pushed the write buffer past its hard limit (``write_limit``); the connection was
     closed with 1008. Raised so the caller knows that message was not delivered."""
+
+
+class QueueFull(PyWSError):
+    """The loop's cross-thread queue stayed full: :meth:`Manager.wakeup` or
+    :meth:`Manager.call_soon_threadsafe` could not hand its item over in time.
+
+    Items wait there until the loop thread's next ``poll()`` runs them. The queue is bounded
+    (the ``wakeup_queue_items`` and ``wakeup_queue_bytes`` options of the Manager), so a thread
+    that produces faster than the loop consumes waits for room, up to its ``timeout=``, instead
+    of growing memory without limit. It is raised when that wait ran out (the loop thread is not
+    polling, or polls too rarely for this rate), or at once when the loop's own thread finds the
+    queue full (it cannot wait for room only it could make). The item was not queued.
+    """

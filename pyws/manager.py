@@ -2,12 +2,13 @@
 main loop and a handler ``handler(conn, ev, data)`` sees every event, mongoose style."""
 from __future__ import annotations
 
-import collections
+import itertools
 import logging
+import math
 import struct
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from . import compression as _compression
@@ -16,7 +17,7 @@ from .compression import send_flags
 from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_HTTP_MSG,
                         EV_HTTP_RESP, EV_TIMER, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG, EV_WS_OPEN)
 from .connection import Connection, Payload, _topic
-from .errors import HandshakeError, PyWSError, WrongThreadError
+from .errors import HandshakeError, PyWSError, QueueFull, WrongThreadError
 from .message import HttpMessage, WsMessage, header_lines
 from .tls import TlsError, TlsOpts
 from .url import parse_ws_url, redirect_target
@@ -60,6 +61,42 @@ DEFAULT_OPTIONS: Dict[str, Any] = {
     # the poller and dialled connections. See Listener.max_sockets and Manager.stats().
     "max_sockets": None,
 }
+
+#: Defaults of the loop-wide options, accepted by ``Manager(...)`` (and ``App(...)``) only: they
+#: bound the queue that :meth:`Manager.wakeup` and :meth:`Manager.call_soon_threadsafe` fill
+#: from other threads and that ``poll()`` empties on the loop thread.
+LOOP_OPTIONS: Dict[str, Any] = {
+    "wakeup_queue_items": 65536,            # items (wakeups + callbacks) waiting; then producers wait
+    "wakeup_queue_bytes": 64 * 1024 * 1024,  # bytes of wakeup() data waiting; then producers wait
+    "wakeup_batch": 1024,                   # items one poll() runs at most; the rest run next poll
+}
+
+#: Seconds ``wakeup()`` and ``call_soon_threadsafe()`` wait for room in a full queue by default.
+WAKEUP_TIMEOUT = 10.0
+
+# A producer waits for room in slices of at most this many ms, so that a signal (Ctrl-C) still
+# reaches a main-thread producer while it waits.
+_WAIT_SLICE_MS = 250
+
+
+def _check_options(options: Dict[str, Any]) -> None:
+    """Per-listener/per-connection options: refuse unknown ones (and loop-wide ones, which only
+    the Manager takes)."""
+    unknown = set(options) - set(DEFAULT_OPTIONS)
+    if unknown:
+        loopwide = sorted(unknown & set(LOOP_OPTIONS))
+        if loopwide:
+            raise TypeError(f"{', '.join(loopwide)}: loop-wide option(s), given to Manager(...) "
+                            "(or App(...)), not per listener or connection")
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+
+
+def _loop_option(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, not {value!r}")
+    if name == "wakeup_batch" and value > 0xFFFFFFFF:
+        raise ValueError(f"wakeup_batch must be at most {0xFFFFFFFF}, not {value!r}")
+    return value
 
 
 def _ms(seconds: Optional[float]) -> int:
@@ -195,14 +232,17 @@ class Manager:
 
     Threads: the loop belongs to the thread that first calls :meth:`poll` (or that created the
     Manager). Only :meth:`wakeup` and :meth:`call_soon_threadsafe` may be called from other
-    threads; any other call from a foreign thread raises :class:`pyws.WrongThreadError`.
+    threads; any other call from a foreign thread raises :class:`pyws.WrongThreadError`. What
+    they hand over waits in a bounded queue (``LOOP_OPTIONS``: ``wakeup_queue_items``,
+    ``wakeup_queue_bytes``) and each ``poll()`` runs at most ``wakeup_batch`` of it.
     """
 
     def __init__(self, handler: Optional[Handler] = None, **options: Any) -> None:
-        unknown = set(options) - set(DEFAULT_OPTIONS)
+        unknown = set(options) - set(DEFAULT_OPTIONS) - set(LOOP_OPTIONS)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}; "
-                            f"known: {', '.join(DEFAULT_OPTIONS)}")
+                            f"known: {', '.join(list(DEFAULT_OPTIONS) + list(LOOP_OPTIONS))}")
+        limits = {k: _loop_option(k, options.pop(k, v)) for k, v in LOOP_OPTIONS.items()}
         _compression.resolve(options.get("compression"))  # a bad value fails here, not later
         _max_sockets(options.get("max_sockets"))
         self._options = dict(DEFAULT_OPTIONS, **options)
@@ -211,6 +251,14 @@ class Manager:
         if loop == ffi.NULL:
             raise PyWSError("cannot create the event loop (out of file descriptors or memory)")
         self._loop: Any = loop
+        self._limits = limits
+        lib.pyws_wake_limits(loop, limits["wakeup_queue_items"], limits["wakeup_queue_bytes"],
+                             limits["wakeup_batch"])
+        # one entry per thread inside wakeup()/call_soon_threadsafe()/pending_wakeups: each
+        # appends before it reads self._loop and pops when done (both atomic), and close()
+        # clears self._loop before it waits for this to empty, so it never frees the loop
+        # under a producer
+        self._inside: List[int] = []
         self._evp = ffi.new("pyws_event **")
         size = ffi.new("size_t *")
         base = lib.pyws_arena(loop, size)
@@ -220,7 +268,10 @@ class Manager:
         self._conns: Dict[int, Connection] = {}
         self._listeners: Dict[int, Listener] = {}
         self._timers: Dict[int, Timer] = {}
-        self._soon: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
+        # call_soon_threadsafe callbacks by tag: each rides the C queue as an EV_WAKEUP with
+        # id 0 and this tag in aux, so wakeups and callbacks share one bound and one order
+        self._soon: Dict[int, Tuple[Callable[..., Any], Tuple[Any, ...]]] = {}
+        self._soon_tags = itertools.count(1)
         self._owner: Optional[int] = threading.get_ident()
         self._get_ident = threading.get_ident
         self._in_poll = False
@@ -253,9 +304,7 @@ class Manager:
         ``conn.tls_init(TlsOpts(...))`` on ``EV_ACCEPT``.)
         """
         loop = self._require_loop()
-        unknown = set(options) - set(DEFAULT_OPTIONS)
-        if unknown:
-            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        _check_options(options)
         _compression.resolve(options.get("compression"))
         _max_sockets(options.get("max_sockets"))
         if "://" not in url:
@@ -296,7 +345,11 @@ class Manager:
         """Run one loop iteration: write what is queued, wait up to ``timeout_ms``
         milliseconds (0 = do not wait, -1 = until something happens) for network activity,
         timers or wakeups, then call the handlers for everything that happened. Returns the
-        number of events handled. Not reentrant: do not call it from a handler."""
+        number of events handled. Not reentrant: do not call it from a handler.
+
+        Items from other threads (:meth:`wakeup`, :meth:`call_soon_threadsafe`) run in the
+        order they were queued, at most ``wakeup_batch`` per call; when more are waiting, the
+        next call does not wait but runs the next batch."""
         ident = threading.get_ident()
         if self._owner != ident:
             if self._in_poll:
@@ -315,8 +368,6 @@ class Manager:
                 raise PyWSError(f"poll failed: {last_error(loop)}")
             if n:
                 self._dispatch_batch(self._evp[0], n)
-            if self._soon:
-                self._run_soon()
         finally:
             self._in_poll = False
         return int(n)
@@ -412,7 +463,16 @@ class Manager:
                         log.exception("pyws: timer callback %r raised", tm.fn)
             elif t == EV_WAKEUP:
                 if cid == 0:
-                    continue  # call_soon_threadsafe: the queue is run after the batch
+                    item = self._soon.pop(aux, None)  # call_soon_threadsafe's callback
+                    if item is not None:
+                        try:
+                            item[0](*item[1])
+                        except Exception:
+                            log.exception("pyws: call_soon_threadsafe callback %r raised",
+                                          item[0])
+                    if self._loop is None:
+                        break  # the callback closed the manager
+                    continue
                 data = buf(evs[i].data, ln)[:] if ln else b""
                 c = conns.get(cid)
                 if c is None:
@@ -468,14 +528,6 @@ class Manager:
         except Exception:  # pragma: no cover - already closing
             pass
 
-    def _run_soon(self) -> None:
-        for _ in range(len(self._soon)):
-            fn, args = self._soon.popleft()
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("pyws: call_soon_threadsafe callback %r raised", fn)
-
     # ------------------------------------------------------------------ timers, threads
     def timer(self, seconds: float, fn: Callable[[], Any], repeat: bool = False) -> Timer:
         """Call ``fn()`` on the loop thread after ``seconds`` (then every ``seconds`` if
@@ -489,26 +541,116 @@ class Manager:
         self._timers[t.id] = t
         return t
 
-    def wakeup(self, conn_id: int, data: bytes = b"") -> None:
+    def wakeup(self, conn_id: int, data: Union[bytes, str] = b"", *,
+               timeout: Optional[float] = WAKEUP_TIMEOUT) -> None:
         """THREAD-SAFE. Deliver ``EV_WAKEUP`` with ``data`` to connection ``conn_id`` on the
         loop thread, waking a ``poll()`` that is waiting. A wakeup for a connection that has
-        closed meanwhile is logged and dropped."""
-        loop = self._loop
-        if loop is None:
-            raise PyWSError("the manager is closed")
+        closed meanwhile is logged and dropped. Wakeups and :meth:`call_soon_threadsafe`
+        callbacks are delivered in the order they were queued.
+
+        The queue is bounded (``wakeup_queue_items`` items, ``wakeup_queue_bytes`` bytes of
+        data: see ``LOOP_OPTIONS``). When it is full this call waits, without holding the GIL,
+        until the loop has made room, for at most ``timeout`` seconds (default 10; ``None``
+        waits as long as it takes, 0 not at all), then raises :class:`pyws.QueueFull`. Called
+        from the loop's own thread (a handler, a timer) it never waits: a full queue raises
+        QueueFull at once, since only that thread can empty it. Raises ``PyWSError("the
+        manager is closed")`` once :meth:`close` was called, also in a thread that was waiting;
+        ``ValueError`` if ``data`` alone is larger than ``wakeup_queue_bytes``."""
         if isinstance(data, str):
             data = data.encode()
-        if lib.pyws_wakeup(loop, int(conn_id), data, len(data)) < 0:
-            raise MemoryError("wakeup: out of memory")
+        self._enqueue(int(conn_id), 0, data, timeout)
 
-    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any,
+                             timeout: Optional[float] = WAKEUP_TIMEOUT) -> None:
         """THREAD-SAFE. Run ``fn(*args)`` on the loop thread at its next iteration, waking a
-        ``poll()`` that is waiting."""
-        loop = self._loop
-        if loop is None:
+        ``poll()`` that is waiting. Callbacks and :meth:`wakeup` events run in the order they
+        were queued; an exception in ``fn`` is logged.
+
+        It shares the wakeup queue and its bound: when the queue is full this call waits for
+        room up to ``timeout`` seconds (default 10; ``None`` = as long as it takes, 0 = not at
+        all), then raises :class:`pyws.QueueFull` and ``fn`` will not run. From the loop's own
+        thread it never waits: a full queue raises QueueFull at once (that thread is the one
+        that empties it). After :meth:`close` it raises ``PyWSError("the manager is closed")``,
+        also in a thread that was waiting."""
+        tag = next(self._soon_tags)
+        self._soon[tag] = (fn, args)  # before queueing: the loop may run it at once
+        try:
+            self._enqueue(0, tag, b"", timeout)
+        except BaseException:
+            self._soon.pop(tag, None)
+            raise
+
+    def _enqueue(self, conn_id: int, tag: int, data: bytes, timeout: Optional[float]) -> None:
+        inside = self._inside
+        inside.append(1)
+        try:
+            loop = self._loop
+            if loop is None:
+                raise PyWSError("the manager is closed")
+            rc = lib.pyws_wakeup_wait(loop, conn_id, tag, data, len(data), 0)
+            if rc == lib.PYWS_ERR_LIMIT:
+                rc = self._wait_for_room(loop, conn_id, tag, data, timeout)
+        finally:
+            inside.pop()
+        if rc == lib.PYWS_OK:
+            return
+        if rc == lib.PYWS_ERR_CLOSED:
             raise PyWSError("the manager is closed")
-        self._soon.append((fn, args))
-        lib.pyws_wakeup(loop, 0, ffi.NULL, 0)
+        if rc == lib.PYWS_ERR_ARG:
+            raise ValueError(f"wakeup data of {len(data)} bytes can never fit the queue's "
+                             f"wakeup_queue_bytes={self._limits['wakeup_queue_bytes']}; send "
+                             "less, or raise that Manager option")
+        raise MemoryError("wakeup: out of memory")
+
+    def _wait_for_room(self, loop: Any, conn_id: int, tag: int, data: bytes,
+                       timeout: Optional[float]) -> int:
+        """The queue was full: wait for room in slices (the C wait releases the GIL), or
+        raise QueueFull. Returns the last C result otherwise."""
+        on_loop_thread = self._owner == self._get_ident()
+        rc = lib.PYWS_ERR_LIMIT
+        if not on_loop_thread and (timeout is None or timeout > 0):
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while rc == lib.PYWS_ERR_LIMIT:
+                if deadline is None:
+                    ms = _WAIT_SLICE_MS
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    ms = min(_WAIT_SLICE_MS, max(1, math.ceil(left * 1000)))
+                rc = lib.pyws_wakeup_wait(loop, conn_id, tag, data, len(data), ms)
+        if rc == lib.PYWS_ERR_LIMIT:
+            raise QueueFull(self._full_message(on_loop_thread, timeout))
+        return int(rc)
+
+    def _full_message(self, on_loop_thread: bool, timeout: Optional[float]) -> str:
+        bound = (f"{self._limits['wakeup_queue_items']} items or "
+                 f"{self._limits['wakeup_queue_bytes']} bytes of data (Manager options "
+                 "wakeup_queue_items / wakeup_queue_bytes)")
+        if on_loop_thread:
+            return (f"the loop's cross-thread queue is full ({bound}) and this is the loop's own "
+                    "thread, which cannot wait for room only it can make: do the work directly "
+                    "here, or return and queue it after poll() ran the backlog")
+        return (f"the loop's cross-thread queue stayed full ({bound}) for the whole "
+                f"timeout={timeout}s: the loop thread is not calling poll(), or not often enough "
+                "for this rate. Poll more often, queue fewer (larger) items, pass a longer "
+                "timeout= (None waits as long as it takes), or raise those bounds")
+
+    @property
+    def pending_wakeups(self) -> Tuple[int, int]:
+        """THREAD-SAFE. ``(items, data_bytes)`` queued by :meth:`wakeup` and
+        :meth:`call_soon_threadsafe` that the loop has not run yet; ``(0, 0)`` once closed."""
+        items = ffi.new("size_t *")
+        nbytes = ffi.new("size_t *")
+        self._inside.append(1)  # keeps close() from freeing the loop meanwhile
+        try:
+            loop = self._loop
+            if loop is None:
+                return (0, 0)
+            lib.pyws_wake_pending(loop, items, nbytes)
+            return (int(items[0]), int(nbytes[0]))
+        finally:
+            self._inside.pop()
 
     # ------------------------------------------------------------------ clients
     def ws_connect(self, url: str, handler: Optional[Handler] = None, *,
@@ -533,9 +675,7 @@ class Manager:
         key=...)`` gives a custom CA or a client certificate (``insecure_skip_verify=True``
         turns checking off)."""
         self._require_loop()
-        unknown = set(options) - set(DEFAULT_OPTIONS)
-        if unknown:
-            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        _check_options(options)
         _compression.resolve(options.get("compression"))
         for p in protocols or []:
             if not p or any(ch in p for ch in ' ,;\r\n"'):
@@ -731,13 +871,24 @@ class Manager:
         if self._loop is None:
             return
         self._check_thread()
-        loop, self._loop = self._loop, None
+        loop, self._loop = self._loop, None  # no new producer gets in
+        # wake the producers waiting for room (they raise "the manager is closed"), then let
+        # every one that already holds the loop pointer leave the C call before freeing it
+        lib.pyws_wake_close(loop)
+        deadline = time.monotonic() + 10.0
+        while self._inside and time.monotonic() < deadline:
+            time.sleep(0.0005)  # they are on their way out: the C calls return at once now
+        left = not self._inside
         for c in self._conns.values():
             c.closed = True
         self._conns.clear()
         self._listeners.clear()
         self._timers.clear()
-        lib.pyws_loop_free(loop)
+        self._soon.clear()
+        if left:
+            lib.pyws_loop_free(loop)
+        else:  # pragma: no cover - a producer stuck inside the C call: leak, never free under it
+            log.error("pyws: close(): a thread is still inside wakeup(); the loop is not freed")
 
     def __enter__(self) -> "Manager":
         return self

@@ -46,6 +46,11 @@ def pytest_addoption(parser: Any) -> None:
     g.addoption("--echo-rounds", type=int, default=2,
                 help="rounds; each round runs every server once, interleaved (default 2)")
     g.addoption("--echo-text", action="store_true", help="text messages instead of binary")
+    g.addoption("--echo-baseline", default="",
+                help="a directory holding another build of the pyws package (DIR/pyws, e.g. "
+                     "an older commit's `python build_ffi.py --outdir DIR` plus its pyws/*.py): "
+                     "adds the server pyws-base, examples/echo_server.py on that build, so a "
+                     "change is measured before and after in one run")
     g.addoption("--echo-pin", action="store_true",
                 help="pin the server to the last CPU and the load client to the first "
                      "(off by default: on a shared machine pinning can hurt more than help)")

@@ -100,17 +100,20 @@ def _listening(port: int) -> bool:
 
 @contextmanager
 def server(name: str, argv: Sequence[str], log_path: str, pin: bool = False,
-           start_timeout: float = 20.0, fail: Callable[[str], NoReturn] = _raise
-           ) -> Iterator[Tuple["subprocess.Popen[bytes]", int, str]]:
+           start_timeout: float = 20.0, fail: Callable[[str], NoReturn] = _raise,
+           pythonpath: str = "") -> Iterator[Tuple["subprocess.Popen[bytes]", int, str]]:
     """Start ``python argv... --host 127.0.0.1 --port PORT`` (PORT: a free one) in its own
     session, its output to log_path; yield (process, port, first line printed). Ready once its
     first line, mentioning the URL it serves ("ws://" or "http://"), is printed; a server that
     prints nothing for 3 s is probed with a TCP connect instead. SIGTERM (then SIGKILL) at the
     end. A server that does not start is reported with ``fail(message)`` (default: raise
-    HarnessError; the tests pass ``pytest.fail``). "wss://" and "https://" count as URLs too."""
+    HarnessError; the tests pass ``pytest.fail``). ``pythonpath`` goes first on its
+    PYTHONPATH. "wss://" and "https://" count as URLs too."""
     port = free_port()
     cmd = [sys.executable, *argv, "--host", "127.0.0.1", "--port", str(port)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if pythonpath:  # another build of a package first (the echo benchmark's pyws-base)
+        env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
                                 start_new_session=True)

@@ -38,12 +38,14 @@ def _generator_echo() -> List[str]:
 SERVERS: Dict[str, Callable[[], List[str]]] = {
     "pyws": lambda: [os.path.join(ROOT, "examples", "echo_server.py")],
     "pyws-gen": _generator_echo,
+    # the callback echo on another build of pyws (--echo-baseline): before/after in one run
+    "pyws-base": lambda: [os.path.join(ROOT, "examples", "echo_server.py")],
     "picows": lambda: [os.path.join(HERE, "servers", "picows_echo.py")],
     "websockets": lambda: [os.path.join(HERE, "servers", "websockets_echo.py")],
     "aiohttp": lambda: [os.path.join(HERE, "servers", "aiohttp_echo.py")],
 }
 # the module each server needs, to skip (not fail) a server whose package is missing
-REQUIRES = {"pyws": "pyws", "pyws-gen": "pyws", "picows": "picows",
+REQUIRES = {"pyws": "pyws", "pyws-gen": "pyws", "pyws-base": "pyws", "picows": "picows",
             "websockets": "websockets", "aiohttp": "aiohttp"}
 
 
@@ -81,7 +83,12 @@ def test_echo(benchmark: Any, bench_store: Dict[str, Any], loadgen: str, echo_ca
     log_path = os.path.join(BUILD, f"server-{name}.log")
     argv = SERVERS[name]()
 
-    with server(name, argv, log_path, pin, fail=pytest.fail) as (proc, port, banner):
+    baseline = opt("--echo-baseline")
+    if name == "pyws-base" and not baseline:
+        pytest.skip("pyws-base needs --echo-baseline DIR")
+    with server(name, argv, log_path, pin, fail=pytest.fail,
+                pythonpath=os.path.abspath(baseline) if name == "pyws-base" else ""
+                ) as (proc, port, banner):
         cmd = [loadgen, "--port", str(port), "-c", str(conns), "-k", str(inflight),
                "-s", str(size), "-d", str(duration), "-w", str(warmup), "--pid", str(proc.pid)]
         if text:

@@ -375,3 +375,17 @@ def test_a_connection_that_sends_nothing_is_reclaimed(
         reply = ws.read_until_eof(timeout=5)
         assert time.monotonic() - t0 < 3.0
     assert reply.startswith(b"HTTP/1.1 408 "), reply[:80]
+
+
+def test_control_replies_count_against_write_limit(
+        server: Callable[..., ServerProcess]) -> None:
+    """A pong is bytes queued like any other: past write_limit the connection closes with
+    1008 (here a limit smaller than one pong, so the first one crosses it)."""
+    srv = server(write_limit=100)
+    with RawWS(srv.port) as ws:
+        ws.handshake()
+        ws.send_frame(b"p" * 125, OP_PING)
+        assert ws.is_eof(timeout=5)
+    lines = srv.closes(1, 5)
+    assert lines == ["close 1008 write buffer limit exceeded (slow consumer)"], lines
+    still_serves(srv.port)

@@ -323,8 +323,9 @@ async function main() {
     console.log(JSON.stringify({members: $("members").textContent,
                                 log: $("log").kids.map(text)}));
   } else {
-    await until(() => $("status").textContent === "live" && $("cpu").textContent !== "-",
-                "no metrics shown");
+    // the fake DOM starts every element empty (the page's markup says "-"): wait for a value
+    await until(() => $("status").textContent === "live" &&
+                      !["", "-"].includes($("cpu").textContent), "no metrics shown");
     console.log(JSON.stringify({cpu: $("cpu").textContent, clients: $("clients").textContent}));
   }
   process.exit(0);

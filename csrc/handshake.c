@@ -17,6 +17,13 @@
  * Version is checked before the key so that a client speaking another version gets 426 even if
  * its key is missing or shaped differently.
  *
+ * Whether the request asks for a WebSocket upgrade at all is a separate question, answered in
+ * hs->requested: 1 when some Upgrade header has the token "websocket" (any case), whatever else
+ * the request holds. Such a request is answered by the server itself when the check fails
+ * (upgrade.c), never handed to the application as plain HTTP; a request without that token
+ * (no Upgrade header, or "Upgrade: h2c") is plain HTTP, and its status (always 400: the check
+ * fails at step 4 at the latest) only matters if the application tries to upgrade it anyway.
+ *
  * Every field of *hs is written. protocols and extensions are views of the first occurrence of
  * their headers (empty when absent), filled even when the check fails. When
  * Sec-WebSocket-Protocol appears more than once, protocols_multi = 1 and protocols is still the
@@ -100,16 +107,16 @@ static int check(const pyws_http_head *head, const pyws_header *headers, pyws_ha
                                      : "missing Upgrade header");
     if (!any_has_token(headers, n, "connection", "upgrade", &present))
         return fail(hs, 400, present ? "Connection header lacks the upgrade token"
-                                     : "missing Connection header");
+                                     : "missing Connection: Upgrade header");
 
     i = find_single(headers, n, "sec-websocket-version");
     if (i == -1)
-        return fail(hs, 426, "missing Sec-WebSocket-Version header (13 is supported)");
+        return fail(hs, 426, "missing Sec-WebSocket-Version header (only 13 is supported)");
     if (i == -2)
         return fail(hs, 400, "duplicated Sec-WebSocket-Version header");
     pyws_str version = pyws_http_trim(headers[i].value);
     if (version.len != 2 || memcmp(version.ptr, "13", 2) != 0)
-        return fail(hs, 426, "unsupported Sec-WebSocket-Version (13 is supported)");
+        return fail(hs, 426, "unsupported Sec-WebSocket-Version (only 13 is supported)");
 
     i = find_single(headers, n, "sec-websocket-key");
     if (i == -1)
@@ -119,7 +126,7 @@ static int check(const pyws_http_head *head, const pyws_header *headers, pyws_ha
     pyws_str key = pyws_http_trim(headers[i].value);
     uint8_t nonce[18];                       /* 3 * 24 / 4 */
     if (key.len != 24 || pyws_base64_decode(key.ptr, key.len, nonce) != 16)
-        return fail(hs, 400, "Sec-WebSocket-Key is not base64 of 16 bytes");
+        return fail(hs, 400, "Sec-WebSocket-Key must be 16 bytes in base64");
 
     pyws_accept_key(key.ptr, key.len, hs->accept);
     return 1;
@@ -134,10 +141,13 @@ void pyws_handshake_check(const pyws_http_head *head, const pyws_header *headers
     hs->protocols = empty_str();
     hs->protocols_multi = 0;
     hs->extensions = empty_str();
+    hs->requested = 0;
     if (head == NULL) {
         fail(hs, 400, "no request");
         return;
     }
+    int present;
+    hs->requested = any_has_token(headers, head->num_headers, "upgrade", "websocket", &present);
     check(head, headers, hs);
 }
 

@@ -337,11 +337,16 @@ typedef struct pyws_handshake {
                                  protocols_multi = 1 */
     int protocols_multi;
     pyws_str extensions;      /* Sec-WebSocket-Extensions (first occurrence) */
+    int requested;            /* 1 if the request asks for a WebSocket upgrade: some Upgrade
+                                 header has the token "websocket" (any case). A server answers
+                                 a request that asks and fails (status != 0) itself, with
+                                 status; one that does not ask is plain HTTP */
 } pyws_handshake;
 
 /* Check a parsed request head against RFC 6455 §4.2.1: GET, HTTP/1.1 or later, Host,
  * Upgrade: websocket, Connection containing the token "upgrade", a Sec-WebSocket-Key that is
- * base64 of 16 bytes, Sec-WebSocket-Version: 13. Fills *hs (status 0 on success). */
+ * base64 of 16 bytes, Sec-WebSocket-Version: 13. Fills *hs (status 0 on success; requested
+ * says whether the request asked for an upgrade at all). */
 void pyws_handshake_check(const pyws_http_head *head, const pyws_header *headers,
                           pyws_handshake *hs);
 /* Compute the Sec-WebSocket-Accept value for a key (as sent, without trimming) into out
@@ -375,11 +380,18 @@ typedef struct pyws_loop pyws_loop;
 
 /* Events handed back by pyws_poll(). Views (data/data2) stay valid until the next pyws_poll()
  * or pyws_loop_free() on the same loop. */
-#define PYWS_EV_ERROR 0      /* code: PYWS_ERR_*; data: message text */
+#define PYWS_EV_ERROR 0      /* code: PYWS_ERR_*; data: message text. A server connection
+                                whose request was answered by the core with an HTTP error:
+                                code PYWS_ERR_HANDSHAKE, opcode: the status, data: "400 Bad
+                                Request: why"; aux: 1 when the request asked for a WebSocket
+                                upgrade and failed RFC 6455 §4.2.1 (400, or 426 with
+                                Sec-WebSocket-Version: 13); no EV_HTTP_MSG is delivered for it */
 #define PYWS_EV_ACCEPT 1     /* a listener accepted id; aux: listener id */
 #define PYWS_EV_CONNECT 2    /* an outgoing TCP connect finished (code 0) or failed (code < 0) */
 #define PYWS_EV_HTTP_MSG 3   /* data: request head (request line + headers); data2: body;
-                                code: 1 if the request is a valid WebSocket upgrade, else 0 */
+                                code: 1 if the request is a valid WebSocket upgrade, else 0
+                                (plain HTTP: a request asking for an upgrade but failing the
+                                check is answered by the core and never delivered) */
 #define PYWS_EV_WS_OPEN 4    /* the WebSocket handshake completed */
 #define PYWS_EV_WS_MSG 5     /* opcode: TEXT/BINARY; data: the whole message (UTF-8 checked,
                                 inflated); aux: 1 if it arrived compressed */
@@ -519,7 +531,8 @@ int pyws_ws_connect(pyws_loop *loop, const char *host, int port, const char *req
 /* Upgrade the connection whose HTTP_MSG was a valid WebSocket request: queue the 101 response
  * (with protocol as Sec-WebSocket-Protocol if not NULL, and extra_headers, each line ending in
  * CRLF, if not NULL) and switch to WebSocket framing. PYWS_ERR_HANDSHAKE when the request was
- * not a valid upgrade (a 400/426 answer is queued and the connection closes after flushing);
+ * not a valid upgrade, i.e. did not ask for one (a 400 answer is queued, EV_ERROR with aux 1
+ * follows, and the connection closes after flushing);
  * PYWS_ERR_PROTOCOL when protocol was not offered (nothing is sent). */
 int pyws_ws_upgrade(pyws_loop *loop, uint64_t id, const char *protocol,
                     const char *extra_headers);

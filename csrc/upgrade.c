@@ -26,27 +26,59 @@ static const char *status_text(int status)
     }
 }
 
-void pyws_http_error(pyws_loop *loop, pyws_conn *c, int status, const char *why)
+/* Answer the request with status and close once written. The body, and the EV_ERROR text
+ * (code PYWS_ERR_HANDSHAKE, opcode: status), say what was wrong: "400 Bad Request: why". */
+static pyws_event *http_error(pyws_loop *loop, pyws_conn *c, int status, const char *why)
 {
-    char head[512];
-    size_t wlen = strlen(why);
+    char line[256];
+    int ln = snprintf(line, sizeof(line), "%d %s: %s", status, status_text(status), why);
+    if (ln < 0)
+        ln = 0;
+    if ((size_t)ln >= sizeof(line))
+        ln = (int)sizeof(line) - 1;
+    char head[256];
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                     "Content-Length: %zu\r\n%sConnection: close\r\n\r\n",
-                     status, status_text(status), wlen + 1,
+                     "Content-Length: %d\r\n%sConnection: close\r\n\r\n",
+                     status, status_text(status), ln + 1,
                      status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "");
     if (n > 0 && (size_t)n < sizeof(head)) {
-        pyws_conn_queue(loop, c, (const uint8_t *)head, (size_t)n, (const uint8_t *)why, wlen);
+        pyws_conn_queue(loop, c, (const uint8_t *)head, (size_t)n, (const uint8_t *)line,
+                        (size_t)ln);
         pyws_conn_queue(loop, c, (const uint8_t *)"\n", 1, NULL, 0);
     }
     pyws_event *ev = pyws_event_push(loop, PYWS_EV_ERROR, c->id);
     if (ev) {
         ev->code = PYWS_ERR_HANDSHAKE;
         ev->opcode = status;
-        ev->data = (const uint8_t *)why;
-        ev->len = wlen;
+        uint8_t *text = pyws_scratch(loop, (size_t)ln);
+        if (text) {
+            memcpy(text, line, (size_t)ln);
+            ev->data = text;
+            ev->len = (size_t)ln;
+        } else {
+            ev->data = (const uint8_t *)why;
+            ev->len = strlen(why);
+        }
     }
     pyws_conn_finish(loop, c);
+    return ev;
+}
+
+void pyws_http_error(pyws_loop *loop, pyws_conn *c, int status, const char *why)
+{
+    http_error(loop, c, status, why);
+}
+
+/* A request that asked for a WebSocket upgrade and broke RFC 6455 §4.2.1: answered here, never
+ * handed to the application (which could only get it wrong, e.g. answer 200 to a client
+ * waiting for 101). Its EV_ERROR carries aux = 1. */
+static void bad_upgrade(pyws_loop *loop, pyws_conn *c, int status, const char *why)
+{
+    c->flags &= ~CF_HS_STORED;
+    pyws_event *ev = http_error(loop, c, status, why);
+    if (ev)
+        ev->aux = 1;
 }
 
 /* Keep what ws_upgrade() needs once the request bytes are gone: status, accept key and the
@@ -131,6 +163,10 @@ void pyws_http_input(pyws_loop *loop, pyws_conn *c)
 
     pyws_handshake hs;
     pyws_handshake_check(&head, headers, &hs);
+    if (hs.requested && hs.status) {
+        bad_upgrade(loop, c, hs.status, hs.error);
+        return;
+    }
     store_handshake(c, &hs, headers, head.num_headers);
 
     pyws_event *ev = pyws_event_push(loop, PYWS_EV_HTTP_MSG, c->id);
@@ -222,10 +258,11 @@ int pyws_ws_upgrade(pyws_loop *loop, uint64_t id, const char *protocol, const ch
         return pyws_set_error(loop, PYWS_ERR_STATE,
                               "ws_upgrade() needs a connection whose last HTTP request is unanswered");
     if (c->hs_status) {
+        /* Only requests that did not ask for an upgrade get here (pyws_http_input answers the
+         * ones that asked and failed), so the status is 400: no Upgrade: websocket. */
         int status = c->hs_status;
-        c->flags &= ~CF_HS_STORED;
-        pyws_http_error(loop, c, status, status == 426 ? "unsupported Sec-WebSocket-Version (use 13)"
-                                                       : "not a valid WebSocket upgrade request");
+        bad_upgrade(loop, c, status, "the request does not ask for a WebSocket upgrade "
+                    "(no Upgrade: websocket header)");
         return pyws_set_error(loop, PYWS_ERR_HANDSHAKE, "the request is not a valid WebSocket "
                               "upgrade (answered with HTTP %d)", status);
     }

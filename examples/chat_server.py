@@ -78,7 +78,7 @@ def handler(conn: Connection, ev: int, data: Any) -> None:
             try:
                 conn.ws_upgrade(data)
             except HandshakeError:
-                return  # the client was answered with 400/426 and is being closed
+                return  # not an upgrade request: the client was answered 400, closing
             clients.append(conn)
             conn.userdata = {
                 "username": f"User{next(_numbers)}",

@@ -3,7 +3,9 @@
     python examples/echo_server.py --host 127.0.0.1 --port 9001 [--max-size BYTES]
 
 As a test peer it accepts messages up to 64 MiB (and of any number of fragments) by default.
-Plain HTTP requests to any path other than a WebSocket upgrade get a short text page.
+Plain HTTP requests to any path other than a WebSocket upgrade get a short text page. A request
+that asks for an upgrade (Upgrade: websocket) but breaks RFC 6455 never reaches the handler:
+pyws answers it 400, or 426 for a Sec-WebSocket-Version other than 13, and closes.
 """
 from __future__ import annotations
 

@@ -67,7 +67,9 @@ class Connection:
         #: client connections: the server's 101 response once open
         self.response: Optional[HttpMessage] = None
         #: client connections: why the connection failed (HandshakeError, or an OSError for
-        #: the TCP connect), set before the EV_ERROR event
+        #: the TCP connect), set before the EV_ERROR event. Server connections: a
+        #: HandshakeError (``status`` 400 or 426) when a failed WebSocket upgrade was answered
+        #: by pyws itself, set before the EV_ERROR event
         self.error: Optional[Exception] = None
         self._client: Any = None
 
@@ -93,22 +95,22 @@ class Connection:
 
         ``protocol`` selects one of the subprotocols the client offered in
         Sec-WebSocket-Protocol (naming one it did not offer raises ``ValueError``);
-        ``headers`` adds response headers. Raises :class:`pyws.HandshakeError` when the request
-        is not a valid WebSocket upgrade; the client has then been answered with 400 (or 426
-        for a Sec-WebSocket-Version other than 13) and the connection closes.
+        ``headers`` adds response headers. Raises :class:`pyws.HandshakeError` (``status``
+        400) when the request does not ask for an upgrade (``hm.is_websocket_upgrade`` is
+        False: no ``Upgrade: websocket``); the client has then been answered with 400 and the
+        connection closes. A request that asks for an upgrade but breaks RFC 6455 §4.2.1 never
+        reaches the handler: pyws answers it 400 (426 with ``Sec-WebSocket-Version: 13`` for a
+        version other than 13), closes the connection and reports ``EV_ERROR``.
         """
         loop = self._loop()
         extra = header_lines(headers)
+        status = lib.pyws_handshake_status(loop, self.id)  # what C answers if it fails
         rc = lib.pyws_ws_upgrade(loop, self.id,
                                  protocol.encode() if protocol else ffi.NULL,
                                  extra.encode("latin-1") if extra else ffi.NULL)
         if rc == lib.PYWS_ERR_HANDSHAKE:
-            status = 400
             from ._lib import last_error
-            msg = last_error(loop)
-            if "426" in msg:
-                status = 426
-            raise HandshakeError(msg, status=status)
+            raise HandshakeError(last_error(loop), status=status if status > 0 else 400)
         if rc < 0:
             self._fail(rc, "ws_upgrade")
         self.is_websocket = True

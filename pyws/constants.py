@@ -7,7 +7,11 @@ the event:
 event              ``data``
 =================  ====================================================================
 ``EV_ERROR``       ``str``: what went wrong (client connections: ``conn.error`` holds the
-                   exception, a HandshakeError or an OSError)
+                   exception, a HandshakeError or an OSError). On a server connection:
+                   the request could not be served and pyws answered it itself, e.g.
+                   ``"400 Bad Request: Sec-WebSocket-Key must be 16 bytes in base64"``
+                   for a broken upgrade (then ``conn.error`` is a HandshakeError with
+                   ``status`` 400 or 426); the connection closes after the answer
 ``EV_ACCEPT``      ``None``; a listener accepted ``conn``
 ``EV_CONNECT``     ``None``; an outgoing connection finished its TCP connect
 ``EV_HTTP_MSG``    :class:`pyws.HttpMessage`

@@ -489,6 +489,9 @@ class Manager:
                         c.error = HandshakeError(text)
                     else:
                         c.error = _connect_error(text)
+                elif c is not None and aux == 1 and c.error is None:
+                    # a failed WebSocket upgrade, answered by the C core (op: the status sent)
+                    c.error = HandshakeError(text, status=op)
                 if c is None:
                     log.warning("pyws: %s", text)
                     if default is not None:

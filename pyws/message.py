@@ -56,6 +56,12 @@ class HttpMessage:
     Attributes: ``method`` (``"GET"``), ``uri`` (the path, without the query, as sent),
     ``query`` (the raw query string without ``?``), ``version`` (``"HTTP/1.1"``), ``status``
     (responses), ``headers`` (:class:`Headers`), ``body`` (bytes), ``head`` (the raw head).
+
+    ``is_websocket_upgrade`` is True for a valid RFC 6455 upgrade request (call
+    ``conn.ws_upgrade``). A request that asks for an upgrade (an ``Upgrade`` header naming
+    ``websocket``, any case) but is not valid never becomes an HttpMessage: pyws answers it
+    400, or 426 with ``Sec-WebSocket-Version: 13``, closes the connection, and the handler gets
+    ``EV_ERROR`` saying why. Requests without that header are plain HTTP (False here).
     """
 
     __slots__ = ("head", "body", "method", "uri", "query", "version", "status", "reason",

@@ -13,7 +13,7 @@ import pytest
 import websocket
 
 import pyws
-from pyws import EV_CLOSE, EV_HTTP_MSG, EV_WS_MSG
+from pyws import EV_CLOSE, EV_ERROR, EV_HTTP_MSG, EV_WS_MSG
 
 from _rawws import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS, build_frame,
                     close_payload, handshake_request)
@@ -24,7 +24,9 @@ MAX_MSG = 64 * 1024
 
 class BadInputServer:
     """An echo server (seed-style: every request for /ws is upgraded, whatever it looks like)
-    that records handshake errors and close codes."""
+    that records requests, handshake errors and close codes. A request that asks for an upgrade
+    but is malformed never reaches it: pyws answers it and reports EV_ERROR with conn.error set
+    (recorded as "handshake_error" too)."""
 
     def __init__(self, factory: Callable[..., ServerThread], **opts: Any) -> None:
         self.events: "queue.Queue[Tuple[str, Any]]" = queue.Queue()
@@ -36,6 +38,7 @@ class BadInputServer:
 
     def handler(self, conn: pyws.Connection, ev: int, data: Any) -> None:
         if ev == EV_HTTP_MSG:
+            self.events.put(("http", data.uri))
             if data.uri == "/ws":
                 try:
                     conn.ws_upgrade(data)
@@ -45,6 +48,8 @@ class BadInputServer:
                 conn.reply(200, "ok")
         elif ev == EV_WS_MSG:
             conn.ws_send(data.data, data.opcode)
+        elif ev == EV_ERROR and isinstance(conn.error, pyws.HandshakeError):
+            self.events.put(("handshake_error", (conn.error.status, str(conn.error))))
         elif ev == EV_CLOSE:
             self.events.put(("close", (conn.is_websocket, conn.close_code, conn.close_reason)))
 
@@ -60,6 +65,22 @@ class BadInputServer:
                 return v
             seen.append((k, v))
         raise AssertionError(f"no {kind} event in time; saw {seen}")
+
+    def saw(self, kind: str, timeout: float = 0.1) -> bool:
+        """True if an event of this kind is (or within timeout gets) queued; others are kept."""
+        deadline = time.monotonic() + timeout
+        kept: List[Tuple[str, Any]] = []
+        found = False
+        while not found:
+            try:
+                k, v = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            found = k == kind
+            kept.append((k, v))
+        for item in kept:
+            self.events.put(item)
+        return found
 
     def next_ws_close(self, timeout: float = 5.0) -> Tuple[int, str]:
         deadline = time.monotonic() + timeout
@@ -228,8 +249,10 @@ def test_bad_websocket_version_gets_426(bad: BadInputServer, version: str) -> No
         assert r.is_eof(3)
     assert status == 426
     assert headers["sec-websocket-version"] == "13"
-    err_status, _msg = bad.next("handshake_error")
-    assert err_status == 426
+    # answered by pyws itself: the handler gets EV_ERROR (conn.error), never the request
+    err_status, msg = bad.next("handshake_error")
+    assert err_status == 426 and "Sec-WebSocket-Version" in msg
+    assert not bad.saw("http")
     bad.assert_alive()
 
 
@@ -245,7 +268,8 @@ def test_missing_or_bad_key_gets_400_and_handshake_error(bad: BadInputServer, ke
         assert r.is_eof(3)
     assert status == 400
     err_status, msg = bad.next("handshake_error")
-    assert err_status == 400 and "400" in msg
+    assert err_status == 400 and "400" in msg and "Sec-WebSocket-Key" in msg
+    assert not bad.saw("http")
     bad.assert_alive()
 
 

@@ -808,6 +808,58 @@ static void test_handshake_table(void)
     }
 }
 
+/* hs.requested: does the request ask for a WebSocket upgrade at all (an Upgrade header with the
+ * token "websocket", any case)? Servers answer failing requests that ask themselves and hand
+ * the rest to the application as plain HTTP, so this must not depend on anything else. */
+typedef struct req_case {
+    const char *name;
+    const char *in;
+    int requested;
+    int status;
+} req_case;
+
+static const req_case req_cases[] = {
+    {"valid", "GET / HTTP/1.1\r\n" HOST UPG CONN RFC_KEY VER "\r\n", 1, 0},
+    {"plain GET", "GET / HTTP/1.1\r\n" HOST "\r\n", 0, 400},
+    {"plain POST", "POST /form HTTP/1.1\r\n" HOST "Content-Length: 0\r\n\r\n", 0, 400},
+    {"key and version, no Upgrade", "GET / HTTP/1.1\r\n" HOST CONN RFC_KEY VER "\r\n", 0, 400},
+    {"Upgrade h2c", "GET / HTTP/1.1\r\n" HOST "Upgrade: h2c\r\n" CONN "\r\n", 0, 400},
+    {"Upgrade websockets", "GET / HTTP/1.1\r\n" HOST "Upgrade: websockets\r\n" CONN RFC_KEY VER
+     "\r\n", 0, 400},
+    {"POST", "POST / HTTP/1.1\r\n" HOST UPG CONN RFC_KEY VER "\r\n", 1, 400},
+    {"HTTP/1.0", "GET / HTTP/1.0\r\n" HOST UPG CONN RFC_KEY VER "\r\n", 1, 400},
+    {"WEBSOCKET in a list", "GET / HTTP/1.1\r\n" HOST "Upgrade: h2c, WEBSOCKET\r\n" RFC_KEY VER
+     "\r\n", 1, 400},
+    {"second Upgrade header", "GET / HTTP/1.1\r\n" HOST "Upgrade: h2c\r\nUpgrade: WebSocket\r\n"
+     CONN RFC_KEY "Sec-WebSocket-Version: 8\r\n\r\n", 1, 426},
+    {"no Connection", "GET / HTTP/1.1\r\n" HOST UPG RFC_KEY VER "\r\n", 1, 400},
+    {"missing key", "GET / HTTP/1.1\r\n" HOST UPG CONN VER "\r\n", 1, 400},
+    {"missing version", "GET / HTTP/1.1\r\n" HOST UPG CONN RFC_KEY "\r\n", 1, 426},
+};
+
+static void test_handshake_requested(void)
+{
+    for (size_t i = 0; i < sizeof req_cases / sizeof req_cases[0]; i++) {
+        const req_case *c = &req_cases[i];
+        current = c->name;
+        pyws_handshake hs;
+        char *b;
+        pyws_header *h;
+        int r = handshake_of(c->in, &hs, &b, &h);
+        if (CHECK(r == (int)strlen(c->in))) {
+            CHECK(hs.requested == c->requested);
+            CHECK(hs.status == c->status);
+        }
+        free(h);
+        free(b);
+    }
+    current = "no request";
+    pyws_handshake hs;
+    hs.requested = 7;
+    pyws_handshake_check(NULL, NULL, &hs);
+    CHECK(hs.requested == 0);
+}
+
 static void test_handshake_fields(void)
 {
     pyws_handshake hs;
@@ -1063,6 +1115,7 @@ int main(void)
     test_content_length();
     test_handshake_table();
     test_handshake_fields();
+    test_handshake_requested();
     test_sha1();
     test_base64();
 

@@ -13,11 +13,13 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Set, Tuple, Union
 from urllib.parse import unquote
 
-from .connection import Connection, Payload
+from ._send import Sendable
+from .connection import Connection
 from .constants import EV_ERROR, EV_HTTP_MSG, EV_WS_OPEN
 from .errors import HandshakeError, PyWSError
 from .manager import Listener, Manager
-from .message import HttpMessage, Message
+from .message import HttpMessage
+from .options import resolve_options
 from .request import Request, Response, to_response
 from .tls import TlsOpts
 from .websocket import Driver, WebSocket
@@ -67,6 +69,10 @@ class Route:
         return {k: self.converters[k](unquote(v)) for k, v in m.groupdict().items()}
 
 
+#: App(...)'s own keyword arguments, besides the Manager options.
+_APP_OPTIONS = ("max_connections", "max_connections_per_ip", "unknown_websocket", "max_queue")
+
+
 class App:
     """A WebSocket and HTTP application on one port.
 
@@ -93,6 +99,7 @@ class App:
                  **options: Any) -> None:
         if unknown_websocket not in ("close", "404"):
             raise ValueError('unknown_websocket is "close" (accept, then close 1001) or "404"')
+        resolve_options(options, "App()", loop_wide=True, also=_APP_OPTIONS)
         self.mgr = Manager(self._on_event, **options)
         self.max_connections = max_connections
         self.max_connections_per_ip = max_connections_per_ip
@@ -169,28 +176,23 @@ class App:
             self._http_routes.append(Route(prefix + "/", serve, ["GET"]))
 
     # ------------------------------------------------------------------ topics
-    def publish(self, topic: Union[str, bytes], data: Union[Payload, Message],
+    def publish(self, topic: Union[str, bytes], data: Sendable,
                 exclude: Optional[Union[WebSocket, Connection]] = None,
-                compress: Optional[bool] = None) -> int:
-        """Send ``data`` (str: text, bytes: binary, or a Message) to every WebSocket
-        subscribed to ``topic``, except ``exclude``. Framed once in C; a subscriber past its
-        ``write_limit`` is closed with 1008 instead of stalling the others. Returns how many
-        connections it was queued on. ``compress``: see :meth:`Manager.publish`."""
+                compress: Optional[bool] = None, binary: Optional[bool] = None) -> int:
+        """Send ``data`` to every WebSocket subscribed to ``topic``, except ``exclude``:
+        a str as text, bytes-like as binary, a :class:`pyws.Message` with its own opcode
+        (``binary=True``/``False`` overrides; see :meth:`WebSocket.send`). Framed once in C; a
+        subscriber past its ``write_limit`` is closed with 1008 instead of stalling the
+        others. Returns how many connections it was queued on. ``compress``: see
+        :meth:`Manager.publish`."""
         conn = exclude.conn if isinstance(exclude, WebSocket) else exclude
-        if isinstance(data, Message):
-            return self.mgr.publish(topic, data.data, conn, binary=not data.is_text(),
-                                    compress=compress)
-        return self.mgr.publish(topic, data, conn, compress=compress)
+        return self.mgr.publish(topic, data, conn, binary, compress)
 
-    def broadcast(self, data: Union[Payload, Message],
-                  exclude: Optional[Union[WebSocket, Connection]] = None,
-                  compress: Optional[bool] = None) -> int:
+    def broadcast(self, data: Sendable, exclude: Optional[Union[WebSocket, Connection]] = None,
+                  compress: Optional[bool] = None, binary: Optional[bool] = None) -> int:
         """Send ``data`` to every open WebSocket (framed once, see :meth:`publish`)."""
         conn = exclude.conn if isinstance(exclude, WebSocket) else exclude
-        if isinstance(data, Message):
-            return self.mgr.broadcast(data.data, conn, binary=not data.is_text(),
-                                      compress=compress)
-        return self.mgr.broadcast(data, conn, compress=compress)
+        return self.mgr.broadcast(data, conn, binary, compress)
 
     def subscribers(self, topic: Union[str, bytes]) -> int:
         """How many connections are subscribed to ``topic``."""

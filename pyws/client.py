@@ -8,11 +8,13 @@ import json
 import time
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Union
 
-from .connection import Connection, Payload
+from ._send import Payload, Sendable
+from .connection import Connection
 from .constants import EV_CLOSE, EV_WS_MSG, OP_BINARY, OP_TEXT
 from .errors import ConnectionClosed
 from .manager import Manager
 from .message import Headers, HttpMessage, Message
+from .options import resolve_options
 from .tls import TlsOpts
 
 _DEFAULT: Any = object()
@@ -37,6 +39,7 @@ class ClientConnection:
         self.close_timeout = close_timeout
         self._queue: Deque[Message] = collections.deque()
         self._closed = False
+        resolve_options(options, "pyws.connect()")
         # echoing what we may receive must fit the write queue: size it from max_size
         options.setdefault("write_limit", max(16 * 1024 * 1024, 2 * max_size))
         self._mgr = Manager(None, max_message_size=max_size, close_timeout=close_timeout,
@@ -77,15 +80,14 @@ class ClientConnection:
             self._mgr.poll(_SLICE_MS)
 
     # ------------------------------------------------------------------ sending
-    def send(self, data: Union[Payload, Message], compress: Optional[bool] = None) -> None:
-        """Send a str as text, bytes-like as binary, or a :class:`Message` as it is. With
+    def send(self, data: Sendable, binary: Optional[bool] = None,
+             compress: Optional[bool] = None) -> None:
+        """Send a whole message: a str as text, bytes-like as binary, a :class:`Message` with
+        its own opcode. ``binary=True`` sends it as binary, ``binary=False`` as text. With
         permessage-deflate agreed, ``compress=False`` sends this message uncompressed and
-        ``compress=True`` compresses it even under the threshold."""
-        if isinstance(data, Message):
-            self._conn.ws_send(data.data, data.opcode, True, compress)
-        else:
-            self._conn.ws_send(data, OP_TEXT if isinstance(data, str) else OP_BINARY, True,
-                               compress)
+        ``compress=True`` compresses it even under the threshold. The same as
+        :meth:`pyws.Connection.send`."""
+        self._conn.send(data, binary, compress)
         self._flush()
 
     def send_text(self, text: str, compress: Optional[bool] = None) -> None:
@@ -104,10 +106,11 @@ class ClientConnection:
         """Send ``dumps(obj)`` as a text message."""
         self.send_text(dumps(obj), compress)
 
-    def send_fragments(self, chunks: Iterable[Payload], binary: bool = True,
-                       compress: Optional[bool] = None) -> None:
-        """Send one message made of the pieces in ``chunks`` (one frame each)."""
-        self._conn.send_fragments(chunks, OP_BINARY if binary else OP_TEXT, compress)
+    def send_fragments(self, fragments: Iterable[Sendable], binary: Optional[int] = None,
+                       compress: Optional[bool] = None, *, op: Optional[int] = None) -> None:
+        """Send one message made of the pieces in ``fragments``, one frame each; ``binary``
+        None makes it what its first piece is. See :meth:`pyws.Connection.send_fragments`."""
+        self._conn.send_fragments(fragments, binary, compress, op=op)
         self._flush()
 
     @property

@@ -8,6 +8,7 @@ from ._lib import ffi, lib, raise_for
 from .compression import send_flags
 from .constants import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
 from .errors import ConnectionClosed, HandshakeError
+from ._send import Payload, Sendable, binary_arg, outgoing
 from .message import HttpMessage, encode_payload, header_lines
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,7 +23,7 @@ _REASONS = {
     501: "Not Implemented", 503: "Service Unavailable",
 }
 
-Payload = Union[str, bytes, bytearray, memoryview]
+__all__ = ["Connection", "Payload"]
 
 
 def _topic(topic: Union[str, bytes]) -> bytes:
@@ -190,18 +191,30 @@ class Connection:
         if rc:
             self._fail(rc, "ws_send")
 
-    def send(self, data: Payload, compress: Optional[bool] = None) -> None:
-        """Send a whole message: text for str, binary for bytes-like (``compress``: see
-        :meth:`ws_send`)."""
-        self.ws_send(data, OP_TEXT if isinstance(data, str) else OP_BINARY, True, compress)
+    def send(self, data: Sendable, binary: Optional[bool] = None,
+             compress: Optional[bool] = None) -> None:
+        """Send a whole message: a str as text, bytes-like as binary, a :class:`pyws.Message`
+        with its own opcode (so an echo keeps text as text). ``binary=True`` sends it as
+        binary, ``binary=False`` as text (the bytes must then be UTF-8). ``compress``: see
+        :meth:`ws_send`. The same in :class:`pyws.WebSocket` and
+        :class:`pyws.ClientConnection`, which send through here."""
+        if binary is None:  # the common cases without a call more: what outgoing() gives
+            if type(data) is bytes:
+                self.ws_send(data, OP_BINARY, True, compress)
+                return
+            if type(data) is str:  # ws_send encodes it
+                self.ws_send(data, OP_TEXT, True, compress)
+                return
+        payload, op = outgoing(data, binary)
+        self.ws_send(payload, op, True, compress)
 
     def send_text(self, text: str, compress: Optional[bool] = None) -> None:
-        """Send a text message."""
+        """Send a text message (``compress``: see :meth:`ws_send`)."""
         self.ws_send(text, OP_TEXT, True, compress)
 
     def send_bytes(self, data: Union[bytes, bytearray, memoryview],
                    compress: Optional[bool] = None) -> None:
-        """Send a binary message."""
+        """Send a binary message (``compress``: see :meth:`ws_send`)."""
         self.ws_send(data, OP_BINARY, True, compress)
 
     def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps,
@@ -209,25 +222,38 @@ class Connection:
         """Send ``dumps(obj)`` as a text message."""
         self.ws_send(dumps(obj), OP_TEXT, True, compress)
 
-    def send_fragments(self, chunks: Iterable[Payload], op: int = OP_BINARY,
-                       compress: Optional[bool] = None) -> None:
-        """Send one message made of the pieces in ``chunks``, one frame each (the first with
-        ``op``, the rest as continuations). An empty iterable sends an empty message. With
-        permessage-deflate the whole message is compressed as one stream (unless
-        ``compress=False``), each frame carrying what its piece compressed to."""
-        it = iter(chunks)
-        try:
-            cur = next(it)
-        except StopIteration:
-            self.ws_send(b"", op, True, compress)
+    def send_fragments(self, fragments: Iterable[Sendable], binary: Optional[int] = None,
+                       compress: Optional[bool] = None, *, op: Optional[int] = None) -> None:
+        """Send one message made of the pieces in ``fragments``, one frame each (the first as
+        text or binary, the rest as continuations). Pieces are what :meth:`send` takes.
+
+        ``binary``: None (default) makes the message what its first piece is (str or a text
+        Message: text; bytes-like: binary; no piece at all: binary), True binary, False text.
+        The older spelling, an opcode (``OP_BINARY``/``OP_TEXT``, positionally or as ``op=``),
+        is still accepted. An empty iterable sends an empty message. With permessage-deflate
+        the whole message is compressed as one stream (unless ``compress=False``), each frame
+        carrying what its piece compressed to."""
+        kind = binary_arg(binary, op)
+        it = iter(fragments)
+        for first in it:
+            break
+        else:
+            self.ws_send(b"", OP_TEXT if kind is False else OP_BINARY, True, compress)
             return
-        first = True
+        cur, frame_op = outgoing(first, kind)
+        comp = compress
         for nxt in it:
-            self.ws_send(cur, op if first else OP_CONTINUATION, False,
-                         compress if first else None)
-            first = False
-            cur = nxt
-        self.ws_send(cur, op if first else OP_CONTINUATION, True, compress if first else None)
+            self.ws_send(cur, frame_op, False, comp)
+            frame_op, comp = OP_CONTINUATION, None
+            cur = outgoing(nxt, kind)[0]
+        self.ws_send(cur, frame_op, True, comp)
+
+    def publish(self, topic: Union[str, bytes], data: Sendable, exclude_self: bool = False,
+                compress: Optional[bool] = None, binary: Optional[bool] = None) -> int:
+        """``Manager.publish(topic, data)`` from this connection, optionally leaving it out
+        (``exclude_self``); ``data`` and ``binary`` as for :meth:`send`. Returns how many
+        connections it was queued on."""
+        return self._mgr.publish(topic, data, self if exclude_self else None, binary, compress)
 
     @property
     def extensions(self) -> str:

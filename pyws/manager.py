@@ -11,16 +11,21 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
-from . import compression as _compression
 from ._lib import ffi, lib, last_error, raise_for
+from ._send import Sendable, outgoing
 from .compression import send_flags
 from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_HTTP_MSG,
                         EV_HTTP_RESP, EV_TIMER, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG, EV_WS_OPEN)
-from .connection import Connection, Payload, _topic
+from .connection import Connection, _topic
+from .dial import connect_error as _connect_error
+from .dial import dial
 from .errors import HandshakeError, PyWSError, QueueFull, WrongThreadError
-from .message import HttpMessage, WsMessage, header_lines
+from .message import HttpMessage, WsMessage
+from .options import DEFAULT_OPTIONS, LOOP_OPTIONS, fill_opts, resolve_options
 from .tls import TlsError, TlsOpts
-from .url import parse_ws_url, redirect_target
+
+__all__ = ["Manager", "Listener", "Timer", "Handler", "DEFAULT_OPTIONS", "LOOP_OPTIONS",
+           "WAKEUP_TIMEOUT"]
 
 log = logging.getLogger("pyws")
 
@@ -36,140 +41,12 @@ _EV_UNPACK = struct.Struct(_EV_FORMAT).iter_unpack if (
 
 Handler = Callable[[Any, int, Any], Any]
 
-#: Defaults of the options accepted by ``Manager(...)`` and ``Manager.listen(...)``.
-DEFAULT_OPTIONS: Dict[str, Any] = {
-    "max_message_size": 4 * 1024 * 1024,  # bytes; a longer message closes with 1009
-    "max_fragments": 1 << 20,             # frames in one message; more closes with 1009
-    "max_header_bytes": 16384,            # bytes of HTTP request head; more gets 431
-    "max_headers": 64,                    # header lines; more gets 431
-    "max_body": 1024 * 1024,              # bytes of HTTP request body; more gets 413
-    "write_high_water": 1024 * 1024,      # bytes; falling back under it raises EV_DRAIN
-    "write_limit": 16 * 1024 * 1024,      # bytes queued; past it the peer is closed with 1008
-    "close_timeout": 5.0,                 # seconds for the whole close handshake
-    "heartbeat": 20.0,                    # seconds between pings; None = no heartbeat
-    "heartbeat_timeout": 20.0,            # seconds to wait for the pong; then close 1011
-    "idle_timeout": None,                 # seconds without traffic before closing; None = off
-    "handshake_timeout": 10.0,            # seconds for an HTTP request to arrive completely
-    "control_events": False,              # True: PING/PONG/CLOSE reach the handler as EV_WS_CTL
-    "reuse_port": False,                  # SO_REUSEPORT on listeners
-    "backlog": 1024,                      # listen(2) backlog
-    "compression": "deflate",             # permessage-deflate: None, "deflate" or pyws.Deflate
-    # Open TCP connections of the loop (accepted or dialled; listeners not counted) past
-    # which a new connection gets "503 Service Unavailable" (Retry-After: 1) and is closed.
-    # None = auto at listen(): S - max(32, S // 16) connections, S being the soft
-    # RLIMIT_NOFILE (descriptors), so S // 16 (at least 32) stay free for files, listeners,
-    # the poller and dialled connections. See Listener.max_sockets and Manager.stats().
-    "max_sockets": None,
-}
-
-#: Defaults of the loop-wide options, accepted by ``Manager(...)`` (and ``App(...)``) only: they
-#: bound the queue that :meth:`Manager.wakeup` and :meth:`Manager.call_soon_threadsafe` fill
-#: from other threads and that ``poll()`` empties on the loop thread.
-LOOP_OPTIONS: Dict[str, Any] = {
-    "wakeup_queue_items": 65536,            # items (wakeups + callbacks) waiting; then producers wait
-    "wakeup_queue_bytes": 64 * 1024 * 1024,  # bytes of wakeup() data waiting; then producers wait
-    "wakeup_batch": 1024,                   # items one poll() runs at most; the rest run next poll
-}
-
 #: Seconds ``wakeup()`` and ``call_soon_threadsafe()`` wait for room in a full queue by default.
 WAKEUP_TIMEOUT = 10.0
 
 # A producer waits for room in slices of at most this many ms, so that a signal (Ctrl-C) still
 # reaches a main-thread producer while it waits.
 _WAIT_SLICE_MS = 250
-
-
-def _check_options(options: Dict[str, Any]) -> None:
-    """Per-listener/per-connection options: refuse unknown ones (and loop-wide ones, which only
-    the Manager takes)."""
-    unknown = set(options) - set(DEFAULT_OPTIONS)
-    if unknown:
-        loopwide = sorted(unknown & set(LOOP_OPTIONS))
-        if loopwide:
-            raise TypeError(f"{', '.join(loopwide)}: loop-wide option(s), given to Manager(...) "
-                            "(or App(...)), not per listener or connection")
-        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-
-
-def _loop_option(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, not {value!r}")
-    if name == "wakeup_batch" and value > 0xFFFFFFFF:
-        raise ValueError(f"wakeup_batch must be at most {0xFFFFFFFF}, not {value!r}")
-    return value
-
-
-def _ms(seconds: Optional[float]) -> int:
-    if seconds is None or seconds <= 0:
-        return 0
-    return max(1, int(round(seconds * 1000)))
-
-
-def _fill_opts(o: Any, opts: Dict[str, Any]) -> None:
-    lib.pyws_opts_default(o)
-    o.max_message_size = int(opts["max_message_size"] or 0)
-    o.max_fragments = int(opts["max_fragments"] or 0)
-    o.max_header_bytes = int(opts["max_header_bytes"])
-    o.max_headers = int(opts["max_headers"])
-    o.max_body = int(opts["max_body"])
-    o.write_high_water = int(opts["write_high_water"])
-    o.write_limit = int(opts["write_limit"])
-    o.close_timeout = _ms(opts["close_timeout"]) or 5000
-    o.heartbeat = _ms(opts["heartbeat"])
-    o.heartbeat_timeout = _ms(opts["heartbeat_timeout"]) or 20000
-    o.idle_timeout = _ms(opts["idle_timeout"])
-    o.handshake_timeout = _ms(opts["handshake_timeout"])
-    o.control_events = 1 if opts["control_events"] else 0
-    o.reuse_port = 1 if opts["reuse_port"] else 0
-    o.backlog = int(opts["backlog"])
-    o.max_sockets = _max_sockets(opts["max_sockets"])
-    _compression.fill(o, opts["compression"])
-
-
-def _max_sockets(value: Optional[int]) -> int:
-    """The C value of the max_sockets option: 0 = auto, else 1..2**32-1 (larger is clamped)."""
-    if value is None:
-        return 0
-    n = int(value)
-    if n < 1:
-        raise ValueError(f"max_sockets must be None (auto) or at least 1, not {value!r}")
-    return min(n, 0xFFFFFFFF)
-
-
-class _ClientSpec:
-    """What a client connection was asked for: kept to follow redirects."""
-
-    __slots__ = ("url", "headers", "protocols", "origin", "redirects_left", "options", "tls")
-
-    def __init__(self, url: str, headers: Dict[str, str], protocols: List[str],
-                 origin: Optional[str], redirects: int, options: Dict[str, Any],
-                 tls: Optional[TlsOpts]) -> None:
-        self.tls = tls
-        self.url = url
-        self.headers = headers
-        self.protocols = protocols
-        self.origin = origin
-        self.redirects_left = redirects
-        self.options = options
-
-
-def _connect_error(text: str) -> OSError:
-    lowered = text.lower()
-    if "refused" in lowered:
-        return ConnectionRefusedError(text)
-    if "timed out" in lowered or "in time" in lowered:
-        return TimeoutError(text)
-    return ConnectionError(text)
-
-
-def _message(data: Payload, binary: Optional[bool]) -> Tuple[bytes, int]:
-    if isinstance(data, str):
-        payload = data.encode("utf-8")
-        op = lib.PYWS_OP_BINARY if binary else lib.PYWS_OP_TEXT
-    else:
-        payload = data if isinstance(data, bytes) else bytes(data)
-        op = lib.PYWS_OP_TEXT if binary is False else lib.PYWS_OP_BINARY
-    return payload, int(op)
 
 
 class Listener:
@@ -238,14 +115,7 @@ class Manager:
     """
 
     def __init__(self, handler: Optional[Handler] = None, **options: Any) -> None:
-        unknown = set(options) - set(DEFAULT_OPTIONS) - set(LOOP_OPTIONS)
-        if unknown:
-            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}; "
-                            f"known: {', '.join(list(DEFAULT_OPTIONS) + list(LOOP_OPTIONS))}")
-        limits = {k: _loop_option(k, options.pop(k, v)) for k, v in LOOP_OPTIONS.items()}
-        _compression.resolve(options.get("compression"))  # a bad value fails here, not later
-        _max_sockets(options.get("max_sockets"))
-        self._options = dict(DEFAULT_OPTIONS, **options)
+        self._options, limits = resolve_options(options, "Manager()", loop_wide=True)
         self.handler = handler
         loop = lib.pyws_loop_new()
         if loop == ffi.NULL:
@@ -304,9 +174,7 @@ class Manager:
         ``conn.tls_init(TlsOpts(...))`` on ``EV_ACCEPT``.)
         """
         loop = self._require_loop()
-        _check_options(options)
-        _compression.resolve(options.get("compression"))
-        _max_sockets(options.get("max_sockets"))
+        opts_for_listener, _ = resolve_options(options, "listen()", base=self._options)
         if "://" not in url:
             url = "http://" + url
         parts = urlsplit(url)
@@ -323,7 +191,7 @@ class Manager:
         # the TLS context first: a bad certificate or key must not leave a listener behind
         ctx = tls.context(True, loop) if tls is not None else None
         opts = ffi.new("pyws_opts *")
-        _fill_opts(opts, dict(self._options, **options))
+        fill_opts(opts, opts_for_listener)
         idp = ffi.new("uint64_t *")
         rc = lib.pyws_listen(loop, host.encode(), port, opts, idp)
         if rc < 0:
@@ -678,75 +546,23 @@ class Manager:
         key=...)`` gives a custom CA or a client certificate (``insecure_skip_verify=True``
         turns checking off)."""
         self._require_loop()
-        _check_options(options)
-        _compression.resolve(options.get("compression"))
-        for p in protocols or []:
-            if not p or any(ch in p for ch in ' ,;\r\n"'):
-                raise ValueError(f"invalid subprotocol name {p!r}")
-        c = Connection(self, 0, handler, is_client=True)
-        c._client = _ClientSpec(url, dict(headers or {}), list(protocols or []), origin,
-                                max_redirects, dict(self._options, **options), tls)
-        self._client_open(c, url)
-        return c
-
-    def _client_open(self, c: Connection, url: str) -> None:
-        spec = c._client
-        target = parse_ws_url(url)
-        head = f"GET {target.resource} HTTP/1.1\r\nHost: {target.host_header}\r\n"
-        extra = dict(spec.headers)
-        if spec.origin is not None:
-            extra["Origin"] = spec.origin
-        head += header_lines(extra)
-        opts = ffi.new("pyws_opts *")
-        _fill_opts(opts, spec.options)
-        idp = ffi.new("uint64_t *")
-        protos = ", ".join(spec.protocols).encode() if spec.protocols else ffi.NULL
-        rc = lib.pyws_ws_connect(self._loop, target.host.encode("idna"), target.port,
-                                 head.encode("latin-1"), protos, opts, idp)
-        if rc < 0:
-            raise _connect_error(f"{url}: {last_error(self._loop)}")
-        if target.secure:
-            tls = spec.tls if spec.tls is not None else TlsOpts()
-            spec.tls = tls
-            rc = lib.pyws_tls_init(self._loop, int(idp[0]), tls.context(False, self._loop),
-                                   target.host.encode("idna"))
-            if rc < 0:
-                lib.pyws_abort(self._loop, int(idp[0]))
-                raise TlsError(f"{url}: {last_error(self._loop)}")
-        if c.id:
-            self._conns.pop(c.id, None)
-        c.id = int(idp[0])
-        c._remote = None
-        spec.url = url
-        self._conns[c.id] = c
+        return dial(self, url, handler, headers=headers, protocols=protocols, origin=origin,
+                    max_redirects=max_redirects, tls=tls, options=options)
 
     def _client_answered(self, c: Connection, hm: HttpMessage) -> None:
-        """A client's upgrade got another answer than 101: follow a redirect or fail."""
-        spec = c._client
-        location = hm.header("location")
-        if spec is not None and hm.status in (301, 302, 303, 307, 308) and location and \
-                spec.redirects_left > 0:
-            spec.redirects_left -= 1
-            try:
-                self._client_open(c, redirect_target(spec.url, location))
-                return
-            except Exception as exc:  # the EV_CLOSE of the old connection follows
-                c.error = exc
-                self._deliver(c, EV_ERROR, f"redirect to {location} failed: {exc}")
-                return
-        why = f"the server answered {hm.status} {hm.reason} instead of 101 Switching Protocols"
-        if hm.status in (301, 302, 303, 307, 308):
-            why += " (too many redirects)" if location else " (a redirect without Location)"
-        c.error = HandshakeError(why, hm.status, hm.headers)
-        self._deliver(c, EV_ERROR, why)
+        """A client's upgrade got another answer than 101: its connect job (pyws.dial)
+        follows a redirect or fails the connection."""
+        if c._client is not None:
+            c._client.answered(hm)
 
     # ------------------------------------------------------------------ topics
-    def publish(self, topic: Union[str, bytes], data: Payload,
+    def publish(self, topic: Union[str, bytes], data: Sendable,
                 exclude: Optional[Connection] = None, binary: Optional[bool] = None,
                 compress: Optional[bool] = None) -> int:
         """Send ``data`` to every WebSocket subscribed to ``topic`` except ``exclude``. The C
         core frames the message once and queues the same bytes on every subscriber. str is
-        sent as text, bytes as binary (``binary=`` overrides). A subscriber whose queue would
+        sent as text, bytes-like as binary, a :class:`pyws.Message` with its own opcode
+        (``binary=True``/``False`` overrides; see :meth:`Connection.send`). A subscriber whose queue would
         pass ``write_limit`` is closed with 1008; it does not hold up the others. Returns how
         many connections it was queued on.
 
@@ -755,7 +571,7 @@ class Manager:
         to all, ``compress=True`` compresses it even under the threshold."""
         loop = self._require_loop()
         t = _topic(topic)
-        payload, op = _message(data, binary)
+        payload, op = outgoing(data, binary)
         rc = lib.pyws_publish(loop, t, len(t), op, payload, len(payload),
                               exclude.id if exclude is not None else 0, send_flags(compress),
                               self._skipped, self._dropped)
@@ -764,12 +580,12 @@ class Manager:
         self._note_fanout("publish")
         return int(rc)
 
-    def broadcast(self, data: Payload, exclude: Optional[Connection] = None,
+    def broadcast(self, data: Sendable, exclude: Optional[Connection] = None,
                   binary: Optional[bool] = None, compress: Optional[bool] = None) -> int:
         """Send ``data`` to every open server-side WebSocket of this manager except
         ``exclude``, framed once in C (see :meth:`publish`). Returns the number reached."""
         loop = self._require_loop()
-        payload, op = _message(data, binary)
+        payload, op = outgoing(data, binary)
         rc = lib.pyws_broadcast(loop, op, payload, len(payload),
                                 exclude.id if exclude is not None else 0, send_flags(compress),
                                 self._skipped, self._dropped)

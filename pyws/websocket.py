@@ -5,10 +5,11 @@ from __future__ import annotations
 import collections
 import json
 import logging
-from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Generator, Mapping, Optional,
-                    Union)
+from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Generator, Iterable, Mapping,
+                    Optional, Union)
 
-from .connection import Connection, Payload
+from ._send import Payload, Sendable
+from .connection import Connection
 from .constants import EV_CLOSE, EV_DRAIN, EV_WS_MSG, OP_BINARY, OP_TEXT
 from .errors import ConnectionClosed, HandshakeError, PyWSError
 from .message import Message
@@ -181,15 +182,27 @@ class WebSocket:
         """Send ``dumps(obj)`` as a text message."""
         self.send_text(dumps(obj), compress)
 
-    def send(self, message: Union[Message, Payload], compress: Optional[bool] = None) -> None:
-        """Send a :class:`Message` (its opcode is kept), a str (text) or bytes (binary)
-        (``compress``: see :meth:`send_text`)."""
+    def send(self, data: Sendable, binary: Optional[bool] = None,
+             compress: Optional[bool] = None) -> None:
+        """Send a whole message: a str as text, bytes-like as binary, a :class:`Message` with
+        its own opcode (``ws.send(msg)`` echoes text as text). ``binary=True`` sends it as
+        binary, ``binary=False`` as text. ``compress``: see :meth:`send_text`. The same as
+        :meth:`pyws.Connection.send`."""
         if self._status != _OPEN:
             self._ensure_open()
-        if type(message) is Message or isinstance(message, Message):
-            self.conn.ws_send(message.data, message.opcode, True, compress)
+        if type(data) is Message and binary is None:
+            # the echo idiom, ws.send(msg), without a call more: what outgoing() gives for it
+            self.conn.ws_send(data.data, data.opcode, True, compress)
         else:
-            self.conn.send(message, compress)
+            self.conn.send(data, binary, compress)
+
+    def send_fragments(self, fragments: Iterable[Sendable], binary: Optional[int] = None,
+                       compress: Optional[bool] = None, *, op: Optional[int] = None) -> None:
+        """Send one message made of the pieces in ``fragments``, one frame each; ``binary``
+        None makes it what its first piece is. See :meth:`pyws.Connection.send_fragments`."""
+        if self._status != _OPEN:
+            self._ensure_open()
+        self.conn.send_fragments(fragments, binary, compress, op=op)
 
     @property
     def extensions(self) -> str:
@@ -222,11 +235,12 @@ class WebSocket:
         """Leave ``topic``."""
         return self.conn.unsubscribe(topic)
 
-    def publish(self, topic: Union[str, bytes], data: Payload,
-                exclude_self: bool = False, compress: Optional[bool] = None) -> int:
-        """``app.publish(topic, data)``, optionally leaving this connection out."""
-        return self.app.publish(topic, data, exclude=self if exclude_self else None,
-                                compress=compress)
+    def publish(self, topic: Union[str, bytes], data: Sendable,
+                exclude_self: bool = False, compress: Optional[bool] = None,
+                binary: Optional[bool] = None) -> int:
+        """``app.publish(topic, data)``, optionally leaving this connection out; ``data`` and
+        ``binary`` as for :meth:`send`."""
+        return self.app.publish(topic, data, self if exclude_self else None, compress, binary)
 
     # ------------------------------------------------------------------ state
     @property

@@ -37,7 +37,7 @@ int pyws_ws_connect(pyws_loop *loop, const char *host, int port, const char *req
     int fd = pyws_net_connect(host, port, 0, &used, &tmp.peer.sa, &salen, loop->errbuf,
                               sizeof(loop->errbuf));
     if (fd < 0)
-        return PYWS_ERR_SYS;
+        return fd; /* the kind: PYWS_ERR_DNS, _REFUSED, _TIMEOUT or _SYS */
     pyws_conn *c = pyws_conn_new(loop, PYWS_KIND_CONN, fd);
     if (!c) {
         close(fd);
@@ -142,7 +142,7 @@ void pyws_client_connected(pyws_loop *loop, pyws_conn *c)
         if (pyws_net_format_addr(&c->peer.sa, addr, sizeof(addr)) < 0)
             strcpy(addr, "the server");
         snprintf(why, sizeof(why), "cannot connect to %s: %s", addr, strerror(err));
-        pyws_client_fail(loop, c, PYWS_ERR_SYS, why);
+        pyws_client_fail(loop, c, pyws_net_error_code(err), why);
         return;
     }
     c->state = PYWS_ST_CLIENT_HS;

@@ -676,7 +676,7 @@ void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
             return;
         }
         if (c->state == PYWS_ST_CONNECTING || c->state == PYWS_ST_CLIENT_HS) {
-            pyws_client_fail(loop, c, PYWS_ERR_HANDSHAKE, c->state == PYWS_ST_CONNECTING
+            pyws_client_fail(loop, c, PYWS_ERR_TIMEOUT, c->state == PYWS_ST_CONNECTING
                              ? "the connect did not complete in time (open_timeout)"
                              : (c->flags & CF_TLS_HS)
                              ? "the TLS handshake did not complete in time (open_timeout)"

@@ -380,9 +380,12 @@ int pyws_net_listen(const char *host, int port, int backlog, int reuse_port, cha
                     size_t errlen);
 int pyws_net_accept(int lfd, struct sockaddr *sa, socklen_t *salen);
 /* Start a non-blocking connect to the first address of host:port after the first `skip`
- * (getaddrinfo order); *used is the index of the one started. fd, or -1 with err filled. */
+ * (getaddrinfo order); *used is the index of the one started. fd, or with err filled
+ * PYWS_ERR_DNS (no address), or pyws_net_error_code() of the last connect's errno. */
 int pyws_net_connect(const char *host, int port, int skip, int *used, struct sockaddr *sa,
                      socklen_t *salen, char *err, size_t errlen);
+/* The PYWS_ERR_* kind of a failed connect's errno: REFUSED, TIMEOUT, else SYS. */
+int pyws_net_error_code(int err);
 int pyws_net_local_port(int fd);
 int pyws_net_format_addr(const struct sockaddr *sa, char *out, size_t cap);
 

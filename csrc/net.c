@@ -122,7 +122,7 @@ int pyws_net_connect(const char *host, int port, int skip, int *used, struct soc
     int rc = getaddrinfo(host, portbuf, &hints, &res); /* blocking: DNS is not asynchronous */
     if (rc != 0) {
         snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(rc));
-        return -1;
+        return PYWS_ERR_DNS;
     }
     int fd = -1, saved = ECONNREFUSED, index = -1;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
@@ -152,9 +152,23 @@ int pyws_net_connect(const char *host, int port, int skip, int *used, struct soc
         fd = -1;
     }
     freeaddrinfo(res);
-    if (fd < 0)
+    if (fd < 0) {
         snprintf(err, errlen, "cannot connect to %s:%d: %s", host, port, strerror(saved));
+        return pyws_net_error_code(saved);
+    }
     return fd;
+}
+
+int pyws_net_error_code(int err)
+{
+    switch (err) {
+    case ECONNREFUSED:
+        return PYWS_ERR_REFUSED;
+    case ETIMEDOUT:
+        return PYWS_ERR_TIMEOUT;
+    default:
+        return PYWS_ERR_SYS;
+    }
 }
 
 int pyws_net_local_port(int fd)

@@ -44,6 +44,10 @@ extern "C" {
 #define PYWS_ERR_PROTOCOL -9    /* the subprotocol named was not offered by the client */
 #define PYWS_ERR_UNSUPPORTED -10 /* not built in (a SIMD kernel this CPU lacks) */
 #define PYWS_ERR_TLS -11        /* TLS set-up or handshake failed; OpenSSL's reason in the text */
+#define PYWS_ERR_REFUSED -12    /* the server refused the TCP connection (ECONNREFUSED) */
+#define PYWS_ERR_TIMEOUT -13    /* a connect, TLS handshake or upgrade answer did not come in
+                                   time (handshake_timeout / open_timeout; ETIMEDOUT) */
+#define PYWS_ERR_DNS -14        /* the host name could not be resolved */
 
 /* ---------------------------------------------------------------------------------------------
  * Opcodes (RFC 6455 §5.2) and close codes (§7.4).
@@ -522,7 +526,8 @@ int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events);
  * Protocol: protocols. Events: EV_CONNECT when TCP is up; then EV_WS_OPEN (data: the 101
  * response head) once the response passed pyws_handshake_check_response; or EV_HTTP_RESP
  * (code: status, data: head, data2: body bytes received with it) for any other status; or
- * EV_ERROR (code PYWS_ERR_SYS: connect failed; PYWS_ERR_HANDSHAKE: bad response or timeout);
+ * EV_ERROR (code PYWS_ERR_REFUSED, PYWS_ERR_TIMEOUT, PYWS_ERR_DNS or PYWS_ERR_SYS: the connect
+ * failed; PYWS_ERR_TIMEOUT also: no answer in time; PYWS_ERR_HANDSHAKE: a bad answer);
  * each failure is followed by EV_CLOSE. opts->handshake_timeout bounds connect + response.
  * Frames the client sends are masked with fresh random keys. */
 int pyws_ws_connect(pyws_loop *loop, const char *host, int port, const char *request_head,

@@ -21,6 +21,7 @@ from websocket import ABNF
 import pyws
 from pyws import EV_CLOSE, EV_HTTP_MSG, EV_WS_MSG, OP_BINARY
 
+from _pki import make_pki
 from _rawws import OP_BINARY as RAW_OP_BINARY
 from _rawws import OP_CLOSE, OP_TEXT, RawWS, build_frame, close_payload
 from conftest import AppServer, ServerThread
@@ -112,6 +113,31 @@ def test_callback_server_close_websocket_client(server_factory: Callable[..., Se
         assert t_close - t_reply < FAST
         assert (ccode, creason) == (1000, "")  # the peer's answer (websocket-client's: 1000)
         assert ends_with_fin(ws.sock)  # the server closed TCP
+    finally:
+        ws.shutdown()
+
+
+def test_callback_server_close_websocket_client_over_tls(
+        server_factory: Callable[..., ServerThread], tmp_path: Any) -> None:
+    """The same over wss://: close_notify and FIN go out at once after the peer's answer."""
+    pki = make_pki(tmp_path)
+    rec = Closer()
+    srv = server_factory(rec.handler, close_timeout=CLOSE_TIMEOUT,
+                         listen_url="wss://127.0.0.1:0",
+                         listen_options={"tls": pyws.TlsOpts(cert=pki.server_cert,
+                                                             key=pki.server_key)})
+    ws = websocket.create_connection(f"wss://localhost:{srv.port}/ws", timeout=8,
+                                     sslopt={"ca_certs": pki.ca_cert})
+    try:
+        ws.send("close-me")
+        code, reason, t_reply = wsc_answer_close(ws)
+        assert (code, reason) == (1000, b"bye")
+        t_close, ccode, _ = rec.closes.get(timeout=CLOSE_TIMEOUT + 3)
+        report("callback over TLS, websocket-client answers the close -> EV_CLOSE",
+               t_close - t_reply)
+        assert t_close - t_reply < FAST
+        assert ccode == 1000
+        assert ends_with_fin(ws.sock)
     finally:
         ws.shutdown()
 

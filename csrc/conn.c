@@ -347,12 +347,43 @@ void pyws_conn_watch(pyws_loop *loop, pyws_conn *c)
     }
 }
 
+/* A server WebSocket whose close handshake is over: both close frames went by. Nothing more
+ * is owed in either direction, so it closes TCP first (RFC 6455 §7.1.1) instead of waiting for
+ * the peer to (websocket-client, for one, answers the close and keeps its socket open). */
+static int close_handshake_done(const pyws_conn *c)
+{
+    return c->role == PYWS_ROLE_SERVER &&
+           (c->flags & (CF_CLOSE_SENT | CF_PEER_CLOSED)) == (CF_CLOSE_SENT | CF_PEER_CLOSED);
+}
+
+/* Read and drop what the peer sent after its close frame. close() on a socket with unread
+ * input sends an RST instead of a FIN, and an RST may discard bytes the kernel still holds
+ * for the peer (our close frame among them); with the receive queue empty, close() leaves the
+ * kernel to deliver them after the FIN. 1 when the queue is empty (or at EOF, or on an error:
+ * nothing left to wait for), 0 if the peer is still sending after a bounded amount. */
+static int linger_drain(pyws_conn *c)
+{
+    uint8_t sink[4096];
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT);
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0)
+            c->flags |= CF_EOF;
+        return 1;
+    }
+    return 0;
+}
+
 static void linger_start(pyws_loop *loop, pyws_conn *c)
 {
     c->state = PYWS_ST_LINGER;
     pyws_tls_shutdown(c);
     shutdown(c->fd, SHUT_WR);
-    if (c->flags & CF_EOF) {
+    /* the write queue is empty here: all we owe is with the kernel, behind our FIN */
+    if ((c->flags & CF_EOF) || (close_handshake_done(c) && linger_drain(c))) {
         pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
         return;
     }
@@ -557,6 +588,12 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
     int http = c->state == PYWS_ST_HTTP || c->state == PYWS_ST_CLIENT_HS;
     if (c->flags & (CF_EOF | CF_PAUSED))
         return;
+    if (c->state == PYWS_ST_LINGER && close_handshake_done(c)) {
+        /* a peer that kept sending after its close frame: drop it until it stops, then close */
+        if (linger_drain(c))
+            pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
+        return;
+    }
     if (http && (c->flags & CF_REQ_DONE))
         return; /* views of the delivered request must not move until the next poll */
     if (http) {

@@ -119,7 +119,7 @@ int pyws_tls_ctx_new(pyws_loop *loop, int is_server, const pyws_tls_opts *o, pyw
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS); /* idle connections hold no buffers */
     /* read whole chunks from the socket rather than a record header then its body: about half
-     * the read calls (pyws_tls_read then asks SSL_has_pending, which counts read-ahead) */
+     * the read calls (tls_read then asks SSL_has_pending, which counts read-ahead) */
     SSL_CTX_set_read_ahead(ctx, 1);
     if (!o->cert_pem != !o->key_pem) {
         SSL_CTX_free(ctx);
@@ -189,6 +189,7 @@ typedef struct tls_conn {
     SSL *ssl;
     size_t retry;  /* length of an SSL_write to repeat (OpenSSL's rule), or 0 */
     int shut;      /* shutdown() was called: the socket is only drained now */
+    int quiet;     /* no byte decrypted since the handshake: an alert now is a late refusal */
 } tls_conn;
 
 static SSL *ssl_of(const pyws_conn *c)
@@ -250,6 +251,7 @@ static int start(pyws_loop *loop, pyws_conn *c, SSL_CTX *ctx, const char *server
     t->ssl = ssl;
     t->retry = 0;
     t->shut = 0;
+    t->quiet = 1;
     c->tr = &pyws_transport_tls;
     c->tr_ctx = t;
     c->tr_flags = PYWS_TR_HANDSHAKING;
@@ -348,11 +350,12 @@ static int tls_handshake(pyws_loop *loop, pyws_conn *c)
 
 /* TLS 1.3: a server checks the client's certificate after the client's side of the handshake
  * is done, so its refusal (an alert, then its close) shows up on the client's first read or
- * write after it. Report OpenSSL's reason as the handshake's failure. */
+ * write after it, before any byte of the server's arrived (for a WebSocket client: while it
+ * waits for the 101). Report OpenSSL's reason as the handshake's failure. */
 static void late_refusal(pyws_loop *loop, pyws_conn *c)
 {
     unsigned long err = ERR_peek_error();
-    if (c->role != PYWS_ROLE_CLIENT || c->state != PYWS_ST_CLIENT_HS ||
+    if (c->role != PYWS_ROLE_CLIENT || !((tls_conn *)c->tr_ctx)->quiet ||
         ERR_GET_REASON(err) < SSL_AD_REASON_OFFSET)
         return; /* not an alert from the server */
     char why[300], reason[200];
@@ -415,6 +418,8 @@ static ssize_t tls_read(pyws_loop *loop, pyws_conn *c, uint8_t *dst, size_t room
      * in OpenSSL then (decrypted, or records read ahead) are read at the next poll */
     if (got == room && SSL_has_pending(t->ssl))
         c->tr_flags |= PYWS_TR_PENDING;
+    if (got)
+        t->quiet = 0;
     return got ? (ssize_t)got : PYWS_TR_AGAIN;
 }
 
@@ -465,7 +470,7 @@ static ssize_t tls_writev(pyws_loop *loop, pyws_conn *c, const struct iovec *iov
         return PYWS_TR_AGAIN;
     }
     t->retry = 0;
-    if (c->role == PYWS_ROLE_CLIENT && c->state == PYWS_ST_CLIENT_HS) {
+    if (c->role == PYWS_ROLE_CLIENT && t->quiet) {
         /* the server may have sent an alert before closing (the write then meets its reset):
          * it still waits in our socket, read it for the reason */
         uint8_t scratch[256];

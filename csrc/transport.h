@@ -17,15 +17,18 @@
  * configuration its accepted connections start from (tls.c: an SSL_CTX reference). tr->free
  * releases it, for both kinds. c->tr_flags is written by the transport only; conn.c reads it.
  *
- * Return values of read / writev / handshake:
- *   > 0               bytes read into dst / taken from iov (read: also 1 from handshake: done)
- *   0                 read: the peer ended the stream (EOF); handshake: more round trips
- *   PYWS_TR_AGAIN     nothing now ("would block"); PYWS_TR_WANT_WRITE in tr_flags says if
- *                     the transport waits for writability, otherwise it waits for input
- *   PYWS_TR_ERROR     the stream is broken; the caller closes the connection. The transport
- *                     may have reported why first (EV_ERROR) and set c->close_code.
- * A transport never closes or frees the connection and never changes the poller's interest:
- * after a call that changed tr_flags the caller syncs it (pyws_conn_watch reads tr_flags).
+ * What read() and writev() return (handshake() says its own, below):
+ *   n > 0             bytes read into dst / taken from the front of iov
+ *   0                 read() only: the peer ended the stream (EOF)
+ *   PYWS_TR_AGAIN     nothing now ("would block"): PYWS_TR_WANT_WRITE in tr_flags says the
+ *                     transport waits for writability, otherwise it waits for input
+ *   PYWS_TR_ERROR     the stream is broken and the caller closes the connection (closing with
+ *                     PYWS_CLOSE_ABNORMAL keeps any close_code the transport set). The
+ *                     transport may have reported why first: EV_ERROR, c->close_code.
+ * A transport never closes or frees the connection, never calls back into conn.c and never
+ * changes the poller's interest: after a call that changed tr_flags the caller syncs it
+ * (pyws_conn_watch reads tr_flags). Of the connection it uses c->fd, c->role and c->id (its
+ * reports) only, never the WebSocket state: any connection of the loop can have one.
  */
 #ifndef PYWS_TRANSPORT_H
 #define PYWS_TRANSPORT_H

@@ -1,12 +1,11 @@
 /*
  * conn.c — the connection table (generation-checked ids), write queues and their flushing,
- * reads, backpressure, the lingering close and per-connection deadlines.
+ * reads, backpressure, the lingering close and per-connection deadlines. Bytes reach the socket
+ * through the connection's transport (transport.h: plain TCP or TLS), whatever it is.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 

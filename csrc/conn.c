@@ -1,12 +1,11 @@
 /*
  * conn.c — the connection table (generation-checked ids), write queues and their flushing,
- * reads, backpressure, the lingering close and per-connection deadlines.
+ * reads, backpressure, the lingering close and per-connection deadlines. Bytes reach the socket
+ * through the connection's transport (transport.h: plain TCP or TLS), whatever it is.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -67,6 +66,7 @@ pyws_conn *pyws_conn_new(pyws_loop *loop, int kind, int fd)
     c->id = ((uint64_t)gen << 32) | slot;
     c->kind = (uint8_t)kind;
     c->fd = fd;
+    c->tr = &pyws_transport_tcp;
     c->last_activity = loop->now;
     if (kind == PYWS_KIND_CONN)
         loop->nconns++;
@@ -102,7 +102,7 @@ void pyws_conn_free(pyws_loop *loop, pyws_conn *c)
     c->protocols = NULL;
     free(c->host);
     c->host = NULL;
-    pyws_tls_free(c);
+    c->tr->free(c);
     pyws_topics_drop_conn(loop, c);
     if (c->sess) {
         /* Views into the session buffer may still be in this batch: retire, don't free. */
@@ -332,8 +332,8 @@ void pyws_conn_watch(pyws_loop *loop, pyws_conn *c)
         return;
     /* after the peer's EOF there is nothing left to read: level-triggered read interest
      * would report the fd forever */
-    int out = c->state == PYWS_ST_CONNECTING || (c->flags & CF_TLS_WANT_WRITE) ||
-              (c->wq_n && !(c->flags & CF_TLS_HS));
+    int out = c->state == PYWS_ST_CONNECTING || (c->tr_flags & PYWS_TR_WANT_WRITE) ||
+              (c->wq_n && !(c->tr_flags & PYWS_TR_HANDSHAKING));
     uint32_t want = ((c->flags & (CF_EOF | CF_PAUSED)) || hw_paused(c) ? 0u : PYWS_POLL_IN) |
                     (out ? PYWS_POLL_OUT : 0u);
     uint32_t have = ((c->flags & CF_NO_READ) ? 0u : PYWS_POLL_IN) |
@@ -361,18 +361,17 @@ static int close_handshake_done(const pyws_conn *c)
  * for the peer (our close frame among them); with the receive queue empty, close() leaves the
  * kernel to deliver them after the FIN. 1 when the queue is empty (or at EOF, or on an error:
  * nothing left to wait for), 0 if the peer is still sending after a bounded amount. */
-static int linger_drain(pyws_conn *c)
+static int linger_drain(pyws_loop *loop, pyws_conn *c)
 {
     uint8_t sink[4096];
     for (int i = 0; i < 16; i++) {
-        ssize_t n = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT);
+        /* after shutdown() a transport's read only drains the socket */
+        ssize_t n = c->tr->read(loop, c, sink, sizeof(sink));
         if (n > 0)
-            continue;
-        if (n < 0 && errno == EINTR)
             continue;
         if (n == 0)
             c->flags |= CF_EOF;
-        return 1;
+        return 1; /* EOF, nothing more for now (AGAIN), or an error: nothing to wait for */
     }
     return 0;
 }
@@ -380,10 +379,9 @@ static int linger_drain(pyws_conn *c)
 static void linger_start(pyws_loop *loop, pyws_conn *c)
 {
     c->state = PYWS_ST_LINGER;
-    pyws_tls_shutdown(c);
-    shutdown(c->fd, SHUT_WR);
+    c->tr->shutdown(loop, c);
     /* the write queue is empty here: all we owe is with the kernel, behind our FIN */
-    if ((c->flags & CF_EOF) || (close_handshake_done(c) && linger_drain(c))) {
+    if ((c->flags & CF_EOF) || (close_handshake_done(c) && linger_drain(loop, c))) {
         pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
         return;
     }
@@ -416,79 +414,34 @@ int pyws_conn_flush(pyws_loop *loop, pyws_conn *c)
 {
     if (c->state == PYWS_ST_CONNECTING)
         return 0; /* the request waits for the connect (pyws_client_connected flushes it) */
-    if (c->flags & CF_TLS_HS) {
-        uint64_t id = c->id;
-        int r = pyws_tls_handshake(loop, c);
-        if (r <= 0)
-            return r < 0 ? -1 : 0;
-        if (!pyws_conn_get(loop, id))
+    if (c->tr_flags & PYWS_TR_HANDSHAKING) {
+        int r = c->tr->handshake(loop, c);
+        if (r < 0) {
+            pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
             return -1;
+        }
+        pyws_conn_watch(loop, c);
+        if (r == 0)
+            return 0;
     }
     int pong_passes = 0;
 again:
     if (c->flags & CF_PONG_DUE)
         pyws_ws_send_pong(loop, c);
-    while (c->wq_n && c->ssl) {
-        /* One SSL_write is one TLS record and (usually) one syscall: small frames are
-         * coalesced up to a full record. A write OpenSSL asked to retry is repeated with the
-         * same length (and, the queue head being unchanged, the same bytes). */
-        pyws_wseg *s = &c->wq[c->wq_head];
-        size_t len = c->tls_retry;
-        if (!len) {
-            len = s->len;
-            for (uint32_t i = 1; len < PYWS_TLS_RECORD && i < c->wq_n; i++)
-                len += c->wq[(c->wq_head + i) % c->wq_cap].len;
-            if (len > PYWS_TLS_RECORD && s->len < PYWS_TLS_RECORD)
-                len = PYWS_TLS_RECORD;
-            else if (len > s->len && s->len >= PYWS_TLS_RECORD)
-                len = s->len;
-        }
-        const uint8_t *src = s->blob->data + s->off;
-        if (len > s->len) {
-            if (!loop->tls_buf && !(loop->tls_buf = malloc(PYWS_TLS_RECORD))) {
-                len = s->len; /* no room to coalesce: write the head alone */
-            } else {
-                size_t at = 0;
-                for (uint32_t i = 0; at < len; i++) {
-                    pyws_wseg *g = &c->wq[(c->wq_head + i) % c->wq_cap];
-                    size_t take = g->len < len - at ? g->len : len - at;
-                    memcpy(loop->tls_buf + at, g->blob->data + g->off, take);
-                    at += take;
-                }
-                src = loop->tls_buf;
-            }
-        }
-        ssize_t n = pyws_tls_write(loop, c, src, len);
-        if (n == -1) {
-            c->tls_retry = len;
-            break; /* OpenSSL waits for the socket (or the peer) */
-        }
-        c->tls_retry = 0;
-        if (n < 0) {
-            pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
-            return -1;
-        }
-        c->last_activity = loop->now;
-        wq_consume(loop, c, (size_t)n);
-    }
-    while (c->wq_n && !c->ssl) {
-        struct iovec iov[64];
+    while (c->wq_n) {
+        /* the head of the queue, as it is: the transport takes what it can (tls.c: one record,
+         * small frames coalesced) and leaves the rest for the next round or the next poll */
+        struct iovec iov[PYWS_TR_IOV_MAX];
         int cnt = 0;
-        for (uint32_t i = 0; i < c->wq_n && cnt < 64; i++, cnt++) {
+        for (uint32_t i = 0; i < c->wq_n && cnt < PYWS_TR_IOV_MAX; i++, cnt++) {
             pyws_wseg *s = &c->wq[(c->wq_head + i) % c->wq_cap];
             iov[cnt].iov_base = s->blob->data + s->off;
             iov[cnt].iov_len = s->len;
         }
-        struct msghdr msg;
-        memset(&msg, 0, sizeof(msg));
-        msg.msg_iov = iov;
-        msg.msg_iovlen = (size_t)cnt;
-        ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        ssize_t n = c->tr->writev(loop, c, iov, cnt);
+        if (n == PYWS_TR_AGAIN)
+            break; /* the socket (or, under TLS, the peer) must move first */
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
             pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
             return -1;
         }
@@ -500,7 +453,8 @@ again:
         goto again;
     if ((c->flags & CF_HW_PAUSED) && !hw_paused(c)) {
         c->flags &= ~CF_HW_PAUSED;
-        if (c->flags & (CF_TLS_MORE | CF_STARVED)) /* input the socket will not report again */
+        /* input the socket will not report again */
+        if ((c->flags & CF_STARVED) || (c->tr_flags & PYWS_TR_PENDING))
             pyws_conn_mark(loop, c, CF_PENDING);
     }
     if ((c->flags & CF_ABOVE_HW) && c->wq_bytes < c->opts.write_high_water) {
@@ -625,32 +579,28 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
     }
     if (room > PYWS_RECV_MAX)
         room = PYWS_RECV_MAX;
-    ssize_t n;
-    if (c->ssl && c->state != PYWS_ST_LINGER) {
-        if (c->flags & CF_TLS_HS) {
-            uint64_t id = c->id;
-            int r = pyws_tls_handshake(loop, c);
-            if (r <= 0)
-                return; /* more round trips, or failed (and closed) */
-            if (c->wq_n) /* a client's upgrade request waited for the handshake */
-                pyws_conn_flush(loop, c);
-            if (!pyws_conn_get(loop, id))
-                return;
-        }
-        c->flags &= ~CF_TLS_MORE;
-        n = pyws_tls_read(loop, c, dst, room);
-        if (n == -1)
-            return; /* nothing decrypted yet */
-        if (n == -2) {
-            pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+    if (c->tr_flags & PYWS_TR_HANDSHAKING) {
+        uint64_t id = c->id;
+        int r = c->tr->handshake(loop, c);
+        if (r < 0) {
+            pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL); /* keeps the code it reported */
             return;
         }
-    } else {
-        n = recv(c->fd, dst, room, 0);
+        pyws_conn_watch(loop, c);
+        if (r == 0)
+            return; /* more round trips */
+        if (c->wq_n) /* a client's upgrade request waited for the handshake */
+            pyws_conn_flush(loop, c);
+        if (!pyws_conn_get(loop, id))
+            return;
     }
+    uint32_t tr_before = c->tr_flags;
+    ssize_t n = c->tr->read(loop, c, dst, room);
+    if ((c->tr_flags ^ tr_before) & PYWS_TR_WANT_WRITE)
+        pyws_conn_watch(loop, c);
+    if (n == PYWS_TR_AGAIN)
+        return;
     if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-            return;
         pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
         return;
     }
@@ -658,6 +608,8 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
         on_eof(loop, c);
         return;
     }
+    if (c->tr_flags & PYWS_TR_PENDING) /* read it at the next poll: no socket event will */
+        pyws_conn_mark(loop, c, CF_PENDING);
     c->last_activity = loop->now;
     if (http) {
         c->rlen += (size_t)n;
@@ -704,8 +656,10 @@ void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
     }
     if (c->deadline_hs && now >= c->deadline_hs) {
         c->deadline_hs = 0;
-        if (c->state == PYWS_ST_HTTP && (c->flags & CF_TLS_HS)) {
-            pyws_tls_timeout(loop, c);
+        if ((c->state == PYWS_ST_HTTP || c->state == PYWS_ST_CLIENT_HS) &&
+            (c->tr_flags & PYWS_TR_HANDSHAKING)) {
+            /* the transport's handshake is what is late: it says why */
+            pyws_conn_close(loop, c, c->tr->expired(loop, c));
             return;
         }
         if (c->state == PYWS_ST_HTTP) {
@@ -715,8 +669,6 @@ void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
         if (c->state == PYWS_ST_CONNECTING || c->state == PYWS_ST_CLIENT_HS) {
             pyws_client_fail(loop, c, PYWS_ERR_TIMEOUT, c->state == PYWS_ST_CONNECTING
                              ? "the connect did not complete in time (open_timeout)"
-                             : (c->flags & CF_TLS_HS)
-                             ? "the TLS handshake did not complete in time (open_timeout)"
                              : "the server did not answer the upgrade in time (open_timeout)");
             return;
         }
@@ -783,7 +735,7 @@ int pyws_set_reading(pyws_loop *loop, uint64_t id, int on)
         return PYWS_ERR_BADID;
     if (on) {
         c->flags &= ~CF_PAUSED;
-        if (c->flags & CF_TLS_MORE) /* decrypted bytes wait inside OpenSSL: no socket event */
+        if (c->tr_flags & PYWS_TR_PENDING) /* input waits inside the transport: no socket event */
             pyws_conn_mark(loop, c, CF_PENDING);
     } else
         c->flags |= CF_PAUSED;

@@ -16,6 +16,7 @@
 #include "poller.h"
 #include "pyws.h"
 #include "timer.h"
+#include "transport.h"
 
 /* ------------------------------------------------------------------ limits and sizes */
 #define PYWS_ARENA_SIZE (2u << 20)     /* per-iteration receive arena */
@@ -27,7 +28,6 @@
 #define PYWS_ACCEPT_BATCH 64           /* accepts per listener per iteration */
 #define PYWS_MAX_READY 256             /* poller events per wait */
 #define PYWS_WAKE_ID UINT64_MAX        /* poller user data of the wakeup fd */
-#define PYWS_TLS_RECORD 16384          /* TLS's largest record: what one SSL_write coalesces */
 
 /* ------------------------------------------------------------------ write queue */
 typedef struct pyws_blob {
@@ -89,9 +89,7 @@ enum {
 #define CF_WAS_WS 0x1000u       /* the connection was upgraded at some point */
 #define CF_NO_READ 0x2000u      /* poller does not watch for input (after EOF or a pause) */
 #define CF_PAUSED 0x4000u       /* the application paused reading */
-#define CF_TLS_HS 0x8000u       /* TLS handshake in progress */
-#define CF_TLS_WANT_WRITE 0x10000u /* OpenSSL needs the socket writable to go on */
-#define CF_TLS_MORE 0x20000u    /* decrypted bytes are waiting inside OpenSSL */
+/* 0x8000, 0x10000, 0x20000: free (were the TLS flags, now the transport's tr_flags) */
 #define CF_STARVED 0x40000u     /* skipped for want of arena room: read first at the next poll */
 #define CF_HW_PAUSED 0x80000u   /* reading stopped: our queue to the peer is above high water */
 #define CF_PONG_DUE 0x100000u   /* a ping waits for its pong (pong[]): see pyws_ws_send_pong */
@@ -128,9 +126,11 @@ typedef struct pyws_conn {
     char *host;               /* client: the host, to try its next address if one fails */
     int port;
     int addr_index;           /* client: which resolved address is being tried */
-    void *ssl;                /* OpenSSL's SSL, when the connection speaks TLS */
-    void *tls_ctx;            /* listeners: the SSL_CTX of the connections they accept */
-    size_t tls_retry;         /* length of an SSL_write to repeat (OpenSSL's rule), or 0 */
+
+    /* transport (transport.h): how bytes reach the socket; listeners: what they accept with */
+    const pyws_transport *tr; /* never NULL: &pyws_transport_tcp unless TLS was started */
+    void *tr_ctx;             /* the transport's own (connection state / listener config) */
+    uint32_t tr_flags;        /* PYWS_TR_*: written by the transport, read by conn.c */
 
     /* permessage-deflate: the server's agreement from the last request, kept until upgrade */
     uint8_t pmd_offered;      /* the request had an offer we accept (pmd_agreed) */
@@ -262,7 +262,6 @@ struct pyws_loop {
     void **deferred_blocks;          /* heap copies behind deferred events' views */
     size_t ndeferred_blocks;
     size_t deferred_blocks_cap;
-    uint8_t *tls_buf;                /* PYWS_TLS_RECORD bytes: small frames coalesced per record */
     pyws_zpool *zpool;               /* permessage-deflate: shared streams, made on first use */
     uint8_t rng[256];                /* OS randomness for client masks, used 4 bytes at a time */
     size_t rng_left;
@@ -365,15 +364,6 @@ int pyws_ws_enable_deflate(pyws_loop *loop, pyws_conn *c, const pyws_pmd_params 
 void pyws_client_connected(pyws_loop *loop, pyws_conn *c);
 void pyws_client_input(pyws_loop *loop, pyws_conn *c);
 void pyws_client_fail(pyws_loop *loop, pyws_conn *c, int code, const char *why);
-
-/* tls.c */
-int pyws_tls_accepted(pyws_loop *loop, pyws_conn *c, void *listener_ctx);
-int pyws_tls_handshake(pyws_loop *loop, pyws_conn *c);    /* 1 done, 0 more, -1 failed+closed */
-void pyws_tls_timeout(pyws_loop *loop, pyws_conn *c);      /* server handshake too slow */
-ssize_t pyws_tls_read(pyws_loop *loop, pyws_conn *c, uint8_t *dst, size_t room);
-ssize_t pyws_tls_write(pyws_loop *loop, pyws_conn *c, const uint8_t *src, size_t len);
-void pyws_tls_shutdown(pyws_conn *c);
-void pyws_tls_free(pyws_conn *c);
 
 /* net.c */
 int pyws_net_listen(const char *host, int port, int backlog, int reuse_port, char *err,

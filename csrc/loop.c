@@ -318,7 +318,6 @@ void pyws_loop_free(pyws_loop *loop)
     pthread_mutex_destroy(&loop->wake_lock);
     pyws_poller_free(loop->poller);
     free(loop->arena);
-    free(loop->tls_buf);
     pyws_zpool_free(loop->zpool);
     free(loop);
 }
@@ -493,7 +492,7 @@ static void refuse(pyws_loop *loop, pyws_conn *l, int fd)
 #else
     const int flags = MSG_DONTWAIT; /* SO_NOSIGPIPE was set at accept */
 #endif
-    if (!l->tls_ctx) {
+    if (l->tr == &pyws_transport_tcp) {
         ssize_t w;
         do {
             w = send(fd, refuse_answer, sizeof(refuse_answer) - 1, flags);
@@ -574,7 +573,7 @@ static void accept_batch(pyws_loop *loop, pyws_conn *l)
         c->state = PYWS_ST_HTTP;
         c->role = PYWS_ROLE_SERVER;
         if (pyws_poller_add(loop->poller, fd, c->id, PYWS_POLL_IN) < 0 ||
-            (l->tls_ctx && pyws_tls_accepted(loop, c, l->tls_ctx) != PYWS_OK)) {
+            l->tr->accept(loop, c, l) != PYWS_OK) {
             pyws_conn_free(loop, c);
             continue;
         }
@@ -922,9 +921,9 @@ static void run_pending(pyws_loop *loop)
         /* a close that the input below reports must wait for the application's replies to
          * the messages before it: only a close already pending is acted on now */
         int close_was_pending = c->pending_code != 0;
-        if (c->flags & (CF_TLS_MORE | CF_STARVED)) {
-            /* decrypted bytes OpenSSL holds (no socket event for them), or a connection the
-             * last poll had no arena room for */
+        if ((c->flags & CF_STARVED) || (c->tr_flags & PYWS_TR_PENDING)) {
+            /* input the transport holds (OpenSSL's decrypted bytes: no socket event for
+             * them), or a connection the last poll had no arena room for */
             c->flags &= ~CF_STARVED;
             pyws_conn_read(loop, c);
             c = pyws_conn_get(loop, id);

@@ -1,13 +1,17 @@
 /*
- * tls.c — OpenSSL over the loop's non-blocking sockets: contexts with secure defaults, the
- * handshake driven by readiness, and the read/write calls conn.c uses instead of recv/sendmsg
- * when a connection speaks TLS. OpenSSL's want-read/want-write is tracked per connection, so a
- * write that needs the peer's bytes (or a read that needs to write) waits for the right event.
+ * tls.c — OpenSSL over the loop's non-blocking sockets: contexts with secure defaults, and the
+ * TLS transport (transport.h: pyws_transport_tls), whose handshake is driven by readiness and
+ * whose writes coalesce the write queue's small segments into full records. OpenSSL's
+ * want-read/want-write is tracked per connection (tr_flags), so a write that needs the peer's
+ * bytes (or a read that needs to write) waits for the right event. Nothing outside this file
+ * sees an SSL.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <arpa/inet.h>
 
 #include <openssl/err.h>
@@ -115,7 +119,7 @@ int pyws_tls_ctx_new(pyws_loop *loop, int is_server, const pyws_tls_opts *o, pyw
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS); /* idle connections hold no buffers */
     /* read whole chunks from the socket rather than a record header then its body: about half
-     * the read calls (pyws_tls_read then asks SSL_has_pending, which counts read-ahead) */
+     * the read calls (tls_read then asks SSL_has_pending, which counts read-ahead) */
     SSL_CTX_set_read_ahead(ctx, 1);
     if (!o->cert_pem != !o->key_pem) {
         SSL_CTX_free(ctx);
@@ -175,6 +179,24 @@ void pyws_tls_ctx_free(pyws_tls_ctx *t)
     free(t);
 }
 
+/* ------------------------------------------------------------------ the transport */
+
+#define TLS_RECORD 16384 /* TLS's largest record: what one SSL_write coalesces */
+
+/* A TLS connection's state (c->tr_ctx), owned by this file: made by start(), freed by
+ * tls_free(). */
+typedef struct tls_conn {
+    SSL *ssl;
+    size_t retry;  /* length of an SSL_write to repeat (OpenSSL's rule), or 0 */
+    int shut;      /* shutdown() was called: the socket is only drained now */
+    int quiet;     /* no byte decrypted since the handshake: an alert now is a late refusal */
+} tls_conn;
+
+static SSL *ssl_of(const pyws_conn *c)
+{
+    return ((tls_conn *)c->tr_ctx)->ssl;
+}
+
 int pyws_listen_tls(pyws_loop *loop, uint64_t listener, pyws_tls_ctx *t)
 {
     pyws_conn *l = pyws_conn_get(loop, listener);
@@ -182,19 +204,25 @@ int pyws_listen_tls(pyws_loop *loop, uint64_t listener, pyws_tls_ctx *t)
         return PYWS_ERR_BADID;
     if (!SSL_CTX_up_ref(t->ctx))
         return PYWS_ERR_NOMEM;
-    if (l->tls_ctx)
-        SSL_CTX_free(l->tls_ctx);
-    l->tls_ctx = t->ctx;
+    l->tr->free(l); /* a context set before (the listener holds one reference) */
+    l->tr = &pyws_transport_tls;
+    l->tr_ctx = t->ctx;
     return PYWS_OK;
 }
 
 static int start(pyws_loop *loop, pyws_conn *c, SSL_CTX *ctx, const char *server_name)
 {
+    tls_conn *t = malloc(sizeof(*t));
+    if (!t)
+        return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
     SSL *ssl = SSL_new(ctx);
-    if (!ssl)
+    if (!ssl) {
+        free(t);
         return ssl_error(loop, "cannot start TLS");
+    }
     if (SSL_set_fd(ssl, c->fd) != 1) {
         SSL_free(ssl);
+        free(t);
         return ssl_error(loop, "cannot start TLS");
     }
     if (c->role == PYWS_ROLE_CLIENT) {
@@ -212,6 +240,7 @@ static int start(pyws_loop *loop, pyws_conn *c, SSL_CTX *ctx, const char *server
                                : X509_VERIFY_PARAM_set1_host(vp, server_name, 0);
                 if (ok != 1) {
                     SSL_free(ssl);
+                    free(t);
                     return ssl_error(loop, "cannot set the host name to verify");
                 }
             }
@@ -219,15 +248,25 @@ static int start(pyws_loop *loop, pyws_conn *c, SSL_CTX *ctx, const char *server
     } else {
         SSL_set_accept_state(ssl);
     }
-    c->ssl = ssl;
-    c->flags |= CF_TLS_HS;
+    t->ssl = ssl;
+    t->retry = 0;
+    t->shut = 0;
+    t->quiet = 1;
+    c->tr = &pyws_transport_tls;
+    c->tr_ctx = t;
+    c->tr_flags = PYWS_TR_HANDSHAKING;
     return PYWS_OK;
 }
 
-/* Called by accept for connections of a TLS listener. */
-int pyws_tls_accepted(pyws_loop *loop, pyws_conn *c, void *listener_ctx)
+int pyws_tls_start(pyws_loop *loop, pyws_conn *c, const pyws_tls_ctx *t, const char *server_name)
 {
-    return start(loop, c, (SSL_CTX *)listener_ctx, NULL);
+    return start(loop, c, t->ctx, server_name);
+}
+
+/* Connections of a TLS listener: its SSL_CTX is the listener's tr_ctx. */
+static int tls_accept(pyws_loop *loop, pyws_conn *c, const pyws_conn *listener)
+{
+    return start(loop, c, (SSL_CTX *)listener->tr_ctx, NULL);
 }
 
 int pyws_tls_init(pyws_loop *loop, uint64_t id, pyws_tls_ctx *t, const char *server_name)
@@ -235,7 +274,7 @@ int pyws_tls_init(pyws_loop *loop, uint64_t id, pyws_tls_ctx *t, const char *ser
     pyws_conn *c = pyws_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
-    if (c->ssl)
+    if (c->tr != &pyws_transport_tcp)
         return pyws_set_error(loop, PYWS_ERR_STATE, "TLS is already started on this connection");
     int fresh_server = c->role == PYWS_ROLE_SERVER && c->state == PYWS_ST_HTTP && c->rlen == 0 &&
                        !(c->flags & (CF_REQ_DONE | CF_HS_STORED));
@@ -247,13 +286,18 @@ int pyws_tls_init(pyws_loop *loop, uint64_t id, pyws_tls_ctx *t, const char *ser
     return start(loop, c, t->ctx, server_name);
 }
 
-static void tls_fail(pyws_loop *loop, pyws_conn *c, const char *why);
+/* Report a failed handshake: EV_ERROR with why, and 1015 as the code EV_CLOSE will carry. */
+static void tls_fail(pyws_loop *loop, pyws_conn *c, const char *why)
+{
+    pyws_event_error(loop, c->id, PYWS_ERR_TLS, why);
+    c->close_code = PYWS_CLOSE_TLS_HANDSHAKE;
+}
 
 /* Why the handshake failed, in words a user can act on. */
 static void hs_failed(pyws_loop *loop, pyws_conn *c)
 {
     char why[300];
-    long vr = SSL_get_verify_result(c->ssl);
+    long vr = SSL_get_verify_result(ssl_of(c));
     unsigned long e = ERR_peek_error();
     char reason[200] = "";
     if (e)
@@ -268,51 +312,50 @@ static void hs_failed(pyws_loop *loop, pyws_conn *c)
     tls_fail(loop, c, why);
 }
 
-/* handshake_timeout ran out mid-handshake: there is no HTTP to answer (a 408 would wait for a
- * handshake that is not coming, until close_timeout), so fail and close at once. */
-void pyws_tls_timeout(pyws_loop *loop, pyws_conn *c)
+/* The handshake deadline passed mid-handshake. A server has no HTTP to answer (a 408 would wait
+ * for a handshake that is not coming, until close_timeout): fail with 1015 at once. A client
+ * reports it as the open_timeout it is. */
+static int tls_expired(pyws_loop *loop, pyws_conn *c)
 {
+    if (c->role == PYWS_ROLE_CLIENT) {
+        pyws_event_error(loop, c->id, PYWS_ERR_TIMEOUT,
+                         "the TLS handshake did not complete in time (open_timeout)");
+        return PYWS_CLOSE_ABNORMAL;
+    }
     tls_fail(loop, c, "TLS handshake failed: it did not complete in time (handshake_timeout)");
+    return PYWS_CLOSE_TLS_HANDSHAKE;
 }
 
-static void tls_fail(pyws_loop *loop, pyws_conn *c, const char *why)
-{
-    pyws_event_error(loop, c->id, PYWS_ERR_TLS, why);
-    c->close_code = PYWS_CLOSE_TLS_HANDSHAKE;
-    pyws_conn_close(loop, c, PYWS_CLOSE_TLS_HANDSHAKE);
-}
-
-int pyws_tls_handshake(pyws_loop *loop, pyws_conn *c)
+static int tls_handshake(pyws_loop *loop, pyws_conn *c)
 {
     ERR_clear_error();
-    int r = SSL_do_handshake(c->ssl);
+    SSL *ssl = ssl_of(c);
+    int r = SSL_do_handshake(ssl);
     if (r == 1) {
-        c->flags &= ~(CF_TLS_HS | CF_TLS_WANT_WRITE);
-        pyws_conn_watch(loop, c);
+        c->tr_flags &= ~(PYWS_TR_HANDSHAKING | PYWS_TR_WANT_WRITE);
         return 1;
     }
-    int e = SSL_get_error(c->ssl, r);
+    int e = SSL_get_error(ssl, r);
     if (e == SSL_ERROR_WANT_READ) {
-        c->flags &= ~CF_TLS_WANT_WRITE;
-        pyws_conn_watch(loop, c);
+        c->tr_flags &= ~PYWS_TR_WANT_WRITE;
         return 0;
     }
     if (e == SSL_ERROR_WANT_WRITE) {
-        c->flags |= CF_TLS_WANT_WRITE;
-        pyws_conn_watch(loop, c);
+        c->tr_flags |= PYWS_TR_WANT_WRITE;
         return 0;
     }
     hs_failed(loop, c);
-    return -1;
+    return PYWS_TR_ERROR;
 }
 
 /* TLS 1.3: a server checks the client's certificate after the client's side of the handshake
  * is done, so its refusal (an alert, then its close) shows up on the client's first read or
- * write after it. Report OpenSSL's reason as the handshake's failure. */
+ * write after it, before any byte of the server's arrived (for a WebSocket client: while it
+ * waits for the 101). Report OpenSSL's reason as the handshake's failure. */
 static void late_refusal(pyws_loop *loop, pyws_conn *c)
 {
     unsigned long err = ERR_peek_error();
-    if (c->role != PYWS_ROLE_CLIENT || c->state != PYWS_ST_CLIENT_HS ||
+    if (c->role != PYWS_ROLE_CLIENT || !((tls_conn *)c->tr_ctx)->quiet ||
         ERR_GET_REASON(err) < SSL_AD_REASON_OFFSET)
         return; /* not an alert from the server */
     char why[300], reason[200];
@@ -322,23 +365,37 @@ static void late_refusal(pyws_loop *loop, pyws_conn *c)
     c->close_code = PYWS_CLOSE_TLS_HANDSHAKE;
 }
 
-ssize_t pyws_tls_read(pyws_loop *loop, pyws_conn *c, uint8_t *dst, size_t room)
+/* After shutdown: what still arrives is discarded, so read the socket itself. */
+static ssize_t drain(pyws_conn *c, uint8_t *dst, size_t room)
 {
+    ssize_t n = recv(c->fd, dst, room, 0);
+    if (n >= 0)
+        return n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return PYWS_TR_AGAIN;
+    return PYWS_TR_ERROR;
+}
+
+static ssize_t tls_read(pyws_loop *loop, pyws_conn *c, uint8_t *dst, size_t room)
+{
+    tls_conn *t = c->tr_ctx;
+    c->tr_flags &= ~PYWS_TR_PENDING;
+    if (t->shut)
+        return drain(c, dst, room);
     size_t got = 0;
     while (got < room) {
         ERR_clear_error();
         size_t want = room - got;
-        int r = SSL_read(c->ssl, dst + got, want > 0x40000000 ? 0x40000000 : (int)want);
+        int r = SSL_read(t->ssl, dst + got, want > 0x40000000 ? 0x40000000 : (int)want);
         if (r > 0) {
             got += (size_t)r;
             continue;
         }
-        int e = SSL_get_error(c->ssl, r);
+        int e = SSL_get_error(t->ssl, r);
         if (e == SSL_ERROR_WANT_READ)
             break;
         if (e == SSL_ERROR_WANT_WRITE) {
-            c->flags |= CF_TLS_WANT_WRITE;
-            pyws_conn_watch(loop, c);
+            c->tr_flags |= PYWS_TR_WANT_WRITE;
             break;
         }
         if (got)
@@ -355,78 +412,125 @@ ssize_t pyws_tls_read(pyws_loop *loop, pyws_conn *c, uint8_t *dst, size_t room)
         if (e == SSL_ERROR_SSL)
             late_refusal(loop, c);
         ERR_clear_error();
-        errno = EPROTO;
-        return -2;
+        return PYWS_TR_ERROR;
     }
-    if (got == room && SSL_has_pending(c->ssl)) {
-        c->flags |= CF_TLS_MORE; /* decrypted bytes wait inside OpenSSL: read them next poll */
-        pyws_conn_mark(loop, c, CF_PENDING);
-    }
-    if (got == 0) {
-        errno = EAGAIN;
-        return -1;
-    }
-    return (ssize_t)got;
+    /* SSL_has_pending counts read-ahead too, so it is only asked when dst is full: bytes left
+     * in OpenSSL then (decrypted, or records read ahead) are read at the next poll */
+    if (got == room && SSL_has_pending(t->ssl))
+        c->tr_flags |= PYWS_TR_PENDING;
+    if (got)
+        t->quiet = 0;
+    return got ? (ssize_t)got : PYWS_TR_AGAIN;
 }
 
-ssize_t pyws_tls_write(pyws_loop *loop, pyws_conn *c, const uint8_t *src, size_t len)
+/* One SSL_write is one TLS record and (usually) one syscall: small segments are coalesced up
+ * to a full record, copied into a record-sized buffer on the stack; a segment of a record or
+ * more is written from where it lies. A write OpenSSL asked to retry is repeated with the same
+ * length (and, the caller's queue head being unchanged, the same bytes). */
+static ssize_t tls_writev(pyws_loop *loop, pyws_conn *c, const struct iovec *iov, int iovcnt)
 {
-    ERR_clear_error();
-    int r = SSL_write(c->ssl, src, len > 0x40000000 ? 0x40000000 : (int)len);
-    if (r > 0) {
-        if (c->flags & CF_TLS_WANT_WRITE) {
-            c->flags &= ~CF_TLS_WANT_WRITE;
+    tls_conn *t = c->tr_ctx;
+    if (iovcnt < 1)
+        return PYWS_TR_AGAIN;
+    size_t len = t->retry;
+    if (!len) {
+        len = iov[0].iov_len;
+        for (int i = 1; len < TLS_RECORD && i < iovcnt; i++)
+            len += iov[i].iov_len;
+        if (len > TLS_RECORD && iov[0].iov_len < TLS_RECORD)
+            len = TLS_RECORD;
+    }
+    const uint8_t *src = iov[0].iov_base;
+    uint8_t record[TLS_RECORD];
+    if (len > iov[0].iov_len) {
+        /* len <= TLS_RECORD here (a longer one is a head segment's own length); the bound
+         * holds even if a caller broke the retry rule */
+        size_t at = 0;
+        for (int i = 0; at < len && at < sizeof(record) && i < iovcnt; i++) {
+            size_t take = iov[i].iov_len < len - at ? iov[i].iov_len : len - at;
+            if (take > sizeof(record) - at)
+                take = sizeof(record) - at;
+            memcpy(record + at, iov[i].iov_base, take);
+            at += take;
         }
+        len = at;
+        src = record;
+    }
+    ERR_clear_error();
+    int r = SSL_write(t->ssl, src, len > 0x40000000 ? 0x40000000 : (int)len);
+    if (r > 0) {
+        t->retry = 0;
+        c->tr_flags &= ~PYWS_TR_WANT_WRITE;
         return r;
     }
-    int e = SSL_get_error(c->ssl, r);
+    int e = SSL_get_error(t->ssl, r);
     if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
         /* WANT_READ: the peer's bytes are needed first; reading is always watched */
-        errno = EAGAIN;
-        return -1;
+        t->retry = len;
+        return PYWS_TR_AGAIN;
     }
-    if (c->role == PYWS_ROLE_CLIENT && c->state == PYWS_ST_CLIENT_HS) {
+    t->retry = 0;
+    if (c->role == PYWS_ROLE_CLIENT && t->quiet) {
         /* the server may have sent an alert before closing (the write then meets its reset):
          * it still waits in our socket, read it for the reason */
         uint8_t scratch[256];
         ERR_clear_error();
-        int rr = SSL_read(c->ssl, scratch, sizeof(scratch));
-        if (rr <= 0 && SSL_get_error(c->ssl, rr) == SSL_ERROR_SSL)
+        int rr = SSL_read(t->ssl, scratch, sizeof(scratch));
+        if (rr <= 0 && SSL_get_error(t->ssl, rr) == SSL_ERROR_SSL)
             late_refusal(loop, c);
     }
     ERR_clear_error();
-    errno = EPIPE;
-    return -2;
+    return PYWS_TR_ERROR;
 }
 
-void pyws_tls_shutdown(pyws_conn *c)
+static void tls_shutdown(pyws_loop *loop, pyws_conn *c)
 {
-    if (c->ssl && !(c->flags & CF_TLS_HS)) {
+    (void)loop;
+    tls_conn *t = c->tr_ctx;
+    if (!(c->tr_flags & PYWS_TR_HANDSHAKING)) {
         ERR_clear_error();
-        SSL_shutdown(c->ssl); /* close_notify; best effort on a non-blocking socket */
+        SSL_shutdown(t->ssl); /* close_notify; best effort on a non-blocking socket */
         ERR_clear_error();
     }
+    t->shut = 1;
+    c->tr_flags = 0;
+    shutdown(c->fd, SHUT_WR);
 }
 
-void pyws_tls_free(pyws_conn *c)
+static void tls_free(pyws_conn *c)
 {
-    if (c->ssl) {
-        SSL_free(c->ssl);
-        c->ssl = NULL;
+    if (!c->tr_ctx)
+        return;
+    if (c->kind == PYWS_KIND_LISTENER) {
+        SSL_CTX_free(c->tr_ctx);
+    } else {
+        tls_conn *t = c->tr_ctx;
+        SSL_free(t->ssl);
+        free(t);
     }
-    if (c->tls_ctx) {
-        SSL_CTX_free(c->tls_ctx);
-        c->tls_ctx = NULL;
-    }
+    c->tr_ctx = NULL;
 }
+
+const pyws_transport pyws_transport_tls = {
+    .name = "tls",
+    .accept = tls_accept,
+    .handshake = tls_handshake,
+    .read = tls_read,
+    .writev = tls_writev,
+    .shutdown = tls_shutdown,
+    .expired = tls_expired,
+    .free = tls_free,
+};
 
 int pyws_tls_info(pyws_loop *loop, uint64_t id, char *out, size_t cap)
 {
     pyws_conn *c = pyws_conn_get(loop, id);
     if (!c)
         return PYWS_ERR_BADID;
-    if (!c->ssl || (c->flags & CF_TLS_HS))
+    if (c->tr != &pyws_transport_tls || c->kind != PYWS_KIND_CONN ||
+        (c->tr_flags & PYWS_TR_HANDSHAKING))
         return PYWS_ERR_STATE;
-    int n = snprintf(out, cap, "%s %s", SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl));
+    SSL *ssl = ssl_of(c);
+    int n = snprintf(out, cap, "%s %s", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
     return n < 0 ? PYWS_ERR_ARG : n;
 }

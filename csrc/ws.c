@@ -116,7 +116,7 @@ static void send_close_frame(pyws_loop *loop, pyws_conn *c, int code, const char
     if (c->flags & CF_PAUSED) { /* closing: read again, or the peer's close is never seen */
         c->flags &= ~CF_PAUSED;
         pyws_conn_watch(loop, c);
-        if (c->flags & CF_TLS_MORE) /* the peer's close may wait decrypted inside OpenSSL */
+        if (c->tr_flags & PYWS_TR_PENDING) /* the peer's close may wait inside the transport */
             pyws_conn_mark(loop, c, CF_PENDING);
     }
 }

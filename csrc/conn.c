@@ -544,7 +544,7 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
         return;
     if (c->state == PYWS_ST_LINGER && close_handshake_done(c)) {
         /* a peer that kept sending after its close frame: drop it until it stops, then close */
-        if (linger_drain(c))
+        if (linger_drain(loop, c))
             pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
         return;
     }

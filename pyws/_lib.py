@@ -2,7 +2,7 @@
 codes into exceptions. Everything else in pyws talks to C through this module."""
 from __future__ import annotations
 
-from typing import Any, NoReturn, Optional
+from typing import Any, Callable, Dict, NoReturn, Optional
 
 try:
     from ._pyws import ffi, lib
@@ -13,9 +13,10 @@ except ImportError as exc:  # pragma: no cover - only without a build
         "it needs a C compiler and the Python headers."
     ) from exc
 
-from .errors import ConnectionClosed, HandshakeError, LimitExceeded, PyWSError
+from .errors import (ConnectionClosed, HandshakeError, LimitExceeded, PyWSError, TlsError,
+                     closed_error)
 
-__all__ = ["ffi", "lib", "last_error", "raise_for", "NULL"]
+__all__ = ["ffi", "lib", "last_error", "raise_for", "failure", "NULL"]
 
 NULL: Any = ffi.NULL
 
@@ -32,7 +33,7 @@ def raise_for(rc: int, loop: Any, what: str, close_code: Optional[int] = None,
     """Raise the exception that C result code ``rc`` (< 0) stands for."""
     detail = last_error(loop)
     if rc in (lib.PYWS_ERR_CLOSED, lib.PYWS_ERR_BADID):
-        raise ConnectionClosed(close_code if close_code is not None else 1006, close_reason)
+        raise closed_error(close_code if close_code is not None else 1006, close_reason)
     if rc == lib.PYWS_ERR_LIMIT:
         raise LimitExceeded(1008, detail or "write buffer limit exceeded")
     if rc == lib.PYWS_ERR_HANDSHAKE:
@@ -44,3 +45,25 @@ def raise_for(rc: int, loop: Any, what: str, close_code: Optional[int] = None,
     if rc == lib.PYWS_ERR_NOMEM:
         raise MemoryError(what)
     raise PyWSError(f"{what} failed ({rc}): {detail}")
+
+
+# What a failure the C core reports as a code (an EV_ERROR event's code, or a connect's result)
+# raises in Python: the one table, so that no decision depends on the wording of a message.
+_FAILURES: Dict[int, Callable[[str], Exception]] = {
+    lib.PYWS_ERR_REFUSED: ConnectionRefusedError,
+    lib.PYWS_ERR_TIMEOUT: TimeoutError,
+    lib.PYWS_ERR_DNS: ConnectionError,
+    lib.PYWS_ERR_SYS: ConnectionError,
+    lib.PYWS_ERR_TLS: TlsError,
+    lib.PYWS_ERR_HANDSHAKE: HandshakeError,
+    lib.PYWS_ERR_LIMIT: lambda text: LimitExceeded(1008, text),
+    lib.PYWS_ERR_NOMEM: MemoryError,
+}
+
+
+def failure(code: int, text: str) -> Exception:
+    """The exception for a failure the C core reported with ``code`` (PYWS_ERR_*) and
+    ``text``: ConnectionRefusedError, TimeoutError, ConnectionError (DNS or another connect
+    failure), TlsError, HandshakeError, LimitExceeded, MemoryError, else PyWSError."""
+    make = _FAILURES.get(code)
+    return make(text) if make is not None else PyWSError(f"{text} ({code})")

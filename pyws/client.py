@@ -11,7 +11,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optiona
 from ._send import Payload, Sendable
 from .connection import Connection
 from .constants import EV_CLOSE, EV_WS_MSG, OP_BINARY, OP_TEXT
-from .errors import ConnectionClosed
+from .errors import ConnectionClosed, closed_error
 from .manager import Manager
 from .message import Headers, HttpMessage, Message
 from .options import resolve_options
@@ -133,7 +133,7 @@ class ClientConnection:
         expired_once = False
         while not self._queue:
             if self._closed:
-                raise ConnectionClosed(self.close_code, self.close_reason)
+                raise closed_error(self.close_code, self.close_reason)
             if deadline is None:
                 wait = _SLICE_MS
             else:

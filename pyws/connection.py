@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Un
 from ._lib import ffi, lib, raise_for
 from .compression import send_flags
 from .constants import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
-from .errors import ConnectionClosed, HandshakeError
+from .errors import ConnectionClosed, HandshakeError, closed_error
 from ._send import Payload, Sendable, binary_arg, outgoing
 from .message import HttpMessage, encode_payload, header_lines
 
@@ -80,7 +80,7 @@ class Connection:
         mgr._check_thread()
         loop = mgr._loop
         if loop is None or self.closed:
-            raise ConnectionClosed(self.close_code if self.close_code is not None else 1006,
+            raise closed_error(self.close_code if self.close_code is not None else 1006,
                                    self.close_reason or "connection closed")
         return loop
 

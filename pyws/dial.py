@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from ._lib import ffi, last_error, lib
+from ._lib import failure, ffi, last_error, lib
 from .connection import Connection
 from .constants import EV_ERROR
 from .errors import HandshakeError
@@ -17,21 +17,10 @@ from .url import parse_ws_url, redirect_target
 if TYPE_CHECKING:  # pragma: no cover
     from .manager import Handler, Manager
 
-__all__ = ["Dial", "dial", "connect_error"]
+__all__ = ["Dial", "dial"]
 
 #: The statuses that are redirects a client follows (with a Location header).
 REDIRECTS = (301, 302, 303, 307, 308)
-
-
-def connect_error(text: str) -> OSError:
-    """The OSError for a failed TCP connect described by the C core's ``text``:
-    ConnectionRefusedError, TimeoutError, or ConnectionError."""
-    lowered = text.lower()
-    if "refused" in lowered:
-        return ConnectionRefusedError(text)
-    if "timed out" in lowered or "in time" in lowered:
-        return TimeoutError(text)
-    return ConnectionError(text)
 
 
 class Dial:
@@ -58,7 +47,7 @@ class Dial:
     def open(self, url: str) -> None:
         """Start the TCP connect (and TLS for wss://) to ``url`` with the upgrade request
         queued; the connection gets its new id. Raises an OSError (see
-        :func:`connect_error`), :class:`pyws.TlsError` or ``ValueError`` (a bad URL)."""
+        :func:`pyws._lib.failure`), :class:`pyws.TlsError` or ``ValueError`` (a bad URL)."""
         mgr, c = self.mgr, self.conn
         loop = mgr._loop
         target = parse_ws_url(url)
@@ -74,7 +63,7 @@ class Dial:
         rc = lib.pyws_ws_connect(loop, target.host.encode("idna"), target.port,
                                  head.encode("latin-1"), protos, opts, idp)
         if rc < 0:
-            raise connect_error(f"{url}: {last_error(loop)}")
+            raise failure(rc, f"{url}: {last_error(loop)}")
         if target.secure:
             tls = self.tls if self.tls is not None else TlsOpts()
             self.tls = tls

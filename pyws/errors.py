@@ -28,12 +28,23 @@ class ConnectionClosed(PyWSError, RuntimeError):
         super().__init__(text)
 
 
-class ProtocolError(PyWSError):
-    """The peer broke RFC 6455 (or a limit); ``code`` is the close code sent for it."""
+class ProtocolError(ConnectionClosed):
+    """The connection was closed because a side broke RFC 6455 or a message limit: ``code`` is
+    1002 (protocol error), 1003 (unsupported data), 1007 (invalid UTF-8) or 1009 (message too
+    big), whoever detected it, and ``reason`` says what was wrong. A
+    :class:`ConnectionClosed`, so ``except ConnectionClosed`` catches it too."""
 
-    def __init__(self, message: str, code: int = 1002) -> None:
-        self.code = code
-        super().__init__(message)
+
+#: The close codes that mean "the protocol or a message limit was broken" (ProtocolError).
+PROTOCOL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1009})
+
+
+def closed_error(code: Optional[int], reason: str = "") -> ConnectionClosed:
+    """The exception for a connection closed with ``code``: :class:`ProtocolError` for the
+    protocol's failure codes, :class:`ConnectionClosed` otherwise."""
+    if code in PROTOCOL_CLOSE_CODES:
+        return ProtocolError(code, reason)
+    return ConnectionClosed(code, reason)
 
 
 class HandshakeError(PyWSError):
@@ -76,3 +87,9 @@ class QueueFull(PyWSError):
     polling, or polls too rarely for this rate), or at once when the loop's own thread finds the
     queue full (it cannot wait for room only it could make). The item was not queued.
     """
+
+
+class TlsError(PyWSError):
+    """TLS could not be set up (bad certificate or key) or its handshake failed; the message
+    carries OpenSSL's reason (for example ``certificate verify failed: certificate has
+    expired``)."""

@@ -11,13 +11,12 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
-from ._lib import ffi, lib, last_error, raise_for
+from ._lib import failure, ffi, lib, last_error, raise_for
 from ._send import Sendable, outgoing
 from .compression import send_flags
 from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_HTTP_MSG,
                         EV_HTTP_RESP, EV_TIMER, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG, EV_WS_OPEN)
 from .connection import Connection, _topic
-from .dial import connect_error as _connect_error
 from .dial import dial
 from .errors import HandshakeError, PyWSError, QueueFull, WrongThreadError
 from .message import HttpMessage, WsMessage
@@ -351,12 +350,7 @@ class Manager:
                 text = buf(evs[i].data, ln)[:].decode("utf-8", "replace") if ln else "error"
                 c = conns.get(cid)
                 if c is not None and c.is_client and c.error is None:
-                    if code == lib.PYWS_ERR_TLS:
-                        c.error = TlsError(text)
-                    elif code == lib.PYWS_ERR_HANDSHAKE and "in time" not in text:
-                        c.error = HandshakeError(text)
-                    else:
-                        c.error = _connect_error(text)
+                    c.error = failure(code, text)  # the kind is the code, never the wording
                 elif c is not None and aux == 1 and c.error is None:
                     # a failed WebSocket upgrade, answered by the C core (op: the status sent)
                     c.error = HandshakeError(text, status=op)

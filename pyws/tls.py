@@ -5,15 +5,11 @@ import os
 from typing import Any, Dict, Optional, Union
 
 from ._lib import ffi, lib, last_error
-from .errors import PyWSError
+from .errors import TlsError
+
+__all__ = ["TlsOpts", "TlsError"]
 
 PemSource = Union[bytes, str, "os.PathLike[str]"]
-
-
-class TlsError(PyWSError):
-    """TLS could not be set up (bad certificate or key) or its handshake failed; the message
-    carries OpenSSL's reason (for example ``certificate verify failed: certificate has
-    expired``)."""
 
 
 def _pem(src: Optional[PemSource], what: str) -> Optional[bytes]:

@@ -11,7 +11,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Generator, Iterab
 from ._send import Payload, Sendable
 from .connection import Connection
 from .constants import EV_CLOSE, EV_DRAIN, EV_WS_MSG, OP_BINARY, OP_TEXT
-from .errors import ConnectionClosed, HandshakeError, PyWSError
+from .errors import ConnectionClosed, HandshakeError, PyWSError, closed_error
 from .message import Message
 from .request import Request
 
@@ -143,7 +143,7 @@ class WebSocket:
         if self._status == _PENDING:
             self.accept()
         elif self._status != _OPEN:
-            raise ConnectionClosed(self.close_code if self.close_code is not None else 1006,
+            raise closed_error(self.close_code if self.close_code is not None else 1006,
                                    self.close_reason or "the WebSocket is not open")
 
     # ------------------------------------------------------------------ waiting
@@ -339,7 +339,7 @@ class Driver:
                 if ws._status != _OPEN or ws.conn.closed or ws.close_code is not None:
                     ws._close_seen += 1
                     if ws._close_seen > 1:
-                        exc = ConnectionClosed(ws.close_code, ws.close_reason)
+                        exc = closed_error(ws.close_code, ws.close_reason)
                     continue  # None: the peer has closed
                 ws._waiting = w
                 if w.timeout is not None:
@@ -347,14 +347,14 @@ class Driver:
                 return
             if isinstance(w, Sleep):
                 if not ws.connected:
-                    exc = ConnectionClosed(ws.close_code, ws.close_reason)
+                    exc = closed_error(ws.close_code, ws.close_reason)
                     continue
                 ws._waiting = w
                 w.timer = self.app.mgr.timer(max(0.0, w.seconds), lambda: self._woke(ws, w))
                 return
             if isinstance(w, Drain):
                 if not ws.connected:
-                    exc = ConnectionClosed(ws.close_code, ws.close_reason)
+                    exc = closed_error(ws.close_code, ws.close_reason)
                     continue
                 if not ws.conn.above_high_water:  # the connection's own mark, set in C
                     continue
@@ -445,7 +445,7 @@ class Driver:
                 ws._close_seen += 1
                 self.step(ws, None, None)
             else:
-                self.step(ws, None, ConnectionClosed(ws.close_code, ws.close_reason))
+                self.step(ws, None, closed_error(ws.close_code, ws.close_reason))
         if ws._gen is not None:
             # still suspended somewhere: end it so its finally blocks run
             gen, ws._gen = ws._gen, None

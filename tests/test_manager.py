@@ -20,7 +20,8 @@ import pyws
 from pyws import (EV_ACCEPT, EV_CLOSE, EV_DRAIN, EV_HTTP_MSG, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG,
                   EV_WS_OPEN, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG)
 
-from _rawws import RawWS, build_frame, close_payload, handshake_request
+from _frames import MASK_KEY, frame
+from _rawws import RawWS, close_payload, handshake_request
 from conftest import ServerThread
 
 
@@ -1100,7 +1101,7 @@ def test_raw_client_message_sizes_via_local_manager(local: Any) -> None:
     lo = local()
     conn = lo.ws_conn()
     r = lo.raws[-1]
-    r.send(b"".join(build_frame(bytes([i]) * i, OP_BINARY) for i in range(1, 60)))
+    r.send(b"".join(frame(OP_BINARY, bytes([i]) * i, mask=MASK_KEY) for i in range(1, 60)))
     lo.poll_until(lambda: lo.count(EV_WS_MSG) >= 59)
     msgs = [e[2] for e in lo.events if e[0] == EV_WS_MSG]
     assert [m.data for m in msgs] == [bytes([i]) * i for i in range(1, 60)]

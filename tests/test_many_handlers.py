@@ -15,7 +15,8 @@ import pytest
 
 import pyws
 
-from _rawws import OP_CLOSE, OP_TEXT, build_frame, close_payload, handshake_request
+from _frames import MASK_KEY, frame
+from _rawws import OP_CLOSE, OP_TEXT, close_payload, handshake_request
 from conftest import AppServer
 from test_app import wait_for
 from test_topics import parse_frames
@@ -102,7 +103,7 @@ def test_thousand_concurrent_generator_handlers() -> None:
         for rnd in range(2):
             for i, s in enumerate(socks):
                 s.setblocking(True)
-                s.sendall(build_frame(f"m{rnd}-{i}".encode(), OP_TEXT))
+                s.sendall(frame(OP_TEXT, f"m{rnd}-{i}".encode(), mask=MASK_KEY))
                 s.setblocking(False)
             got = [0] * n
             done = 0
@@ -130,7 +131,7 @@ def test_thousand_concurrent_generator_handlers() -> None:
             if i % 2 == 0:
                 s.setblocking(True)
                 try:
-                    s.sendall(build_frame(close_payload(1000), OP_CLOSE))
+                    s.sendall(frame(OP_CLOSE, close_payload(1000), mask=MASK_KEY))
                 except OSError:
                     pass
             sel.unregister(s)

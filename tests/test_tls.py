@@ -27,9 +27,9 @@ import pytest
 import websocket
 
 import pyws
+from _frames import MASK_KEY, frame
 from _pki import Pki, make_pki
-from _rawws import ACCEPT, OP_BINARY, OP_CLOSE, OP_TEXT, RawWS, build_frame, close_payload, \
-    handshake_request
+from _rawws import ACCEPT, OP_BINARY, OP_CLOSE, OP_TEXT, RawWS, close_payload, handshake_request
 from conftest import AppServer, ServerThread, echo_handler, free_port
 
 Factory = Callable[..., ServerThread]
@@ -458,12 +458,12 @@ def test_python_ssl_raw_client(server_factory: Factory, pki: Pki) -> None:
         raw.send_frame(payload, OP_BINARY)
         assert raw.recv_frame() == (OP_BINARY, True, payload)
         # two frames in one TLS record, and one frame split over many records
-        raw.send(build_frame(b"one", OP_TEXT) + build_frame(b"two", OP_TEXT))
+        raw.send(frame(OP_TEXT, b"one", mask=MASK_KEY) + frame(OP_TEXT, b"two", mask=MASK_KEY))
         assert raw.recv_frame() == (OP_TEXT, True, b"one")
         assert raw.recv_frame() == (OP_TEXT, True, b"two")
-        frame = build_frame(b"s" * 3000, OP_TEXT)
-        for i in range(0, len(frame), 7):
-            raw.send(frame[i:i + 7])
+        raw_frame = frame(OP_TEXT, b"s" * 3000, mask=MASK_KEY)
+        for i in range(0, len(raw_frame), 7):
+            raw.send(raw_frame[i:i + 7])
         assert raw.recv_frame() == (OP_TEXT, True, b"s" * 3000)
         raw.send_frame(close_payload(1000, b"bye"), OP_CLOSE)
         code, reason, before = raw.recv_close()
@@ -861,13 +861,13 @@ def test_paused_reader_with_bytes_inside_openssl(server_factory: Factory, pki: P
         raw.handshake("/")
         # one small record, then a frame of exactly 16 full records: a read of 256 KiB ends
         # 11 bytes short of the last record's end, leaving them decrypted inside OpenSSL
-        raw.send(build_frame(b"pause", OP_TEXT))
+        raw.send(frame(OP_TEXT, b"pause", mask=MASK_KEY))
         wire = 16 * 16384
         payload = os.urandom(wire - 14)
-        frame = build_frame(payload, OP_BINARY)
-        assert len(frame) == wire
+        raw_frame = frame(OP_BINARY, payload, mask=MASK_KEY)
+        assert len(raw_frame) == wire
         for i in range(0, wire, 16384):
-            raw.send(frame[i:i + 16384])
+            raw.send(raw_frame[i:i + 16384])
         time.sleep(0.3)  # all of it waits in the server's socket
         srv.call(lambda: state["conn"].resume_reading())
         op, _fin, answer = raw.recv_frame(5)

@@ -641,7 +641,7 @@ def test_server_never_answers(raw_server: Any) -> None:
     with pytest.raises(TimeoutError) as info:
         connect(s.url(), open_timeout=0.5)
     elapsed = time.monotonic() - t0
-    assert 0.4 <= elapsed < 1.5, elapsed
+    assert 0.4 <= elapsed < 3.0, elapsed  # the server idles 4 s
     assert "in time" in str(info.value)
 
 
@@ -853,7 +853,7 @@ def test_server_close_frame_without_tcp_close_is_bounded(raw_server: Any) -> Non
     t0 = time.monotonic()
     with pytest.raises(pyws.ConnectionClosed) as info:
         ws.recv(timeout=5)
-    assert time.monotonic() - t0 < 2.5
+    assert time.monotonic() - t0 < 3.0  # close_timeout 0.5 s; the server idles 4 s
     assert (info.value.code, info.value.reason) == (4000, "done")
     ws.close()
 
@@ -864,7 +864,7 @@ def test_close_when_server_never_answers_the_close(raw_server: Any) -> None:
     ws = connect(s.url(), close_timeout=0.5)
     t0 = time.monotonic()
     ws.close(1000, "bye")
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 3.0  # close_timeout 0.5 s; the server idles 4 s
     assert ws.closed
 
 
@@ -989,8 +989,8 @@ def test_redirect_to_wss_is_followed_over_tls(raw_server: Any) -> None:
 def test_wss_to_a_refused_port_fails_fast() -> None:
     t0 = time.monotonic()
     with pytest.raises(ConnectionRefusedError):
-        pyws.connect("wss://127.0.0.1:1/", open_timeout=2)
-    assert time.monotonic() - t0 < 2.0
+        pyws.connect("wss://127.0.0.1:1/", open_timeout=10)
+    assert time.monotonic() - t0 < 3.0  # refused at once, not after open_timeout
 
 
 def test_wss_to_a_plain_http_server_is_a_tls_error(raw_server: Any) -> None:

@@ -1,6 +1,8 @@
 """1,000 concurrent generator handlers in ONE server thread, each echoing; every client is a raw
 non-blocking socket read by one selector (no thread per client). Then every client disconnects
-(half with a close frame, half by dropping TCP) and every handler's finally block runs."""
+(half with a close frame, half by dropping TCP) and every handler's finally block runs.
+Each step has a generous deadline; the time the whole run takes is a benchmark
+(bench/test_many_handlers.py), not an assertion."""
 from __future__ import annotations
 
 import resource
@@ -67,7 +69,6 @@ def test_thousand_concurrent_generator_handlers() -> None:
     srv = AppServer(app).start()
     socks: List[socket.socket] = []
     sel = selectors.DefaultSelector()
-    t0 = time.monotonic()
     try:
         # connect and send every handshake before reading any answer
         for i in range(n):
@@ -144,5 +145,4 @@ def test_thousand_concurrent_generator_handlers() -> None:
             s.close()
         sel.close()
         srv.stop()
-    elapsed = time.monotonic() - t0
-    assert elapsed < 15, f"took {elapsed:.1f} s"
+    # how long all this takes is measured in bench/test_many_handlers.py, not asserted here

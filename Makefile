@@ -36,7 +36,7 @@ demo: $(VENV)/.installed
 test: test-c test-py test-poll test-asan lint
 
 # C unit tests: each csrc/tests/test_*.c is a standalone program built with ASan+UBSan.
-build/c/%: csrc/tests/%.c $(CSRCS) $(CHDRS)
+build/c/%: csrc/tests/%.c $(CSRCS) $(CHDRS) $(wildcard csrc/tests/*.h)
 	@mkdir -p build/c
 	$(CC) $(CFLAGS_TEST) $(PROTOCOL_SRCS) $< -o $@ -lz -lpthread
 

@@ -1,10 +1,13 @@
-"""Building RFC 6455 frames in plain Python, independently of the C encoder, for the protocol
-tests (test_frame.py, test_session.py).
+"""Building RFC 6455 frames in plain Python, independently of the C encoder: the one frame
+builder of the test suite, used by the protocol tests (test_frame.py, test_session.py) and by
+everything that writes frames to a raw socket (_rawws.RawWS, the bad-input and limits tests).
 
-``frame()`` makes any frame, including the ones a conforming peer never sends (RSV bits, reserved
-opcodes, fragmented or oversized control frames, non-minimal or forced length encodings, a
-64-bit length with its top bit set, a length that disagrees with the payload). ``xor_mask()`` is
-the reference masking every kernel is compared with.
+``frame(opcode, payload, ...)`` makes any frame, including the ones a conforming peer never sends
+(RSV bits, reserved opcodes, fragmented or oversized control frames, non-minimal or forced length
+encodings, a 64-bit length with its top bit set, a length that disagrees with the payload).
+Opcode first, then payload; everything else by keyword. A client frame is ``frame(op, payload,
+mask=MASK_KEY)`` (or any 4-byte key); RSV bits are the bits of the first byte (``RSV1`` = 0x40).
+``xor_mask()`` is the reference masking every kernel is compared with.
 """
 from __future__ import annotations
 
@@ -30,6 +33,9 @@ LEN16 = 16
 LEN64 = 64
 
 KEY = b"\x37\xfa\x21\x3d"
+# The key the raw-socket tests mask client frames with: fixed, so a failure replays byte for
+# byte. Named apart from _rawws.KEY, which is the handshake's Sec-WebSocket-Key.
+MASK_KEY = KEY
 
 
 def xor_mask(data: bytes, key: bytes, phase: int = 0) -> bytes:
@@ -85,10 +91,13 @@ def header(opcode: int, length: int, *, fin: bool = True, rsv: int = 0,
 
 def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0,
           mask: Optional[bytes] = None, encoding: Optional[int] = None,
-          raw_len7: Optional[int] = None) -> bytes:
-    """A whole frame; the payload is masked with ``mask`` when one is given."""
+          raw_len7: Optional[int] = None, length: Optional[int] = None) -> bytes:
+    """A whole frame; the payload is masked with ``mask`` when one is given. ``length`` writes
+    that length in the header instead of len(payload) (to announce more than is sent, or less);
+    the minimal encoding is then chosen for ``length``."""
     body = xor_mask(payload, mask) if mask is not None else payload
-    return header(opcode, len(payload), fin=fin, rsv=rsv, mask=mask, encoding=encoding,
+    n = len(payload) if length is None else length
+    return header(opcode, n, fin=fin, rsv=rsv, mask=mask, encoding=encoding,
                   raw_len7=raw_len7) + body
 
 

@@ -1,5 +1,6 @@
 """A tiny raw WebSocket client over a plain socket, for tests that must send what no real client
 would: unmasked frames, reserved opcodes, bad UTF-8, truncated frames, garbage before HTTP.
+Frames are built by _frames.frame (opcode first), the test suite's one frame builder.
 
 Every socket has a timeout; every read loop is bounded by a deadline."""
 from __future__ import annotations
@@ -12,11 +13,14 @@ import struct
 import time
 from typing import List, Optional, Tuple
 
+from _frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, close_payload, frame
+
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3's example for KEY
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+__all__ = ["KEY", "ACCEPT", "GUID", "OP_BINARY", "OP_CLOSE", "OP_CONT", "OP_PING", "OP_PONG",
+           "OP_TEXT", "RawWS", "accept_for", "close_payload", "handshake_request"]
 
 
 def accept_for(key: str) -> str:
@@ -33,39 +37,6 @@ def handshake_request(path: str = "/ws", key: Optional[str] = KEY, version: str 
         lines.append(f"Sec-WebSocket-Version: {version}")
     head = "\r\n".join(lines) + "\r\n" + extra + "\r\n"
     return head.encode("latin-1")
-
-
-def build_frame(payload: bytes = b"", opcode: int = OP_TEXT, fin: bool = True, rsv: int = 0,
-                mask: bool = True, key: Optional[bytes] = None,
-                length: Optional[int] = None) -> bytes:
-    """One frame. ``rsv`` is the 3 RSV bits as 0..7 (4 = RSV1); ``length`` overrides the
-    length field (to lie about it)."""
-    b0 = (0x80 if fin else 0) | ((rsv & 7) << 4) | (opcode & 0x0F)
-    n = len(payload) if length is None else length
-    mbit = 0x80 if mask else 0
-    if n < 126:
-        head = struct.pack("!BB", b0, mbit | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", b0, mbit | 126, n)
-    else:
-        head = struct.pack("!BBQ", b0, mbit | 127, n)
-    if not mask:
-        return head + payload
-    k = key if key is not None else os.urandom(4)
-    masked = bytes(b ^ k[i & 3] for i, b in enumerate(payload)) if len(payload) < 4096 else \
-        _mask_fast(payload, k)
-    return head + k + masked
-
-
-def _mask_fast(payload: bytes, key: bytes) -> bytes:
-    n = len(payload)
-    reps = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(reps, "little")).to_bytes(
-        n, "little")
-
-
-def close_payload(code: int, reason: bytes = b"") -> bytes:
-    return struct.pack("!H", code) + reason
 
 
 class RawWS:
@@ -153,9 +124,15 @@ class RawWS:
         return headers
 
     # ------------------------------------------------------------------ frames
-    def send_frame(self, payload: bytes = b"", opcode: int = OP_TEXT, fin: bool = True,
-                   **kw: object) -> None:
-        self.send(build_frame(payload, opcode, fin, **kw))  # type: ignore[arg-type]
+    def send_frame(self, payload: bytes = b"", opcode: int = OP_TEXT, fin: bool = True, *,
+                   rsv: int = 0, mask: bool = True, key: Optional[bytes] = None,
+                   length: Optional[int] = None) -> None:
+        """Send one frame, as a client does: masked with a fresh random key (or ``key``) unless
+        ``mask=False``. ``rsv`` is the RSV bits of the first byte (_frames.RSV1 = 0x40);
+        ``length`` overrides the length field. Payload first, like every send in pyws; the
+        builder underneath, _frames.frame, takes the opcode first."""
+        k = (key if key is not None else os.urandom(4)) if mask else None
+        self.send(frame(opcode, payload, fin=fin, rsv=rsv, mask=k, length=length))
 
     def recv_frame(self, timeout: Optional[float] = None) -> Tuple[int, bool, bytes]:
         """(opcode, fin, payload) of the next frame from the server (which must be unmasked)."""

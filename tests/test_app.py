@@ -476,7 +476,7 @@ def test_handler_ending_while_reading_is_paused_closes_promptly(
         t0 = time.monotonic()
         r.send_frame(struct.pack("!H", code), OP_CLOSE)
         assert r.is_eof(4)
-        assert time.monotonic() - t0 < 2
+        assert time.monotonic() - t0 < 3  # TCP ends after the close exchange, not after 4 s
 
 
 def test_queued_messages_stay_readable_after_the_close(serve: Callable[..., AppServer]) -> None:
@@ -1236,7 +1236,7 @@ def test_shutdown_is_prompt_while_reading_is_paused() -> None:
         t.start()
         t0 = time.monotonic()
         app.shutdown(4.0)
-        assert time.monotonic() - t0 < 2
+        assert time.monotonic() - t0 < 3  # done when the peer answers, before the 4 s deadline
         t.join(5)
     finally:
         r.close()

@@ -15,8 +15,9 @@ import websocket
 import pyws
 from pyws import EV_CLOSE, EV_ERROR, EV_HTTP_MSG, EV_WS_MSG
 
-from _rawws import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS, build_frame,
-                    close_payload, handshake_request)
+from _frames import MASK_KEY, RSV1, RSV2, RSV3, frame
+from _rawws import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS, close_payload,
+                    handshake_request)
 from conftest import ServerThread
 
 MAX_MSG = 64 * 1024
@@ -300,7 +301,7 @@ def test_reserved_opcode_closes_1002(bad: BadInputServer, opcode: int) -> None:
     bad.assert_alive()
 
 
-@pytest.mark.parametrize("rsv", [1, 2, 4, 7])
+@pytest.mark.parametrize("rsv", [RSV3, RSV2, RSV1, RSV1 | RSV2 | RSV3])
 def test_rsv_bits_close_1002(bad: BadInputServer, rsv: int) -> None:
     with bad.upgraded() as r:
         r.send_frame(b"x", OP_TEXT, rsv=rsv)
@@ -363,7 +364,7 @@ def test_oversize_message_closes_1009(bad: BadInputServer) -> None:
         op, fin, data = r.recv_frame()
         assert (op, fin, len(data)) == (OP_BINARY, True, MAX_MSG)
         # one byte more, announced in the header: fails before the payload arrives
-        r.send(build_frame(b"", OP_BINARY, length=MAX_MSG + 1)[:14])
+        r.send(frame(OP_BINARY, b"", mask=MASK_KEY, length=MAX_MSG + 1)[:14])
         expect_close_then_eof(r, 1009)
     bad.assert_alive()
     # the limit counts the whole message, across fragments
@@ -428,8 +429,8 @@ def test_valid_close_is_echoed(bad: BadInputServer) -> None:
 @pytest.mark.parametrize("cut", [1, 2, 5, 9])
 def test_client_vanishing_mid_frame(bad: BadInputServer, cut: int) -> None:
     r = bad.upgraded()
-    frame = build_frame(b"z" * 300, OP_TEXT)
-    r.send(frame[:cut])
+    raw_frame = frame(OP_TEXT, b"z" * 300, mask=MASK_KEY)
+    r.send(raw_frame[:cut])
     time.sleep(0.05)
     r.close()
     code, _reason = bad.next_ws_close()
@@ -440,7 +441,7 @@ def test_client_vanishing_mid_frame(bad: BadInputServer, cut: int) -> None:
 def test_client_vanishing_mid_fragmented_message(bad: BadInputServer) -> None:
     r = bad.upgraded()
     r.send_frame(b"part one", OP_TEXT, fin=False)
-    r.send(build_frame(b"part two", OP_CONT, fin=False)[:5])
+    r.send(frame(OP_CONT, b"part two", fin=False, mask=MASK_KEY)[:5])
     time.sleep(0.05)
     r.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     r.close()  # RST instead of FIN
@@ -449,15 +450,15 @@ def test_client_vanishing_mid_fragmented_message(bad: BadInputServer) -> None:
 
 
 @pytest.mark.parametrize("bad_frame,code", [
-    (build_frame(b"x", 3), 1002),
-    (build_frame(b"x", OP_TEXT, mask=False), 1002),
-    (build_frame(b"\xff", OP_TEXT), 1007),
+    (frame(3, b"x", mask=MASK_KEY), 1002),
+    (frame(OP_TEXT, b"x"), 1002),
+    (frame(OP_TEXT, b"\xff", mask=MASK_KEY), 1007),
 ])
 def test_messages_before_an_error_are_echoed_first(bad: BadInputServer, bad_frame: bytes,
                                                     code: int) -> None:
     with bad.upgraded() as r:
-        r.send(build_frame(b"first", OP_TEXT) + build_frame(b"second", OP_TEXT) + bad_frame +
-               build_frame(b"never", OP_TEXT))
+        r.send(frame(OP_TEXT, b"first", mask=MASK_KEY) + frame(OP_TEXT, b"second", mask=MASK_KEY) +
+               bad_frame + frame(OP_TEXT, b"never", mask=MASK_KEY))
         got, _reason, before = r.recv_close()
         assert before == [(OP_TEXT, b"first"), (OP_TEXT, b"second")]
         assert got == code
@@ -468,8 +469,9 @@ def test_messages_before_an_error_are_echoed_first(bad: BadInputServer, bad_fram
 def test_pipelined_upgrade_and_frames_in_one_segment(bad: BadInputServer) -> None:
     """Frames sent right behind the upgrade request, before the 101 arrives, are not lost."""
     with bad.raw() as r:
-        r.send(handshake_request() + build_frame(b"early", OP_TEXT) +
-               build_frame(b"", OP_PING) + build_frame(close_payload(1000), OP_CLOSE))
+        r.send(handshake_request() + frame(OP_TEXT, b"early", mask=MASK_KEY) +
+               frame(OP_PING, b"", mask=MASK_KEY) +
+               frame(OP_CLOSE, close_payload(1000), mask=MASK_KEY))
         status, _h, _ = r.read_http_head()
         assert status == 101
         code, _reason, before = r.recv_close()
@@ -483,8 +485,8 @@ def test_pipelined_upgrade_and_frames_in_one_segment(bad: BadInputServer) -> Non
 def test_byte_at_a_time_frames(bad: BadInputServer) -> None:
     with bad.upgraded() as r:
         r.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        data = build_frame("dribble €".encode(), OP_TEXT, fin=False) + \
-            build_frame(b"", OP_PING) + build_frame(b" done", OP_CONT)
+        data = frame(OP_TEXT, "dribble €".encode(), fin=False, mask=MASK_KEY) + \
+            frame(OP_PING, b"", mask=MASK_KEY) + frame(OP_CONT, b" done", mask=MASK_KEY)
         for i in range(len(data)):
             r.send(data[i:i + 1])
             if i % 8 == 0:

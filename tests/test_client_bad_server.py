@@ -22,7 +22,8 @@ import pyws
 from pyws import EV_CLOSE, EV_CONNECT, EV_ERROR, EV_WS_MSG, EV_WS_OPEN
 from pyws.url import parse_ws_url
 
-from _rawws import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, accept_for, build_frame
+from _frames import MASK_KEY, frame
+from _rawws import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, accept_for
 
 IO_TIMEOUT = 5.0
 
@@ -140,11 +141,10 @@ class Peer:
         self.send(response_101(req, extra=extra, accept=accept))
         return req
 
-    def send_frame(self, payload: bytes = b"", opcode: int = OP_TEXT, fin: bool = True,
-                   **kw: Any) -> None:
+    def send_frame(self, payload: bytes = b"", opcode: int = OP_TEXT, fin: bool = True, *,
+                   mask: bool = False) -> None:
         """A server frame: unmasked unless ``mask=True`` is passed."""
-        kw.setdefault("mask", False)
-        self.send(build_frame(payload, opcode, fin, **kw))
+        self.send(frame(opcode, payload, fin=fin, mask=MASK_KEY if mask else None))
 
     def recv_frame(self, timeout: float = IO_TIMEOUT) -> Frame:
         b0, b1 = self.recv_exact(2, timeout)
@@ -641,7 +641,7 @@ def test_server_never_answers(raw_server: Any) -> None:
     with pytest.raises(TimeoutError) as info:
         connect(s.url(), open_timeout=0.5)
     elapsed = time.monotonic() - t0
-    assert 0.4 <= elapsed < 1.5, elapsed
+    assert 0.4 <= elapsed < 3.0, elapsed  # the server idles 4 s
     assert "in time" in str(info.value)
 
 
@@ -649,7 +649,7 @@ def test_server_dribbles_the_response(raw_server: Any) -> None:
     """A 101 that arrives one byte at a time is still one valid response."""
     def behave(p: Peer) -> None:
         req = p.read_request()
-        data = response_101(req) + build_frame(b"hi", OP_TEXT, mask=False)
+        data = response_101(req) + frame(OP_TEXT, b"hi")
         for i in range(len(data)):
             p.send(data[i:i + 1])
             time.sleep(0.001)
@@ -665,9 +665,9 @@ def test_frames_in_the_same_packet_as_the_101(raw_server: Any) -> None:
     """Messages the server sends right behind its 101 (one write) are not lost."""
     def behave(p: Peer) -> None:
         req = p.read_request()
-        p.send(response_101(req) + build_frame(b"one", OP_TEXT, mask=False) +
-               build_frame(b"\x00\x01", OP_BINARY, mask=False) +
-               build_frame(b"three", OP_TEXT, mask=False))
+        p.send(response_101(req) + frame(OP_TEXT, b"one") +
+               frame(OP_BINARY, b"\x00\x01") +
+               frame(OP_TEXT, b"three"))
         close, _ = p.recv_until_close()
         p.send_frame(close.payload, OP_CLOSE)
 
@@ -686,8 +686,8 @@ def test_a_large_frame_glued_to_the_101(raw_server: Any, n: int) -> None:
 
     def behave(p: Peer) -> None:
         req = p.read_request()
-        p.send(response_101(req) + build_frame(data, OP_BINARY, mask=False) +
-               build_frame(b"next", OP_TEXT, mask=False))
+        p.send(response_101(req) + frame(OP_BINARY, data) +
+               frame(OP_TEXT, b"next"))
         close, _ = p.recv_until_close()
         p.send_frame(close.payload, OP_CLOSE)
 
@@ -803,8 +803,8 @@ def test_server_vanishes_mid_frame(raw_server: Any, cut: str) -> None:
     def behave(p: Peer) -> None:
         p.handshake()
         p.send_frame(b"whole", OP_TEXT)
-        frame = build_frame(b"z" * 1000, OP_BINARY, mask=False)
-        part = {"header": frame[:1], "length": frame[:3], "payload": frame[:500]}[cut]
+        raw_frame = frame(OP_BINARY, b"z" * 1000)
+        part = {"header": raw_frame[:1], "length": raw_frame[:3], "payload": raw_frame[:500]}[cut]
         p.send(part)
         time.sleep(0.05)
         # ends TCP without a close frame
@@ -853,7 +853,7 @@ def test_server_close_frame_without_tcp_close_is_bounded(raw_server: Any) -> Non
     t0 = time.monotonic()
     with pytest.raises(pyws.ConnectionClosed) as info:
         ws.recv(timeout=5)
-    assert time.monotonic() - t0 < 2.5
+    assert time.monotonic() - t0 < 3.0  # close_timeout 0.5 s; the server idles 4 s
     assert (info.value.code, info.value.reason) == (4000, "done")
     ws.close()
 
@@ -864,7 +864,7 @@ def test_close_when_server_never_answers_the_close(raw_server: Any) -> None:
     ws = connect(s.url(), close_timeout=0.5)
     t0 = time.monotonic()
     ws.close(1000, "bye")
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 3.0  # close_timeout 0.5 s; the server idles 4 s
     assert ws.closed
 
 
@@ -989,8 +989,8 @@ def test_redirect_to_wss_is_followed_over_tls(raw_server: Any) -> None:
 def test_wss_to_a_refused_port_fails_fast() -> None:
     t0 = time.monotonic()
     with pytest.raises(ConnectionRefusedError):
-        pyws.connect("wss://127.0.0.1:1/", open_timeout=2)
-    assert time.monotonic() - t0 < 2.0
+        pyws.connect("wss://127.0.0.1:1/", open_timeout=10)
+    assert time.monotonic() - t0 < 3.0  # refused at once, not after open_timeout
 
 
 def test_wss_to_a_plain_http_server_is_a_tls_error(raw_server: Any) -> None:

@@ -268,7 +268,7 @@ def test_recv_timeout_argument(echo_server: ServerThread) -> None:
         with pytest.raises(TimeoutError):
             ws.recv(timeout=0.3)
         elapsed = time.monotonic() - t0
-        assert 0.25 <= elapsed < 1.5, elapsed
+        assert 0.25 <= elapsed < 3.0, elapsed
         ws.send("after a timeout")  # the connection is still fine
         assert ws.recv(timeout=5).text == "after a timeout"
 
@@ -278,7 +278,7 @@ def test_recv_default_timeout_from_connect(echo_server: ServerThread) -> None:
         t0 = time.monotonic()
         with pytest.raises(TimeoutError):
             ws.recv()
-        assert 0.25 <= time.monotonic() - t0 < 1.5
+        assert 0.25 <= time.monotonic() - t0 < 3.0
         with pytest.raises(TimeoutError):
             ws.recv_json()
         assert not ws.closed
@@ -292,7 +292,7 @@ def test_recv_zero_timeout_reads_what_has_arrived(echo_server: ServerThread) -> 
         time.sleep(0.3)  # the echo is in our socket, nothing has read it yet
         t0 = time.monotonic()
         assert ws.recv(0).text == "ready"
-        assert time.monotonic() - t0 < 0.2
+        assert time.monotonic() - t0 < 2.0
         with pytest.raises(TimeoutError):
             ws.recv(0)
 
@@ -313,7 +313,7 @@ def test_open_timeout_against_a_server_that_never_upgrades(
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):
         connect(srv.url + "/ws", open_timeout=0.4)
-    assert 0.3 < time.monotonic() - t0 < 1.5
+    assert 0.3 < time.monotonic() - t0 < 3.0
 
 
 def test_open_timeout_against_a_silent_raw_server(raw_server: Any) -> None:
@@ -321,7 +321,7 @@ def test_open_timeout_against_a_silent_raw_server(raw_server: Any) -> None:
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):
         connect(s.url(), open_timeout=0.3)
-    assert 0.2 < time.monotonic() - t0 < 1.3
+    assert 0.2 < time.monotonic() - t0 < 2.5  # below the server's 3 s idle
 
 
 def test_close_timeout(raw_server: Any) -> None:
@@ -341,7 +341,7 @@ def test_close_timeout(raw_server: Any) -> None:
     t0 = time.monotonic()
     ws.close(4321, "leaving")
     elapsed = time.monotonic() - t0
-    assert 0.4 < elapsed < 2.0, elapsed
+    assert 0.4 < elapsed < 3.0, elapsed  # close_timeout 0.5 s; the server waits 4 s
     assert ws.closed
     with pytest.raises(pyws.ConnectionClosed):
         ws.recv(0)
@@ -716,7 +716,7 @@ def test_client_heartbeat_closes_a_dead_server(raw_server: Any) -> None:
     t0 = time.monotonic()
     with pytest.raises(pyws.ConnectionClosed) as info:
         ws.recv(timeout=5)
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 3  # heartbeat_timeout 0.3 s, well before recv's 5 s
     assert info.value.code == 1011
     ws.close()
     s.stop()

@@ -339,24 +339,26 @@ def test_connect_never_blocks_the_loop(echo_server: ServerThread) -> None:
         other = Events(lambda c, ev, d: c.send("meanwhile") if ev == EV_WS_OPEN else None)
         ticks: List[float] = []
         with pyws.Manager() as mgr:
+            # handshake_timeout 3 s: each bound below stays far under it, so "returns at once"
+            # holds on a loaded machine and still fails if a call waits for the connect
             t0 = time.monotonic()
-            c = mgr.ws_connect(f"ws://127.0.0.1:{hole.port}/", stuck, handshake_timeout=1.2)
-            assert time.monotonic() - t0 < 0.1
+            c = mgr.ws_connect(f"ws://127.0.0.1:{hole.port}/", stuck, handshake_timeout=3.0)
+            assert time.monotonic() - t0 < 1.0
+            t0 = time.monotonic()
+            mgr.poll(0)  # before the timer exists: nothing but the connect could end it
+            assert time.monotonic() - t0 < 1.0
             mgr.timer(0.05, lambda: ticks.append(time.monotonic()), repeat=True)
-            t0 = time.monotonic()
-            mgr.poll(0)
-            assert time.monotonic() - t0 < 0.05
             for _ in range(3):
                 t0 = time.monotonic()
                 mgr.poll(100)
-                assert time.monotonic() - t0 < 0.3
+                assert time.monotonic() - t0 < 0.8
             assert stuck.kinds == []  # still connecting
             mgr.ws_connect(echo_server.url + "/ws", other)
             run_until(mgr, lambda: other.messages(), timeout=1.0)
             assert other.messages()[0].text == "meanwhile"
             assert stuck.kinds == []
             assert len(ticks) >= 3
-            run_until(mgr, lambda: stuck.has(EV_CLOSE), timeout=3)
+            run_until(mgr, lambda: stuck.has(EV_CLOSE), timeout=6)
         assert stuck.kinds == [EV_ERROR, EV_CLOSE]
         assert isinstance(c.error, TimeoutError)
         assert "in time" in str(c.error)
@@ -370,7 +372,7 @@ def test_blocking_connect_to_a_black_hole_times_out() -> None:
         t0 = time.monotonic()
         with pytest.raises(TimeoutError):
             pyws.connect(f"ws://127.0.0.1:{hole.port}/", open_timeout=0.5)
-        assert 0.4 < time.monotonic() - t0 < 1.6
+        assert 0.4 < time.monotonic() - t0 < 3.0
     finally:
         hole.close()
 

@@ -32,14 +32,17 @@ import pytest
 import pyws
 from pyws import EV_CLOSE, EV_HTTP_MSG, EV_WS_MSG
 
+from _frames import MASK_KEY, frame
 from _rawws import (ACCEPT, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS,
-                    build_frame, close_payload, handshake_request)
+                    close_payload, handshake_request)
 from conftest import ServerThread
 
 MAX = 1 << 20                      # the servers' max_message_size (inflated bytes)
 TAIL = b"\x00\x00\xff\xff"         # RFC 7692 §7.2.1: stripped by the sender, appended on receipt
 OFFER = "permessage-deflate"
-RSV1 = 4                           # build_frame's rsv argument: RSV1 is the top of the 3 bits
+RSV1 = 4                           # RSV bits here are the 3 bits as 0..7, as Frame.rsv reads
+                                   # them (RSV1 the top one); _frames.frame wants them in place:
+                                   # rsv << 4
 TEXT = ("The quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs. "
         "Grüße, ✓ and 🦊 too. ") * 4
 
@@ -120,7 +123,7 @@ class Peer:
 
     def frame(self, payload: bytes = b"", opcode: int = OP_TEXT, fin: bool = True,
               rsv: int = 0) -> None:
-        self.raw.send(build_frame(payload, opcode, fin, rsv=rsv))
+        self.raw.send(frame(opcode, payload, fin=fin, rsv=rsv << 4, mask=MASK_KEY))
 
     def compressed(self, payload: bytes, opcode: int = OP_TEXT) -> None:
         """One single-frame compressed message whose payload is already compressed."""
@@ -458,11 +461,11 @@ def test_deflate_bomb_is_not_inflated_in_full(dsrv: DeflateServer) -> None:
     runs the server's loop thread) never grows by anything near 256 MiB."""
     bomb = deflate_zeros(256 << 20)
     assert len(bomb) < MAX
-    frame = build_frame(bomb, OP_BINARY, rsv=RSV1)
+    raw_frame = frame(OP_BINARY, bomb, rsv=RSV1 << 4, mask=MASK_KEY)
     with dsrv.peer() as p:
         reset, base_kib = _peak_rss_reset()
         t0 = time.monotonic()
-        p.send(frame)
+        p.send(raw_frame)
         p.expect_close(1009)
         elapsed = time.monotonic() - t0
         grew_kib = _peak_rss_since(reset) - base_kib
@@ -472,7 +475,7 @@ def test_deflate_bomb_is_not_inflated_in_full(dsrv: DeflateServer) -> None:
     # the loop is unharmed: many bombs in a row are each refused, and good clients served
     for _ in range(3):
         with dsrv.peer() as p:
-            p.send(frame)
+            p.send(raw_frame)
             p.expect_close(1009)
     dsrv.assert_alive()
 
@@ -795,9 +798,9 @@ def test_large_message_in_random_fragments(dsrv: DeflateServer) -> None:
 
 
 def _two_fragments_and_a_ping(data: bytes, split: int) -> bytes:
-    return (build_frame(data[:split], OP_TEXT, fin=False, rsv=RSV1) +
-            build_frame(b"in between", OP_PING) +
-            build_frame(data[split:], OP_CONT, fin=True))
+    return (frame(OP_TEXT, data[:split], fin=False, rsv=RSV1 << 4, mask=MASK_KEY) +
+            frame(OP_PING, b"in between", mask=MASK_KEY) +
+            frame(OP_CONT, data[split:], fin=True, mask=MASK_KEY))
 
 
 def test_ping_between_compressed_fragments(dsrv: DeflateServer) -> None:

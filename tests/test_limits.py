@@ -21,7 +21,8 @@ import pytest
 import pyws
 from pyws._lib import ffi, lib
 
-from _rawws import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS, build_frame
+from _frames import MASK_KEY, frame
+from _rawws import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS
 from conftest import PKG_PARENT, SANITIZED, ServerThread
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -107,7 +108,7 @@ def test_ping_flood_from_a_client_that_never_reads_costs_no_memory(
     rss0 = srv.status("VmRSS")
     ws = RawWS(srv.port)
     ws.handshake()
-    batch = b"".join(build_frame(struct.pack("!Q", i) + b"x" * 117, OP_PING)
+    batch = b"".join(frame(OP_PING, struct.pack("!Q", i) + b"x" * 117, mask=MASK_KEY)
                      for i in range(2000))
     sent = 0
     peak = rss0
@@ -134,7 +135,7 @@ def test_only_the_latest_of_unanswered_pings_gets_its_pong(
     with RawWS(srv.port) as ws:
         ws.handshake()
         n = 5000
-        ws.send(b"".join(build_frame(b"%06d" % i + b"p" * 100, OP_PING) for i in range(n)))
+        ws.send(b"".join(frame(OP_PING, b"%06d" % i + b"p" * 100, mask=MASK_KEY) for i in range(n)))
         ws.send_frame(b"after", OP_TEXT)
         pongs: List[bytes] = []
         for _ in range(n + 1):
@@ -162,14 +163,14 @@ def test_a_sender_that_never_reads_is_pushed_back_by_tcp(
     ws = RawWS(srv.port)
     ws.handshake()
     msg = bytes(range(256)) * 16  # 4 KiB
-    frame = build_frame(msg, OP_BINARY)
+    raw_frame = frame(OP_BINARY, msg, mask=MASK_KEY)
     ws.sock.setblocking(False)
     sent = 0
     pending = b""
     deadline = time.monotonic() + 3.0
     while time.monotonic() < deadline:
         if not pending:
-            pending = frame * 64
+            pending = raw_frame * 64
         try:
             n = ws.sock.send(pending)
         except BlockingIOError:
@@ -184,8 +185,8 @@ def test_a_sender_that_never_reads_is_pushed_back_by_tcp(
     assert rss1 - rss0 < 16 * MiB
     ws.sock.setblocking(True)
     ws.sock.settimeout(10)
-    partial = len(pending) % len(frame)
-    total_frames = sent // len(frame) + (1 if partial else 0)
+    partial = len(pending) % len(raw_frame)
+    total_frames = sent // len(raw_frame) + (1 if partial else 0)
     got: List[Any] = []
 
     def read_all() -> None:
@@ -220,7 +221,7 @@ def test_frames_that_claim_4mib_and_stall_cost_what_arrived(
             socks.append(ws)
         time.sleep(0.2)
         vsz0, rss0 = srv.status("VmSize"), srv.status("VmRSS")
-        head = build_frame(b"", OP_BINARY, length=4 * MiB)  # header + mask key
+        head = frame(OP_BINARY, b"", mask=MASK_KEY, length=4 * MiB)  # header + mask key
         for _ in range(200):
             ws = RawWS(srv.port)
             ws.handshake()
@@ -246,7 +247,7 @@ def test_a_stalled_frame_is_reclaimed_by_the_heartbeat(
     srv = server(heartbeat=0.2, heartbeat_timeout=0.3)
     with RawWS(srv.port) as ws:
         ws.handshake()
-        ws.send(build_frame(b"", OP_BINARY, length=4 * MiB) + b"z" * 100)
+        ws.send(frame(OP_BINARY, b"", mask=MASK_KEY, length=4 * MiB) + b"z" * 100)
         t0 = time.monotonic()
         assert ws.is_eof(timeout=5)
         elapsed = time.monotonic() - t0
@@ -266,7 +267,7 @@ def test_a_message_of_endless_empty_fragments_is_closed_1009(
     with RawWS(srv.port, timeout=20) as ws:
         ws.handshake()
         ws.send_frame(b"", OP_TEXT, fin=False, key=b"\0\0\0\0")
-        empty = build_frame(b"", OP_CONT, fin=False, key=b"\0\0\0\0")
+        empty = frame(OP_CONT, b"", fin=False, mask=b"\0\0\0\0")
         chunk = empty * 65536
         closed_at = None
         try:
@@ -284,15 +285,15 @@ def test_max_fragments_boundary(server: Callable[..., ServerProcess]) -> None:
     srv = server(max_fragments=100)
     with RawWS(srv.port) as ws:
         ws.handshake()
-        frames = [build_frame(b"a", OP_TEXT, fin=False)]
-        frames += [build_frame(b"b", OP_CONT, fin=False) for _ in range(98)]
-        frames += [build_frame(b"c", OP_PING)]  # control frames do not count
-        frames += [build_frame(b"c", OP_CONT, fin=True)]
+        frames = [frame(OP_TEXT, b"a", fin=False, mask=MASK_KEY)]
+        frames += [frame(OP_CONT, b"b", fin=False, mask=MASK_KEY) for _ in range(98)]
+        frames += [frame(OP_PING, b"c", mask=MASK_KEY)]  # control frames do not count
+        frames += [frame(OP_CONT, b"c", fin=True, mask=MASK_KEY)]
         ws.send(b"".join(frames))
         assert ws.recv_frame() == (OP_PONG, True, b"c")
         assert ws.recv_frame() == (OP_TEXT, True, b"a" + b"b" * 98 + b"c")
-        ws.send(b"".join([build_frame(b"a", OP_TEXT, fin=False)] +
-                         [build_frame(b"b", OP_CONT, fin=False) for _ in range(100)]))
+        ws.send(b"".join([frame(OP_TEXT, b"a", fin=False, mask=MASK_KEY)] +
+                         [frame(OP_CONT, b"b", fin=False, mask=MASK_KEY) for _ in range(100)]))
         code, reason, _ = ws.recv_close()
         assert (code, reason) == (1009, b"message has too many fragments")
 
@@ -314,15 +315,15 @@ def test_autobahn_9x_shapes_pass_with_the_defaults_but_size(
             payload = os.urandom(4 * MiB)
             pieces = [payload[i:i + 64] for i in range(0, len(payload), 64)]
             assert len(pieces) == 65536
-            frames = [build_frame(pieces[0], OP_BINARY, fin=False)]
-            frames += [build_frame(p, OP_CONT, fin=i == len(pieces) - 1)
+            frames = [frame(OP_BINARY, pieces[0], fin=False, mask=MASK_KEY)]
+            frames += [frame(OP_CONT, p, fin=i == len(pieces) - 1, mask=MASK_KEY)
                        for i, p in enumerate(pieces) if i]
             ws.send(b"".join(frames))
             op = OP_BINARY
         else:
             op = OP_TEXT if case == "16MiB-text" else OP_BINARY
             payload = (b"*" if op == OP_TEXT else b"\xfe") * (16 * MiB)
-            t = threading.Thread(target=ws.send, args=(build_frame(payload, op),))
+            t = threading.Thread(target=ws.send, args=(frame(op, payload, mask=MASK_KEY),))
             t.start()
         got = ws.recv_frame(timeout=60)
         if case != "4MiB-in-65536-fragments":

@@ -255,7 +255,7 @@ def test_full_queue_blocks_then_raises_queue_full(kind: str) -> None:
         assert not th.is_alive()
         err = box.get("error")
         assert isinstance(err, pyws.QueueFull) and isinstance(err, pyws.PyWSError)
-        assert 0.35 <= box["elapsed"] < 2.0, box["elapsed"]
+        assert 0.35 <= box["elapsed"] < 3.0, box["elapsed"]
         text = str(err)
         assert "wakeup_queue_items" in text and "poll()" in text and "timeout=" in text
         assert mgr.pending_wakeups == (4, 0)  # the refused item was not queued
@@ -264,7 +264,7 @@ def test_full_queue_blocks_then_raises_queue_full(kind: str) -> None:
         t0 = time.monotonic()
         th, box = blocked_call(mgr.wakeup, 1, b"now", timeout=0)
         th.join(5)
-        assert isinstance(box.get("error"), pyws.QueueFull) and time.monotonic() - t0 < 0.5
+        assert isinstance(box.get("error"), pyws.QueueFull) and time.monotonic() - t0 < 3.0
     finally:
         mgr.close()
 
@@ -285,7 +285,7 @@ def test_full_queue_unblocks_when_the_loop_polls() -> None:
         th2.join(5)
         assert not th.is_alive() and not th2.is_alive()
         assert "error" not in box and "error" not in box2, (box, box2)
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 3.0
         assert ran == [0, 1, 2, 3]
         for _ in range(20):
             if mgr.pending_wakeups == (0, 0):
@@ -308,7 +308,7 @@ def test_loop_thread_gets_queue_full_at_once() -> None:
             mgr.call_soon_threadsafe(queued.append, 2, timeout=10)
         except pyws.QueueFull as exc:
             errors.append(exc)
-        assert time.monotonic() - t0 < 0.5
+        assert time.monotonic() - t0 < 3.0  # at once, not after timeout=10
 
     mgr = pyws.Manager(wakeup_queue_items=2, wakeup_batch=1)
     try:
@@ -318,7 +318,7 @@ def test_loop_thread_gets_queue_full_at_once() -> None:
         t0 = time.monotonic()
         with pytest.raises(pyws.QueueFull) as ei:
             mgr.wakeup(1, b"x", timeout=10)
-        assert time.monotonic() - t0 < 0.5
+        assert time.monotonic() - t0 < 3.0  # at once, not after timeout=10
         assert "loop's own thread" in str(ei.value)
         mgr.poll(0)  # batch of 1: in_callback runs, finds one slot, then a full queue
         assert len(errors) == 1 and "loop's own thread" in str(errors[0])
@@ -326,7 +326,7 @@ def test_loop_thread_gets_queue_full_at_once() -> None:
         assert mgr.pending_wakeups[0] == 2
         t0 = time.monotonic()
         rc = lib.pyws_wakeup_wait(mgr._loop, 1, 0, b"x", 1, 5000)
-        assert rc == lib.PYWS_ERR_LIMIT and time.monotonic() - t0 < 0.5
+        assert rc == lib.PYWS_ERR_LIMIT and time.monotonic() - t0 < 3.0  # not after 5 s
         for _ in range(10):
             mgr.poll(0)
         assert queued == [1]
@@ -379,9 +379,9 @@ def test_one_poll_runs_a_bounded_batch_and_the_next_does_not_wait() -> None:
             if mgr.pending_wakeups[0] == 0:
                 break
             t0 = time.monotonic()
-            n = mgr.poll(3000)  # leftovers make it return at once, not after 3 s
+            n = mgr.poll(10000)  # leftovers make it return at once, not after 10 s
             elapsed = time.monotonic() - t0
-            assert elapsed < 0.5, f"poll waited {elapsed:.2f} s with items still queued"
+            assert elapsed < 3.0, f"poll waited {elapsed:.2f} s with items still queued"
             per_poll.append(n)
         assert per_poll == [100, 100, 100, 50]
         assert mgr.pending_wakeups == (0, 0)
@@ -470,7 +470,7 @@ def test_app_takes_the_loop_options_and_stop_never_blocks() -> None:
         app.mgr.call_soon_threadsafe(lambda: None)  # the queue is now full
         th, box = blocked_call(app.stop)
         th.join(5)
-        assert not th.is_alive() and "error" not in box and box["elapsed"] < 1.0
+        assert not th.is_alive() and "error" not in box and box["elapsed"] < 3.0
     finally:
         app.close()
     app.stop()  # after close: harmless

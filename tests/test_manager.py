@@ -20,7 +20,8 @@ import pyws
 from pyws import (EV_ACCEPT, EV_CLOSE, EV_DRAIN, EV_HTTP_MSG, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG,
                   EV_WS_OPEN, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG)
 
-from _rawws import RawWS, build_frame, close_payload, handshake_request
+from _frames import MASK_KEY, frame
+from _rawws import RawWS, close_payload, handshake_request
 from conftest import ServerThread
 
 
@@ -182,11 +183,11 @@ def test_timer_wakes_a_long_poll(local: Any) -> None:
     lo.mgr.timer(0.1, lambda: fired.append(1))
     t0 = time.monotonic()
     for _ in range(5):
-        lo.mgr.poll(2000)
+        lo.mgr.poll(10000)
         if fired:
             break
     assert fired
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 3.0  # the 0.1 s timer ended the poll, not its 10 s
 
 
 # --------------------------------------------------------------------------- threads
@@ -212,7 +213,7 @@ def test_wakeup_from_another_thread(local: Any) -> None:
     th.start()
     t0 = time.monotonic()
     for _ in range(3):
-        lo.mgr.poll(1000)
+        lo.mgr.poll(10000)
         if lo.count(EV_WAKEUP):
             break
     returned = time.monotonic()
@@ -220,8 +221,8 @@ def test_wakeup_from_another_thread(local: Any) -> None:
     assert lo.count(EV_WAKEUP) == 1
     ev, c, data = [e for e in lo.events if e[0] == EV_WAKEUP][0]
     assert c is conn and data == b"from thread"
-    assert returned - t0 < 0.8, "poll(1000) was not woken up"
-    assert returned - sent_at[0] < 0.3
+    assert returned - t0 < 3.0, "poll(10000) was not woken up"
+    assert returned - sent_at[0] < 3.0
 
 
 def test_wakeup_str_and_for_a_closed_connection(local: Any, caplog: Any) -> None:
@@ -252,13 +253,13 @@ def test_call_soon_threadsafe_wakes_poll(local: Any) -> None:
     th.start()
     t0 = time.monotonic()
     for _ in range(3):
-        lo.mgr.poll(1000)
+        lo.mgr.poll(10000)
         if ran:
             break
     elapsed = time.monotonic() - t0
     th.join(5)
     assert ran == [(threading.get_ident(), 1, 2)]  # ran on the loop (this) thread
-    assert elapsed < 0.8
+    assert elapsed < 3.0  # woken, not after poll's 10 s
 
 
 def test_many_wakeups_from_many_threads(local: Any) -> None:
@@ -402,8 +403,8 @@ def test_shutdown_closes_websockets_with_1001(local: Any) -> None:
     pth.start()
     lo.poll_until(lambda: lo.count(EV_ACCEPT) >= 4)
     t0 = time.monotonic()
-    lo.mgr.shutdown(3.0)
-    assert time.monotonic() - t0 < 2.5
+    lo.mgr.shutdown(10.0)
+    assert time.monotonic() - t0 < 3.0  # done when everyone has closed, not at the deadline
     for th in ths:
         th.join(5)
     results = [out.get(timeout=1) for _ in range(6)]
@@ -912,11 +913,11 @@ def test_heartbeat_unanswered_closes_1011(server_factory: Callable[..., ServerTh
     with RawWS(srv.port) as r:
         r.handshake()
         t0 = time.monotonic()
-        code, reason, before = r.recv_close(timeout=3)  # never answers the pings
+        code, reason, before = r.recv_close(timeout=5)  # never answers the pings
         elapsed = time.monotonic() - t0
         assert code == 1011
         assert before and all(op == OP_PING for op, _ in before)
-        assert 0.15 < elapsed < 2.0
+        assert 0.15 < elapsed < 3.0
         assert r.is_eof(3)
     code, reason = closes.get(timeout=5)
     assert code == 1011 and "ping" in reason
@@ -948,9 +949,9 @@ def test_idle_timeout_closes_1001(server_factory: Callable[..., ServerThread]) -
     with RawWS(srv.port) as r:
         r.handshake()
         t0 = time.monotonic()
-        code, reason, _ = r.recv_close(timeout=3)
+        code, reason, _ = r.recv_close(timeout=5)
         assert code == 1001 and reason == b"idle timeout"
-        assert 0.2 < time.monotonic() - t0 < 2.0
+        assert 0.2 < time.monotonic() - t0 < 3.0
         r.send_frame(close_payload(1001), 8)
         assert r.is_eof(3)
     assert closes.get(timeout=5)[0] == 1001
@@ -1100,7 +1101,7 @@ def test_raw_client_message_sizes_via_local_manager(local: Any) -> None:
     lo = local()
     conn = lo.ws_conn()
     r = lo.raws[-1]
-    r.send(b"".join(build_frame(bytes([i]) * i, OP_BINARY) for i in range(1, 60)))
+    r.send(b"".join(frame(OP_BINARY, bytes([i]) * i, mask=MASK_KEY) for i in range(1, 60)))
     lo.poll_until(lambda: lo.count(EV_WS_MSG) >= 59)
     msgs = [e[2] for e in lo.events if e[0] == EV_WS_MSG]
     assert [m.data for m in msgs] == [bytes([i]) * i for i in range(1, 60)]

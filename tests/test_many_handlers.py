@@ -1,6 +1,8 @@
 """1,000 concurrent generator handlers in ONE server thread, each echoing; every client is a raw
 non-blocking socket read by one selector (no thread per client). Then every client disconnects
-(half with a close frame, half by dropping TCP) and every handler's finally block runs."""
+(half with a close frame, half by dropping TCP) and every handler's finally block runs.
+Each step has a generous deadline; the time the whole run takes is a benchmark
+(bench/test_many_handlers.py), not an assertion."""
 from __future__ import annotations
 
 import resource
@@ -15,7 +17,8 @@ import pytest
 
 import pyws
 
-from _rawws import OP_CLOSE, OP_TEXT, build_frame, close_payload, handshake_request
+from _frames import MASK_KEY, frame
+from _rawws import OP_CLOSE, OP_TEXT, close_payload, handshake_request
 from conftest import AppServer
 from test_app import wait_for
 from test_topics import parse_frames
@@ -66,7 +69,6 @@ def test_thousand_concurrent_generator_handlers() -> None:
     srv = AppServer(app).start()
     socks: List[socket.socket] = []
     sel = selectors.DefaultSelector()
-    t0 = time.monotonic()
     try:
         # connect and send every handshake before reading any answer
         for i in range(n):
@@ -102,7 +104,7 @@ def test_thousand_concurrent_generator_handlers() -> None:
         for rnd in range(2):
             for i, s in enumerate(socks):
                 s.setblocking(True)
-                s.sendall(build_frame(f"m{rnd}-{i}".encode(), OP_TEXT))
+                s.sendall(frame(OP_TEXT, f"m{rnd}-{i}".encode(), mask=MASK_KEY))
                 s.setblocking(False)
             got = [0] * n
             done = 0
@@ -130,7 +132,7 @@ def test_thousand_concurrent_generator_handlers() -> None:
             if i % 2 == 0:
                 s.setblocking(True)
                 try:
-                    s.sendall(build_frame(close_payload(1000), OP_CLOSE))
+                    s.sendall(frame(OP_CLOSE, close_payload(1000), mask=MASK_KEY))
                 except OSError:
                     pass
             sel.unregister(s)
@@ -143,5 +145,4 @@ def test_thousand_concurrent_generator_handlers() -> None:
             s.close()
         sel.close()
         srv.stop()
-    elapsed = time.monotonic() - t0
-    assert elapsed < 15, f"took {elapsed:.1f} s"
+    # how long all this takes is measured in bench/test_many_handlers.py, not asserted here

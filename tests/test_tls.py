@@ -27,9 +27,9 @@ import pytest
 import websocket
 
 import pyws
+from _frames import MASK_KEY, frame
 from _pki import Pki, make_pki
-from _rawws import ACCEPT, OP_BINARY, OP_CLOSE, OP_TEXT, RawWS, build_frame, close_payload, \
-    handshake_request
+from _rawws import ACCEPT, OP_BINARY, OP_CLOSE, OP_TEXT, RawWS, close_payload, handshake_request
 from conftest import AppServer, ServerThread, echo_handler, free_port
 
 Factory = Callable[..., ServerThread]
@@ -458,12 +458,12 @@ def test_python_ssl_raw_client(server_factory: Factory, pki: Pki) -> None:
         raw.send_frame(payload, OP_BINARY)
         assert raw.recv_frame() == (OP_BINARY, True, payload)
         # two frames in one TLS record, and one frame split over many records
-        raw.send(build_frame(b"one", OP_TEXT) + build_frame(b"two", OP_TEXT))
+        raw.send(frame(OP_TEXT, b"one", mask=MASK_KEY) + frame(OP_TEXT, b"two", mask=MASK_KEY))
         assert raw.recv_frame() == (OP_TEXT, True, b"one")
         assert raw.recv_frame() == (OP_TEXT, True, b"two")
-        frame = build_frame(b"s" * 3000, OP_TEXT)
-        for i in range(0, len(frame), 7):
-            raw.send(frame[i:i + 7])
+        raw_frame = frame(OP_TEXT, b"s" * 3000, mask=MASK_KEY)
+        for i in range(0, len(raw_frame), 7):
+            raw.send(raw_frame[i:i + 7])
         assert raw.recv_frame() == (OP_TEXT, True, b"s" * 3000)
         raw.send_frame(close_payload(1000, b"bye"), OP_CLOSE)
         code, reason, before = raw.recv_close()
@@ -586,9 +586,11 @@ def test_openssl_s_client_key_update(server_factory: Factory, pki: Pki) -> None:
 # ------------------------------------------------------------------------------ the loop
 def test_handshake_never_blocks_the_loop(server_factory: Factory, pki: Pki) -> None:
     """A peer that connects and says nothing, and one that trickles a ClientHello a byte
-    every 100 ms, stall neither poll() nor other clients; handshake_timeout closes both."""
+    every 100 ms, stall neither poll() nor other clients; handshake_timeout closes both.
+    handshake_timeout is 4 s so that "not stalled" (a connect and round trips well under it)
+    holds on a loaded machine and still fails if a hanging peer held the loop up to it."""
     rec = Recorder()
-    srv = tls_server(server_factory, pki, rec, handshake_timeout=1.5)
+    srv = tls_server(server_factory, pki, rec, handshake_timeout=4.0)
     hello = client_hello(pki)
     stop = threading.Event()
     t0 = time.monotonic()
@@ -597,7 +599,7 @@ def test_handshake_never_blocks_the_loop(server_factory: Factory, pki: Pki) -> N
     sent = [0]
 
     def trickler() -> None:
-        for b in hello[:40]:  # 4 s worth: longer than the timeout, shorter than the hello
+        for b in hello[:60]:  # 6 s worth: longer than the timeout, shorter than the hello
             if stop.is_set():
                 return
             try:
@@ -621,17 +623,17 @@ def test_handshake_never_blocks_the_loop(server_factory: Factory, pki: Pki) -> N
                 ws.send(f"ping {i}")
                 assert ws.recv().text == f"ping {i}"
                 worst = max(worst, time.monotonic() - r0)
-            assert time.monotonic() - t0 < 1.4, "the two hanging peers must still be open"
-        assert connect_time < 0.5, connect_time
-        assert worst < 0.25, worst
-        # handshake_timeout (1.5 s) ends both, and no sooner
-        assert dropped(silent, 4.0) == b""
+            assert time.monotonic() - t0 < 3.8, "the two hanging peers must still be open"
+        assert connect_time < 2.0, connect_time
+        assert worst < 2.0, worst
+        # handshake_timeout (4 s) ends both, and no sooner
+        assert dropped(silent, 8.0) == b""
         silent_gone = time.monotonic() - t0
-        assert dropped(trickle, 4.0) == b""
+        assert dropped(trickle, 8.0) == b""
         trickle_gone = time.monotonic() - t0
-        assert 1.4 <= silent_gone < 3.0, silent_gone
-        assert 1.4 <= trickle_gone < 3.0, trickle_gone
-        assert 5 <= sent[0] < 40
+        assert 3.8 <= silent_gone < 7.0, silent_gone
+        assert 3.8 <= trickle_gone < 7.0, trickle_gone
+        assert 5 <= sent[0] < 60
     finally:
         stop.set()
         th.join(5)
@@ -654,7 +656,7 @@ def test_handshake_timeout_ends_a_silent_peer_without_a_good_client(
     with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
         assert dropped(s, 4.0) == b""  # in particular, no "HTTP/1.1 408" in clear text
         took = time.monotonic() - t0
-    assert 0.4 <= took < 2.0, took
+    assert 0.4 <= took < 3.0, took  # handshake_timeout 0.5 s, not close_timeout 5 s
     errors = rec.wait_errors(1)
     assert len(errors) == 1 and "did not complete in time" in errors[0], errors
     deadline = time.monotonic() + 2
@@ -861,13 +863,13 @@ def test_paused_reader_with_bytes_inside_openssl(server_factory: Factory, pki: P
         raw.handshake("/")
         # one small record, then a frame of exactly 16 full records: a read of 256 KiB ends
         # 11 bytes short of the last record's end, leaving them decrypted inside OpenSSL
-        raw.send(build_frame(b"pause", OP_TEXT))
+        raw.send(frame(OP_TEXT, b"pause", mask=MASK_KEY))
         wire = 16 * 16384
         payload = os.urandom(wire - 14)
-        frame = build_frame(payload, OP_BINARY)
-        assert len(frame) == wire
+        raw_frame = frame(OP_BINARY, payload, mask=MASK_KEY)
+        assert len(raw_frame) == wire
         for i in range(0, wire, 16384):
-            raw.send(frame[i:i + 16384])
+            raw.send(raw_frame[i:i + 16384])
         time.sleep(0.3)  # all of it waits in the server's socket
         srv.call(lambda: state["conn"].resume_reading())
         op, _fin, answer = raw.recv_frame(5)

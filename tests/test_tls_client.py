@@ -487,7 +487,7 @@ def test_client_tls_handshake_timeout() -> None:
         with pytest.raises(TimeoutError) as ei:
             pyws.connect(wss(port), open_timeout=0.5, tls=pyws.TlsOpts(insecure_skip_verify=True))
         took = time.monotonic() - t0
-        assert 0.4 <= took < 2.0, took
+        assert 0.4 <= took < 3.0, took
         assert "TLS handshake" in str(ei.value) and "in time" in str(ei.value)
     finally:
         lsock.close()
@@ -505,7 +505,7 @@ def test_a_hanging_tls_server_does_not_block_other_clients(server_factory: Facto
             hang = mgr.ws_connect(wss(lsock.getsockname()[1]),
                                   lambda c, ev, d: events["hang"].append(ev),
                                   tls=pyws.TlsOpts(insecure_skip_verify=True),
-                                  handshake_timeout=1.0)
+                                  handshake_timeout=4.0)
 
             def good_on(conn: pyws.Connection, ev: int, data: Any) -> None:
                 events["good"].append(ev)
@@ -516,11 +516,11 @@ def test_a_hanging_tls_server_does_not_block_other_clients(server_factory: Facto
 
             t0 = time.monotonic()
             good = mgr.ws_connect(wss(srv.port), good_on, tls=pyws.TlsOpts(ca=pki.ca_cert))
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 10
             while not good.closed and time.monotonic() < deadline:
                 mgr.poll(20)
             assert good.closed and good.close_code == 1000
-            assert time.monotonic() - t0 < 0.8
+            assert time.monotonic() - t0 < 3.0  # not held up until hang's 4 s timeout
             assert not hang.closed  # still waiting for its server
             while not hang.closed and time.monotonic() < deadline:
                 mgr.poll(20)

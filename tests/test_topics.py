@@ -132,10 +132,10 @@ class RawClients:
         self.pump(lambda: all(len(self.frames[i]) >= n for i in idx), timeout)
 
     def send(self, i: int, payload: bytes, opcode: int = OP_TEXT) -> None:
-        from _rawws import build_frame
+        from _frames import MASK_KEY, frame
         self.socks[i].setblocking(True)
         self.socks[i].settimeout(5)
-        self.socks[i].sendall(build_frame(payload, opcode))
+        self.socks[i].sendall(frame(opcode, payload, mask=MASK_KEY))
         self.socks[i].setblocking(False)
 
     def close(self, i: Optional[int] = None) -> None:

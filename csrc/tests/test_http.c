@@ -1,14 +1,20 @@
 /*
  * test_http.c — tests for http.c, handshake.c, sha1.c and base64.c. A plain C program: no
- * framework, no Python. Every parser input is copied to the END of a heap block of exactly its
- * size (and header arrays are exactly max_headers long), so under -fsanitize=address any read
- * past the input or write past the array is reported at once.
+ * framework, no Python. Every test runs twice, once per placement of the parser inputs:
+ *
+ *   - heap: each input is copied to a heap block of exactly its size (and header arrays are
+ *     exactly max_headers long), so under -fsanitize=address any read past the input or write
+ *     past the array is reported at once;
+ *   - guard: each input (and, in the split-point checks, each prefix of it) is copied so that
+ *     it ends right before a PROT_NONE page (guard.h), so an over-read faults at once even
+ *     without a sanitizer and whatever the width of the load.
  *
  *   gcc -std=c11 -O1 -g -Wall -Wextra -fsanitize=address,undefined -Icsrc csrc/http.c \
  *       csrc/handshake.c csrc/sha1.c csrc/base64.c csrc/tests/test_http.c -o /tmp/th && /tmp/th
  *
  * Prints "N passed, M failed" and exits non-zero when M > 0.
  */
+#include "guard.h"      /* first: it sets the feature macros mmap needs */
 #include "pyws.h"
 #include "http.h"
 #include "handshake.h"
@@ -18,6 +24,8 @@
 #include <string.h>
 
 static int passed, failed;
+enum { PLACE_HEAP = 0, PLACE_GUARD = 1 };
+static int placement = PLACE_HEAP;    /* where copy_exact() puts parser inputs */
 static const char *current = "";      /* name of the case being checked, for failure messages */
 
 #define CHECK(cond) check_((cond) ? 1 : 0, #cond, __LINE__)
@@ -28,17 +36,23 @@ static int check_(int ok, const char *expr, int line)
         passed++;
     } else {
         failed++;
-        fprintf(stderr, "test_http.c:%d: [%s] FAIL: %s\n", line, current, expr);
+        fprintf(stderr, "test_http.c:%d: [%s, %s] FAIL: %s\n", line, current,
+                placement == PLACE_GUARD ? "guard page" : "heap", expr);
     }
     return ok;
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Exact-size heap copies                                                                       */
+/* Input placement: exact-size heap copies, or right before a guard page                        */
 /* ------------------------------------------------------------------------------------------ */
 
+/* A copy of s[0..n) that ends where readable memory ends: a heap block of exactly n bytes, or
+ * (PLACE_GUARD) the end of the page before a PROT_NONE page. At most one copy is live at a time
+ * (the guard mapping is reused); give it back with release_copy(). */
 static char *copy_exact(const char *s, size_t n)
 {
+    if (placement == PLACE_GUARD)
+        return (char *)guard_place(s, n);
     char *b = malloc(n);
     if (b == NULL && n > 0) {
         fprintf(stderr, "out of memory\n");
@@ -47,6 +61,12 @@ static char *copy_exact(const char *s, size_t n)
     if (n > 0)
         memcpy(b, s, n);
     return b;
+}
+
+static void release_copy(void *b)
+{
+    if (placement == PLACE_HEAP)
+        free(b);
 }
 
 static pyws_header *headers_exact(size_t n)
@@ -119,7 +139,7 @@ static void parse_exact(int kind, const char *s, size_t n, size_t max_bytes, siz
         r->head.method.ptr = r->head.target.ptr = r->head.reason.ptr = NULL;
     }
     free(hs);
-    free(b);
+    release_copy(b);
 }
 
 static int same_parse(const parsed *a, const parsed *b)
@@ -409,7 +429,7 @@ static void test_request_fields(void)
     CHECK(pyws_http_parse_request(b, n, BIG, NULL, NULL, 4) == (int)(n - 4));
     CHECK(pyws_http_parse_request(b, n, BIG, NULL, NULL, 3) == PYWS_HTTP_TOO_LARGE);
     free(h);
-    free(b);
+    release_copy(b);
 
     current = "HTTP/1.0 fields";
     static const char in10[] = "HEAD /x HTTP/1.0\n\n";
@@ -419,7 +439,7 @@ static void test_request_fields(void)
     CHECK(str_is(head.method, "HEAD"));
     CHECK(head.version_minor == 0);
     CHECK(head.num_headers == 0);
-    free(b);
+    release_copy(b);
 }
 
 static void test_response_fields(void)
@@ -440,7 +460,7 @@ static void test_response_fields(void)
     CHECK(head.num_headers == 2);
     CHECK(str_is(h[1].value, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
     free(h);
-    free(b);
+    release_copy(b);
 
     static const char in2[] = "HTTP/1.0 404\n\n";
     b = copy_exact(in2, sizeof in2 - 1);
@@ -449,7 +469,7 @@ static void test_response_fields(void)
     CHECK(head.status == 404);
     CHECK(head.version_minor == 0);
     CHECK(head.reason.len == 0);
-    free(b);
+    release_copy(b);
 }
 
 /* max_headers: 64 header lines fit exactly in 64 slots; 65 do not. */
@@ -588,7 +608,7 @@ static int list_call(int (*f)(pyws_str, const char *), const char *list, const c
     v.ptr = b;
     v.len = n;
     int r = f(v, item);
-    free(b);
+    release_copy(b);
     return r;
 }
 
@@ -804,7 +824,7 @@ static void test_handshake_table(void)
             }
         }
         free(h);
-        free(b);
+        release_copy(b);
     }
 }
 
@@ -875,7 +895,7 @@ static void test_handshake_fields(void)
     CHECK(pyws_protocol_offered(hs.protocols, "superchat") == 1);
     CHECK(pyws_protocol_offered(hs.protocols, "SuperChat") == 0);
     free(h);
-    free(b);
+    release_copy(b);
 
     current = "protocol header twice";
     handshake_of("GET / HTTP/1.1\r\n" HOST UPG CONN RFC_KEY VER
@@ -888,14 +908,14 @@ static void test_handshake_fields(void)
     CHECK(hs.protocols_multi == 1);
     CHECK(str_is(hs.extensions, "permessage-deflate; client_max_window_bits"));
     free(h);
-    free(b);
+    release_copy(b);
 
     current = "views filled on failure";
     handshake_of("POST / HTTP/1.1\r\nSec-WebSocket-Protocol: chat\r\n\r\n", &hs, &b, &h);
     CHECK(hs.status == 400);
     CHECK(str_is(hs.protocols, "chat"));
     free(h);
-    free(b);
+    release_copy(b);
 
     current = "key with surrounding whitespace (hand-built headers)";
     pyws_http_head head;
@@ -930,7 +950,7 @@ static void test_handshake_fields(void)
     pyws_accept_key(k, 24, out);
     CHECK(strcmp(out, RFC_ACCEPT) == 0);
     CHECK(strlen(out) == PYWS_ACCEPT_LEN);
-    free(k);
+    release_copy(k);
     /* accept of the empty key is base64(SHA-1(GUID)) */
     pyws_accept_key(NULL, 0, out);
     uint8_t d[20];
@@ -961,7 +981,7 @@ static int sha1_is(const char *msg, size_t n, const char *expect_hex)
     char h[41];
     pyws_sha1(b, n, d);
     hex(d, 20, h);
-    free(b);
+    release_copy(b);
     return strcmp(h, expect_hex) == 0;
 }
 
@@ -1033,7 +1053,7 @@ static void test_base64(void)
         char *in = copy_exact(vectors[i].coded, m);
         CHECK(pyws_base64_decode(in, m, back) == (long)n);
         CHECK(memcmp(back, vectors[i].plain, n) == 0);
-        free(in);
+        release_copy(in);
     }
 
     current = "base64 round trips 0..64";
@@ -1052,7 +1072,7 @@ static void test_base64(void)
         ok = ok && pyws_base64_decode(in, enc_len, dec) == (long)n;
         ok = ok && (n == 0 || memcmp(dec, data, n) == 0);
         free(dec);
-        free(in);
+        release_copy(in);
         free(enc);
         free(data);
     }
@@ -1082,7 +1102,7 @@ static void test_base64(void)
         char *in = copy_exact(bad[i], bad_len[i]);
         uint8_t out[8];
         CHECK(pyws_base64_decode(in, bad_len[i], out) == -1);
-        free(in);
+        release_copy(in);
     }
 
     current = "base64 every non-alphabet byte";
@@ -1102,7 +1122,7 @@ static void test_base64(void)
     CHECK(all_rejected);
 }
 
-int main(void)
+static void run_all(void)
 {
     run_head_table(REQ, request_cases, sizeof request_cases / sizeof request_cases[0]);
     run_head_table(RESP, response_cases, sizeof response_cases / sizeof response_cases[0]);
@@ -1118,6 +1138,18 @@ int main(void)
     test_handshake_requested();
     test_sha1();
     test_base64();
+}
+
+int main(void)
+{
+    current = "the guard page faults";
+    CHECK(guard_selftest());
+
+    placement = PLACE_HEAP;
+    run_all();
+    placement = PLACE_GUARD;
+    run_all();
+    guard_free();
 
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

@@ -23,7 +23,8 @@ from pyws import EV_CLOSE, EV_HTTP_MSG, EV_WS_MSG, OP_BINARY
 
 from _pki import make_pki
 from _rawws import OP_BINARY as RAW_OP_BINARY
-from _rawws import OP_CLOSE, OP_TEXT, RawWS, build_frame, close_payload
+from _frames import MASK_KEY, frame
+from _rawws import OP_CLOSE, OP_TEXT, RawWS, close_payload
 from conftest import AppServer, ServerThread
 from test_client_bad_server import Peer, raw_server  # noqa: F401
 
@@ -193,7 +194,8 @@ def test_callback_input_after_the_close_costs_the_peer_nothing(
     srv = server_factory(rec.handler, close_timeout=CLOSE_TIMEOUT)
     with RawWS(srv.port, timeout=8) as r:
         r.handshake()
-        r.send(build_frame(b"big", OP_TEXT) + build_frame(close_payload(1000), OP_CLOSE) +
+        r.send(frame(OP_TEXT, b"big", mask=MASK_KEY) +
+               frame(OP_CLOSE, close_payload(1000), mask=MASK_KEY) +
                b"\x00" * (128 << 10))
         t_sent = time.monotonic()
         time.sleep(0.3)  # let the server fill the socket buffers and wait on us

@@ -204,9 +204,12 @@ size_t pyws_frame_header(uint8_t *out, int fin, int rsv, int opcode, uint64_t le
  * message size, checked at each frame header; the number of frames a message may take;
  * close payloads: length 1, codes per RFC 6455
  * §7.4, UTF-8 reason). It never touches a socket: its driver writes pongs and close frames.
- * With permessage-deflate agreed, the driver sets parser.rsv_allowed = 0x40: the session then
- * accepts RSV1 on the first frame of a data message only (1002 on a continuation or control
- * frame) and reports that message's compressed bytes for the driver to inflate.
+ * With permessage-deflate agreed, the driver calls pyws_session_enable_deflate(): the session
+ * then accepts RSV1 on the first frame of a data message only (1002 on a continuation or
+ * control frame) and reports that message's compressed bytes (compressed = 1), which the
+ * driver hands to pyws_session_inflate() with an output buffer of its choice; the session
+ * decides the rest (size after inflating, UTF-8 of text, failing itself).
+ * The driver writes no field of pyws_session: it reads events and calls the functions below.
  * ------------------------------------------------------------------------------------------- */
 #define PYWS_SESS_NONE 0      /* input exhausted: feed more */
 #define PYWS_SESS_MESSAGE 1   /* a whole data message: opcode, data/len */
@@ -231,8 +234,8 @@ typedef struct pyws_session {
     pyws_parser parser;
     pyws_utf8 utf8;
     uint64_t max_message;     /* bytes; 0 = unlimited */
-    uint32_t max_fragments;   /* frames one data message may take; 0 = unlimited (set after
-                                 init; more closes with 1009) */
+    uint32_t max_fragments;   /* frames one data message may take; 0 = unlimited (set with
+                                 pyws_session_set_limits; more closes with 1009) */
     uint32_t msg_frames;      /* frames of the data message in progress */
     uint64_t msg_len;         /* bytes of the data message in progress */
     uint8_t msg_opcode;       /* TEXT/BINARY of the message in progress, 0 if none */
@@ -264,6 +267,46 @@ int pyws_session_feed(pyws_session *s, uint8_t *buf, size_t len, size_t *consume
 /* The views of earlier events are no longer used: the assembly buffer may be reused; buffers
  * larger than keep_bytes are freed (idle connections hold no large buffers). */
 void pyws_session_release(pyws_session *s, size_t keep_bytes);
+
+/* Set the limits after init: max_message bytes (0 = unlimited; the same as init's argument)
+ * and max_fragments, the frames one data message may take (0 = unlimited; init sets 0). A
+ * message already in progress is held to the new limits from its next frame header on. */
+void pyws_session_set_limits(pyws_session *s, uint64_t max_message, uint32_t max_fragments);
+/* permessage-deflate was agreed: RSV1 ("compressed") becomes legal on the first frame of a
+ * data message. Call before the first feed after the handshake. */
+void pyws_session_enable_deflate(pyws_session *s);
+
+/* The permessage-deflate codec (deflate.c): a connection's streams and the shared pool of
+ * streams and output buffer. The protocol half creates and frees them (deflate.h); here they
+ * only pass through. */
+typedef struct pyws_pmd pyws_pmd;
+typedef struct pyws_zpool pyws_zpool;
+
+/* Finish a MESSAGE event that came compressed (ev->compressed = 1; any other event is left as
+ * it is and its kind returned). Inflates ev->data/len with pmd's receive stream (pool lends
+ * shared streams) into room[0..room_len) while it fits, then into a heap block; checks the
+ * inflated size against the session's max_message and, for TEXT, that it is valid UTF-8.
+ *   - PYWS_SESS_MESSAGE: ev->data/len now view the message: inside room, or the heap block
+ *     stored at *heap (the caller owns it and frees it with free() once the view is no longer
+ *     used; *heap is NULL when everything fit in room). ev->compressed stays 1.
+ *   - PYWS_SESS_ERROR: ev->kind, code and reason (static) say why: 1009 too big after
+ *     inflating, 1007 invalid compressed data or invalid UTF-8, 1002 RSV1 when pmd is NULL
+ *     (deflate not agreed), 1011 out of memory (also when pool is NULL). The session is then
+ *     failed, as after an ERROR from pyws_session_feed; *heap is NULL (nothing to free).
+ * room may be NULL with room_len 0 (everything goes to the heap). The compressed bytes the
+ * event viewed are not needed afterwards: release the session as usual. */
+int pyws_session_inflate(pyws_session *s, pyws_pmd *pmd, pyws_zpool *pool, pyws_sess_event *ev,
+                         uint8_t *room, size_t room_len, uint8_t **heap);
+
+/* The driver fails the connection for a reason of its own (say, no memory to keep a message
+ * the session delivered): the session ignores all later input, as after an ERROR. Fills *ev
+ * as an ERROR event with code and reason (static; NULL for none) and returns PYWS_SESS_ERROR. */
+int pyws_session_fail(pyws_session *s, pyws_sess_event *ev, int code, const char *reason);
+
+/* A driver about to free the session while a MESSAGE view into its assembly buffer may still
+ * be read: returns that buffer and forgets it (the caller frees it with free() once the view
+ * is dead), or NULL when no view is held. pyws_session_free() then frees the rest. */
+uint8_t *pyws_session_take_held(pyws_session *s);
 
 /* 1 if code may appear in a close frame on the wire (RFC 6455 §7.4), else 0. */
 int pyws_close_code_valid(int code);

@@ -409,6 +409,57 @@ void pyws_client_key(const uint8_t *random16, char *key_out);
 const char *pyws_handshake_check_response(const pyws_http_head *head, const pyws_header *headers,
                                           const char *key, const char *offered_protocols,
                                           pyws_str *protocol);
+/* The server's answer to a valid upgrade request, for pyws_handshake_format_response. Strings
+ * are NUL-terminated; NULL and "" both mean "none". */
+typedef struct pyws_handshake_reply {
+    const char *accept;        /* Sec-WebSocket-Accept: the PYWS_ACCEPT_LEN base64 characters
+                                  of pyws_handshake.accept (required) */
+    const char *protocol;      /* Sec-WebSocket-Protocol: the one subprotocol selected, a single
+                                  token (RFC 6455 §4.2.2: exactly one or none) */
+    const char *extensions;    /* Sec-WebSocket-Extensions value (pyws_pmd_format) */
+    const char *extra_headers; /* headers the application adds: whole lines "Name: value\r\n",
+                                  Name a token, value without CR, LF or other controls */
+} pyws_handshake_reply;
+
+/* The client's upgrade request, for pyws_handshake_format_request. Same string rules. */
+typedef struct pyws_handshake_request {
+    const char *path;          /* request-target, "/chat?room=1": starts with '/', no spaces,
+                                  controls or '#'; NULL or "" is "/" */
+    const char *host;          /* Host: a DNS name or IP literal (an IPv6 one without brackets:
+                                  they are added) (required) */
+    int port;                  /* written as Host's ":port" when 1..65535; 0 leaves it out
+                                  (the scheme's default port, RFC 6455 §4.1) */
+    const char *key;           /* Sec-WebSocket-Key: 24 base64 characters of 16 bytes
+                                  (pyws_client_key) (required) */
+    const char *protocols;     /* Sec-WebSocket-Protocol: subprotocols offered, a comma list of
+                                  tokens ("chat, superchat") */
+    const char *origin;        /* Origin (NULL: no Origin header; "" sends an empty one) */
+    const char *extensions;    /* Sec-WebSocket-Extensions offer (pyws_pmd_offer) */
+    const char *extra_headers; /* more request headers: whole lines, as in the reply */
+} pyws_handshake_request;
+
+/* Write the 101 response head for r into out[0..cap): the status line, Upgrade, Connection,
+ * Sec-WebSocket-Accept, then Sec-WebSocket-Protocol and Sec-WebSocket-Extensions when given,
+ * then extra_headers, then the empty line. Not NUL-terminated; nothing is allocated.
+ * Returns the length written (> 0); or -(bytes needed) when cap is too small (out may be NULL
+ * to ask), in which case nothing at all is written; the needed length is always more than 100
+ * bytes, so these never look like a PYWS_ERR_* code; or PYWS_ERR_ARG when an input breaks the
+ * rules above (missing or malformed accept, a protocol that is not one token, CR or LF in a
+ * value, extra_headers that are not whole lines), with nothing written.
+ * Example:
+ *     char head[512];
+ *     pyws_handshake_reply r = {hs.accept, "chat", NULL, NULL};
+ *     int64_t n = pyws_handshake_format_response(&r, head, sizeof head);
+ *     if (n < 0 && n != PYWS_ERR_ARG) ... retry with a buffer of -n bytes */
+int64_t pyws_handshake_format_response(const pyws_handshake_reply *r, char *out, size_t cap);
+/* Write the client's upgrade request for r into out[0..cap): "GET path HTTP/1.1", Host,
+ * Upgrade, Connection, Sec-WebSocket-Key, Sec-WebSocket-Version: 13, then
+ * Sec-WebSocket-Protocol, Sec-WebSocket-Extensions and Origin when given, then extra_headers,
+ * then the empty line. Same buffer contract and returns as pyws_handshake_format_response
+ * (PYWS_ERR_ARG: no host or one with spaces, brackets, '/', '?', '#' or '@'; port out of
+ * 0..65535; a path not starting with '/'; a bad key; protocols not a token list; CR or LF in a
+ * value; extra_headers that are not whole lines). */
+int64_t pyws_handshake_format_request(const pyws_handshake_request *r, char *out, size_t cap);
 /* SHA-1 and base64, exposed for tests: digest is 20 bytes; b64 out needs 4*ceil(n/3)+1 bytes. */
 void pyws_sha1(const uint8_t *data, size_t len, uint8_t *digest);
 size_t pyws_base64_encode(const uint8_t *data, size_t len, char *out);
@@ -558,18 +609,20 @@ int pyws_remote_addr(pyws_loop *loop, uint64_t id, char *out, size_t cap);
 int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events);
 
 /* Open a client WebSocket: resolve host (a blocking getaddrinfo: DNS is not asynchronous),
- * start a non-blocking TCP connect, and once connected send request_head (the request line
- * and headers such as Host and Origin, each ending in CRLF, without the empty line) followed by
- * the headers the core adds: Upgrade, Connection, Sec-WebSocket-Key (16 bytes from the OS's
- * random source), Sec-WebSocket-Version: 13 and, if protocols is not NULL, Sec-WebSocket-
- * Protocol: protocols. Events: EV_CONNECT when TCP is up; then EV_WS_OPEN (data: the 101
+ * start a non-blocking TCP connect to host:port, and once connected send the upgrade request
+ * pyws_handshake_format_request makes of *request (its path, Host from request->host, or host
+ * when NULL, and request->port (0: left out), protocols, origin, extra_headers), with the
+ * core's own Sec-WebSocket-Key (16 bytes from the OS's random source) and extension offer
+ * (pyws_pmd_offer of opts): request->key and request->extensions are ignored. The request is
+ * checked before anything else: PYWS_ERR_ARG (nothing opened) when the formatter refuses it.
+ * Events: EV_CONNECT when TCP is up; then EV_WS_OPEN (data: the 101
  * response head) once the response passed pyws_handshake_check_response; or EV_HTTP_RESP
  * (code: status, data: head, data2: body bytes received with it) for any other status; or
  * EV_ERROR (code PYWS_ERR_SYS: connect failed; PYWS_ERR_HANDSHAKE: bad response or timeout);
  * each failure is followed by EV_CLOSE. opts->handshake_timeout bounds connect + response.
  * Frames the client sends are masked with fresh random keys. */
-int pyws_ws_connect(pyws_loop *loop, const char *host, int port, const char *request_head,
-                    const char *protocols, const pyws_opts *opts, uint64_t *id);
+int pyws_ws_connect(pyws_loop *loop, const char *host, int port,
+                    const pyws_handshake_request *request, const pyws_opts *opts, uint64_t *id);
 
 /* Upgrade the connection whose HTTP_MSG was a valid WebSocket request: queue the 101 response
  * (with protocol as Sec-WebSocket-Protocol if not NULL, and extra_headers, each line ending in

@@ -692,17 +692,29 @@ class Manager:
     def _client_open(self, c: Connection, url: str) -> None:
         spec = c._client
         target = parse_ws_url(url)
-        head = f"GET {target.resource} HTTP/1.1\r\nHost: {target.host_header}\r\n"
-        extra = dict(spec.headers)
+        host = target.host.encode("idna")
+        # the C core formats the request (pyws_handshake_format_request); keep the buffers
+        # alive in locals until the call returns
+        path = ffi.new("char[]", target.resource.encode("latin-1"))
+        extra = header_lines(spec.headers)
+        extra_c = ffi.new("char[]", extra.encode("latin-1")) if extra else ffi.NULL
+        origin_c = ffi.NULL
         if spec.origin is not None:
-            extra["Origin"] = spec.origin
-        head += header_lines(extra)
+            header_lines({"Origin": spec.origin})  # ValueError on CR/LF injection
+            origin_c = ffi.new("char[]", spec.origin.encode("latin-1"))
+        protos = ffi.new("char[]", ", ".join(spec.protocols).encode()) \
+            if spec.protocols else ffi.NULL
+        req = ffi.new("pyws_handshake_request *")
+        req.path = path
+        req.host = ffi.NULL  # Host: the host connected to
+        req.port = 0 if target.port == (443 if target.secure else 80) else target.port
+        req.protocols = protos
+        req.origin = origin_c
+        req.extra_headers = extra_c
         opts = ffi.new("pyws_opts *")
         _fill_opts(opts, spec.options)
         idp = ffi.new("uint64_t *")
-        protos = ", ".join(spec.protocols).encode() if spec.protocols else ffi.NULL
-        rc = lib.pyws_ws_connect(self._loop, target.host.encode("idna"), target.port,
-                                 head.encode("latin-1"), protos, opts, idp)
+        rc = lib.pyws_ws_connect(self._loop, host, target.port, req, opts, idp)
         if rc < 0:
             raise _connect_error(f"{url}: {last_error(self._loop)}")
         if target.secure:

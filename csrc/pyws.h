@@ -625,11 +625,14 @@ int pyws_ws_connect(pyws_loop *loop, const char *host, int port,
                     const pyws_handshake_request *request, const pyws_opts *opts, uint64_t *id);
 
 /* Upgrade the connection whose HTTP_MSG was a valid WebSocket request: queue the 101 response
- * (with protocol as Sec-WebSocket-Protocol if not NULL, and extra_headers, each line ending in
- * CRLF, if not NULL) and switch to WebSocket framing. PYWS_ERR_HANDSHAKE when the request was
+ * that pyws_handshake_format_response makes (with protocol as Sec-WebSocket-Protocol if not
+ * NULL, the agreed extensions, and extra_headers if not NULL: whole lines "Name: value\r\n")
+ * and switch to WebSocket framing. PYWS_ERR_HANDSHAKE when the request was
  * not a valid upgrade, i.e. did not ask for one (a 400 answer is queued, EV_ERROR with aux 1
  * follows, and the connection closes after flushing);
- * PYWS_ERR_PROTOCOL when protocol was not offered (nothing is sent). */
+ * PYWS_ERR_PROTOCOL when protocol was not offered (nothing is sent); PYWS_ERR_ARG when
+ * extra_headers are not whole lines with a token name and no control characters (nothing is
+ * sent; the connection stays as it was). */
 int pyws_ws_upgrade(pyws_loop *loop, uint64_t id, const char *protocol,
                     const char *extra_headers);
 /* The handshake's HTTP status had it failed (0 for a valid upgrade request). */

@@ -74,12 +74,14 @@ clean:
 	rm -rf build dist *.egg-info pyws/_pyws*.so pyws/_pyws.c .pytest_cache .mypy_cache
 
 # Coverage-guided fuzzing of the parsers with libFuzzer (needs clang: apt-get install clang).
-# FUZZ_SECONDS bounds each harness.
+# FUZZ_SECONDS bounds each harness. Each reads csrc/fuzz/seeds/<harness>/ too when it exists
+# (hand-made inputs, such as valid compressed frames, that random bytes rarely find).
 FUZZ_SECONDS ?= 60
 fuzz:
 	@mkdir -p build/fuzz
 	@for h in session http deflate; do \
 	  clang -g -O1 -Icsrc -fsanitize=fuzzer,address,undefined $(PROTOCOL_SRCS) csrc/fuzz/fuzz_$$h.c -o build/fuzz/fuzz_$$h -lz || exit 1; \
 	  mkdir -p build/fuzz/corpus_$$h; \
-	  build/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus_$$h || exit 1; \
+	  build/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus_$$h \
+	    $$(test -d csrc/fuzz/seeds/$$h && echo csrc/fuzz/seeds/$$h) || exit 1; \
 	done

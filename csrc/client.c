@@ -17,19 +17,36 @@
 
 #define MAX_RESPONSE_HEADERS 64
 
-int pyws_ws_connect(pyws_loop *loop, const char *host, int port, const char *request_head,
-                    const char *protocols, const pyws_opts *opts, uint64_t *id)
+int pyws_ws_connect(pyws_loop *loop, const char *host, int port,
+                    const pyws_handshake_request *request, const pyws_opts *opts, uint64_t *id)
 {
     if (port <= 0 || port > 65535)
         return pyws_set_error(loop, PYWS_ERR_ARG, "port %d is out of range", port);
-    if (!request_head || strstr(request_head, "\r\n\r\n"))
-        return pyws_set_error(loop, PYWS_ERR_ARG, "request_head is the request line and headers, "
-                              "each ending in CRLF, without the empty line");
+    if (!host || !request)
+        return pyws_set_error(loop, PYWS_ERR_ARG, "host and request are required");
     pyws_opts def;
     if (!opts) {
         pyws_opts_default(&def);
         opts = &def;
     }
+    /* the request as it will be sent, checked before any socket exists; the key (16 bytes
+     * from the OS's random source) and the extension offer are the core's */
+    uint8_t nonce[16];
+    char key[25];
+    pyws_random(loop, nonce, sizeof(nonce));
+    pyws_client_key(nonce, key);
+    char ext[512];
+    int elen = pyws_pmd_offer(opts, ext, sizeof(ext));
+    pyws_handshake_request req = *request;
+    req.host = request->host ? request->host : host;
+    req.key = key;
+    req.extensions = elen > 0 ? ext : NULL;
+    int64_t need = pyws_handshake_format_request(&req, NULL, 0);
+    if (need == PYWS_ERR_ARG)
+        return pyws_set_error(loop, PYWS_ERR_ARG, "invalid upgrade request: a host without "
+                              "spaces or brackets, a port in 0..65535, a path starting with '/', "
+                              "subprotocol tokens, header lines 'Name: value\\r\\n' without "
+                              "control characters");
     pyws_conn tmp;
     socklen_t salen = sizeof(tmp.peer);
     memset(&tmp.peer, 0, sizeof(tmp.peer));
@@ -61,36 +78,20 @@ int pyws_ws_connect(pyws_loop *loop, const char *host, int port, const char *req
     }
     c->flags |= CF_WANT_WRITE;
 
-    uint8_t nonce[16];
-    pyws_random(loop, nonce, sizeof(nonce));
-    pyws_client_key(nonce, c->key);
-    if (protocols && *protocols) {
-        c->protocols = strdup(protocols);
+    memcpy(c->key, key, sizeof(key));
+    if (req.protocols && *req.protocols) {
+        c->protocols = strdup(req.protocols);
         if (!c->protocols)
             goto nomem;
     }
-    char tail[256];
-    int n = snprintf(tail, sizeof(tail),
-                     "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\n", c->key);
-    if (n < 0 || (size_t)n >= sizeof(tail))
+    char *head = malloc((size_t)-need);
+    if (!head)
         goto nomem;
-    if (pyws_conn_queue(loop, c, (const uint8_t *)request_head, strlen(request_head),
-                        (const uint8_t *)tail, (size_t)n) != PYWS_OK)
-        goto nomem;
-    if (c->protocols &&
-        (pyws_conn_queue(loop, c, (const uint8_t *)"Sec-WebSocket-Protocol: ", 24,
-                         (const uint8_t *)c->protocols, strlen(c->protocols)) != PYWS_OK ||
-         pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0) != PYWS_OK))
-        goto nomem;
-    char ext[512];
-    int elen = pyws_pmd_offer(&c->opts, ext, sizeof(ext));
-    if (elen > 0 &&
-        (pyws_conn_queue(loop, c, (const uint8_t *)"Sec-WebSocket-Extensions: ", 26,
-                         (const uint8_t *)ext, (size_t)elen) != PYWS_OK ||
-         pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0) != PYWS_OK))
-        goto nomem;
-    if (pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0) != PYWS_OK)
+    int64_t n = pyws_handshake_format_request(&req, head, (size_t)-need);
+    int rc = n > 0 ? pyws_conn_queue(loop, c, (const uint8_t *)head, (size_t)n, NULL, 0)
+                   : PYWS_ERR_ARG;
+    free(head);
+    if (rc != PYWS_OK)
         goto nomem;
     if (c->opts.handshake_timeout) {
         c->deadline_hs = pyws_now_ms() + c->opts.handshake_timeout;

@@ -106,11 +106,9 @@ void pyws_conn_free(pyws_loop *loop, pyws_conn *c)
     pyws_topics_drop_conn(loop, c);
     if (c->sess) {
         /* Views into the session buffer may still be in this batch: retire, don't free. */
-        if (c->sess->held && c->sess->buf) {
-            /* if it cannot be recorded, leaking it beats freeing it under a live view */
-            (void)pyws_retire(loop, c->sess->buf);
-            c->sess->buf = NULL;
-        }
+        uint8_t *held = pyws_session_take_held(c->sess);
+        if (held) /* if it cannot be recorded, leaking it beats freeing it under a live view */
+            (void)pyws_retire(loop, held);
         pyws_session_free(c->sess);
         free(c->sess);
         c->sess = NULL;
@@ -782,7 +780,7 @@ int pyws_set_max_message_size(pyws_loop *loop, uint64_t id, uint64_t bytes)
         return PYWS_ERR_BADID;
     c->opts.max_message_size = bytes;
     if (c->sess)
-        c->sess->max_message = bytes;
+        pyws_session_set_limits(c->sess, bytes, c->opts.max_fragments);
     return PYWS_OK;
 }
 

@@ -16,9 +16,9 @@
 
 #include "pyws.h"
 
-typedef struct pyws_zpool pyws_zpool;
+/* pyws.h declares the pyws_zpool and pyws_pmd typedefs (pyws_session_inflate takes them). */
 
-typedef struct pyws_pmd {
+struct pyws_pmd {
     uint8_t tx_bits;          /* our compressor's window, 9..15; 0: we never compress (the
                                  peer allowed only 8, which zlib cannot produce) */
     uint8_t rx_bits;          /* the window we inflate with, 9..15 */
@@ -31,7 +31,7 @@ typedef struct pyws_pmd {
     void *tx;                 /* z_stream *, kept on the connection (see above), or NULL */
     void *rx;                 /* z_stream *, or NULL */
     size_t mem;               /* bytes zlib allocated for this connection's streams */
-} pyws_pmd;
+};
 
 #define PYWS_Z_OK 0
 #define PYWS_Z_NOMEM -1

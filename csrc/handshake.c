@@ -24,6 +24,12 @@
  * (no Upgrade header, or "Upgrade: h2c") is plain HTTP, and its status (always 400: the check
  * fails at step 4 at the latest) only matters if the application tries to upgrade it anyway.
  *
+ * pyws_handshake_format_response() and pyws_handshake_format_request() write the two heads
+ * of the handshake (the server's 101, the client's GET) into a caller's buffer: every input is
+ * checked first (tokens, header values without CR/LF, whole "Name: value\r\n" lines), the
+ * length is counted in a first pass, and the bytes are written in a second one only when they
+ * fit, so a buffer too small is never written at all.
+ *
  * Every field of *hs is written. protocols and extensions are views of the first occurrence of
  * their headers (empty when absent), filled even when the check fails. When
  * Sec-WebSocket-Protocol appears more than once, protocols_multi = 1 and protocols is still the
@@ -212,4 +218,242 @@ const char *pyws_handshake_check_response(const pyws_http_head *head, const pyws
         *protocol = chosen;
     }
     return NULL;
+}
+
+/* ---------------------------------------------------------------- formatting both heads */
+
+/* Output of the two-pass formatters: the first pass (out NULL) only counts, the second writes.
+ * `over` records a length that no longer fits in size_t (then nothing is written). */
+typedef struct writer {
+    char *out;
+    size_t len;
+    int over;
+} writer;
+
+static void put(writer *w, const char *p, size_t n)
+{
+    if (w->over || n > SIZE_MAX - w->len) {
+        w->over = 1;
+        return;
+    }
+    if (w->out && n)
+        memcpy(w->out + w->len, p, n);
+    w->len += n;
+}
+
+static void puts_(writer *w, const char *s)
+{
+    put(w, s, strlen(s));
+}
+
+/* "Name: value\r\n" */
+static void header(writer *w, const char *name, const char *value)
+{
+    puts_(w, name);
+    put(w, ": ", 2);
+    puts_(w, value);
+    put(w, "\r\n", 2);
+}
+
+static int present(const char *s)
+{
+    return s && *s;
+}
+
+/* RFC 9110 §5.6.2 tchar */
+static int tchar(unsigned char ch)
+{
+    if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'))
+        return 1;
+    return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+/* Length of the token at s (0 if none). */
+static size_t token_len(const char *s)
+{
+    size_t n = 0;
+    while (tchar((unsigned char)s[n]))
+        n++;
+    return n;
+}
+
+/* A header field value: HTAB, visible ASCII, space, obs-text; no CR, LF or other controls. */
+static int value_ok(const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch != '\t' && (ch < 0x20 || ch == 0x7f))
+            return 0;
+    }
+    return 1;
+}
+
+/* A comma list of tokens ("chat, superchat"), spaces and tabs allowed around the commas. */
+static int token_list_ok(const char *s)
+{
+    for (;;) {
+        while (*s == ' ' || *s == '\t')
+            s++;
+        size_t n = token_len(s);
+        if (n == 0)
+            return 0;
+        s += n;
+        while (*s == ' ' || *s == '\t')
+            s++;
+        if (*s == 0)
+            return 1;
+        if (*s++ != ',')
+            return 0;
+    }
+}
+
+/* Header lines, each "name: value\r\n" with a token name and a field value; "" is none. */
+static int lines_ok(const char *s)
+{
+    while (*s) {
+        size_t n = token_len(s);
+        if (n == 0 || s[n] != ':')
+            return 0;
+        s += n + 1;
+        for (; *s != '\r'; s++) {
+            unsigned char ch = (unsigned char)*s;
+            if (ch == 0 || (ch != '\t' && (ch < 0x20 || ch == 0x7f)))
+                return 0;
+        }
+        if (s[1] != '\n')
+            return 0;
+        s += 2;
+    }
+    return 1;
+}
+
+/* Visible characters (and obs-text), at least one: a request-target or a Host name. */
+static int visible_ok(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch <= 0x20 || ch == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+/* strlen(s), but at most max + 1: enough to tell "longer than max" */
+static size_t bounded_len(const char *s, size_t max)
+{
+    size_t n = 0;
+    while (n <= max && s[n])
+        n++;
+    return n;
+}
+
+/* s is exactly `want` chars of canonical base64 for `decoded` bytes. */
+static int base64_len_ok(const char *s, size_t want, size_t decoded)
+{
+    uint8_t raw[33];
+    size_t n = bounded_len(s, want);
+    return n == want && decoded <= sizeof raw && pyws_base64_decode(s, n, raw) == (long)decoded;
+}
+
+/* Run the pass that writes when the counting pass says it fits. */
+static int64_t finish(writer *count, char *out, size_t cap,
+                      void (*build)(const void *, writer *), const void *arg)
+{
+    if (count->over || count->len > (uint64_t)INT64_MAX)
+        return PYWS_ERR_ARG;
+    if (count->len > cap || !out)
+        return -(int64_t)count->len;
+    writer w = {out, 0, 0};
+    build(arg, &w);
+    return (int64_t)w.len;
+}
+
+static void build_response(const void *arg, writer *w)
+{
+    const pyws_handshake_reply *r = arg;
+    puts_(w, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
+    header(w, "Sec-WebSocket-Accept", r->accept);
+    if (present(r->protocol))
+        header(w, "Sec-WebSocket-Protocol", r->protocol);
+    if (present(r->extensions))
+        header(w, "Sec-WebSocket-Extensions", r->extensions);
+    if (present(r->extra_headers))
+        puts_(w, r->extra_headers);
+    put(w, "\r\n", 2);
+}
+
+int64_t pyws_handshake_format_response(const pyws_handshake_reply *r, char *out, size_t cap)
+{
+    if (!r || !r->accept || !base64_len_ok(r->accept, PYWS_ACCEPT_LEN, 20))
+        return PYWS_ERR_ARG;
+    if (present(r->protocol) && r->protocol[token_len(r->protocol)] != 0)
+        return PYWS_ERR_ARG; /* exactly one subprotocol: a single token */
+    if (present(r->extensions) && !value_ok(r->extensions))
+        return PYWS_ERR_ARG;
+    if (present(r->extra_headers) && !lines_ok(r->extra_headers))
+        return PYWS_ERR_ARG;
+    writer count = {NULL, 0, 0};
+    build_response(r, &count);
+    return finish(&count, out, cap, build_response, r);
+}
+
+static void build_request(const void *arg, writer *w)
+{
+    const pyws_handshake_request *r = arg;
+    put(w, "GET ", 4);
+    puts_(w, present(r->path) ? r->path : "/");
+    put(w, " HTTP/1.1\r\nHost: ", 17);
+    int v6 = strchr(r->host, ':') != NULL;
+    if (v6)
+        put(w, "[", 1);
+    puts_(w, r->host);
+    if (v6)
+        put(w, "]", 1);
+    if (r->port) {
+        char digits[8];
+        size_t n = 0;
+        char rev[8];
+        for (unsigned p = (unsigned)r->port; p; p /= 10)
+            rev[n++] = (char)('0' + p % 10);
+        for (size_t i = 0; i < n; i++)
+            digits[i] = rev[n - 1 - i];
+        put(w, ":", 1);
+        put(w, digits, n);
+    }
+    puts_(w, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
+    header(w, "Sec-WebSocket-Key", r->key);
+    puts_(w, "Sec-WebSocket-Version: 13\r\n");
+    if (present(r->protocols))
+        header(w, "Sec-WebSocket-Protocol", r->protocols);
+    if (present(r->extensions))
+        header(w, "Sec-WebSocket-Extensions", r->extensions);
+    if (r->origin)
+        header(w, "Origin", r->origin);
+    if (present(r->extra_headers))
+        puts_(w, r->extra_headers);
+    put(w, "\r\n", 2);
+}
+
+int64_t pyws_handshake_format_request(const pyws_handshake_request *r, char *out, size_t cap)
+{
+    if (!r || !r->host || !visible_ok(r->host) || strpbrk(r->host, "[]/?#@") ||
+        r->port < 0 || r->port > 65535)
+        return PYWS_ERR_ARG;
+    if (present(r->path) && (r->path[0] != '/' || !visible_ok(r->path) || strchr(r->path, '#')))
+        return PYWS_ERR_ARG;
+    if (!r->key || !base64_len_ok(r->key, 24, 16))
+        return PYWS_ERR_ARG;
+    if (present(r->protocols) && !token_list_ok(r->protocols))
+        return PYWS_ERR_ARG;
+    if (present(r->extensions) && !value_ok(r->extensions))
+        return PYWS_ERR_ARG;
+    if (r->origin && !value_ok(r->origin))
+        return PYWS_ERR_ARG;
+    if (present(r->extra_headers) && !lines_ok(r->extra_headers))
+        return PYWS_ERR_ARG;
+    writer count = {NULL, 0, 0};
+    build_request(r, &count);
+    return finish(&count, out, cap, build_request, r);
 }

@@ -208,9 +208,12 @@ size_t pyws_frame_header(uint8_t *out, int fin, int rsv, int opcode, uint64_t le
  * message size, checked at each frame header; the number of frames a message may take;
  * close payloads: length 1, codes per RFC 6455
  * §7.4, UTF-8 reason). It never touches a socket: its driver writes pongs and close frames.
- * With permessage-deflate agreed, the driver sets parser.rsv_allowed = 0x40: the session then
- * accepts RSV1 on the first frame of a data message only (1002 on a continuation or control
- * frame) and reports that message's compressed bytes for the driver to inflate.
+ * With permessage-deflate agreed, the driver calls pyws_session_enable_deflate(): the session
+ * then accepts RSV1 on the first frame of a data message only (1002 on a continuation or
+ * control frame) and reports that message's compressed bytes (compressed = 1), which the
+ * driver hands to pyws_session_inflate() with an output buffer of its choice; the session
+ * decides the rest (size after inflating, UTF-8 of text, failing itself).
+ * The driver writes no field of pyws_session: it reads events and calls the functions below.
  * ------------------------------------------------------------------------------------------- */
 #define PYWS_SESS_NONE 0      /* input exhausted: feed more */
 #define PYWS_SESS_MESSAGE 1   /* a whole data message: opcode, data/len */
@@ -235,8 +238,8 @@ typedef struct pyws_session {
     pyws_parser parser;
     pyws_utf8 utf8;
     uint64_t max_message;     /* bytes; 0 = unlimited */
-    uint32_t max_fragments;   /* frames one data message may take; 0 = unlimited (set after
-                                 init; more closes with 1009) */
+    uint32_t max_fragments;   /* frames one data message may take; 0 = unlimited (set with
+                                 pyws_session_set_limits; more closes with 1009) */
     uint32_t msg_frames;      /* frames of the data message in progress */
     uint64_t msg_len;         /* bytes of the data message in progress */
     uint8_t msg_opcode;       /* TEXT/BINARY of the message in progress, 0 if none */
@@ -268,6 +271,46 @@ int pyws_session_feed(pyws_session *s, uint8_t *buf, size_t len, size_t *consume
 /* The views of earlier events are no longer used: the assembly buffer may be reused; buffers
  * larger than keep_bytes are freed (idle connections hold no large buffers). */
 void pyws_session_release(pyws_session *s, size_t keep_bytes);
+
+/* Set the limits after init: max_message bytes (0 = unlimited; the same as init's argument)
+ * and max_fragments, the frames one data message may take (0 = unlimited; init sets 0). A
+ * message already in progress is held to the new limits from its next frame header on. */
+void pyws_session_set_limits(pyws_session *s, uint64_t max_message, uint32_t max_fragments);
+/* permessage-deflate was agreed: RSV1 ("compressed") becomes legal on the first frame of a
+ * data message. Call before the first feed after the handshake. */
+void pyws_session_enable_deflate(pyws_session *s);
+
+/* The permessage-deflate codec (deflate.c): a connection's streams and the shared pool of
+ * streams and output buffer. The protocol half creates and frees them (deflate.h); here they
+ * only pass through. */
+typedef struct pyws_pmd pyws_pmd;
+typedef struct pyws_zpool pyws_zpool;
+
+/* Finish a MESSAGE event that came compressed (ev->compressed = 1; any other event is left as
+ * it is and its kind returned). Inflates ev->data/len with pmd's receive stream (pool lends
+ * shared streams) into room[0..room_len) while it fits, then into a heap block; checks the
+ * inflated size against the session's max_message and, for TEXT, that it is valid UTF-8.
+ *   - PYWS_SESS_MESSAGE: ev->data/len now view the message: inside room, or the heap block
+ *     stored at *heap (the caller owns it and frees it with free() once the view is no longer
+ *     used; *heap is NULL when everything fit in room). ev->compressed stays 1.
+ *   - PYWS_SESS_ERROR: ev->kind, code and reason (static) say why: 1009 too big after
+ *     inflating, 1007 invalid compressed data or invalid UTF-8, 1002 RSV1 when pmd is NULL
+ *     (deflate not agreed), 1011 out of memory (also when pool is NULL). The session is then
+ *     failed, as after an ERROR from pyws_session_feed; *heap is NULL (nothing to free).
+ * room may be NULL with room_len 0 (everything goes to the heap). The compressed bytes the
+ * event viewed are not needed afterwards: release the session as usual. */
+int pyws_session_inflate(pyws_session *s, pyws_pmd *pmd, pyws_zpool *pool, pyws_sess_event *ev,
+                         uint8_t *room, size_t room_len, uint8_t **heap);
+
+/* The driver fails the connection for a reason of its own (say, no memory to keep a message
+ * the session delivered): the session ignores all later input, as after an ERROR. Fills *ev
+ * as an ERROR event with code and reason (static; NULL for none) and returns PYWS_SESS_ERROR. */
+int pyws_session_fail(pyws_session *s, pyws_sess_event *ev, int code, const char *reason);
+
+/* A driver about to free the session while a MESSAGE view into its assembly buffer may still
+ * be read: returns that buffer and forgets it (the caller frees it with free() once the view
+ * is dead), or NULL when no view is held. pyws_session_free() then frees the rest. */
+uint8_t *pyws_session_take_held(pyws_session *s);
 
 /* 1 if code may appear in a close frame on the wire (RFC 6455 §7.4), else 0. */
 int pyws_close_code_valid(int code);
@@ -370,6 +413,57 @@ void pyws_client_key(const uint8_t *random16, char *key_out);
 const char *pyws_handshake_check_response(const pyws_http_head *head, const pyws_header *headers,
                                           const char *key, const char *offered_protocols,
                                           pyws_str *protocol);
+/* The server's answer to a valid upgrade request, for pyws_handshake_format_response. Strings
+ * are NUL-terminated; NULL and "" both mean "none". */
+typedef struct pyws_handshake_reply {
+    const char *accept;        /* Sec-WebSocket-Accept: the PYWS_ACCEPT_LEN base64 characters
+                                  of pyws_handshake.accept (required) */
+    const char *protocol;      /* Sec-WebSocket-Protocol: the one subprotocol selected, a single
+                                  token (RFC 6455 §4.2.2: exactly one or none) */
+    const char *extensions;    /* Sec-WebSocket-Extensions value (pyws_pmd_format) */
+    const char *extra_headers; /* headers the application adds: whole lines "Name: value\r\n",
+                                  Name a token, value without CR, LF or other controls */
+} pyws_handshake_reply;
+
+/* The client's upgrade request, for pyws_handshake_format_request. Same string rules. */
+typedef struct pyws_handshake_request {
+    const char *path;          /* request-target, "/chat?room=1": starts with '/', no spaces,
+                                  controls or '#'; NULL or "" is "/" */
+    const char *host;          /* Host: a DNS name or IP literal (an IPv6 one without brackets:
+                                  they are added) (required) */
+    int port;                  /* written as Host's ":port" when 1..65535; 0 leaves it out
+                                  (the scheme's default port, RFC 6455 §4.1) */
+    const char *key;           /* Sec-WebSocket-Key: 24 base64 characters of 16 bytes
+                                  (pyws_client_key) (required) */
+    const char *protocols;     /* Sec-WebSocket-Protocol: subprotocols offered, a comma list of
+                                  tokens ("chat, superchat") */
+    const char *origin;        /* Origin (NULL: no Origin header; "" sends an empty one) */
+    const char *extensions;    /* Sec-WebSocket-Extensions offer (pyws_pmd_offer) */
+    const char *extra_headers; /* more request headers: whole lines, as in the reply */
+} pyws_handshake_request;
+
+/* Write the 101 response head for r into out[0..cap): the status line, Upgrade, Connection,
+ * Sec-WebSocket-Accept, then Sec-WebSocket-Protocol and Sec-WebSocket-Extensions when given,
+ * then extra_headers, then the empty line. Not NUL-terminated; nothing is allocated.
+ * Returns the length written (> 0); or -(bytes needed) when cap is too small (out may be NULL
+ * to ask), in which case nothing at all is written; the needed length is always more than 100
+ * bytes, so these never look like a PYWS_ERR_* code; or PYWS_ERR_ARG when an input breaks the
+ * rules above (missing or malformed accept, a protocol that is not one token, CR or LF in a
+ * value, extra_headers that are not whole lines), with nothing written.
+ * Example:
+ *     char head[512];
+ *     pyws_handshake_reply r = {hs.accept, "chat", NULL, NULL};
+ *     int64_t n = pyws_handshake_format_response(&r, head, sizeof head);
+ *     if (n < 0 && n != PYWS_ERR_ARG) ... retry with a buffer of -n bytes */
+int64_t pyws_handshake_format_response(const pyws_handshake_reply *r, char *out, size_t cap);
+/* Write the client's upgrade request for r into out[0..cap): "GET path HTTP/1.1", Host,
+ * Upgrade, Connection, Sec-WebSocket-Key, Sec-WebSocket-Version: 13, then
+ * Sec-WebSocket-Protocol, Sec-WebSocket-Extensions and Origin when given, then extra_headers,
+ * then the empty line. Same buffer contract and returns as pyws_handshake_format_response
+ * (PYWS_ERR_ARG: no host or one with spaces, brackets, '/', '?', '#' or '@'; port out of
+ * 0..65535; a path not starting with '/'; a bad key; protocols not a token list; CR or LF in a
+ * value; extra_headers that are not whole lines). */
+int64_t pyws_handshake_format_request(const pyws_handshake_request *r, char *out, size_t cap);
 /* SHA-1 and base64, exposed for tests: digest is 20 bytes; b64 out needs 4*ceil(n/3)+1 bytes. */
 void pyws_sha1(const uint8_t *data, size_t len, uint8_t *digest);
 size_t pyws_base64_encode(const uint8_t *data, size_t len, char *out);
@@ -519,26 +613,31 @@ int pyws_remote_addr(pyws_loop *loop, uint64_t id, char *out, size_t cap);
 int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events);
 
 /* Open a client WebSocket: resolve host (a blocking getaddrinfo: DNS is not asynchronous),
- * start a non-blocking TCP connect, and once connected send request_head (the request line
- * and headers such as Host and Origin, each ending in CRLF, without the empty line) followed by
- * the headers the core adds: Upgrade, Connection, Sec-WebSocket-Key (16 bytes from the OS's
- * random source), Sec-WebSocket-Version: 13 and, if protocols is not NULL, Sec-WebSocket-
- * Protocol: protocols. Events: EV_CONNECT when TCP is up; then EV_WS_OPEN (data: the 101
+ * start a non-blocking TCP connect to host:port, and once connected send the upgrade request
+ * pyws_handshake_format_request makes of *request (its path, Host from request->host, or host
+ * when NULL, and request->port (0: left out), protocols, origin, extra_headers), with the
+ * core's own Sec-WebSocket-Key (16 bytes from the OS's random source) and extension offer
+ * (pyws_pmd_offer of opts): request->key and request->extensions are ignored. The request is
+ * checked before anything else: PYWS_ERR_ARG (nothing opened) when the formatter refuses it.
+ * Events: EV_CONNECT when TCP is up; then EV_WS_OPEN (data: the 101
  * response head) once the response passed pyws_handshake_check_response; or EV_HTTP_RESP
  * (code: status, data: head, data2: body bytes received with it) for any other status; or
  * EV_ERROR (code PYWS_ERR_REFUSED, PYWS_ERR_TIMEOUT, PYWS_ERR_DNS or PYWS_ERR_SYS: the connect
  * failed; PYWS_ERR_TIMEOUT also: no answer in time; PYWS_ERR_HANDSHAKE: a bad answer);
  * each failure is followed by EV_CLOSE. opts->handshake_timeout bounds connect + response.
  * Frames the client sends are masked with fresh random keys. */
-int pyws_ws_connect(pyws_loop *loop, const char *host, int port, const char *request_head,
-                    const char *protocols, const pyws_opts *opts, uint64_t *id);
+int pyws_ws_connect(pyws_loop *loop, const char *host, int port,
+                    const pyws_handshake_request *request, const pyws_opts *opts, uint64_t *id);
 
 /* Upgrade the connection whose HTTP_MSG was a valid WebSocket request: queue the 101 response
- * (with protocol as Sec-WebSocket-Protocol if not NULL, and extra_headers, each line ending in
- * CRLF, if not NULL) and switch to WebSocket framing. PYWS_ERR_HANDSHAKE when the request was
+ * that pyws_handshake_format_response makes (with protocol as Sec-WebSocket-Protocol if not
+ * NULL, the agreed extensions, and extra_headers if not NULL: whole lines "Name: value\r\n")
+ * and switch to WebSocket framing. PYWS_ERR_HANDSHAKE when the request was
  * not a valid upgrade, i.e. did not ask for one (a 400 answer is queued, EV_ERROR with aux 1
  * follows, and the connection closes after flushing);
- * PYWS_ERR_PROTOCOL when protocol was not offered (nothing is sent). */
+ * PYWS_ERR_PROTOCOL when protocol was not offered (nothing is sent); PYWS_ERR_ARG when
+ * extra_headers are not whole lines with a token name and no control characters (nothing is
+ * sent; the connection stays as it was). */
 int pyws_ws_upgrade(pyws_loop *loop, uint64_t id, const char *protocol,
                     const char *extra_headers);
 /* The handshake's HTTP status had it failed (0 for a valid upgrade request). */

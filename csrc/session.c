@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deflate.h"
 #include "pyws.h"
 
 void pyws_session_init(pyws_session *s, int role, uint64_t max_message)
@@ -40,6 +41,34 @@ static int fail(pyws_session *s, pyws_sess_event *ev, int code, const char *reas
     ev->reason = reason;
     ev->reason_len = strlen(reason);
     return ev->kind;
+}
+
+int pyws_session_fail(pyws_session *s, pyws_sess_event *ev, int code, const char *reason)
+{
+    memset(ev, 0, sizeof(*ev));
+    return fail(s, ev, code, reason ? reason : "");
+}
+
+void pyws_session_set_limits(pyws_session *s, uint64_t max_message, uint32_t max_fragments)
+{
+    s->max_message = max_message;
+    s->max_fragments = max_fragments;
+}
+
+void pyws_session_enable_deflate(pyws_session *s)
+{
+    s->parser.rsv_allowed = 0x40; /* RSV1: "this message is compressed" (RFC 7692 §6) */
+}
+
+uint8_t *pyws_session_take_held(pyws_session *s)
+{
+    if (!s->held || !s->buf)
+        return NULL;
+    uint8_t *b = s->buf;
+    s->buf = NULL;
+    s->buf_len = s->buf_cap = 0;
+    s->held = 0;
+    return b;
 }
 
 /* Make room for `extra` more bytes in the assembly buffer. It grows geometrically with the bytes
@@ -230,4 +259,49 @@ void pyws_session_release(pyws_session *s, size_t keep_bytes)
 size_t pyws_session_memory(const pyws_session *s)
 {
     return s->buf_cap;
+}
+
+int pyws_session_inflate(pyws_session *s, pyws_pmd *pmd, pyws_zpool *pool, pyws_sess_event *ev,
+                         uint8_t *room, size_t room_len, uint8_t **heap)
+{
+    *heap = NULL;
+    if (ev->kind != PYWS_SESS_MESSAGE || !ev->compressed)
+        return ev->kind;
+    if (!pmd)
+        return fail(s, ev, PYWS_CLOSE_PROTOCOL_ERROR, "RSV1 without permessage-deflate");
+    if (!pool)
+        return fail(s, ev, PYWS_CLOSE_INTERNAL_ERROR, "out of memory while inflating");
+    if (!room)
+        room_len = 0;
+    const uint8_t *out = NULL;
+    size_t out_len = 0;
+    uint8_t *block = NULL;
+    int r = pyws_pmd_inflate(pmd, pool, ev->data, ev->len, s->max_message, room, room_len, &out,
+                             &out_len, &block);
+    const char *why = NULL;
+    int code = 0;
+    if (r == PYWS_CLOSE_TOO_BIG) {
+        code = r;
+        why = "message too big (after inflating)";
+    } else if (r == PYWS_CLOSE_INVALID_DATA) {
+        code = r;
+        why = "invalid compressed data";
+    } else if (r != 0) {
+        code = PYWS_CLOSE_INTERNAL_ERROR;
+        why = "out of memory while inflating";
+    } else if (s->max_message && out_len > s->max_message) {
+        code = PYWS_CLOSE_TOO_BIG; /* pyws_pmd_inflate refuses these; never trust one check */
+        why = "message too big (after inflating)";
+    } else if (ev->opcode == PYWS_OP_TEXT && out_len && !pyws_utf8_valid(out, out_len)) {
+        code = PYWS_CLOSE_INVALID_DATA;
+        why = "invalid UTF-8 in a text message";
+    }
+    if (code) {
+        free(block);
+        return fail(s, ev, code, why);
+    }
+    ev->data = out_len ? out : (const uint8_t *)"";
+    ev->len = out_len;
+    *heap = block;
+    return ev->kind;
 }

@@ -273,31 +273,29 @@ int pyws_ws_upgrade(pyws_loop *loop, uint64_t id, const char *protocol, const ch
                                   "the client (offered: %.128s)", protocol,
                                   c->protocols ? c->protocols : "none");
     }
-    char head[256];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n", c->accept);
-    if (n < 0 || (size_t)n >= sizeof(head))
-        return PYWS_ERR_ARG;
+    char ext[PYWS_PMD_MAX_LEN];
+    ext[0] = 0;
+    if (c->pmd_offered && pyws_pmd_format(&c->pmd_agreed, ext, sizeof(ext)) < 0)
+        ext[0] = 0;
+    pyws_handshake_reply reply = {c->accept, protocol, ext, extra_headers};
+    char small[1024];
+    char *head = small;
+    int64_t n = pyws_handshake_format_response(&reply, small, sizeof(small));
+    if (n < 0 && n != PYWS_ERR_ARG) {
+        head = malloc((size_t)-n); /* long extra headers: this head only */
+        if (!head)
+            return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
+        n = pyws_handshake_format_response(&reply, head, (size_t)-n);
+    }
+    if (n < 0) { /* PYWS_ERR_ARG: the accept key and protocol were checked above */
+        if (head != small)
+            free(head);
+        return pyws_set_error(loop, PYWS_ERR_ARG, "extra headers must be whole lines "
+                              "'Name: value\\r\\n' without control characters");
+    }
     int rc = pyws_conn_queue(loop, c, (const uint8_t *)head, (size_t)n, NULL, 0);
-    if (rc == 0 && protocol && *protocol) {
-        rc = pyws_conn_queue(loop, c, (const uint8_t *)"Sec-WebSocket-Protocol: ", 24,
-                             (const uint8_t *)protocol, strlen(protocol));
-        if (rc == 0)
-            rc = pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0);
-    }
-    if (rc == 0 && c->pmd_offered) {
-        char ext[PYWS_PMD_MAX_LEN];
-        int elen = pyws_pmd_format(&c->pmd_agreed, ext, sizeof(ext));
-        rc = pyws_conn_queue(loop, c, (const uint8_t *)"Sec-WebSocket-Extensions: ", 26,
-                             (const uint8_t *)ext, elen > 0 ? (size_t)elen : 0);
-        if (rc == 0)
-            rc = pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0);
-    }
-    if (rc == 0 && extra_headers && *extra_headers)
-        rc = pyws_conn_queue(loop, c, (const uint8_t *)extra_headers, strlen(extra_headers), NULL, 0);
-    if (rc == 0)
-        rc = pyws_conn_queue(loop, c, (const uint8_t *)"\r\n", 2, NULL, 0);
+    if (head != small)
+        free(head);
     if (rc != 0)
         return rc;
     c->flags &= ~CF_HS_STORED;

@@ -19,7 +19,7 @@ void pyws_ws_start(pyws_loop *loop, pyws_conn *c, int role)
     if (!c->sess)
         return;
     pyws_session_init(c->sess, role, c->opts.max_message_size);
-    c->sess->max_fragments = c->opts.max_fragments;
+    pyws_session_set_limits(c->sess, c->opts.max_message_size, c->opts.max_fragments);
     c->role = role;
     c->state = PYWS_ST_WS_OPEN;
     c->flags |= CF_WAS_WS;
@@ -93,7 +93,7 @@ int pyws_ws_enable_deflate(pyws_loop *loop, pyws_conn *c, const pyws_pmd_params 
         return PYWS_ERR_NOMEM;
     pyws_pmd_init(c->pmd, c->role, agreed, &c->opts);
     c->pmd_agreed = *agreed;
-    c->sess->parser.rsv_allowed = 0x40; /* RSV1: "this message is compressed" */
+    pyws_session_enable_deflate(c->sess);
     return PYWS_OK;
 }
 
@@ -188,10 +188,10 @@ static const uint8_t *keep_block(pyws_loop *loop, uint8_t *block, size_t len)
     return copy;
 }
 
-/* Inflate a compressed message into the arena (or a heap block past it) and check a text
- * message's UTF-8. 0, or the close code to fail with (its reason in *why). */
-static int inflate_message(pyws_loop *loop, pyws_conn *c, const pyws_sess_event *ev,
-                           const uint8_t **msg, size_t *mlen, const char **why)
+/* A compressed message: the session inflates and checks it (pyws_session_inflate); this only
+ * lends the output room, the arena's free tail, with a heap block past it. Returns the
+ * session's kind: MESSAGE (ev views the message, kept until the next poll) or ERROR. */
+static int inflate_message(pyws_loop *loop, pyws_conn *c, pyws_sess_event *ev)
 {
     size_t room;
     uint8_t *dst = pyws_scratch_room(loop, &room);
@@ -199,36 +199,21 @@ static int inflate_message(pyws_loop *loop, pyws_conn *c, const pyws_sess_event 
     /* inflated messages may take the arena's first half only: the rest stays for reading,
      * so one connection's burst of small compressed messages does not starve the others */
     room = room > PYWS_ARENA_SIZE / 2 ? room - PYWS_ARENA_SIZE / 2 : 0;
-    pyws_zpool *pool = pyws_loop_zpool(loop);
-    int r = pool ? pyws_pmd_inflate(c->pmd, pool, ev->data, ev->len, c->sess->max_message, dst,
-                                    room, msg, mlen, &heap)
-                 : PYWS_Z_NOMEM;
-    if (r == PYWS_CLOSE_TOO_BIG) {
-        *why = "message too big (after inflating)";
-        return r;
-    }
-    if (r == PYWS_CLOSE_INVALID_DATA) {
-        *why = "invalid compressed data";
-        return r;
-    }
-    if (r != 0) {
-        *why = "out of memory while inflating";
-        return PYWS_CLOSE_INTERNAL_ERROR;
-    }
+    int kind = pyws_session_inflate(c->sess, c->pmd, c->pmd ? pyws_loop_zpool(loop) : NULL, ev,
+                                    room ? dst : NULL, room, &heap);
+    if (kind != PYWS_SESS_MESSAGE)
+        return kind;
     if (heap) {
-        *msg = keep_block(loop, heap, *mlen);
-        if (!*msg) {
-            *why = "out of memory while inflating";
-            return PYWS_CLOSE_INTERNAL_ERROR;
+        ev->data = keep_block(loop, heap, ev->len);
+        if (!ev->data) {
+            /* the session has delivered it; the connection cannot keep it */
+            return pyws_session_fail(c->sess, ev, PYWS_CLOSE_INTERNAL_ERROR,
+                                     "out of memory while inflating");
         }
-    } else if (*mlen) {
-        (void)pyws_scratch(loop, *mlen); /* claim what was written at the arena's tail */
+    } else if (ev->len) {
+        (void)pyws_scratch(loop, ev->len); /* claim what was written at the arena's tail */
     }
-    if (ev->opcode == PYWS_OP_TEXT && !pyws_utf8_valid(*msg, *mlen)) {
-        *why = "invalid UTF-8 in a text message";
-        return PYWS_CLOSE_INVALID_DATA;
-    }
-    return 0;
+    return kind;
 }
 
 void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
@@ -246,23 +231,15 @@ void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
         case PYWS_SESS_NONE:
             return;
         case PYWS_SESS_MESSAGE: {
-            const uint8_t *msg = ev.data;
-            size_t mlen = ev.len;
-            if (ev.compressed) {
-                const char *why = NULL;
-                int code = c->pmd ? inflate_message(loop, c, &ev, &msg, &mlen, &why)
-                                  : PYWS_CLOSE_PROTOCOL_ERROR;
-                if (code) {
-                    c->sess->failed = 1; /* later input is ignored */
-                    ws_fail(loop, c, code, why ? why : "RSV1 without permessage-deflate");
-                    return;
-                }
+            if (ev.compressed && inflate_message(loop, c, &ev) != PYWS_SESS_MESSAGE) {
+                ws_fail(loop, c, ev.code, ev.reason); /* the session ignores later input */
+                return;
             }
             pyws_event *e = pyws_event_push(loop, PYWS_EV_WS_MSG, c->id);
             if (e) {
                 e->opcode = ev.opcode;
-                e->data = msg;
-                e->len = mlen;
+                e->data = ev.data;
+                e->len = ev.len;
                 e->aux = (uint64_t)ev.compressed;
             }
             pyws_conn_mark(loop, c, CF_HELD);

@@ -51,17 +51,28 @@ class Dial:
         mgr, c = self.mgr, self.conn
         loop = mgr._loop
         target = parse_ws_url(url)
-        head = f"GET {target.resource} HTTP/1.1\r\nHost: {target.host_header}\r\n"
-        extra = dict(self.headers)
+        # the C core formats the request (pyws_handshake_format_request); the buffers stay
+        # alive in locals until the call returns
+        path = ffi.new("char[]", target.resource.encode("latin-1"))
+        extra = header_lines(self.headers)
+        extra_c = ffi.new("char[]", extra.encode("latin-1")) if extra else ffi.NULL
+        origin_c = ffi.NULL
         if self.origin is not None:
-            extra["Origin"] = self.origin
-        head += header_lines(extra)
+            header_lines({"Origin": self.origin})  # ValueError on CR/LF injection
+            origin_c = ffi.new("char[]", self.origin.encode("latin-1"))
+        protos = ffi.new("char[]", ", ".join(self.protocols).encode()) \
+            if self.protocols else ffi.NULL
+        req = ffi.new("pyws_handshake_request *")
+        req.path = path
+        req.host = ffi.NULL  # Host: the host connected to
+        req.port = 0 if target.port == (443 if target.secure else 80) else target.port
+        req.protocols = protos
+        req.origin = origin_c
+        req.extra_headers = extra_c
         opts = ffi.new("pyws_opts *")
         fill_opts(opts, self.options)
         idp = ffi.new("uint64_t *")
-        protos = ", ".join(self.protocols).encode() if self.protocols else ffi.NULL
-        rc = lib.pyws_ws_connect(loop, target.host.encode("idna"), target.port,
-                                 head.encode("latin-1"), protos, opts, idp)
+        rc = lib.pyws_ws_connect(loop, target.host.encode("idna"), target.port, req, opts, idp)
         if rc < 0:
             raise failure(rc, f"{url}: {last_error(loop)}")
         if target.secure:

@@ -9,6 +9,9 @@
  *     message.
  *   - Inflation bounded by max: exactly max passes, max + 1 is refused (1009), whatever the
  *     split between the caller's room and the heap; corrupt data gives 1007.
+ *   - pyws_session_inflate: into the room or the heap, 1009 past max after inflating, 1007 for
+ *     corrupt data or invalid UTF-8 in inflated text, the session failed after either; the
+ *     session calls the event half uses instead of writing fields (limits, RSV1, fail, held).
  *   - The session at every split point of a stream mixing compressed fragments and pings:
  *     the same events; RSV1 on a continuation or control frame fails with 1002.
  *
@@ -459,12 +462,207 @@ static void test_session(void)
     CHECK(ng == 1 && got[0].kind == PYWS_SESS_MESSAGE && got[0].compressed, "not UTF-8 checked");
 }
 
+/* Raw deflate of p[0..n) by plain zlib, sync-flushed, tail dropped (RFC 7692 §7.2.1) */
+static size_t zlib_deflate(const uint8_t *p, size_t n, uint8_t *out, size_t cap)
+{
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
+    z.next_in = (Bytef *)(uintptr_t)p;
+    z.avail_in = (uInt)n;
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    deflate(&z, Z_SYNC_FLUSH);
+    size_t got = cap - z.avail_out;
+    deflateEnd(&z);
+    return got >= 4 ? got - 4 : 0;
+}
+
+/* One message frame through a fresh session with permessage-deflate and, when it comes out
+ * compressed, through pyws_session_inflate; then a ping, to see whether the session still
+ * takes input. Returns the message's kind; *ev, *heap, *after (kind fed after) as left. */
+typedef struct inflate_run {
+    int kind, code, after, in_room, on_heap;
+    size_t len;
+    uint8_t data[8192];
+} inflate_run;
+
+static void run_inflate(int op, const uint8_t *payload, size_t n, int rsv1, uint64_t max,
+                        size_t room_len, int with_pmd, int with_pool, inflate_run *r)
+{
+    pyws_opts o;
+    opts_default(&o);
+    pyws_pmd_params a;
+    params_for(&a, 15, 0);
+    pyws_pmd pmd;
+    pyws_pmd_init(&pmd, PYWS_ROLE_SERVER, &a, &o);
+    pyws_zpool *pool = pyws_zpool_new();
+    pyws_session s;
+    pyws_session_init(&s, PYWS_ROLE_SERVER, max);
+    pyws_session_enable_deflate(&s);
+    uint8_t *stream = malloc(n + 64);
+    size_t len = frame(stream, 1, rsv1, op, payload, n);
+    size_t ping = frame(stream + len, 1, 0, PYWS_OP_PING, (const uint8_t *)"p", 1);
+    uint8_t *room = room_len ? malloc(room_len) : NULL;
+    size_t used;
+    pyws_sess_event ev;
+    uint8_t *retired = NULL, *heap = (uint8_t *)1;
+    memset(r, 0, sizeof(*r));
+    int k = pyws_session_feed(&s, stream, len, &used, &ev, &retired);
+    if (k == PYWS_SESS_MESSAGE)
+        k = pyws_session_inflate(&s, with_pmd ? &pmd : NULL, with_pool ? pool : NULL, &ev, room,
+                                 room_len, &heap);
+    r->kind = k;
+    r->code = ev.code;
+    if (k == PYWS_SESS_MESSAGE) {
+        r->len = ev.len < sizeof r->data ? ev.len : sizeof r->data;
+        memcpy(r->data, ev.data, r->len);
+        r->in_room = room && ev.data >= room && ev.data + ev.len <= room + room_len;
+        r->on_heap = heap != NULL && heap != (uint8_t *)1 && ev.data == heap;
+    } else {
+        r->on_heap = heap != NULL; /* must be NULL after an ERROR */
+    }
+    if (heap != (uint8_t *)1)
+        free(heap);
+    pyws_session_release(&s, 0);
+    r->after = pyws_session_feed(&s, stream + len, ping, &used, &ev, &retired);
+    free(retired);
+    pyws_session_free(&s);
+    pyws_pmd_free(&pmd);
+    pyws_zpool_free(pool);
+    free(room);
+    free(stream);
+}
+
+static void test_session_inflate(void)
+{
+    static uint8_t msg[6000], z[8192];
+    inflate_run r;
+    for (size_t i = 0; i < sizeof msg; i++)
+        msg[i] = (uint8_t)('a' + i % 23);
+    size_t zn = zlib_deflate(msg, 3000, z, sizeof z);
+
+    run_inflate(PYWS_OP_TEXT, z, zn, 1, 1u << 20, 4096, 1, 1, &r);
+    CHECK(r.kind == PYWS_SESS_MESSAGE && r.len == 3000 && memcmp(r.data, msg, 3000) == 0 &&
+              r.in_room && r.after == PYWS_SESS_PING,
+          "compressed text inflates into the room");
+    run_inflate(PYWS_OP_TEXT, z, zn, 1, 1u << 20, 100, 1, 1, &r);
+    CHECK(r.kind == PYWS_SESS_MESSAGE && r.len == 3000 && memcmp(r.data, msg, 3000) == 0 &&
+              r.on_heap,
+          "past the room: the heap block, owned by the caller");
+    run_inflate(PYWS_OP_BINARY, z, zn, 1, 1u << 20, 0, 1, 1, &r);
+    CHECK(r.kind == PYWS_SESS_MESSAGE && r.len == 3000 && r.on_heap, "no room at all: heap");
+    /* the size limit counts inflated bytes: exactly max passes, max - 1 is exceeded */
+    run_inflate(PYWS_OP_BINARY, z, zn, 1, 3000, 4096, 1, 1, &r);
+    CHECK(r.kind == PYWS_SESS_MESSAGE && r.len == 3000, "inflated to exactly max: delivered");
+    run_inflate(PYWS_OP_BINARY, z, zn, 1, 2999, 4096, 1, 1, &r);
+    CHECK(r.kind == PYWS_SESS_ERROR && r.code == PYWS_CLOSE_TOO_BIG && !r.on_heap &&
+              r.after == PYWS_SESS_NONE,
+          "inflated past max: 1009, session failed");
+    run_inflate(PYWS_OP_BINARY, z, zn, 1, 2999, 0, 1, 1, &r);
+    CHECK(r.kind == PYWS_SESS_ERROR && r.code == PYWS_CLOSE_TOO_BIG && !r.on_heap,
+          "inflated past max on the heap: 1009, nothing left to free");
+    /* UTF-8 of the inflated text, not of the compressed bytes */
+    static const uint8_t bad[] = "valid until \xed\xa0\x80 (a surrogate)";
+    zn = zlib_deflate(bad, sizeof bad - 1, z, sizeof z);
+    run_inflate(PYWS_OP_TEXT, z, zn, 1, 1u << 20, 4096, 1, 1, &r);
+    CHECK(r.kind == PYWS_SESS_ERROR && r.code == PYWS_CLOSE_INVALID_DATA &&
+              r.after == PYWS_SESS_NONE,
+          "invalid UTF-8 after inflating: 1007");
+    run_inflate(PYWS_OP_TEXT, z, zn, 1, 1u << 20, 0, 1, 1, &r);
+    CHECK(r.kind == PYWS_SESS_ERROR && r.code == PYWS_CLOSE_INVALID_DATA && !r.on_heap,
+          "invalid UTF-8 inflated to the heap: 1007, heap freed");
+    run_inflate(PYWS_OP_BINARY, z, zn, 1, 1u << 20, 4096, 1, 1, &r);
+    CHECK(r.kind == PYWS_SESS_MESSAGE && r.len == sizeof bad - 1, "binary: no UTF-8 check");
+    /* corrupt deflate data (a reserved block type) */
+    run_inflate(PYWS_OP_BINARY, (const uint8_t *)"\xff\xff\xff", 3, 1, 1u << 20, 4096, 1, 1,
+                &r);
+    CHECK(r.kind == PYWS_SESS_ERROR && r.code == PYWS_CLOSE_INVALID_DATA, "corrupt: 1007");
+    /* an empty compressed payload is an empty message */
+    run_inflate(PYWS_OP_TEXT, z, 0, 1, 1u << 20, 0, 1, 1, &r);
+    CHECK(r.kind == PYWS_SESS_MESSAGE && r.len == 0, "empty compressed payload: empty message");
+    /* no codec, no pool */
+    zn = zlib_deflate(msg, 10, z, sizeof z);
+    run_inflate(PYWS_OP_BINARY, z, zn, 1, 1u << 20, 4096, 0, 1, &r);
+    CHECK(r.kind == PYWS_SESS_ERROR && r.code == PYWS_CLOSE_PROTOCOL_ERROR,
+          "compressed without a codec: 1002");
+    run_inflate(PYWS_OP_BINARY, z, zn, 1, 1u << 20, 4096, 1, 0, &r);
+    CHECK(r.kind == PYWS_SESS_ERROR && r.code == PYWS_CLOSE_INTERNAL_ERROR, "no pool: 1011");
+    /* an uncompressed message passes through untouched */
+    run_inflate(PYWS_OP_BINARY, msg, 10, 0, 1u << 20, 4096, 1, 1, &r);
+    CHECK(r.kind == PYWS_SESS_MESSAGE && r.len == 10 && memcmp(r.data, msg, 10) == 0 &&
+              !r.in_room,
+          "uncompressed: left as it is");
+}
+
+/* The calls that replaced the event half's writes into the session. */
+static void test_session_calls(void)
+{
+    uint8_t stream[256];
+    size_t len = 0, used;
+    pyws_sess_event ev;
+    uint8_t *retired = NULL;
+    pyws_session s;
+    /* max_fragments: a third frame of a two-frame limit is 1009 */
+    pyws_session_init(&s, PYWS_ROLE_SERVER, 0);
+    pyws_session_set_limits(&s, 0, 2);
+    len += frame(stream + len, 0, 0, PYWS_OP_BINARY, (const uint8_t *)"a", 1);
+    len += frame(stream + len, 0, 0, PYWS_OP_CONTINUATION, (const uint8_t *)"b", 1);
+    len += frame(stream + len, 1, 0, PYWS_OP_CONTINUATION, (const uint8_t *)"c", 1);
+    int k = pyws_session_feed(&s, stream, len, &used, &ev, &retired);
+    CHECK(k == PYWS_SESS_ERROR && ev.code == PYWS_CLOSE_TOO_BIG, "max_fragments 2: 1009");
+    pyws_session_free(&s);
+    /* max_message lowered after init */
+    pyws_session_init(&s, PYWS_ROLE_SERVER, 1000);
+    pyws_session_set_limits(&s, 2, 0);
+    len = frame(stream, 1, 0, PYWS_OP_BINARY, (const uint8_t *)"abc", 3);
+    k = pyws_session_feed(&s, stream, len, &used, &ev, &retired);
+    CHECK(k == PYWS_SESS_ERROR && ev.code == PYWS_CLOSE_TOO_BIG, "max_message 2: 1009");
+    pyws_session_free(&s);
+    /* RSV1 refused until enabled */
+    pyws_session_init(&s, PYWS_ROLE_SERVER, 0);
+    len = frame(stream, 1, 1, PYWS_OP_BINARY, (const uint8_t *)"\x02\x00", 2);
+    k = pyws_session_feed(&s, stream, len, &used, &ev, &retired);
+    CHECK(k == PYWS_SESS_ERROR && ev.code == PYWS_CLOSE_PROTOCOL_ERROR, "RSV1 off: 1002");
+    pyws_session_free(&s);
+    pyws_session_init(&s, PYWS_ROLE_SERVER, 0);
+    pyws_session_enable_deflate(&s);
+    len = frame(stream, 1, 1, PYWS_OP_BINARY, (const uint8_t *)"\x02\x00", 2);
+    k = pyws_session_feed(&s, stream, len, &used, &ev, &retired);
+    CHECK(k == PYWS_SESS_MESSAGE && ev.compressed, "RSV1 enabled: a compressed message");
+    /* the driver fails it: later input is ignored */
+    k = pyws_session_fail(&s, &ev, PYWS_CLOSE_INTERNAL_ERROR, "driver's reason");
+    CHECK(k == PYWS_SESS_ERROR && ev.kind == k && ev.code == 1011 &&
+              strcmp(ev.reason, "driver's reason") == 0 && ev.reason_len == 15,
+          "pyws_session_fail fills an ERROR");
+    len = frame(stream, 1, 0, PYWS_OP_PING, (const uint8_t *)"x", 1);
+    k = pyws_session_feed(&s, stream, len, &used, &ev, &retired);
+    CHECK(k == PYWS_SESS_NONE && used == len, "after pyws_session_fail input is ignored");
+    pyws_session_free(&s);
+    /* take_held: a held assembly buffer changes hands; nothing when none is held */
+    pyws_session_init(&s, PYWS_ROLE_SERVER, 0);
+    CHECK(pyws_session_take_held(&s) == NULL, "nothing held at first");
+    len = frame(stream, 0, 0, PYWS_OP_BINARY, (const uint8_t *)"ab", 2);
+    len += frame(stream + len, 1, 0, PYWS_OP_CONTINUATION, (const uint8_t *)"cd", 2);
+    k = pyws_session_feed(&s, stream, len, &used, &ev, &retired);
+    CHECK(k == PYWS_SESS_MESSAGE && ev.len == 4, "assembled message");
+    uint8_t *held = pyws_session_take_held(&s);
+    CHECK(held != NULL && ev.data == held && memcmp(held, "abcd", 4) == 0 &&
+              pyws_session_memory(&s) == 0 && pyws_session_take_held(&s) == NULL,
+          "take_held hands over the buffer the view points into");
+    pyws_session_free(&s);
+    CHECK(memcmp(ev.data, "abcd", 4) == 0, "the view outlives pyws_session_free");
+    free(held);
+}
+
 int main(void)
 {
     test_round_trips();
     test_fragments();
     test_limits();
     test_session();
+    test_session_inflate();
+    test_session_calls();
     printf("%lu passed, %lu failed\n", passed, failed);
     return failed ? 1 : 0;
 }

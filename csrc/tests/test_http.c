@@ -871,7 +871,7 @@ static void test_handshake_requested(void)
             CHECK(hs.status == c->status);
         }
         free(h);
-        free(b);
+        release_copy(b);
     }
     current = "no request";
     pyws_handshake hs;

@@ -39,7 +39,8 @@ def _sources(absolute: bool) -> list[str]:
 
 
 def _flags() -> tuple[list[str], list[str], list[tuple[str, str]]]:
-    cflags = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    # -fvisibility=hidden: the module exports PyInit__pyws only; the C functions stay inside
+    cflags = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]
     ldflags: list[str] = []
     macros: list[tuple[str, str]] = []
     if os.environ.get("PYWS_DEBUG") == "1":

@@ -900,7 +900,8 @@ def test_message_and_enums() -> None:
     assert CloseCode.INVALID_TEXT == 1007 and CloseCode.POLICY_VIOLATION == 1008
     assert CloseCode.MESSAGE_TOO_BIG == 1009 and CloseCode.INTERNAL_ERROR == 1011
     assert CloseCode.TRY_AGAIN_LATER == 1013
-    assert WSMsgType is Opcode and WSCloseCode is CloseCode
+    assert WSCloseCode is CloseCode and WSCloseCode.ABNORMAL_CLOSURE == 1006
+    assert WSMsgType.CLOSED == 257 and WSMsgType.TEXT == Opcode.TEXT  # aiohttp's, plus states
     assert WSMsgType.TEXT == pyws.OP_TEXT and WSMsgType.BINARY == pyws.OP_BINARY
     assert WSCloseCode.GOING_AWAY == 1001 and WSCloseCode.OK == 1000
     assert pyws.WsMessage is Message

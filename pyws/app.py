@@ -261,7 +261,12 @@ class App:
             on_start: Optional[Callable[[Listener], Any]] = None, **options: Any) -> None:
         """Serve until SIGINT or SIGTERM (or :meth:`stop`), then stop accepting, close every
         WebSocket with 1001, flush, and return. Signals are only hooked when called from the
-        main thread."""
+        main thread. An App with ``async def`` handlers or routes runs with ``await
+        app.serve(...)`` instead (TypeError here)."""
+        for r in self._ws_routes + self._http_routes:
+            if aio.is_async(r.handler):
+                raise TypeError(f"{r.pattern}: {r.handler.__name__} is async def; run the App "
+                                "inside asyncio with `await app.serve(host, port)`")
         if not self.mgr._in_poll:
             self.mgr._owner = threading.get_ident()  # run() owns the loop, whichever thread
         self._stop.clear()

@@ -1294,12 +1294,20 @@ def test_drain_follows_the_listeners_own_high_water(serve: Callable[..., AppServ
         r.close()
 
 
-def test_async_handlers_are_refused_at_registration() -> None:
+def test_async_generators_are_refused_and_async_routes_need_asyncio() -> None:
     app = pyws.App()
-    with pytest.raises(TypeError, match="async"):
-        @app.websocket("/ws")
-        async def handler(ws: pyws.WebSocket) -> None:  # pragma: no cover - never runs
-            pass
+    with pytest.raises(TypeError, match="async generator"):
+        @app.websocket("/gen")
+        async def agen(ws: Any) -> Any:  # pragma: no cover - never runs
+            yield None
+
+    @app.websocket("/ws")
+    async def handler(ws: pyws.AsyncWebSocket) -> None:  # pragma: no cover - never runs
+        pass
+
+    # async def handlers run inside asyncio (await app.serve()); the blocking run() says so
+    with pytest.raises(TypeError, match="serve"):
+        app.run("127.0.0.1", 0)
     app.close()
 
 

@@ -40,12 +40,16 @@ SERVERS: Dict[str, Callable[[], List[str]]] = {
     "pyws-gen": _generator_echo,
     # the callback echo on another build of pyws (--echo-baseline): before/after in one run
     "pyws-base": lambda: [os.path.join(ROOT, "examples", "echo_server.py")],
+    # the async def handler inside asyncio / uvloop (pyws.aio): see bench/test_async.py
+    "pyws-async": lambda: [os.path.join(HERE, "servers", "pyws_async_echo.py")],
+    "pyws-async-uv": lambda: [os.path.join(HERE, "servers", "pyws_async_echo.py"), "--uvloop"],
     "picows": lambda: [os.path.join(HERE, "servers", "picows_echo.py")],
     "websockets": lambda: [os.path.join(HERE, "servers", "websockets_echo.py")],
     "aiohttp": lambda: [os.path.join(HERE, "servers", "aiohttp_echo.py")],
 }
 # the module each server needs, to skip (not fail) a server whose package is missing
 REQUIRES = {"pyws": "pyws", "pyws-gen": "pyws", "pyws-base": "pyws", "picows": "picows",
+            "pyws-async": "pyws", "pyws-async-uv": "uvloop",
             "websockets": "websockets", "aiohttp": "aiohttp"}
 
 

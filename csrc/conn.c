@@ -173,6 +173,8 @@ void pyws_conn_mark(pyws_loop *loop, pyws_conn *c, uint32_t flag)
                                                                           : &loop->held;
     if (idlist_add(l, (uint32_t)c->id) == 0)
         c->flags |= flag;
+    if (flag != CF_HELD && !loop->in_poll)
+        pyws_loop_touch(loop);
 }
 
 /* ------------------------------------------------------------------ write queue */
@@ -342,6 +344,8 @@ void pyws_conn_watch(pyws_loop *loop, pyws_conn *c)
         c->flags = (c->flags & ~(CF_WANT_WRITE | CF_NO_READ)) |
                    ((want & PYWS_POLL_OUT) ? CF_WANT_WRITE : 0u) |
                    ((want & PYWS_POLL_IN) ? 0u : CF_NO_READ);
+        if (!loop->in_poll)
+            pyws_loop_touch(loop); /* a poll(2) host re-reads the watched set */
     }
 }
 
@@ -771,6 +775,19 @@ int pyws_send_raw(pyws_loop *loop, uint64_t id, const uint8_t *data, size_t len)
     if (c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_LINGER)
         return PYWS_ERR_CLOSED;
     return pyws_conn_queue(loop, c, data, len, NULL, 0);
+}
+
+int pyws_set_control_events(pyws_loop *loop, uint64_t id, int on)
+{
+    pyws_conn *c = pyws_conn_get(loop, id);
+    if (!c || c->kind != PYWS_KIND_CONN)
+        return PYWS_ERR_BADID;
+    c->opts.control_events = on ? 1 : 0;
+    if (on)
+        c->flags |= CF_CTL_EVENTS;
+    else
+        c->flags &= ~CF_CTL_EVENTS;
+    return PYWS_OK;
 }
 
 int pyws_set_max_message_size(pyws_loop *loop, uint64_t id, uint64_t bytes)

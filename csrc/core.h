@@ -259,6 +259,8 @@ struct pyws_loop {
     int wake_signalled;              /* guarded by wake_lock */
 
     int in_poll;                     /* inside pyws_poll: events go to the batch */
+    int self_wake;                   /* pyws_loop_self_wake: signal work queued between polls */
+    int self_woken;                  /* signalled (or covered by the host's next check) */
     void **deferred_blocks;          /* heap copies behind deferred events' views */
     size_t ndeferred_blocks;
     size_t deferred_blocks_cap;
@@ -298,6 +300,9 @@ struct pyws_loop {
 /* ------------------------------------------------------------------ shared helpers */
 uint64_t pyws_now_ms(void);
 int pyws_set_error(pyws_loop *loop, int code, const char *fmt, ...);
+/* Work was queued outside pyws_poll: in self-wake mode, make the pollable descriptor readable
+ * (once until the host checks again). */
+void pyws_loop_touch(pyws_loop *loop);
 
 /* conn.c */
 pyws_conn *pyws_conn_get(pyws_loop *loop, uint64_t id);        /* NULL if stale/free */

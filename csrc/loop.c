@@ -137,6 +137,7 @@ pyws_event *pyws_event_push(pyws_loop *loop, int type, uint64_t id)
 
 pyws_event *pyws_event_defer(pyws_loop *loop, int type, uint64_t id)
 {
+    pyws_loop_touch(loop);
     pyws_event *ev = grow_push(&loop->deferred, &loop->ndeferred, &loop->deferred_cap);
     if (ev) {
         ev->type = type;
@@ -351,6 +352,8 @@ int pyws_listen(pyws_loop *loop, const char *host, int port, const pyws_opts *op
         return PYWS_ERR_SYS;
     }
     *id = l->id;
+    if (!loop->in_poll)
+        pyws_loop_touch(loop); /* a poll(2) host re-reads the watched set */
     return PYWS_OK;
 }
 
@@ -597,6 +600,8 @@ int pyws_timer_add(pyws_loop *loop, uint64_t ms, int repeat, uint64_t *timer_id)
     if (!id)
         return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
     *timer_id = id;
+    if (!loop->in_poll)
+        pyws_loop_touch(loop); /* the host's timer must be re-armed for it */
     return PYWS_OK;
 }
 
@@ -1038,7 +1043,69 @@ int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events)
     run_timers(loop);
     run_dirty(loop);
 
+    loop->self_woken = 1; /* the host asks pyws_next_timeout after the batch */
     loop->in_poll = 0;
     *events = loop->events;
     return loop->nevents;
+}
+
+/* ------------------------------------------------------------------ inside a host loop */
+
+int pyws_loop_fd(pyws_loop *loop)
+{
+    return pyws_poller_fd(loop->poller);
+}
+
+void pyws_loop_self_wake(pyws_loop *loop, int on)
+{
+    loop->self_wake = on ? 1 : 0;
+    loop->self_woken = 0;
+}
+
+void pyws_loop_touch(pyws_loop *loop)
+{
+    if (!loop->self_wake || loop->self_woken || loop->in_poll)
+        return;
+    loop->self_woken = 1;
+    /* the wakeup descriptor: the poll that reads it finds no item and just runs */
+    uint64_t one = 1;
+    ssize_t w;
+    do {
+        w = write(loop->wake_fd_w, &one, loop->wake_fd_w == loop->wake_fd_r ? 8 : 1);
+    } while (w < 0 && errno == EINTR);
+}
+
+int64_t pyws_next_timeout(pyws_loop *loop)
+{
+    if (loop->self_wake)
+        loop->self_woken = 0;
+    if (loop->dirty.n || loop->pending.n || loop->ndeferred || loop->wake_more)
+        return 0;
+    uint64_t until = UINT64_MAX;
+    const pyws_tentry *t = pyws_timers_peek(&loop->timers);
+    if (t)
+        until = t->when;
+    /* the descriptor-limit bookkeeping of limits_step, read without acting on it */
+    if (loop->accept_resume_at && loop->accept_resume_at < until)
+        until = loop->accept_resume_at;
+    if (loop->accept_resume_at && loop->nconns < loop->accept_pause_nconns)
+        return 0;
+    if (loop->accept_log.count && loop->accept_log.reported_at + LIMIT_REPORT_EVERY < until)
+        until = loop->accept_log.reported_at + LIMIT_REPORT_EVERY;
+    if (loop->refuse_log.count && loop->refuse_log.reported_at + LIMIT_REPORT_EVERY < until)
+        until = loop->refuse_log.reported_at + LIMIT_REPORT_EVERY;
+    if (until == UINT64_MAX)
+        return -1;
+    uint64_t now = pyws_now_ms();
+    if (until <= now)
+        return 0;
+    uint64_t ms = until - now;
+    return ms > 0x7fffffff ? 0x7fffffff : (int64_t)ms;
+}
+
+int pyws_loop_watched(pyws_loop *loop, int *fds, uint32_t *events, uint64_t *ids, int cap,
+                      uint64_t *generation)
+{
+    int n = pyws_poller_list(loop->poller, fds, events, ids, cap < 0 ? 0 : cap, generation);
+    return n < 0 ? PYWS_ERR_UNSUPPORTED : n;
 }

@@ -42,6 +42,12 @@ int pyws_poller_del(pyws_poller *p, int fd, uint32_t old);
 /* Wait up to timeout_ms (-1 forever) and store at most max ready fds. Returns the count, 0 on
  * timeout or EINTR, -1 on error. */
 int pyws_poller_wait(pyws_poller *p, int timeout_ms, pyws_ready *out, int max);
+/* The backend's own pollable descriptor (epoll, kqueue), or -1 (poll). */
+int pyws_poller_fd(pyws_poller *p);
+/* poll backend: copy up to cap watched fds with their events (PYWS_POLL_IN|OUT) and user
+ * values; *gen changes with every add/mod/del. Returns the count, or -1 for other backends. */
+int pyws_poller_list(pyws_poller *p, int *fds, uint32_t *events, uint64_t *udata, int cap,
+                     uint64_t *gen);
 /* "epoll", "kqueue" or "poll". */
 const char *pyws_poller_name(void);
 

@@ -82,6 +82,23 @@ int pyws_poller_wait(pyws_poller *p, int timeout_ms, pyws_ready *out, int max)
     return n;
 }
 
+int pyws_poller_fd(pyws_poller *p)
+{
+    return p->epfd;
+}
+
+int pyws_poller_list(pyws_poller *p, int *fds, uint32_t *events, uint64_t *udata, int cap,
+                     uint64_t *gen)
+{
+    (void)p;
+    (void)fds;
+    (void)events;
+    (void)udata;
+    (void)cap;
+    (void)gen;
+    return -1;
+}
+
 const char *pyws_poller_name(void)
 {
     return "epoll";

@@ -14,6 +14,7 @@ struct pyws_poller {
     int *index;               /* fd -> position in fds, or -1 */
     int index_cap;
     int rotate;               /* where the next scan starts, for fairness */
+    uint64_t gen;             /* changes with every add/mod/del (pyws_poller_list) */
 };
 
 pyws_poller *pyws_poller_new(void)
@@ -75,6 +76,7 @@ int pyws_poller_add(pyws_poller *p, int fd, uint64_t udata, uint32_t events)
     p->fds[p->n].revents = 0;
     p->udata[p->n] = udata;
     p->index[fd] = p->n++;
+    p->gen++;
     return 0;
 }
 
@@ -86,7 +88,10 @@ int pyws_poller_mod(pyws_poller *p, int fd, uint64_t udata, uint32_t old, uint32
         return -1;
     }
     int i = p->index[fd];
-    p->fds[i].events = to_poll(events);
+    short ev = to_poll(events);
+    if (p->fds[i].events != ev || p->udata[i] != udata)
+        p->gen++;
+    p->fds[i].events = ev;
     p->udata[i] = udata;
     return 0;
 }
@@ -106,6 +111,7 @@ int pyws_poller_del(pyws_poller *p, int fd, uint32_t old)
         p->index[p->fds[i].fd] = i;
     }
     p->index[fd] = -1;
+    p->gen++;
     return 0;
 }
 
@@ -130,6 +136,26 @@ int pyws_poller_wait(pyws_poller *p, int timeout_ms, pyws_ready *out, int max)
     }
     p->rotate = start + 1;
     return k;
+}
+
+int pyws_poller_fd(pyws_poller *p)
+{
+    (void)p;
+    return -1;
+}
+
+int pyws_poller_list(pyws_poller *p, int *fds, uint32_t *events, uint64_t *udata, int cap,
+                     uint64_t *gen)
+{
+    for (int i = 0; i < p->n && i < cap; i++) {
+        fds[i] = p->fds[i].fd;
+        events[i] = ((p->fds[i].events & POLLIN) ? PYWS_POLL_IN : 0u) |
+                    ((p->fds[i].events & POLLOUT) ? PYWS_POLL_OUT : 0u);
+        udata[i] = p->udata[i];
+    }
+    if (gen)
+        *gen = p->gen;
+    return p->n;
 }
 
 const char *pyws_poller_name(void)

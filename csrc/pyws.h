@@ -597,6 +597,39 @@ const char *pyws_backend(void);
 /* Text of the last error on this loop (valid until the next call on the loop). */
 const char *pyws_last_error(pyws_loop *loop);
 
+/* ---------------------------------------------------------------------------------------------
+ * Running inside another event loop (asyncio, uvloop, ...). The host loop watches one
+ * descriptor and keeps one timer; it calls pyws_poll(loop, 0, ...) when the descriptor is
+ * readable or the timer is due, and after each such poll asks pyws_next_timeout() when to
+ * poll again. Nothing here waits.
+ * ------------------------------------------------------------------------------------------- */
+/* The poller's own pollable descriptor (epoll, kqueue): readable while any socket of the loop,
+ * or its cross-thread wakeup, has something to report. -1 for the poll(2) backend, which has
+ * none: watch the descriptors pyws_loop_watched() lists instead. Owned by the loop. */
+int pyws_loop_fd(pyws_loop *loop);
+/* Milliseconds until the loop needs pyws_poll again even if no descriptor becomes readable:
+ * 0 = now (output queued to flush, work left over by the last poll's budget: input buffered
+ * inside OpenSSL, a connection that had no arena room, wakeups past the batch size, events
+ * raised between polls), > 0 = the next timer or deadline (heartbeats, timeouts, user timers;
+ * capped at 2^31-1), -1 = none. With self-wake on, it also re-arms the self-wake. */
+int64_t pyws_next_timeout(pyws_loop *loop);
+/* Self-wake (on = 1; off by default): work queued on the loop between two polls (a send, a
+ * close, a timer added, a deferred event, a change of what a socket is watched for) makes the
+ * pollable descriptor readable (through the wakeup eventfd or pipe), once per gap between
+ * polls, so that a host loop which only watches that descriptor polls again. After pyws_poll
+ * returns it stays quiet until pyws_next_timeout() is called: the host asks that right after
+ * handling the batch, and what the batch queued is covered by its answer (0). */
+void pyws_loop_self_wake(pyws_loop *loop, int on);
+/* The poll(2) backend's watched descriptors: up to cap of them into fds/events (PYWS_WATCH_IN
+ * | PYWS_WATCH_OUT)/ids (the connection id, or another number that changes when a descriptor
+ * number is reused for another socket); *generation (may be NULL) changes whenever the set
+ * changes. Returns the number watched (more than cap: call again with more room), or
+ * PYWS_ERR_UNSUPPORTED for a backend with a pollable descriptor (see pyws_loop_fd). */
+#define PYWS_WATCH_IN 1
+#define PYWS_WATCH_OUT 2
+int pyws_loop_watched(pyws_loop *loop, int *fds, uint32_t *events, uint64_t *ids, int cap,
+                      uint64_t *generation);
+
 /* Listen on host:port (host "0.0.0.0", "::", "127.0.0.1", ...; port 0 picks one). The listener
  * id is stored in *id; its connections inherit *opts (copied). */
 int pyws_listen(pyws_loop *loop, const char *host, int port, const pyws_opts *opts,
@@ -676,6 +709,9 @@ int64_t pyws_write_buffer_size(pyws_loop *loop, uint64_t id);
 /* 1 if the connection's queue went above its write_high_water and has not drained back under
  * it yet (an EV_DRAIN will follow), 0 if not, < 0 on error. */
 int pyws_above_high_water(pyws_loop *loop, uint64_t id);
+/* Deliver this WebSocket's control frames (PING/PONG/CLOSE) as EV_WS_CTL (on = 1) or not
+ * (on = 0), whatever its control_events option said; pings are still answered by the core. */
+int pyws_set_control_events(pyws_loop *loop, uint64_t id, int on);
 /* Per-connection limits (after accept): max message size in bytes. */
 int pyws_set_max_message_size(pyws_loop *loop, uint64_t id, uint64_t bytes);
 /* 1 if id names a live connection, 0 if not. */

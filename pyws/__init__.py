@@ -29,6 +29,19 @@ Generator style::
             app.publish(ws.params["room"], msg.text)
 
     app.run("127.0.0.1", 8000)
+
+Async style (inside asyncio or uvloop; mixable with the others in one App)::
+
+    @app.websocket("/echo")
+    async def echo(ws):
+        async for msg in ws:
+            await ws.send(msg)
+
+    asyncio.run(app.serve("127.0.0.1", 8000))
+
+    async with pyws.aconnect("ws://127.0.0.1:8000/echo") as ws:
+        await ws.send("hi")
+        print(await ws.recv())
 """
 from __future__ import annotations
 
@@ -53,6 +66,9 @@ from .message import Headers, HttpMessage, Message, WsMessage
 from .request import Request, Response
 from .tls import TlsError, TlsOpts
 from .websocket import WebSocket
+from .asyncws import AsyncWebSocket, WSMessage
+from .aclient import aconnect
+from .aio import attach
 
 __version__ = "0.1.0"
 
@@ -65,7 +81,7 @@ def backend() -> str:
 __all__ = [
     "Manager", "Listener", "Timer", "Connection", "HttpMessage", "WsMessage", "Message",
     "Headers", "App", "Route", "WebSocket", "Request", "Response", "connect",
-    "ClientConnection", "TlsOpts", "TlsError", "Deflate",
+    "ClientConnection", "AsyncWebSocket", "WSMessage", "aconnect", "attach", "TlsOpts", "TlsError", "Deflate",
     "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
     "LimitExceeded", "QueueFull", "Opcode", "CloseCode", "WSMsgType", "WSCloseCode",
     "DEFAULT_OPTIONS", "LOOP_OPTIONS", "backend",

@@ -61,6 +61,10 @@ def outgoing(data: Sendable, binary: Optional[bool] = None) -> Tuple[bytes, int]
     if isinstance(data, Message):  # a subclass of Message
         return data.data, (data.opcode if binary is None
                            else OP_BINARY if binary else OP_TEXT)
+    payload = getattr(data, "__pyws_payload__", None)  # the async API's WSMessage
+    if payload is not None:
+        body, opcode = payload()
+        return body, (opcode if binary is None else OP_BINARY if binary else OP_TEXT)
     raise TypeError("a message is str, bytes, bytearray, memoryview or pyws.Message, not "
                     f"{type(data).__name__}")
 

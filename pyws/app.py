@@ -23,6 +23,7 @@ from .options import resolve_options
 from .request import Request, Response, to_response
 from .tls import TlsOpts
 from .websocket import Driver, WebSocket
+from . import aio
 
 log = logging.getLogger("pyws")
 
@@ -116,11 +117,14 @@ class App:
     def websocket(self, path: str) -> Callable[[WsHandler], WsHandler]:
         """Decorator: ``@app.websocket("/ws/rooms/{room}")`` registers a handler
         ``def handler(ws)``, a generator (``msg = yield ws.recv()``) or a plain function that
-        runs once. Path parameters arrive in ``ws.params``."""
+        runs once, or ``async def handler(ws)`` (``msg = await ws.recv()``: a
+        :class:`pyws.AsyncWebSocket`, run by ``await app.serve(...)`` inside asyncio). Path
+        parameters arrive in ``ws.params``."""
         def register(fn: WsHandler) -> WsHandler:
-            if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
-                raise TypeError(f"{fn.__name__} is an async function: pyws handlers are plain "
-                                "generators (def, with `msg = yield ws.recv()`), not asyncio")
+            if inspect.isasyncgenfunction(fn):
+                raise TypeError(f"{fn.__name__} is an async generator: a handler is a plain "
+                                "generator (def, `msg = yield ws.recv()`) or `async def` "
+                                "(`msg = await ws.recv()`)")
             self._ws_routes.append(Route(path, fn))
             return fn
         return register
@@ -257,7 +261,12 @@ class App:
             on_start: Optional[Callable[[Listener], Any]] = None, **options: Any) -> None:
         """Serve until SIGINT or SIGTERM (or :meth:`stop`), then stop accepting, close every
         WebSocket with 1001, flush, and return. Signals are only hooked when called from the
-        main thread."""
+        main thread. An App with ``async def`` handlers or routes runs with ``await
+        app.serve(...)`` instead (TypeError here)."""
+        for r in self._ws_routes + self._http_routes:
+            if aio.is_async(r.handler):
+                raise TypeError(f"{r.pattern}: {r.handler.__name__} is async def; run the App "
+                                "inside asyncio with `await app.serve(host, port)`")
         if not self.mgr._in_poll:
             self.mgr._owner = threading.get_ident()  # run() owns the loop, whichever thread
         self._stop.clear()
@@ -275,6 +284,17 @@ class App:
             for sig, old in previous.items():
                 signal.signal(sig, old)
             self.mgr.shutdown(shutdown_timeout)
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 8000, *,
+                    tls: Optional[TlsOpts] = None, shutdown_timeout: float = 5.0,
+                    on_start: Optional[Callable[[Listener], Any]] = None,
+                    **options: Any) -> None:
+        """Serve inside the running asyncio loop (default loop or uvloop) until cancelled,
+        then stop accepting, close every WebSocket with 1001, flush (up to
+        ``shutdown_timeout`` seconds) and re-raise the cancellation. Generator, callback and
+        ``async def`` handlers all run. See :mod:`pyws.aio`."""
+        await aio.serve(self, host, port, tls=tls, shutdown_timeout=shutdown_timeout,
+                        on_start=on_start, **options)
 
     def stop(self) -> None:
         """THREAD-SAFE. Make :meth:`run` return (after its graceful shutdown)."""
@@ -348,7 +368,10 @@ class App:
         self._driver.bind(ws)
         self._accepted += 1
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-        self._driver.start(ws, route.handler)
+        if aio.is_async(route.handler):
+            aio.start_handler(self, ws, route.handler)
+        else:
+            self._driver.start(ws, route.handler)
         if ws.rejected:
             self._forget(ws)
 
@@ -396,7 +419,11 @@ class App:
                     params: Dict[str, Any], head: bool) -> None:
         request = Request(hm, params, conn.remote_addr)
         try:
-            resp = to_response(route.handler(request))
+            result = route.handler(request)
+            if inspect.iscoroutine(result):  # an async def route: answered by its task
+                aio.finish_route(self, conn, hm, result, head, route.pattern)
+                return
+            resp = to_response(result)
         except Exception:
             log.exception("pyws: route %s raised", route.pattern)
             resp = Response(b"internal server error\n", 500, content_type="text/plain")

@@ -90,6 +90,7 @@ class CloseCode(enum.IntEnum):
     UNSUPPORTED_DATA = 1003
     NO_STATUS = 1005
     ABNORMAL = 1006
+    ABNORMAL_CLOSURE = 1006
     INVALID_DATA = 1007
     INVALID_TEXT = 1007
     POLICY_VIOLATION = 1008
@@ -102,6 +103,21 @@ class CloseCode(enum.IntEnum):
     TLS_HANDSHAKE = 1015
 
 
-# aiohttp names
-WSMsgType = Opcode
+class WSMsgType(enum.IntEnum):
+    """aiohttp's message types: the data opcodes (equal to :class:`Opcode`'s, so
+    ``msg.type == WSMsgType.TEXT`` holds for every pyws message) plus the states aiohttp's
+    ``receive()`` reports: CLOSING, CLOSED and ERROR (not opcodes: never on the wire)."""
+
+    CONTINUATION = 0
+    TEXT = 1
+    BINARY = 2
+    CLOSE = 8
+    PING = 9
+    PONG = 10
+    CLOSING = 256
+    CLOSED = 257
+    ERROR = 258
+
+
+# aiohttp's name; CloseCode carries its member names (ABNORMAL_CLOSURE, INVALID_TEXT, ...) too
 WSCloseCode = CloseCode

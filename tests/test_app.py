@@ -900,7 +900,8 @@ def test_message_and_enums() -> None:
     assert CloseCode.INVALID_TEXT == 1007 and CloseCode.POLICY_VIOLATION == 1008
     assert CloseCode.MESSAGE_TOO_BIG == 1009 and CloseCode.INTERNAL_ERROR == 1011
     assert CloseCode.TRY_AGAIN_LATER == 1013
-    assert WSMsgType is Opcode and WSCloseCode is CloseCode
+    assert WSCloseCode is CloseCode and WSCloseCode.ABNORMAL_CLOSURE == 1006
+    assert WSMsgType.CLOSED == 257 and WSMsgType.TEXT == Opcode.TEXT  # aiohttp's, plus states
     assert WSMsgType.TEXT == pyws.OP_TEXT and WSMsgType.BINARY == pyws.OP_BINARY
     assert WSCloseCode.GOING_AWAY == 1001 and WSCloseCode.OK == 1000
     assert pyws.WsMessage is Message
@@ -1293,12 +1294,20 @@ def test_drain_follows_the_listeners_own_high_water(serve: Callable[..., AppServ
         r.close()
 
 
-def test_async_handlers_are_refused_at_registration() -> None:
+def test_async_generators_are_refused_and_async_routes_need_asyncio() -> None:
     app = pyws.App()
-    with pytest.raises(TypeError, match="async"):
-        @app.websocket("/ws")
-        async def handler(ws: pyws.WebSocket) -> None:  # pragma: no cover - never runs
-            pass
+    with pytest.raises(TypeError, match="async generator"):
+        @app.websocket("/gen")
+        async def agen(ws: Any) -> Any:  # pragma: no cover - never runs
+            yield None
+
+    @app.websocket("/ws")
+    async def handler(ws: pyws.AsyncWebSocket) -> None:  # pragma: no cover - never runs
+        pass
+
+    # async def handlers run inside asyncio (await app.serve()); the blocking run() says so
+    with pytest.raises(TypeError, match="serve"):
+        app.run("127.0.0.1", 0)
     app.close()
 
 

@@ -192,21 +192,26 @@ def test_client_goes_connecting_open_closing_closed() -> None:
         p.mgr.close()
 
 
+def _both_open(p: _Pair) -> bool:
+    return "server" in p.conns and p.conns["server"].is_websocket and p.client.is_websocket
+
+
 def test_server_initiated_close_goes_open_closing_closed() -> None:
     def server(p: _Pair, conn: Any, ev: int, data: Any) -> None:
         _upgrade(p, conn, ev, data)
-        if ev == pyws.EV_WS_OPEN:
-            assert conn.state == State.OPEN
-            conn.close(4001, "server says bye")
-            assert conn.state == State.CLOSING
-        elif ev == pyws.EV_CLOSE:
+        if ev == pyws.EV_CLOSE:
             assert conn.state == State.CLOSED
 
     p = _Pair(server)
     try:
+        p.poll_until(lambda: _both_open(p))
+        srv = p.conns["server"]
+        assert srv.state == State.OPEN and p.client.state == State.OPEN
+        srv.close(4001, "server says bye")
+        assert srv.state == State.CLOSING
         p.poll_until(lambda: p.closed("client") and p.closed("server"))
-        assert p.conns["server"].state == State.CLOSED
-        assert p.client.close_code == 4001 and p.conns["server"].close_code == 4001
+        assert srv.state == State.CLOSED
+        assert p.client.close_code == 4001 and srv.close_code == 4001
         assert _dedup(p.seen["server"]) == [State.CONNECTING, State.OPEN, State.CLOSING,
                                             State.CLOSED]
         assert _dedup(p.seen["client"]) == [State.CONNECTING, State.OPEN, State.CLOSING,
@@ -220,14 +225,14 @@ def test_peer_initiated_close_is_closing_when_the_close_frame_arrives() -> None:
 
     def server(p: _Pair, conn: Any, ev: int, data: Any) -> None:
         _upgrade(p, conn, ev, data)
-        if ev == pyws.EV_WS_OPEN:
-            p.client.close(1001, "client leaves")
-        elif ev == pyws.EV_WS_CTL and data.opcode == pyws.OP_CLOSE:
+        if ev == pyws.EV_WS_CTL and data.opcode == pyws.OP_CLOSE:
             at_close_frame.append(conn.state)  # our echo is still to go out
             conn.send_text("a reply before the echo")  # still allowed: WS_CLOSE_RECEIVED
 
     p = _Pair(server, control_events=True)
     try:
+        p.poll_until(lambda: _both_open(p))
+        p.client.close(1001, "client leaves")
         p.poll_until(lambda: p.closed("client") and p.closed("server"))
         assert at_close_frame == [State.CLOSING]
         srv = p.conns["server"]
@@ -241,8 +246,7 @@ def test_peer_initiated_close_is_closing_when_the_close_frame_arrives() -> None:
 
 def test_state_is_closed_after_close_event_and_after_manager_close() -> None:
     p = _Pair(_upgrade)
-    p.poll_until(lambda: "server" in p.conns and p.conns["server"].is_websocket and
-                 p.client.is_websocket)
+    p.poll_until(lambda: _both_open(p))
     srv = p.conns["server"]
     assert srv.state == State.OPEN and p.client.state == State.OPEN
     p.mgr.close()

@@ -13,9 +13,9 @@ CC ?= cc
 CSRCS := $(wildcard csrc/*.c)
 CHDRS := $(wildcard csrc/*.h)
 # The event half (sockets, loop, topics); the protocol half is everything else and builds alone.
-EVENT_SRCS := $(wildcard csrc/poller_*.c) csrc/loop.c csrc/conn.c csrc/ws.c csrc/upgrade.c csrc/net.c csrc/timer.c csrc/topics.c csrc/client.c csrc/tls.c csrc/transport_tcp.c
+EVENT_SRCS := $(wildcard csrc/poller_*.c) csrc/loop.c csrc/conn.c csrc/ws.c csrc/upgrade.c csrc/net.c csrc/timer.c csrc/topics.c csrc/client.c csrc/tls.c csrc/transport_tcp.c csrc/state.c
 PROTOCOL_SRCS := $(filter-out $(EVENT_SRCS),$(CSRCS))
-CFLAGS_TEST := -std=c11 -O1 -g -Wall -Wextra -Werror -Icsrc -fsanitize=address,undefined -fno-sanitize-recover=undefined
+CFLAGS_TEST := -std=c11 -O1 -g -Wall -Wextra -Werror -DPYWS_CHECK_STATES -Icsrc -fsanitize=address,undefined -fno-sanitize-recover=undefined
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -55,7 +55,8 @@ test-poll: $(VENV)/.installed
 	cp pyws/*.py pyws/py.typed build/poll/pyws/
 	cd build/poll && PYWS_EXPECT_BACKEND=poll ../../$(PY) -m pytest -q -p no:cacheprovider ../../tests
 
-# The Python suite against a build with AddressSanitizer and UndefinedBehaviorSanitizer.
+# The Python suite against a build with AddressSanitizer and UndefinedBehaviorSanitizer (and
+# PYWS_CHECK_STATES: an illegal connection state change aborts; build_ffi.py defines it).
 test-asan: $(VENV)/.installed
 	rm -rf build/asan && mkdir -p build/asan
 	PYWS_SANITIZE=1 $(PY) build_ffi.py --outdir build/asan > /dev/null

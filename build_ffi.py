@@ -6,7 +6,8 @@ fills in the values.
 
 Build-time environment variables:
   PYWS_POLLER    epoll | poll | kqueue   (default: epoll on Linux, kqueue on BSD/macOS)
-  PYWS_SANITIZE  1 -> compile with -fsanitize=address,undefined (for the sanitizer test run)
+  PYWS_SANITIZE  1 -> compile with -fsanitize=address,undefined (for the sanitizer test run),
+                      and with PYWS_CHECK_STATES: an illegal connection state change aborts
   PYWS_DEBUG     1 -> -O0 -g
 
 Run directly (``python build_ffi.py --outdir DIR``) to compile the module into DIR/pyws/
@@ -52,6 +53,7 @@ def _flags() -> tuple[list[str], list[str], list[tuple[str, str]]]:
                "-fno-sanitize-recover=undefined"]
         cflags += san + ["-g", "-O1"]
         ldflags += san
+        macros.append(("PYWS_CHECK_STATES", "1"))
     poller = os.environ.get("PYWS_POLLER", "").strip().lower()
     if poller:
         if poller not in ("epoll", "poll", "kqueue"):

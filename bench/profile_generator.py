@@ -65,7 +65,6 @@ from harness import build_loadgen  # noqa: E402
 from pyws_generator_echo import make_app  # noqa: E402
 
 Recv, Driver, WebSocket = ws_mod.Recv, ws_mod.Driver, ws_mod.WebSocket
-_OPEN = ws_mod._OPEN
 
 
 # ----------------------------------------------------------------------------- lean prototype
@@ -90,7 +89,7 @@ def lean() -> Iterator[None]:
     send_slow = orig["send"]
 
     def send(self: Any, message: Any) -> None:
-        if self._status == _OPEN and message.__class__ is Message:
+        if self._accepted is True and message.__class__ is Message:
             self.conn.ws_send(message.data, message.opcode)
         else:
             send_slow(self, message)
@@ -98,7 +97,7 @@ def lean() -> Iterator[None]:
     message_slow = orig["message"]
 
     def message(self: Any, ws: Any, msg: Any) -> None:
-        if ws._waiting is _RECV and ws._status == _OPEN:
+        if ws._waiting is _RECV and ws._accepted is True:
             ws._waiting = None
             gen = ws._gen
             try:
@@ -109,7 +108,7 @@ def lean() -> Iterator[None]:
             except Exception as e:
                 self.finished(ws, e)
                 return
-            if (w is _RECV and not ws._queue and ws._status == _OPEN
+            if (w is _RECV and not ws._queue and ws._accepted is True
                     and ws.close_code is None and not ws.conn.closed):
                 ws._waiting = w  # parked again: the common case, done
                 return
@@ -162,10 +161,12 @@ def _after_yield(driver: Any, ws: Any, w: Any) -> None:
                 ws.conn.resume_reading()
             driver.step(ws, value, None)
             return
-        if ws._status != _OPEN or ws.conn.closed or ws.close_code is not None:
-            ws._close_seen += 1
-            exc = (pyws.ConnectionClosed(ws.close_code, ws.close_reason)
-                   if ws._close_seen > 1 else None)
+        if ws._accepted is not True or ws.conn.closed or ws.close_code is not None:
+            exc = None
+            if ws._told_none:  # as Driver.step: None once, then ConnectionClosed
+                ws._told_closed = True
+                exc = pyws.ConnectionClosed(ws.close_code, ws.close_reason)
+            ws._told_none = True
             driver.step(ws, None, exc)
             return
         ws._waiting = w
@@ -329,7 +330,7 @@ def _open_generator_ws() -> Tuple[Any, FakeConn, Any]:
     route = app._ws_routes[0]
     app._open(fc, hm, route, {})  # a FakeConn stands in for the Connection
     ws = app._sockets[fc.id]
-    assert ws._waiting is not None and ws._status == _OPEN, "handler did not reach recv()"
+    assert ws._waiting is not None and ws._accepted is True, "handler did not reach recv()"
     return app, fc, ws
 
 

@@ -63,7 +63,7 @@ int pyws_ws_connect(pyws_loop *loop, const char *host, int port,
     c->opts = *opts;
     c->peer = tmp.peer;
     c->role = PYWS_ROLE_CLIENT;
-    c->state = PYWS_ST_CONNECTING;
+    pyws_conn_set_state(loop, c, PYWS_ST_CONNECTING);
     c->port = port;
     c->addr_index = used;
     c->host = strdup(host);
@@ -146,7 +146,7 @@ void pyws_client_connected(pyws_loop *loop, pyws_conn *c)
         pyws_client_fail(loop, c, pyws_net_error_code(err), why);
         return;
     }
-    c->state = PYWS_ST_CLIENT_HS;
+    pyws_conn_set_state(loop, c, PYWS_ST_CLIENT_HS);
     pyws_event_push(loop, PYWS_EV_CONNECT, c->id);
     /* the upgrade request, queued while connecting (after the TLS handshake, if any) */
     pyws_conn_flush(loop, c);

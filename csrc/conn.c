@@ -120,8 +120,10 @@ void pyws_conn_free(pyws_loop *loop, pyws_conn *c)
     }
     c->pmd_offered = 0;
     wq_clear(loop, c);
-    if (c->kind == PYWS_KIND_CONN)
+    if (c->kind == PYWS_KIND_CONN) {
         loop->nconns--;
+        pyws_conn_set_state(loop, c, PYWS_ST_CLOSED);
+    }
     c->kind = PYWS_KIND_FREE;
     c->flags = 0;
     loop->free_slots[loop->nfree++] = (uint32_t)c->id;
@@ -276,7 +278,7 @@ static void queued(pyws_loop *loop, pyws_conn *c, size_t total)
  * reading while their queues are full would wait for each other forever. */
 static int hw_paused(const pyws_conn *c)
 {
-    return c->role == PYWS_ROLE_SERVER && c->state == PYWS_ST_WS_OPEN &&
+    return c->role == PYWS_ROLE_SERVER && pyws_st_may_send(c->state) &&
            c->opts.write_high_water && c->wq_bytes >= c->opts.write_high_water;
 }
 
@@ -349,15 +351,6 @@ void pyws_conn_watch(pyws_loop *loop, pyws_conn *c)
     }
 }
 
-/* A server WebSocket whose close handshake is over: both close frames went by. Nothing more
- * is owed in either direction, so it closes TCP first (RFC 6455 §7.1.1) instead of waiting for
- * the peer to (websocket-client, for one, answers the close and keeps its socket open). */
-static int close_handshake_done(const pyws_conn *c)
-{
-    return c->role == PYWS_ROLE_SERVER &&
-           (c->flags & (CF_CLOSE_SENT | CF_PEER_CLOSED)) == (CF_CLOSE_SENT | CF_PEER_CLOSED);
-}
-
 /* Read and drop what the peer sent after its close frame. close() on a socket with unread
  * input sends an RST instead of a FIN, and an RST may discard bytes the kernel still holds
  * for the peer (our close frame among them); with the receive queue empty, close() leaves the
@@ -378,12 +371,17 @@ static int linger_drain(pyws_loop *loop, pyws_conn *c)
     return 0;
 }
 
+/* The queue is written: send our FIN. FLUSHING -> LINGER (wait for the peer's EOF); a server
+ * whose close handshake is over (WS_CLOSE_FLUSH) -> DRAINING: nothing more is owed in either
+ * direction, so it closes TCP first (RFC 6455 §7.1.1) instead of waiting for the peer to
+ * (websocket-client, for one, answers the close and keeps its socket open). */
 static void linger_start(pyws_loop *loop, pyws_conn *c)
 {
-    c->state = PYWS_ST_LINGER;
+    int drain = c->state == PYWS_ST_WS_CLOSE_FLUSH;
+    pyws_conn_set_state(loop, c, drain ? PYWS_ST_DRAINING : PYWS_ST_LINGER);
     c->tr->shutdown(loop, c);
     /* the write queue is empty here: all we owe is with the kernel, behind our FIN */
-    if ((c->flags & CF_EOF) || (close_handshake_done(c) && linger_drain(loop, c))) {
+    if ((c->flags & CF_EOF) || (drain && linger_drain(loop, c))) {
         pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
         return;
     }
@@ -470,16 +468,20 @@ again:
         c->wq_head = 0;
     }
     pyws_conn_watch(loop, c);
-    if (c->wq_n == 0 && c->state == PYWS_ST_FLUSHING)
+    if (c->wq_n == 0 && (c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_WS_CLOSE_FLUSH))
         linger_start(loop, c);
     return 0;
 }
 
+/* Write what is queued, then end TCP: FLUSHING (then LINGER), or, for a server whose close
+ * handshake is over (close_exchanged put it in WS_CLOSE_FLUSH), on to DRAINING. */
 void pyws_conn_finish(pyws_loop *loop, pyws_conn *c)
 {
-    if (c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_LINGER)
+    if (c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_LINGER ||
+        c->state == PYWS_ST_DRAINING)
         return;
-    c->state = PYWS_ST_FLUSHING;
+    pyws_conn_set_state(loop, c, c->state == PYWS_ST_WS_CLOSE_FLUSH ? PYWS_ST_WS_CLOSE_FLUSH
+                                                                    : PYWS_ST_FLUSHING);
     c->flags &= ~CF_PAUSED; /* closing: read again, to see the peer's EOF */
     pyws_conn_watch(loop, c);
     if (!c->deadline_close) {
@@ -514,10 +516,16 @@ static void on_eof(pyws_loop *loop, pyws_conn *c)
     pyws_conn_watch(loop, c);
     switch (c->state) {
     case PYWS_ST_FLUSHING:
+    case PYWS_ST_WS_CLOSE_FLUSH:
         /* keep flushing what we have; the peer may still read */
         return;
-    case PYWS_ST_WS_CLOSING:
+    case PYWS_ST_WS_CLOSE_RECEIVED:
+        /* the close frame already arrived: our echo still goes out */
+        return;
+    case PYWS_ST_WS_CLOSE_SENT:
+    case PYWS_ST_WS_CLOSE_WAIT:
     case PYWS_ST_LINGER:
+    case PYWS_ST_DRAINING:
         pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
         return;
     case PYWS_ST_CLIENT_HS:
@@ -525,8 +533,8 @@ static void on_eof(pyws_loop *loop, pyws_conn *c)
                          "the server closed the connection before answering the upgrade");
         return;
     case PYWS_ST_WS_OPEN:
-        if ((c->flags & CF_PEER_CLOSED) || c->pending_code) {
-            /* the close frame already arrived (or we are failing): finish what is queued */
+        if (c->pending_code) {
+            /* we are failing it: our close frame still goes out */
             return;
         }
         pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
@@ -541,10 +549,10 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
 {
     uint8_t *dst;
     size_t room;
-    int http = c->state == PYWS_ST_HTTP || c->state == PYWS_ST_CLIENT_HS;
+    int http = pyws_st_http(c->state) || c->state == PYWS_ST_CLIENT_HS;
     if (c->flags & (CF_EOF | CF_PAUSED))
         return;
-    if (c->state == PYWS_ST_LINGER && close_handshake_done(c)) {
+    if (c->state == PYWS_ST_DRAINING) {
         /* a peer that kept sending after its close frame: drop it until it stops, then close */
         if (linger_drain(loop, c))
             pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
@@ -622,9 +630,9 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
         return;
     }
     loop->arena_used += (size_t)n;
-    if (c->state == PYWS_ST_WS_OPEN || c->state == PYWS_ST_WS_CLOSING)
+    if (pyws_st_ws_input(c->state))
         pyws_ws_input(loop, c, dst, (size_t)n);
-    /* FLUSHING / LINGER: input is discarded */
+    /* FLUSHING, LINGER, WS_CLOSE_FLUSH: input is discarded */
 }
 
 /* ------------------------------------------------------------------ deadlines */
@@ -658,13 +666,13 @@ void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
     }
     if (c->deadline_hs && now >= c->deadline_hs) {
         c->deadline_hs = 0;
-        if ((c->state == PYWS_ST_HTTP || c->state == PYWS_ST_CLIENT_HS) &&
+        if ((pyws_st_http(c->state) || c->state == PYWS_ST_CLIENT_HS) &&
             (c->tr_flags & PYWS_TR_HANDSHAKING)) {
             /* the transport's handshake is what is late: it says why */
             pyws_conn_close(loop, c, c->tr->expired(loop, c));
             return;
         }
-        if (c->state == PYWS_ST_HTTP) {
+        if (pyws_st_http(c->state)) {
             pyws_http_error(loop, c, 408, "the request did not arrive in time");
             return;
         }
@@ -678,8 +686,8 @@ void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
     /* idle applies while open only: once closing, deadline_close bounds the connection (an
      * idle deadline in the past here would re-arm at once and spin run_timers forever) */
     if (c->opts.idle_timeout && now >= c->last_activity + c->opts.idle_timeout &&
-        (c->state == PYWS_ST_HTTP || c->state == PYWS_ST_WS_OPEN)) {
-        if (c->state == PYWS_ST_HTTP)
+        (pyws_st_http(c->state) || pyws_st_may_send(c->state))) {
+        if (pyws_st_http(c->state))
             pyws_conn_close(loop, c, PYWS_CLOSE_GOING_AWAY);
         else
             pyws_ws_close(loop, c->id, PYWS_CLOSE_GOING_AWAY, "idle timeout", 12);
@@ -690,12 +698,11 @@ void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
         pyws_ws_timeout(loop, c);
     if (!pyws_conn_get(loop, c->id))
         return;
-    int handshaking = c->state == PYWS_ST_HTTP || c->state == PYWS_ST_CONNECTING ||
-                      c->state == PYWS_ST_CLIENT_HS;
+    int handshaking = pyws_st_opening(c->state);
     uint64_t next = earliest(c->deadline_close, handshaking ? c->deadline_hs : 0);
-    if (c->opts.idle_timeout && (c->state == PYWS_ST_HTTP || c->state == PYWS_ST_WS_OPEN))
+    if (c->opts.idle_timeout && (pyws_st_http(c->state) || pyws_st_may_send(c->state)))
         next = earliest(next, c->last_activity + c->opts.idle_timeout);
-    if (c->sess && c->state == PYWS_ST_WS_OPEN)
+    if (c->sess && pyws_st_may_send(c->state))
         next = earliest(next, earliest(c->hb_next, c->hb_deadline));
     pyws_conn_deadline(loop, c, next);
 }
@@ -772,7 +779,7 @@ int pyws_send_raw(pyws_loop *loop, uint64_t id, const uint8_t *data, size_t len)
     pyws_conn *c = pyws_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
-    if (c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_LINGER)
+    if (pyws_st_ending(c->state))
         return PYWS_ERR_CLOSED;
     return pyws_conn_queue(loop, c, data, len, NULL, 0);
 }

@@ -15,6 +15,7 @@
 #include "deflate.h"
 #include "poller.h"
 #include "pyws.h"
+#include "state.h"
 #include "timer.h"
 #include "transport.h"
 
@@ -50,28 +51,8 @@ enum {
     PYWS_KIND_CONN,
 };
 
-/* Connection states. The transitions, all in one place:
- *
- *   HTTP ──(app ws_upgrade, valid)──► WS_OPEN ──(app close)──────► WS_CLOSING ─┐
- *    │                                 │  └──(peer close / error)──► [close frame] ─┤
- *    │                                 │                                           ▼
- *    └──(reply + close_after_flush, bad request)──► FLUSHING ─(queue empty)──► LINGER
- *                                                                                 │
- *        LINGER: our side shut down for writing; read and discard until EOF or timeout
- *        any state ──(I/O error, timeout, abort)──► freed, EV_CLOSE delivered
- *
- *   client: CONNECTING ──(connected)──► CLIENT_HS ──(valid 101)──► WS_OPEN ...
- *                 └──(refused)──► freed        └──(other answer / bad 101)──► freed
- */
-enum {
-    PYWS_ST_HTTP = 0,      /* reading HTTP requests */
-    PYWS_ST_WS_OPEN,       /* WebSocket open */
-    PYWS_ST_WS_CLOSING,    /* we sent a close frame; waiting for the peer's (or TCP end) */
-    PYWS_ST_FLUSHING,      /* write what is queued, then LINGER */
-    PYWS_ST_LINGER,        /* SHUT_WR sent; discard input until EOF or the close timeout */
-    PYWS_ST_CONNECTING,    /* client: TCP connect in progress */
-    PYWS_ST_CLIENT_HS,     /* client: upgrade request sent, reading the response */
-};
+/* Connection states: state.h (the enum and its groups) and state.c (the one table of allowed
+ * transitions, and pyws_conn_set_state, the only writer of c->state). */
 
 /* connection flags */
 #define CF_WANT_WRITE 0x0001u   /* poller watches for writability */
@@ -79,11 +60,10 @@ enum {
 #define CF_PENDING 0x0004u      /* in the loop's pending list: deferred work at next poll */
 #define CF_HELD 0x0008u         /* in the loop's held list: views to release at next poll */
 #define CF_ABOVE_HW 0x0010u     /* write queue went above the high-water mark */
-#define CF_CLOSE_SENT 0x0020u   /* our close frame is queued: no more frames */
-#define CF_PEER_CLOSED 0x0040u  /* the peer's close frame arrived */
+/* 0x0020, 0x0040: free (were CLOSE_SENT / PEER_CLOSED: now states, see state.h) */
 #define CF_REQ_DONE 0x0080u     /* an HTTP request was delivered; its bytes drop next poll */
-#define CF_HS_STORED 0x0100u    /* handshake data of the last request is stored */
-#define CF_EOF 0x0200u          /* the peer shut down its side */
+/* 0x0100: free (was HS_STORED: now the state HTTP_REQUEST) */
+#define CF_EOF 0x0200u          /* the peer shut down its side (a socket fact: state.h) */
 #define CF_CTL_EVENTS 0x0400u   /* deliver control frames as EV_WS_CTL */
 #define CF_SEND_FRAG 0x0800u    /* an outgoing fragmented message is in progress */
 #define CF_WAS_WS 0x1000u       /* the connection was upgraded at some point */
@@ -98,7 +78,7 @@ enum {
 typedef struct pyws_conn {
     uint64_t id;              /* generation << 32 | slot */
     uint8_t kind;
-    uint8_t state;
+    uint8_t state;            /* PYWS_ST_* (state.h): written by pyws_conn_set_state only */
     uint16_t reserved;
     uint32_t flags;
     int fd;

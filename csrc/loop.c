@@ -573,7 +573,7 @@ static void accept_batch(pyws_loop *loop, pyws_conn *l)
         c->opts = l->opts;
         c->listener = lid;
         c->peer = tmp.peer;
-        c->state = PYWS_ST_HTTP;
+        pyws_conn_set_state(loop, c, PYWS_ST_HTTP);
         c->role = PYWS_ROLE_SERVER;
         if (pyws_poller_add(loop->poller, fd, c->id, PYWS_POLL_IN) < 0 ||
             l->tr->accept(loop, c, l) != PYWS_OK) {

@@ -719,6 +719,34 @@ int pyws_is_alive(pyws_loop *loop, uint64_t id);
 /* 1 if the connection speaks WebSocket (upgraded), 0 if not, < 0 on error. */
 int pyws_is_websocket(pyws_loop *loop, uint64_t id);
 
+/* ---------------------------------------------------------------------------------------------
+ * Connection state (state.c). Inside, a connection moves through a table of states (NEW, HTTP,
+ * WS_OPEN, WS_CLOSE_SENT, FLUSHING, LINGER, ...; docs/architecture.md lists every allowed
+ * transition); outside, it is one of the four below.
+ * ------------------------------------------------------------------------------------------- */
+#define PYWS_STATE_CONNECTING 0  /* the WebSocket is not open yet: a client connecting or
+                                    waiting for the 101, a server connection speaking HTTP */
+#define PYWS_STATE_OPEN 1        /* the WebSocket is open */
+#define PYWS_STATE_CLOSING 2     /* a close frame went one way or the other, or the connection
+                                    is flushing its last bytes before it ends */
+#define PYWS_STATE_CLOSED 3      /* ended (EV_CLOSE delivered or queued) */
+
+/* The public state (PYWS_STATE_*) of connection id. A freed or stale id, or a listener's,
+ * is PYWS_STATE_CLOSED. Cheap: one table lookup; call it when you need it, not per event.
+ * Example: if (pyws_conn_state(loop, id) == PYWS_STATE_OPEN) pyws_send(...); */
+int pyws_conn_state(pyws_loop *loop, uint64_t id);
+/* How many internal states there are; they are numbered 0 .. count - 1. */
+int pyws_state_count(void);
+/* The name of internal state s ("WS_OPEN"), or NULL if s is out of range. Static storage. */
+const char *pyws_state_name(int s);
+/* 1 if the state machine allows a change from internal state `from` to `to`, else 0 (also for
+ * out-of-range numbers). For tests and documentation: the table every change is checked
+ * against (an illegal one aborts in the sanitizer build and is reported as EV_ERROR with
+ * PYWS_ERR_STATE otherwise). */
+int pyws_state_allowed(int from, int to);
+/* The public state (PYWS_STATE_*) internal state s maps to, or PYWS_ERR_ARG. */
+int pyws_state_public(int s);
+
 /* Timers: fire EV_TIMER after ms milliseconds (then every ms if repeat). Returns the timer id
  * (> 0) in *timer_id. */
 int pyws_timer_add(pyws_loop *loop, uint64_t ms, int repeat, uint64_t *timer_id);

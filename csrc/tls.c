@@ -277,7 +277,7 @@ int pyws_tls_init(pyws_loop *loop, uint64_t id, pyws_tls_ctx *t, const char *ser
     if (c->tr != &pyws_transport_tcp)
         return pyws_set_error(loop, PYWS_ERR_STATE, "TLS is already started on this connection");
     int fresh_server = c->role == PYWS_ROLE_SERVER && c->state == PYWS_ST_HTTP && c->rlen == 0 &&
-                       !(c->flags & (CF_REQ_DONE | CF_HS_STORED));
+                       !(c->flags & CF_REQ_DONE);
     int fresh_client = c->role == PYWS_ROLE_CLIENT &&
                        (c->state == PYWS_ST_CONNECTING || c->state == PYWS_ST_CLIENT_HS);
     if (!fresh_server && !fresh_client)

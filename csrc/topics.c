@@ -319,8 +319,7 @@ static zshared *fanout_zframe(pyws_loop *loop, fanout *f, const pyws_pmd *d)
 
 static void fanout_one(pyws_loop *loop, fanout *f, pyws_conn *c)
 {
-    if (c->id == f->exclude || !c->sess || c->state != PYWS_ST_WS_OPEN ||
-        (c->flags & CF_CLOSE_SENT))
+    if (c->id == f->exclude || !c->sess || !pyws_st_may_send(c->state))
         return;
     if (c->flags & CF_SEND_FRAG) {
         f->skipped++;

@@ -75,16 +75,15 @@ void pyws_http_error(pyws_loop *loop, pyws_conn *c, int status, const char *why)
  * waiting for 101). Its EV_ERROR carries aux = 1. */
 static void bad_upgrade(pyws_loop *loop, pyws_conn *c, int status, const char *why)
 {
-    c->flags &= ~CF_HS_STORED;
-    pyws_event *ev = http_error(loop, c, status, why);
+    pyws_event *ev = http_error(loop, c, status, why); /* HTTP(_REQUEST) -> FLUSHING */
     if (ev)
         ev->aux = 1;
 }
 
 /* Keep what ws_upgrade() needs once the request bytes are gone: status, accept key and the
  * offered subprotocols (every Sec-WebSocket-Protocol header, joined with ", "). */
-static void store_handshake(pyws_conn *c, const pyws_handshake *hs, const pyws_header *headers,
-                            size_t n)
+static void store_handshake(pyws_loop *loop, pyws_conn *c, const pyws_handshake *hs,
+                            const pyws_header *headers, size_t n)
 {
     c->hs_status = hs->status;
     memcpy(c->accept, hs->accept, sizeof(c->accept));
@@ -119,7 +118,7 @@ static void store_handshake(pyws_conn *c, const pyws_handshake *hs, const pyws_h
         if (nv && pyws_pmd_negotiate(values, nv, &c->opts, &c->pmd_agreed, NULL, 0) == 1)
             c->pmd_offered = 1;
     }
-    c->flags |= CF_HS_STORED;
+    pyws_conn_set_state(loop, c, PYWS_ST_HTTP_REQUEST); /* from HTTP, or staying there */
 }
 
 void pyws_http_input(pyws_loop *loop, pyws_conn *c)
@@ -167,7 +166,7 @@ void pyws_http_input(pyws_loop *loop, pyws_conn *c)
         bad_upgrade(loop, c, hs.status, hs.error);
         return;
     }
-    store_handshake(c, &hs, headers, head.num_headers);
+    store_handshake(loop, c, &hs, headers, head.num_headers);
 
     pyws_event *ev = pyws_event_push(loop, PYWS_EV_HTTP_MSG, c->id);
     if (ev) {
@@ -194,7 +193,7 @@ void pyws_http_pending(pyws_loop *loop, pyws_conn *c)
         c->rdone = 0;
         c->flags &= ~CF_REQ_DONE;
     }
-    if (c->state == PYWS_ST_HTTP) {
+    if (pyws_st_http(c->state)) {
         if (c->rlen) {
             pyws_http_input(loop, c);
         } else if (!c->deadline_hs && c->opts.handshake_timeout) {
@@ -210,7 +209,7 @@ void pyws_http_pending(pyws_loop *loop, pyws_conn *c)
         return;
     }
     /* Upgraded: bytes that followed the request are WebSocket input. */
-    if (c->rlen && c->sess && (c->state == PYWS_ST_WS_OPEN || c->state == PYWS_ST_WS_CLOSING)) {
+    if (c->rlen && c->sess && pyws_st_ws_input(c->state)) {
         uint8_t *dst = pyws_scratch(loop, c->rlen);
         if (dst) {
             memcpy(dst, c->rbuf, c->rlen);
@@ -232,7 +231,7 @@ int pyws_handshake_status(pyws_loop *loop, uint64_t id)
     pyws_conn *c = pyws_conn_get(loop, id);
     if (!c)
         return PYWS_ERR_BADID;
-    if (!(c->flags & CF_HS_STORED))
+    if (c->state != PYWS_ST_HTTP_REQUEST)
         return PYWS_ERR_STATE;
     return c->hs_status;
 }
@@ -254,7 +253,7 @@ int pyws_ws_upgrade(pyws_loop *loop, uint64_t id, const char *protocol, const ch
     pyws_conn *c = pyws_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
-    if (c->state != PYWS_ST_HTTP || !(c->flags & CF_HS_STORED))
+    if (c->state != PYWS_ST_HTTP_REQUEST)
         return pyws_set_error(loop, PYWS_ERR_STATE,
                               "ws_upgrade() needs a connection whose last HTTP request is unanswered");
     if (c->hs_status) {
@@ -298,7 +297,6 @@ int pyws_ws_upgrade(pyws_loop *loop, uint64_t id, const char *protocol, const ch
         free(head);
     if (rc != 0)
         return rc;
-    c->flags &= ~CF_HS_STORED;
     free(c->protocols);
     c->protocols = NULL;
     pyws_ws_start(loop, c, PYWS_ROLE_SERVER);

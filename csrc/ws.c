@@ -21,7 +21,7 @@ void pyws_ws_start(pyws_loop *loop, pyws_conn *c, int role)
     pyws_session_init(c->sess, role, c->opts.max_message_size);
     pyws_session_set_limits(c->sess, c->opts.max_message_size, c->opts.max_fragments);
     c->role = role;
-    c->state = PYWS_ST_WS_OPEN;
+    pyws_conn_set_state(loop, c, PYWS_ST_WS_OPEN);
     c->flags |= CF_WAS_WS;
     if (c->opts.control_events)
         c->flags |= CF_CTL_EVENTS;
@@ -97,6 +97,8 @@ int pyws_ws_enable_deflate(pyws_loop *loop, pyws_conn *c, const pyws_pmd_params 
     return PYWS_OK;
 }
 
+/* Queue our close frame: WS_OPEN -> WS_CLOSE_SENT. From WS_CLOSE_RECEIVED (our echo) the
+ * caller goes on to close_exchanged(), which picks the next state. */
 static void send_close_frame(pyws_loop *loop, pyws_conn *c, int code, const char *reason,
                              size_t rlen)
 {
@@ -112,7 +114,8 @@ static void send_close_frame(pyws_loop *loop, pyws_conn *c, int code, const char
         n = 2 + rlen;
     }
     pyws_ws_queue_frame(loop, c, 1, PYWS_OP_CLOSE, payload, n);
-    c->flags |= CF_CLOSE_SENT;
+    if (c->state == PYWS_ST_WS_OPEN)
+        pyws_conn_set_state(loop, c, PYWS_ST_WS_CLOSE_SENT);
     if (c->flags & CF_PAUSED) { /* closing: read again, or the peer's close is never seen */
         c->flags &= ~CF_PAUSED;
         pyws_conn_watch(loop, c);
@@ -145,15 +148,22 @@ static void push_ctl(pyws_loop *loop, pyws_conn *c, int opcode, const uint8_t *d
     }
 }
 
-/* Both close frames have been exchanged (or we give up on the peer's): end the connection.
- * The server closes TCP first (RFC 6455 §7.1.1); a client waits for the server to. */
+/* Both close frames have been exchanged (from WS_CLOSE_SENT: the peer's arrived; from
+ * WS_CLOSE_RECEIVED: our echo is queued): end the connection. The server closes TCP first
+ * (RFC 6455 §7.1.1: WS_CLOSE_FLUSH, then DRAINING); a client waits for the server to
+ * (WS_CLOSE_WAIT), unless it already did (EOF: FLUSHING). */
 static void close_exchanged(pyws_loop *loop, pyws_conn *c)
 {
-    if (c->role == PYWS_ROLE_SERVER || (c->flags & CF_EOF)) {
+    if (c->role == PYWS_ROLE_SERVER) {
+        pyws_conn_set_state(loop, c, PYWS_ST_WS_CLOSE_FLUSH);
         pyws_conn_finish(loop, c);
         return;
     }
-    c->state = PYWS_ST_WS_CLOSING;
+    if (c->flags & CF_EOF) {
+        pyws_conn_finish(loop, c);
+        return;
+    }
+    pyws_conn_set_state(loop, c, PYWS_ST_WS_CLOSE_WAIT);
     if (!c->deadline_close) {
         c->deadline_close = loop->now + c->opts.close_timeout;
         pyws_conn_deadline(loop, c, c->deadline_close);
@@ -166,7 +176,7 @@ static void ws_fail(pyws_loop *loop, pyws_conn *c, int code, const char *reason)
 {
     c->close_code = code;
     set_reason(c, reason, strlen(reason));
-    if (!(c->flags & CF_CLOSE_SENT)) {
+    if (pyws_st_may_send(c->state)) {
         c->pending_code = code;
         c->pending_reason = reason;
         pyws_conn_mark(loop, c, CF_PENDING);
@@ -246,7 +256,7 @@ void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
             break;
         }
         case PYWS_SESS_PING:
-            if (!(c->flags & CF_CLOSE_SENT)) {
+            if (pyws_st_may_send(c->state)) {
                 memcpy(c->pong, ev.data, ev.len); /* at most 125 bytes: the parser checked */
                 c->pong_len = (uint8_t)ev.len;
                 c->flags |= CF_PONG_DUE;
@@ -260,15 +270,15 @@ void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
             break;
         case PYWS_SESS_CLOSE:
             push_ctl(loop, c, PYWS_OP_CLOSE, c->sess->ctl, c->sess->ctl_len);
-            c->flags |= CF_PEER_CLOSED;
-            if (!(c->flags & CF_CLOSE_SENT) || !c->close_code) {
+            if (c->state == PYWS_ST_WS_OPEN || !c->close_code) {
                 c->close_code = ev.code;
                 set_reason(c, ev.reason, ev.reason_len);
             }
-            if (c->flags & CF_CLOSE_SENT) {
-                close_exchanged(loop, c);
+            if (c->state == PYWS_ST_WS_CLOSE_SENT) {
+                close_exchanged(loop, c); /* the answer to ours */
             } else {
                 /* Echo at the next poll, after the application's replies to earlier messages. */
+                pyws_conn_set_state(loop, c, PYWS_ST_WS_CLOSE_RECEIVED);
                 c->pending_code = ev.code;
                 c->pending_reason = NULL;
                 pyws_conn_mark(loop, c, CF_PENDING);
@@ -289,7 +299,7 @@ int pyws_ws_send_pong(pyws_loop *loop, pyws_conn *c)
     if (!(c->flags & CF_PONG_DUE) || c->tx_sent < c->pong_mark)
         return 0;
     c->flags &= ~CF_PONG_DUE;
-    if ((c->flags & CF_CLOSE_SENT) || c->state != PYWS_ST_WS_OPEN)
+    if (!pyws_st_may_send(c->state))
         return 0;
     if (pyws_ws_queue_frame(loop, c, 1, PYWS_OP_PONG, c->pong, c->pong_len) != PYWS_OK)
         return 0;
@@ -311,11 +321,12 @@ void pyws_ws_pending(pyws_loop *loop, pyws_conn *c)
     if (!code)
         return;
     c->pending_code = 0;
-    if (!(c->flags & CF_CLOSE_SENT)) {
-        const char *r = c->pending_reason ? c->pending_reason : "";
-        send_close_frame(loop, c, code, r, strlen(r));
-    }
-    if (c->flags & CF_PEER_CLOSED)
+    if (!pyws_st_may_send(c->state))
+        return; /* ended some other way meanwhile (drain(): no close frame, as documented) */
+    const char *r = c->pending_reason ? c->pending_reason : "";
+    int echo = c->state == PYWS_ST_WS_CLOSE_RECEIVED;
+    send_close_frame(loop, c, code, r, strlen(r));
+    if (echo)
         close_exchanged(loop, c);
     else
         pyws_conn_finish(loop, c); /* failing: do not wait for the peer */
@@ -324,7 +335,7 @@ void pyws_ws_pending(pyws_loop *loop, pyws_conn *c)
 void pyws_ws_timeout(pyws_loop *loop, pyws_conn *c)
 {
     uint64_t now = loop->now;
-    if (c->state != PYWS_ST_WS_OPEN)
+    if (!pyws_st_may_send(c->state))
         return;
     if (c->hb_deadline && now >= c->hb_deadline) {
         static const char why[] = "keepalive ping timeout";
@@ -332,17 +343,21 @@ void pyws_ws_timeout(pyws_loop *loop, pyws_conn *c)
         c->hb_next = 0;
         c->close_code = PYWS_CLOSE_INTERNAL_ERROR;
         set_reason(c, why, sizeof(why) - 1);
-        if (!(c->flags & CF_CLOSE_SENT))
-            send_close_frame(loop, c, PYWS_CLOSE_INTERNAL_ERROR, why, sizeof(why) - 1);
-        pyws_conn_finish(loop, c);
+        int echo = c->state == PYWS_ST_WS_CLOSE_RECEIVED;
+        send_close_frame(loop, c, PYWS_CLOSE_INTERNAL_ERROR, why, sizeof(why) - 1);
+        if (echo) {
+            c->pending_code = 0; /* this close frame is the answer to the peer's */
+            close_exchanged(loop, c);
+        } else {
+            pyws_conn_finish(loop, c);
+        }
         return;
     }
     if (c->opts.heartbeat && c->hb_next && now >= c->hb_next) {
         uint8_t payload[8];
         for (int i = 0; i < 8; i++)
             payload[i] = (uint8_t)(now >> (56 - 8 * i));
-        if (!(c->flags & CF_CLOSE_SENT))
-            pyws_ws_queue_frame(loop, c, 1, PYWS_OP_PING, payload, sizeof(payload));
+        pyws_ws_queue_frame(loop, c, 1, PYWS_OP_PING, payload, sizeof(payload));
         if (!c->hb_deadline)
             c->hb_deadline = now + c->opts.heartbeat_timeout;
         c->hb_next = now + c->opts.heartbeat;
@@ -357,13 +372,13 @@ static int ws_conn(pyws_loop *loop, uint64_t id, pyws_conn **out)
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
     *out = c;
-    if (c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_LINGER || (c->flags & CF_CLOSE_SENT))
-        return PYWS_ERR_CLOSED;
-    if (!c->sess)
+    if (pyws_st_may_send(c->state))
+        return PYWS_OK;
+    if (pyws_st_opening(c->state))
         return pyws_set_error(loop, PYWS_ERR_STATE, c->role == PYWS_ROLE_CLIENT
                               ? "the WebSocket is not open yet (wait for EV_WS_OPEN)"
                               : "not a WebSocket: call ws_upgrade() first");
-    return PYWS_OK;
+    return PYWS_ERR_CLOSED;
 }
 
 int pyws_ws_send_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, const uint8_t *data,
@@ -447,10 +462,11 @@ int pyws_ws_close(pyws_loop *loop, uint64_t id, int code, const char *reason, si
         pyws_conn_finish(loop, c);
         return PYWS_OK;
     }
-    if (c->flags & CF_CLOSE_SENT || c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_LINGER)
-        return PYWS_OK;
-    send_close_frame(loop, c, code, reason, reason_len);
-    if (c->flags & CF_PEER_CLOSED) {
+    if (!pyws_st_may_send(c->state))
+        return PYWS_OK; /* our close frame went out already, or the connection is ending */
+    int echo = c->state == PYWS_ST_WS_CLOSE_RECEIVED;
+    send_close_frame(loop, c, code, reason, reason_len); /* WS_OPEN -> WS_CLOSE_SENT */
+    if (echo) {
         c->pending_code = 0;
         close_exchanged(loop, c);
         return PYWS_OK;
@@ -461,7 +477,6 @@ int pyws_ws_close(pyws_loop *loop, uint64_t id, int code, const char *reason, si
         pyws_conn_finish(loop, c);
         return PYWS_OK;
     }
-    c->state = PYWS_ST_WS_CLOSING;
     c->deadline_close = loop->now + c->opts.close_timeout;
     pyws_conn_deadline(loop, c, c->deadline_close);
     return PYWS_OK;

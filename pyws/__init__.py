@@ -55,7 +55,7 @@ from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_
                         OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
                         WEBSOCKET_OP_BINARY, WEBSOCKET_OP_CLOSE, WEBSOCKET_OP_CONTINUE,
                         WEBSOCKET_OP_PING, WEBSOCKET_OP_PONG, WEBSOCKET_OP_TEXT, CloseCode,
-                        Opcode, WSCloseCode, WSMsgType)
+                        Opcode, State, WSCloseCode, WSMsgType)
 from .errors import (ConnectionClosed, HandshakeError, LimitExceeded, ProtocolError, PyWSError,
                      QueueFull, WrongThreadError)
 from .app import App, Route
@@ -83,7 +83,7 @@ __all__ = [
     "Headers", "App", "Route", "WebSocket", "Request", "Response", "connect",
     "ClientConnection", "AsyncWebSocket", "WSMessage", "aconnect", "attach", "TlsOpts", "TlsError", "Deflate",
     "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
-    "LimitExceeded", "QueueFull", "Opcode", "CloseCode", "WSMsgType", "WSCloseCode",
+    "LimitExceeded", "QueueFull", "Opcode", "CloseCode", "State", "WSMsgType", "WSCloseCode",
     "DEFAULT_OPTIONS", "LOOP_OPTIONS", "backend",
     "EV_ERROR", "EV_ACCEPT", "EV_CONNECT", "EV_HTTP_MSG", "EV_WS_OPEN", "EV_WS_MSG",
     "EV_WS_CTL", "EV_DRAIN", "EV_WAKEUP", "EV_TIMER", "EV_CLOSE",

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Un
 
 from ._lib import ffi, lib, raise_for
 from .compression import send_flags
-from .constants import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
+from .constants import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, State
 from .errors import ConnectionClosed, HandshakeError, closed_error
 from ._send import Payload, Sendable, binary_arg, outgoing
 from .message import HttpMessage, encode_payload, header_lines
@@ -42,11 +42,16 @@ class Connection:
     connection raises :class:`pyws.ConnectionClosed` (a ``RuntimeError``).
 
     Attributes: ``id`` (int, generation-checked: never reused for another connection),
-    ``userdata`` (anything you like; ``None`` at first), ``is_websocket``, ``closed``,
-    ``close_code`` and ``close_reason`` (set once closed), ``is_client``.
+    ``userdata`` (anything you like; ``None`` at first), ``state`` (a :class:`pyws.State`,
+    read from the C core), ``is_websocket``, ``closed``, ``close_code`` and ``close_reason``
+    (set once closed), ``is_client``.
+
+    The connection's state lives in C; ``state`` and ``is_websocket`` ask it. ``closed`` is a
+    plain attribute (sends check it without a C call) set in one place, :meth:`_ended`, from
+    the EV_CLOSE event (or when the Manager is closed).
     """
 
-    __slots__ = ("_mgr", "id", "userdata", "handler", "is_websocket", "closed", "close_code",
+    __slots__ = ("_mgr", "id", "userdata", "handler", "_was_ws", "closed", "close_code",
                  "close_reason", "_remote", "is_client", "subprotocol", "listener_id",
                  "_sent_close", "response", "error", "_client", "__weakref__")
 
@@ -56,7 +61,7 @@ class Connection:
         self.id = conn_id
         self.userdata: Any = None
         self.handler = handler
-        self.is_websocket = False
+        self._was_ws = False  # what EV_CLOSE said: was it upgraded (C has forgotten by then)
         self.closed = False
         self.close_code: Optional[int] = None
         self.close_reason = ""
@@ -64,6 +69,8 @@ class Connection:
         self.is_client = is_client
         self.subprotocol: Optional[str] = None
         self.listener_id = listener_id
+        # the code this side's close() sent (C keeps only the one EV_CLOSE reports): what a
+        # send after close() raises ConnectionClosed with until EV_CLOSE says more
         self._sent_close: Optional[int] = None
         #: client connections: the server's 101 response once open
         self.response: Optional[HttpMessage] = None
@@ -73,6 +80,35 @@ class Connection:
         #: by pyws itself, set before the EV_ERROR event
         self.error: Optional[Exception] = None
         self._client: Any = None
+
+    # ------------------------------------------------------------------ state
+    def _ended(self, was_ws: bool, code: Optional[int] = None, reason: str = "") -> None:
+        """The connection is gone in C (EV_CLOSE, or the Manager was closed): the one place
+        ``closed`` is set. A WebSocket keeps the close code and reason EV_CLOSE carried."""
+        self.closed = True
+        self._was_ws = was_ws
+        if was_ws and code is not None:
+            self.close_code = code
+            self.close_reason = reason
+
+    @property
+    def state(self) -> State:
+        """The connection's :class:`pyws.State` (CONNECTING, OPEN, CLOSING, CLOSED), asked of
+        the C core at each read (one C call; do not poll it in a tight loop). CLOSED once
+        EV_CLOSE was delivered; a server connection still speaking HTTP is CONNECTING."""
+        loop = self._mgr._loop
+        if self.closed or loop is None:
+            return State.CLOSED
+        return State(lib.pyws_conn_state(loop, self.id))
+
+    @property
+    def is_websocket(self) -> bool:
+        """True once the connection was upgraded to WebSocket (``ws_upgrade``, or a client's
+        101), and still after it closed. Asked of the C core while the connection lives."""
+        loop = self._mgr._loop
+        if self.closed or loop is None:
+            return self._was_ws
+        return bool(lib.pyws_is_websocket(loop, self.id) == 1)
 
     # ------------------------------------------------------------------ helpers
     def _loop(self) -> Any:
@@ -114,7 +150,6 @@ class Connection:
             raise HandshakeError(last_error(loop), status=status if status > 0 else 400)
         if rc < 0:
             self._fail(rc, "ws_upgrade")
-        self.is_websocket = True
         self.subprotocol = protocol or None
 
     def reply(self, status: int = 200, body: Payload = b"",

@@ -103,6 +103,22 @@ class CloseCode(enum.IntEnum):
     TLS_HANDSHAKE = 1015
 
 
+class State(enum.IntEnum):
+    """A connection's state as the C core reports it (``Connection.state``); the values are
+    pyws.h's PYWS_STATE_*. Inside, C goes through finer states (docs/architecture.md,
+    "Connection states"); this is what they mean from outside."""
+
+    #: the WebSocket is not open yet: a client connecting or waiting for the 101, or a server
+    #: connection still speaking HTTP
+    CONNECTING = 0
+    #: the WebSocket is open
+    OPEN = 1
+    #: a close frame went one way or the other, or the last bytes are being flushed
+    CLOSING = 2
+    #: ended: EV_CLOSE was (or is about to be) delivered
+    CLOSED = 3
+
+
 class WSMsgType(enum.IntEnum):
     """aiohttp's message types: the data opcodes (equal to :class:`Opcode`'s, so
     ``msg.type == WSMsgType.TEXT`` holds for every pyws message) plus the states aiohttp's

@@ -286,7 +286,6 @@ class Manager:
                 c = conns.get(cid)
                 if c is None:
                     continue
-                c.is_websocket = True
                 response = None
                 if ln:  # a client's: the server's 101
                     response = HttpMessage(buf(evs[i].data, ln)[:])
@@ -303,11 +302,9 @@ class Manager:
                 c = conns.pop(cid, None)
                 if c is None:
                     continue
-                c.closed = True
-                if c.is_websocket or aux:
-                    c.close_code = code
-                    c.close_reason = buf(evs[i].data, ln)[:].decode("utf-8", "replace") \
-                        if ln else ""
+                # aux: the connection had been upgraded (C's CF_WAS_WS)
+                c._ended(aux == 1, code,
+                         buf(evs[i].data, ln)[:].decode("utf-8", "replace") if ln else "")
                 self._deliver(c, t, None)
             elif t == EV_DRAIN:
                 c = conns.get(cid)
@@ -692,8 +689,8 @@ class Manager:
         while self._inside and time.monotonic() < deadline:
             time.sleep(0.0005)  # they are on their way out: the C calls return at once now
         left = not self._inside
-        for c in self._conns.values():
-            c.closed = True
+        for c in self._conns.values():  # no EV_CLOSE will come: say so from what C knows
+            c._ended(bool(lib.pyws_is_websocket(loop, c.id) == 1))
         self._conns.clear()
         self._listeners.clear()
         self._timers.clear()

@@ -10,7 +10,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Generator, Iterab
 
 from ._send import Payload, Sendable
 from .connection import Connection
-from .constants import EV_CLOSE, EV_DRAIN, EV_WS_MSG, OP_BINARY, OP_TEXT
+from .constants import EV_CLOSE, EV_DRAIN, EV_WS_MSG, OP_BINARY, OP_TEXT, State
 from .errors import ConnectionClosed, HandshakeError, PyWSError, closed_error
 from .message import Message
 from .request import Request
@@ -24,7 +24,6 @@ log = logging.getLogger("pyws")
 #: What a generator handler is: it yields waitables and gets their results sent back.
 HandlerGen = Generator[Any, Any, Any]
 
-_PENDING, _OPEN, _REJECTED, _CLOSED = range(4)
 _NOTHING: Any = object()
 
 
@@ -79,14 +78,19 @@ class WebSocket:
 
     ``params`` (path parameters), ``request`` (:class:`pyws.Request`: headers, query, cookies,
     remote address), ``connected``, ``close_code``, ``close_reason``, ``subprotocol``,
-    ``state`` (a dict for your own per-connection data). Waiting is yielded
+    ``state`` (a dict for your own per-connection data: the name was taken first, so the
+    connection's :class:`pyws.State` is ``connection_state``). Waiting is yielded
     (``yield ws.recv()``, ``yield ws.sleep(s)``, ``yield ws.drain()``); sending is a plain call.
     Everything runs on the loop's thread.
+
+    The connection's state is the C core's (``connection_state``, ``conn.closed``); this
+    object adds only what the application decided: whether it accepted or rejected the
+    upgrade (``_accepted``), and what its handler has been told about the end.
     """
 
-    __slots__ = ("app", "conn", "request", "params", "state", "subprotocol", "_status", "_gen",
-                 "_waiting", "_queue", "_paused", "_close_seen", "close_code", "close_reason",
-                 "error", "__weakref__")
+    __slots__ = ("app", "conn", "request", "params", "state", "subprotocol", "_accepted", "_gen",
+                 "_waiting", "_queue", "_paused", "_told_none", "_told_closed", "close_code",
+                 "close_reason", "error", "__weakref__")
 
     def __init__(self, app: "App", conn: Connection, request: Request,
                  opened: Optional[bool] = None) -> None:
@@ -96,18 +100,23 @@ class WebSocket:
         self.params = request.params
         self.state: Dict[str, Any] = {}
         self.subprotocol: Optional[str] = None
-        self._status = _PENDING
+        #: the application's answer to the upgrade: None = not yet, True = accepted (101
+        #: sent), False = rejected (reject(), or the upgrade was invalid)
+        self._accepted: Optional[bool] = None
         self._gen: Optional[HandlerGen] = None
         self._waiting: Optional[Waitable] = None
         self._queue: Deque[Message] = collections.deque()
         self._paused = False
-        self._close_seen = 0
+        # what the handler has been told about the end (see Driver.step): ws.recv() gave None,
+        # a wait raised ConnectionClosed
+        self._told_none = False
+        self._told_closed = False
         self.close_code: Optional[int] = None
         self.close_reason = ""
         #: client sockets from App.connect that failed to open: why
         self.error: Optional[Exception] = None
         if opened is not None:  # a client socket: the handshake is already decided
-            self._status = _OPEN if opened else _REJECTED
+            self._accepted = opened
             self.subprotocol = conn.subprotocol
 
     # ------------------------------------------------------------------ handshake
@@ -117,32 +126,32 @@ class WebSocket:
         offered; see ``ws.request.headers["sec-websocket-protocol"]``) and adding response
         ``headers``. Handlers that neither accept nor reject before their first yield are
         accepted automatically."""
-        if self._status == _OPEN:
+        if self._accepted:
             return
-        if self._status != _PENDING:
+        if self._accepted is not None:
             raise PyWSError("accept(): the handshake was already answered")
         try:
             self.conn.ws_upgrade(self.request.message, protocol=protocol, headers=headers)
         except HandshakeError:
-            self._status = _REJECTED
+            self._accepted = False
             raise
-        self._status = _OPEN
+        self._accepted = True
         self.subprotocol = protocol
 
     def reject(self, status: int = 403, body: Union[str, bytes] = b"",
                headers: Optional[Mapping[str, str]] = None) -> None:
         """Refuse the upgrade with an HTTP response (``status``, ``body``); the connection
         closes once it is written. Only before :meth:`accept`."""
-        if self._status != _PENDING:
+        if self._accepted is not None:
             raise PyWSError("reject() is only possible before accept()")
-        self._status = _REJECTED
+        self._accepted = False
         self.conn.reply(status, body, headers)
         self.conn.drain()
 
     def _ensure_open(self) -> None:
-        if self._status == _PENDING:
+        if self._accepted is None:
             self.accept()
-        elif self._status != _OPEN:
+        elif not self._accepted:
             raise closed_error(self.close_code if self.close_code is not None else 1006,
                                    self.close_reason or "the WebSocket is not open")
 
@@ -166,14 +175,14 @@ class WebSocket:
     def send_text(self, text: str, compress: Optional[bool] = None) -> None:
         """Send a text message. With permessage-deflate on, ``compress=False`` sends this one
         uncompressed and ``compress=True`` compresses it even under the threshold."""
-        if self._status != _OPEN:
+        if self._accepted is not True:
             self._ensure_open()
         self.conn.ws_send(text, OP_TEXT, True, compress)
 
     def send_bytes(self, data: Union[bytes, bytearray, memoryview],
                    compress: Optional[bool] = None) -> None:
         """Send a binary message (``compress``: see :meth:`send_text`)."""
-        if self._status != _OPEN:
+        if self._accepted is not True:
             self._ensure_open()
         self.conn.ws_send(data, OP_BINARY, True, compress)
 
@@ -188,7 +197,7 @@ class WebSocket:
         its own opcode (``ws.send(msg)`` echoes text as text). ``binary=True`` sends it as
         binary, ``binary=False`` as text. ``compress``: see :meth:`send_text`. The same as
         :meth:`pyws.Connection.send`."""
-        if self._status != _OPEN:
+        if self._accepted is not True:
             self._ensure_open()
         if type(data) is Message and binary is None:
             # the echo idiom, ws.send(msg), without a call more: what outgoing() gives for it
@@ -200,7 +209,7 @@ class WebSocket:
                        compress: Optional[bool] = None, *, op: Optional[int] = None) -> None:
         """Send one message made of the pieces in ``fragments``, one frame each; ``binary``
         None makes it what its first piece is. See :meth:`pyws.Connection.send_fragments`."""
-        if self._status != _OPEN:
+        if self._accepted is not True:
             self._ensure_open()
         self.conn.send_fragments(fragments, binary, compress, op=op)
 
@@ -217,9 +226,9 @@ class WebSocket:
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the close handshake with ``code`` and ``reason``. Before the handshake was
         answered, the connection is accepted and then closed, so the client sees the code."""
-        if self._status == _PENDING:
+        if self._accepted is None:
             self.accept()
-        if self._status == _OPEN and not self.conn.closed:
+        if self._accepted and not self.conn.closed:
             self.conn.close(code, reason)
             if self.close_code is None:
                 self.close_code = code
@@ -246,12 +255,18 @@ class WebSocket:
     @property
     def rejected(self) -> bool:
         """True once the upgrade was refused (``reject()`` or an invalid handshake)."""
-        return self._status == _REJECTED
+        return self._accepted is False
 
     @property
     def connected(self) -> bool:
         """True while the WebSocket is open (accepted and not closed)."""
-        return self._status == _OPEN and not self.conn.closed and self.close_code is None
+        return self._accepted is True and not self.conn.closed and self.close_code is None
+
+    @property
+    def connection_state(self) -> State:
+        """The connection's :class:`pyws.State`, from the C core (see ``Connection.state``).
+        (``ws.state`` is your own per-connection dict.)"""
+        return self.conn.state
 
     @property
     def remote_addr(self) -> str:
@@ -264,7 +279,8 @@ class WebSocket:
         return self.conn.write_buffer_size
 
     def __repr__(self) -> str:
-        state = ("pending", "open", "rejected", "closed")[self._status]
+        state = ("rejected" if self._accepted is False else "closed" if self.conn.closed
+                 else "open" if self._accepted else "pending")
         return f"<WebSocket {self.request.path} {state}>"
 
 
@@ -292,27 +308,30 @@ class Driver:
              yielded: Any = _NOTHING) -> None:
         """Resume ws's generator with value (or exc), or start from what it just ``yielded``,
         and keep resuming while what it yields is ready at once. Returns when it waits or
-        ends."""
+        ends.
+
+        The loop ends by construction. Each pass resumes the generator because:
+
+        - a queued message was taken: the queue only shrinks here (messages are appended by
+          poll()'s dispatch, never during a step);
+        - the handler learns that its WebSocket is gone (closed, closing, rejected): at most
+          twice in its life, ``ws.recv()`` giving None once and any wait raising
+          ConnectionClosed once; waiting again after both stops it (:meth:`_gone`);
+        - the automatic accept failed (HandshakeError): once, the upgrade is then rejected;
+        - it yielded something that is not a waitable (TypeError), or a ``ws.drain()`` that
+          is already satisfied: repeated only by a handler that loops on them itself, as
+          ``while True: pass`` would.
+
+        (The old loop resumed a handler that kept waiting on a gone connection with one
+        ConnectionClosed after another and needed a counter to give up.)
+        """
         gen = ws._gen
         if gen is None:
             return
-        spins = 0
         while True:
             if yielded is not _NOTHING:
                 w, yielded = yielded, _NOTHING
-            elif not ws.connected and ws._status != _PENDING:
-                spins += 1
-                if spins > 100:
-                    # it keeps waiting on a connection that is gone: end it
-                    ws._gen = None
-                    gen.close()
-                    log.warning("pyws: handler for %s kept waiting after its connection "
-                                "closed; stopped it", ws.request.path)
-                    return
-                w = _NOTHING
             else:
-                w = _NOTHING
-            if w is _NOTHING:
                 try:
                     w = gen.throw(exc) if exc is not None else gen.send(value)
                 except StopIteration:
@@ -322,7 +341,7 @@ class Driver:
                     self.finished(ws, e)
                     return
             value, exc = None, None
-            if ws._status == _PENDING:
+            if ws._accepted is None:
                 try:
                     ws.accept()
                 except HandshakeError as e:
@@ -331,30 +350,36 @@ class Driver:
             if isinstance(w, Recv):
                 if ws._queue:
                     value = ws._queue.popleft()
-                    spins = 0  # a queued message is progress, even after the close
                     if ws._paused and len(ws._queue) <= self.max_queue // 2:
                         ws._paused = False
                         ws.conn.resume_reading()
                     continue
-                if ws._status != _OPEN or ws.conn.closed or ws.close_code is not None:
-                    ws._close_seen += 1
-                    if ws._close_seen > 1:
-                        exc = closed_error(ws.close_code, ws.close_reason)
-                    continue  # None: the peer has closed
+                if not ws.connected:
+                    if not ws._told_none:
+                        ws._told_none = True
+                        continue  # None: the peer has closed
+                    exc = self._gone(ws, gen)
+                    if exc is None:
+                        return
+                    continue
                 ws._waiting = w
                 if w.timeout is not None:
                     w.timer = self.app.mgr.timer(w.timeout, lambda: self._timed_out(ws, w))
                 return
             if isinstance(w, Sleep):
                 if not ws.connected:
-                    exc = closed_error(ws.close_code, ws.close_reason)
+                    exc = self._gone(ws, gen)
+                    if exc is None:
+                        return
                     continue
                 ws._waiting = w
                 w.timer = self.app.mgr.timer(max(0.0, w.seconds), lambda: self._woke(ws, w))
                 return
             if isinstance(w, Drain):
                 if not ws.connected:
-                    exc = closed_error(ws.close_code, ws.close_reason)
+                    exc = self._gone(ws, gen)
+                    if exc is None:
+                        return
                     continue
                 if not ws.conn.above_high_water:  # the connection's own mark, set in C
                     continue
@@ -362,6 +387,23 @@ class Driver:
                 return
             exc = TypeError(f"a handler yields ws.recv(), ws.sleep() or ws.drain(), not {w!r}; "
                             "use `yield from` to call another generator")
+
+    @staticmethod
+    def _gone(ws: WebSocket, gen: HandlerGen) -> Optional[BaseException]:
+        """The handler waits on a WebSocket that is gone: ConnectionClosed to raise in it the
+        first time; after that (it caught the exception and waited again) stop it and return
+        None."""
+        if not ws._told_closed:
+            ws._told_closed = True
+            return closed_error(ws.close_code, ws.close_reason)
+        ws._gen = None
+        log.warning("pyws: handler for %s kept waiting after its connection closed; stopped it",
+                    ws.request.path)
+        try:
+            gen.close()
+        except Exception:
+            log.exception("pyws: handler for %s raised while being stopped", ws.request.path)
+        return None
 
     def _timed_out(self, ws: WebSocket, w: Recv) -> None:
         if ws._waiting is w:
@@ -407,7 +449,7 @@ class Driver:
             except Exception as e:
                 self.finished(ws, e)
                 return
-            if nxt is _RECV_FOREVER and not ws._queue and ws._status == _OPEN and \
+            if nxt is _RECV_FOREVER and not ws._queue and ws._accepted is True and \
                     ws.close_code is None:
                 ws._waiting = nxt
                 return
@@ -432,7 +474,6 @@ class Driver:
             self.step(ws, None, None)
 
     def closed(self, ws: WebSocket) -> None:
-        ws._status = _CLOSED if ws._status != _REJECTED else _REJECTED
         if ws.conn.close_code is not None:  # code and reason of one frame, never a mix
             ws.close_code, ws.close_reason = ws.conn.close_code, ws.conn.close_reason
         else:
@@ -442,9 +483,10 @@ class Driver:
         if w is not None:
             w._cancel()
             if isinstance(w, Recv) and not ws._queue:
-                ws._close_seen += 1
+                ws._told_none = True
                 self.step(ws, None, None)
             else:
+                ws._told_closed = True
                 self.step(ws, None, closed_error(ws.close_code, ws.close_reason))
         if ws._gen is not None:
             # still suspended somewhere: end it so its finally blocks run
@@ -467,10 +509,10 @@ class Driver:
             log.error("pyws: WebSocket handler for %s raised; closing with 1011",
                       ws.request.path, exc_info=exc)
             code, reason = 1011, "internal error"
-        if ws._status == _PENDING:  # ended before answering the handshake: accept, then close
+        if ws._accepted is None:  # ended before answering the handshake: accept, then close
             try:
                 ws.accept()
             except HandshakeError:
                 return
-        if ws._status == _OPEN and not ws.conn.closed:
+        if ws._accepted and not ws.conn.closed:
             ws.conn.close(code, reason)

@@ -21,9 +21,9 @@ int pyws_ws_connect(pyws_loop *loop, const char *host, int port,
                     const pyws_handshake_request *request, const pyws_opts *opts, uint64_t *id)
 {
     if (port <= 0 || port > 65535)
-        return pyws_set_error(loop, PYWS_ERR_ARG, "port %d is out of range", port);
+        return pw_set_error(loop, PYWS_ERR_ARG, "port %d is out of range", port);
     if (!host || !request)
-        return pyws_set_error(loop, PYWS_ERR_ARG, "host and request are required");
+        return pw_set_error(loop, PYWS_ERR_ARG, "host and request are required");
     pyws_opts def;
     if (!opts) {
         pyws_opts_default(&def);
@@ -33,7 +33,7 @@ int pyws_ws_connect(pyws_loop *loop, const char *host, int port,
      * from the OS's random source) and the extension offer are the core's */
     uint8_t nonce[16];
     char key[25];
-    pyws_random(loop, nonce, sizeof(nonce));
+    pw_random(loop, nonce, sizeof(nonce));
     pyws_client_key(nonce, key);
     char ext[512];
     int elen = pyws_pmd_offer(opts, ext, sizeof(ext));
@@ -43,7 +43,7 @@ int pyws_ws_connect(pyws_loop *loop, const char *host, int port,
     req.extensions = elen > 0 ? ext : NULL;
     int64_t need = pyws_handshake_format_request(&req, NULL, 0);
     if (need == PYWS_ERR_ARG)
-        return pyws_set_error(loop, PYWS_ERR_ARG, "invalid upgrade request: a host without "
+        return pw_set_error(loop, PYWS_ERR_ARG, "invalid upgrade request: a host without "
                               "spaces or brackets, a port in 0..65535, a path starting with '/', "
                               "subprotocol tokens, header lines 'Name: value\\r\\n' without "
                               "control characters");
@@ -51,29 +51,29 @@ int pyws_ws_connect(pyws_loop *loop, const char *host, int port,
     socklen_t salen = sizeof(tmp.peer);
     memset(&tmp.peer, 0, sizeof(tmp.peer));
     int used = 0;
-    int fd = pyws_net_connect(host, port, 0, &used, &tmp.peer.sa, &salen, loop->errbuf,
+    int fd = pw_net_connect(host, port, 0, &used, &tmp.peer.sa, &salen, loop->errbuf,
                               sizeof(loop->errbuf));
     if (fd < 0)
         return fd; /* the kind: PYWS_ERR_DNS, _REFUSED, _TIMEOUT or _SYS */
-    pyws_conn *c = pyws_conn_new(loop, PYWS_KIND_CONN, fd);
+    pyws_conn *c = pw_conn_new(loop, PYWS_KIND_CONN, fd);
     if (!c) {
         close(fd);
-        return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
+        return pw_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
     }
     c->opts = *opts;
     c->peer = tmp.peer;
     c->role = PYWS_ROLE_CLIENT;
-    pyws_conn_set_state(loop, c, PYWS_ST_CONNECTING);
+    pw_conn_set_state(loop, c, PYWS_ST_CONNECTING);
     c->port = port;
     c->addr_index = used;
     c->host = strdup(host);
     if (!c->host) {
-        pyws_conn_free(loop, c);
-        return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
+        pw_conn_free(loop, c);
+        return pw_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
     }
-    if (pyws_poller_add(loop->poller, fd, c->id, PYWS_POLL_IN | PYWS_POLL_OUT) < 0) {
-        pyws_set_error(loop, PYWS_ERR_SYS, "cannot watch the socket: %s", strerror(errno));
-        pyws_conn_free(loop, c);
+    if (pw_poller_add(loop->poller, fd, c->id, PYWS_POLL_IN | PYWS_POLL_OUT) < 0) {
+        pw_set_error(loop, PYWS_ERR_SYS, "cannot watch the socket: %s", strerror(errno));
+        pw_conn_free(loop, c);
         return PYWS_ERR_SYS;
     }
     c->flags |= CF_WANT_WRITE;
@@ -88,30 +88,30 @@ int pyws_ws_connect(pyws_loop *loop, const char *host, int port,
     if (!head)
         goto nomem;
     int64_t n = pyws_handshake_format_request(&req, head, (size_t)-need);
-    int rc = n > 0 ? pyws_conn_queue(loop, c, (const uint8_t *)head, (size_t)n, NULL, 0)
+    int rc = n > 0 ? pw_conn_queue(loop, c, (const uint8_t *)head, (size_t)n, NULL, 0)
                    : PYWS_ERR_ARG;
     free(head);
     if (rc != PYWS_OK)
         goto nomem;
     if (c->opts.handshake_timeout) {
-        c->deadline_hs = pyws_now_ms() + c->opts.handshake_timeout;
-        pyws_conn_deadline(loop, c, c->deadline_hs);
+        c->deadline_hs = pw_now_ms() + c->opts.handshake_timeout;
+        pw_conn_deadline(loop, c, c->deadline_hs);
     }
     *id = c->id;
     return PYWS_OK;
 nomem:
-    pyws_conn_free(loop, c);
-    return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
+    pw_conn_free(loop, c);
+    return pw_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
 }
 
 /* Report why this client connection failed, then close it. */
-void pyws_client_fail(pyws_loop *loop, pyws_conn *c, int code, const char *why)
+void pw_client_fail(pyws_loop *loop, pyws_conn *c, int code, const char *why)
 {
-    pyws_event_error(loop, c->id, code, why);
-    pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+    pw_event_error(loop, c->id, code, why);
+    pw_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
 }
 
-void pyws_client_connected(pyws_loop *loop, pyws_conn *c)
+void pw_client_connected(pyws_loop *loop, pyws_conn *c)
 {
     int err = 0;
     socklen_t len = sizeof(err);
@@ -124,15 +124,15 @@ void pyws_client_connected(pyws_loop *loop, pyws_conn *c)
         socklen_t salen = sizeof(tmp.peer);
         int used = 0;
         char ignored[64];
-        int fd = pyws_net_connect(c->host, c->port, c->addr_index + 1, &used, &tmp.peer.sa,
+        int fd = pw_net_connect(c->host, c->port, c->addr_index + 1, &used, &tmp.peer.sa,
                                   &salen, ignored, sizeof(ignored));
         if (fd >= 0) {
-            pyws_poller_del(loop->poller, c->fd, PYWS_POLL_IN | PYWS_POLL_OUT);
+            pw_poller_del(loop->poller, c->fd, PYWS_POLL_IN | PYWS_POLL_OUT);
             close(c->fd);
             c->fd = fd;
             c->peer = tmp.peer;
             c->addr_index = used;
-            if (pyws_poller_add(loop->poller, fd, c->id, PYWS_POLL_IN | PYWS_POLL_OUT) == 0)
+            if (pw_poller_add(loop->poller, fd, c->id, PYWS_POLL_IN | PYWS_POLL_OUT) == 0)
                 return; /* wait for this one */
             err = errno;
         }
@@ -140,28 +140,28 @@ void pyws_client_connected(pyws_loop *loop, pyws_conn *c)
     if (err) {
         char why[200];
         char addr[80];
-        if (pyws_net_format_addr(&c->peer.sa, addr, sizeof(addr)) < 0)
+        if (pw_net_format_addr(&c->peer.sa, addr, sizeof(addr)) < 0)
             strcpy(addr, "the server");
         snprintf(why, sizeof(why), "cannot connect to %s: %s", addr, strerror(err));
-        pyws_client_fail(loop, c, pyws_net_error_code(err), why);
+        pw_client_fail(loop, c, pw_net_error_code(err), why);
         return;
     }
-    pyws_conn_set_state(loop, c, PYWS_ST_CLIENT_HS);
-    pyws_event_push(loop, PYWS_EV_CONNECT, c->id);
+    pw_conn_set_state(loop, c, PYWS_ST_CLIENT_HS);
+    pw_event_push(loop, PYWS_EV_CONNECT, c->id);
     /* the upgrade request, queued while connecting (after the TLS handshake, if any) */
-    pyws_conn_flush(loop, c);
+    pw_conn_flush(loop, c);
 }
 
 /* Copy the first n bytes of the read buffer into the batch's scratch space. */
 static const uint8_t *keep(pyws_loop *loop, pyws_conn *c, size_t n)
 {
-    uint8_t *copy = pyws_scratch(loop, n);
+    uint8_t *copy = pw_scratch(loop, n);
     if (copy)
         memcpy(copy, c->rbuf, n);
     return copy;
 }
 
-void pyws_client_input(pyws_loop *loop, pyws_conn *c)
+void pw_client_input(pyws_loop *loop, pyws_conn *c)
 {
     pyws_http_head head;
     pyws_header headers[MAX_RESPONSE_HEADERS];
@@ -170,7 +170,7 @@ void pyws_client_input(pyws_loop *loop, pyws_conn *c)
     if (r == PYWS_HTTP_PARTIAL)
         return;
     if (r < 0) {
-        pyws_client_fail(loop, c, PYWS_ERR_HANDSHAKE,
+        pw_client_fail(loop, c, PYWS_ERR_HANDSHAKE,
                     r == PYWS_HTTP_TOO_LARGE ? "the server's response head is too large"
                                              : "the server's response is not valid HTTP");
         return;
@@ -179,7 +179,7 @@ void pyws_client_input(pyws_loop *loop, pyws_conn *c)
     if (head.status != 101) {
         /* EV_HTTP_RESP carries the head (and whatever body came with it); Python decides
          * whether to follow a redirect. */
-        pyws_event *ev = pyws_event_push(loop, PYWS_EV_HTTP_RESP, c->id);
+        pyws_event *ev = pw_event_push(loop, PYWS_EV_HTTP_RESP, c->id);
         if (ev) {
             ev->data = keep(loop, c, c->rlen);
             ev->len = ev->data ? head_len : 0;
@@ -188,42 +188,42 @@ void pyws_client_input(pyws_loop *loop, pyws_conn *c)
             ev->code = head.status;
         }
         c->close_code = PYWS_CLOSE_ABNORMAL;
-        pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+        pw_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
         return;
     }
     pyws_str protocol;
     const char *why = pyws_handshake_check_response(&head, headers, c->key, c->protocols,
                                                     &protocol);
     pyws_str values[16];
-    size_t nv = pyws_http_values(headers, head.num_headers, "sec-websocket-extensions", values, 16);
+    size_t nv = pw_http_values(headers, head.num_headers, "sec-websocket-extensions", values, 16);
     pyws_pmd_params agreed;
     int deflate = 0;
     if (!why)
         why = pyws_pmd_check_response(values, nv, &c->opts, &agreed, &deflate);
     if (why) {
-        pyws_client_fail(loop, c, PYWS_ERR_HANDSHAKE, why);
+        pw_client_fail(loop, c, PYWS_ERR_HANDSHAKE, why);
         return;
     }
-    pyws_event *ev = pyws_event_push(loop, PYWS_EV_WS_OPEN, c->id);
+    pyws_event *ev = pw_event_push(loop, PYWS_EV_WS_OPEN, c->id);
     if (ev) {
         ev->data = keep(loop, c, head_len);
         ev->len = ev->data ? head_len : 0;
     }
     free(c->protocols);
     c->protocols = NULL;
-    pyws_ws_start(loop, c, PYWS_ROLE_CLIENT);
-    if (!c->sess || (deflate && pyws_ws_enable_deflate(loop, c, &agreed) < 0)) {
-        pyws_client_fail(loop, c, PYWS_ERR_NOMEM, "out of memory");
+    pw_ws_start(loop, c, PYWS_ROLE_CLIENT);
+    if (!c->sess || (deflate && pw_ws_enable_deflate(loop, c, &agreed) < 0)) {
+        pw_client_fail(loop, c, PYWS_ERR_NOMEM, "out of memory");
         return;
     }
     /* frames the server sent right behind its 101 */
     size_t rest = c->rlen - head_len;
-    uint8_t *more = rest ? pyws_scratch(loop, rest) : NULL;
+    uint8_t *more = rest ? pw_scratch(loop, rest) : NULL;
     if (more)
         memcpy(more, c->rbuf + head_len, rest);
     free(c->rbuf);
     c->rbuf = NULL;
     c->rlen = c->rcap = 0;
     if (more)
-        pyws_ws_input(loop, c, more, rest);
+        pw_ws_input(loop, c, more, rest);
 }

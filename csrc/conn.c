@@ -13,7 +13,7 @@
 
 /* ------------------------------------------------------------------ table and ids */
 
-pyws_conn *pyws_conn_get(pyws_loop *loop, uint64_t id)
+pyws_conn *pw_conn_get(pyws_loop *loop, uint64_t id)
 {
     uint32_t slot = (uint32_t)id;
     if (slot >= loop->nslots)
@@ -24,7 +24,7 @@ pyws_conn *pyws_conn_get(pyws_loop *loop, uint64_t id)
     return c;
 }
 
-pyws_conn *pyws_conn_new(pyws_loop *loop, int kind, int fd)
+pyws_conn *pw_conn_new(pyws_loop *loop, int kind, int fd)
 {
     uint32_t slot;
     if (loop->nfree) {
@@ -66,7 +66,7 @@ pyws_conn *pyws_conn_new(pyws_loop *loop, int kind, int fd)
     c->id = ((uint64_t)gen << 32) | slot;
     c->kind = (uint8_t)kind;
     c->fd = fd;
-    c->tr = &pyws_transport_tcp;
+    c->tr = &pw_transport_tcp;
     c->last_activity = loop->now;
     if (kind == PYWS_KIND_CONN)
         loop->nconns++;
@@ -77,7 +77,7 @@ static void wq_clear(pyws_loop *loop, pyws_conn *c)
 {
     for (uint32_t i = 0; i < c->wq_n; i++) {
         pyws_wseg *s = &c->wq[(c->wq_head + i) % c->wq_cap];
-        pyws_blob_put(loop, s->blob);
+        pw_blob_put(loop, s->blob);
     }
     free(c->wq);
     c->wq = NULL;
@@ -85,12 +85,12 @@ static void wq_clear(pyws_loop *loop, pyws_conn *c)
     c->wq_bytes = 0;
 }
 
-void pyws_conn_free(pyws_loop *loop, pyws_conn *c)
+void pw_conn_free(pyws_loop *loop, pyws_conn *c)
 {
     if (c->kind == PYWS_KIND_FREE)
         return;
     if (c->fd >= 0) {
-        pyws_poller_del(loop->poller, c->fd,
+        pw_poller_del(loop->poller, c->fd,
                         ((c->flags & CF_NO_READ) ? 0u : PYWS_POLL_IN) |
                         ((c->flags & CF_WANT_WRITE) ? PYWS_POLL_OUT : 0u));
         close(c->fd);
@@ -103,18 +103,18 @@ void pyws_conn_free(pyws_loop *loop, pyws_conn *c)
     free(c->host);
     c->host = NULL;
     c->tr->free(c);
-    pyws_topics_drop_conn(loop, c);
+    pw_topics_drop_conn(loop, c);
     if (c->sess) {
         /* Views into the session buffer may still be in this batch: retire, don't free. */
         uint8_t *held = pyws_session_take_held(c->sess);
         if (held) /* if it cannot be recorded, leaking it beats freeing it under a live view */
-            (void)pyws_retire(loop, held);
+            (void)pw_retire(loop, held);
         pyws_session_free(c->sess);
         free(c->sess);
         c->sess = NULL;
     }
     if (c->pmd) {
-        pyws_pmd_free(c->pmd);
+        pw_pmd_free(c->pmd);
         free(c->pmd);
         c->pmd = NULL;
     }
@@ -122,25 +122,25 @@ void pyws_conn_free(pyws_loop *loop, pyws_conn *c)
     wq_clear(loop, c);
     if (c->kind == PYWS_KIND_CONN) {
         loop->nconns--;
-        pyws_conn_set_state(loop, c, PYWS_ST_CLOSED);
+        pw_conn_set_state(loop, c, PYWS_ST_CLOSED);
     }
     c->kind = PYWS_KIND_FREE;
     c->flags = 0;
     loop->free_slots[loop->nfree++] = (uint32_t)c->id;
 }
 
-void pyws_conn_close(pyws_loop *loop, pyws_conn *c, int code)
+void pw_conn_close(pyws_loop *loop, pyws_conn *c, int code)
 {
     if (c->kind != PYWS_KIND_CONN)
         return;
     if (!c->close_code)
         c->close_code = code;
-    pyws_event *ev = pyws_event_push(loop, PYWS_EV_CLOSE, c->id);
+    pyws_event *ev = pw_event_push(loop, PYWS_EV_CLOSE, c->id);
     if (ev) {
         ev->code = c->close_code;
         ev->aux = (c->flags & CF_WAS_WS) ? 1 : 0;
         if (c->close_reason_len) {
-            uint8_t *copy = pyws_scratch(loop, c->close_reason_len);
+            uint8_t *copy = pw_scratch(loop, c->close_reason_len);
             if (copy) {
                 memcpy(copy, c->close_reason, c->close_reason_len);
                 ev->data = copy;
@@ -148,7 +148,7 @@ void pyws_conn_close(pyws_loop *loop, pyws_conn *c, int code)
             }
         }
     }
-    pyws_conn_free(loop, c);
+    pw_conn_free(loop, c);
 }
 
 /* ------------------------------------------------------------------ lists */
@@ -167,7 +167,7 @@ static int idlist_add(pyws_idlist *l, uint32_t slot)
     return 0;
 }
 
-void pyws_conn_mark(pyws_loop *loop, pyws_conn *c, uint32_t flag)
+void pw_conn_mark(pyws_loop *loop, pyws_conn *c, uint32_t flag)
 {
     if (c->flags & flag)
         return;
@@ -176,12 +176,12 @@ void pyws_conn_mark(pyws_loop *loop, pyws_conn *c, uint32_t flag)
     if (idlist_add(l, (uint32_t)c->id) == 0)
         c->flags |= flag;
     if (flag != CF_HELD && !loop->in_poll)
-        pyws_loop_touch(loop);
+        pw_loop_touch(loop);
 }
 
 /* ------------------------------------------------------------------ write queue */
 
-pyws_blob *pyws_blob_alloc(pyws_loop *loop, size_t need)
+pyws_blob *pw_blob_alloc(pyws_loop *loop, size_t need)
 {
     pyws_blob *b;
     if (need <= PYWS_BLOB_SIZE && loop->nblob_cache) {
@@ -201,9 +201,9 @@ pyws_blob *pyws_blob_alloc(pyws_loop *loop, size_t need)
 }
 
 /* Blocks go back to a loop-wide cache instead of the allocator: under load the same blocks
- * cycle every iteration. pyws_blob_trim() gives back a quarter of the blocks that sat unused
+ * cycle every iteration. pw_blob_trim() gives back a quarter of the blocks that sat unused
  * through a whole iteration, so the cache follows the load down when it eases. */
-void pyws_blob_trim(pyws_loop *loop)
+void pw_blob_trim(pyws_loop *loop)
 {
     int idle = loop->blob_cache_low;
     int drop = idle > 16 ? idle / 4 : (loop->nblob_cache > 0 && idle == loop->nblob_cache ? 1 : 0);
@@ -212,7 +212,7 @@ void pyws_blob_trim(pyws_loop *loop)
     loop->blob_cache_low = loop->nblob_cache;
 }
 
-void pyws_blob_put(pyws_loop *loop, pyws_blob *b)
+void pw_blob_put(pyws_loop *loop, pyws_blob *b)
 {
     if (--b->refs)
         return;
@@ -267,9 +267,9 @@ static void queued(pyws_loop *loop, pyws_conn *c, size_t total)
     if (c->sess && c->opts.write_limit && c->wq_bytes > c->opts.write_limit &&
         !(c->flags & CF_OVER_LIMIT)) {
         c->flags |= CF_OVER_LIMIT;
-        pyws_conn_mark(loop, c, CF_PENDING);
+        pw_conn_mark(loop, c, CF_PENDING);
     }
-    pyws_conn_mark(loop, c, CF_DIRTY);
+    pw_conn_mark(loop, c, CF_DIRTY);
 }
 
 /* A server stops reading a WebSocket whose queue to the peer is above write_high_water, so TCP
@@ -283,7 +283,7 @@ static int hw_paused(const pyws_conn *c)
 }
 
 /* Queue the first len bytes of a block that other connections share (a published frame). */
-int pyws_wq_push_shared(pyws_loop *loop, pyws_conn *c, pyws_blob *b, size_t len)
+int pw_wq_push_shared(pyws_loop *loop, pyws_conn *c, pyws_blob *b, size_t len)
 {
     if (wq_push(c, b, 0, len) < 0)
         return PYWS_ERR_NOMEM;
@@ -292,7 +292,7 @@ int pyws_wq_push_shared(pyws_loop *loop, pyws_conn *c, pyws_blob *b, size_t len)
     return PYWS_OK;
 }
 
-int pyws_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen,
+int pw_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen,
                     const uint8_t *b, size_t blen)
 {
     size_t total = alen + blen;
@@ -311,7 +311,7 @@ int pyws_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen
             goto queued;
         }
     }
-    pyws_blob *bl = pyws_blob_alloc(loop, total);
+    pyws_blob *bl = pw_blob_alloc(loop, total);
     if (!bl)
         return PYWS_ERR_NOMEM;
     if (alen)
@@ -320,7 +320,7 @@ int pyws_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen
         memcpy(bl->data + alen, b, blen);
     bl->len = total;
     if (wq_push(c, bl, 0, total) < 0) {
-        pyws_blob_put(loop, bl);
+        pw_blob_put(loop, bl);
         return PYWS_ERR_NOMEM;
     }
 queued:
@@ -328,7 +328,7 @@ queued:
     return PYWS_OK;
 }
 
-void pyws_conn_watch(pyws_loop *loop, pyws_conn *c)
+void pw_conn_watch(pyws_loop *loop, pyws_conn *c)
 {
     if (c->fd < 0)
         return;
@@ -342,12 +342,12 @@ void pyws_conn_watch(pyws_loop *loop, pyws_conn *c)
                     ((c->flags & CF_WANT_WRITE) ? PYWS_POLL_OUT : 0u);
     if (want == have)
         return;
-    if (pyws_poller_mod(loop->poller, c->fd, c->id, have, want) == 0) {
+    if (pw_poller_mod(loop->poller, c->fd, c->id, have, want) == 0) {
         c->flags = (c->flags & ~(CF_WANT_WRITE | CF_NO_READ)) |
                    ((want & PYWS_POLL_OUT) ? CF_WANT_WRITE : 0u) |
                    ((want & PYWS_POLL_IN) ? 0u : CF_NO_READ);
         if (!loop->in_poll)
-            pyws_loop_touch(loop); /* a poll(2) host re-reads the watched set */
+            pw_loop_touch(loop); /* a poll(2) host re-reads the watched set */
     }
 }
 
@@ -378,15 +378,15 @@ static int linger_drain(pyws_loop *loop, pyws_conn *c)
 static void linger_start(pyws_loop *loop, pyws_conn *c)
 {
     int drain = c->state == PYWS_ST_WS_CLOSE_FLUSH;
-    pyws_conn_set_state(loop, c, drain ? PYWS_ST_DRAINING : PYWS_ST_LINGER);
+    pw_conn_set_state(loop, c, drain ? PYWS_ST_DRAINING : PYWS_ST_LINGER);
     c->tr->shutdown(loop, c);
     /* the write queue is empty here: all we owe is with the kernel, behind our FIN */
     if ((c->flags & CF_EOF) || (drain && linger_drain(loop, c))) {
-        pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
+        pw_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
         return;
     }
     if (!c->deadline_close)
-        pyws_conn_deadline(loop, c, c->deadline_close = loop->now + (c->opts.close_timeout
+        pw_conn_deadline(loop, c, c->deadline_close = loop->now + (c->opts.close_timeout
                                                                          ? c->opts.close_timeout
                                                                          : 5000));
 }
@@ -404,30 +404,30 @@ static void wq_consume(pyws_loop *loop, pyws_conn *c, size_t n)
             return;
         }
         n -= s->len;
-        pyws_blob_put(loop, s->blob);
+        pw_blob_put(loop, s->blob);
         c->wq_head = (c->wq_head + 1) % c->wq_cap;
         c->wq_n--;
     }
 }
 
-int pyws_conn_flush(pyws_loop *loop, pyws_conn *c)
+int pw_conn_flush(pyws_loop *loop, pyws_conn *c)
 {
     if (c->state == PYWS_ST_CONNECTING)
-        return 0; /* the request waits for the connect (pyws_client_connected flushes it) */
+        return 0; /* the request waits for the connect (pw_client_connected flushes it) */
     if (c->tr_flags & PYWS_TR_HANDSHAKING) {
         int r = c->tr->handshake(loop, c);
         if (r < 0) {
-            pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+            pw_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
             return -1;
         }
-        pyws_conn_watch(loop, c);
+        pw_conn_watch(loop, c);
         if (r == 0)
             return 0;
     }
     int pong_passes = 0;
 again:
     if (c->flags & CF_PONG_DUE)
-        pyws_ws_send_pong(loop, c);
+        pw_ws_send_pong(loop, c);
     while (c->wq_n) {
         /* the head of the queue, as it is: the transport takes what it can (tls.c: one record,
          * small frames coalesced) and leaves the rest for the next round or the next poll */
@@ -442,7 +442,7 @@ again:
         if (n == PYWS_TR_AGAIN)
             break; /* the socket (or, under TLS, the peer) must move first */
         if (n < 0) {
-            pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+            pw_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
             return -1;
         }
         c->last_activity = loop->now;
@@ -455,11 +455,11 @@ again:
         c->flags &= ~CF_HW_PAUSED;
         /* input the socket will not report again */
         if ((c->flags & CF_STARVED) || (c->tr_flags & PYWS_TR_PENDING))
-            pyws_conn_mark(loop, c, CF_PENDING);
+            pw_conn_mark(loop, c, CF_PENDING);
     }
     if ((c->flags & CF_ABOVE_HW) && c->wq_bytes < c->opts.write_high_water) {
         c->flags &= ~CF_ABOVE_HW;
-        pyws_event_push(loop, PYWS_EV_DRAIN, c->id);
+        pw_event_push(loop, PYWS_EV_DRAIN, c->id);
     }
     if (c->wq_n == 0 && c->wq_cap > 16) {
         free(c->wq);
@@ -467,7 +467,7 @@ again:
         c->wq_cap = 0;
         c->wq_head = 0;
     }
-    pyws_conn_watch(loop, c);
+    pw_conn_watch(loop, c);
     if (c->wq_n == 0 && (c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_WS_CLOSE_FLUSH))
         linger_start(loop, c);
     return 0;
@@ -475,20 +475,20 @@ again:
 
 /* Write what is queued, then end TCP: FLUSHING (then LINGER), or, for a server whose close
  * handshake is over (close_exchanged put it in WS_CLOSE_FLUSH), on to DRAINING. */
-void pyws_conn_finish(pyws_loop *loop, pyws_conn *c)
+void pw_conn_finish(pyws_loop *loop, pyws_conn *c)
 {
     if (c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_LINGER ||
         c->state == PYWS_ST_DRAINING)
         return;
-    pyws_conn_set_state(loop, c, c->state == PYWS_ST_WS_CLOSE_FLUSH ? PYWS_ST_WS_CLOSE_FLUSH
+    pw_conn_set_state(loop, c, c->state == PYWS_ST_WS_CLOSE_FLUSH ? PYWS_ST_WS_CLOSE_FLUSH
                                                                     : PYWS_ST_FLUSHING);
     c->flags &= ~CF_PAUSED; /* closing: read again, to see the peer's EOF */
-    pyws_conn_watch(loop, c);
+    pw_conn_watch(loop, c);
     if (!c->deadline_close) {
         c->deadline_close = loop->now + (c->opts.close_timeout ? c->opts.close_timeout : 5000);
-        pyws_conn_deadline(loop, c, c->deadline_close);
+        pw_conn_deadline(loop, c, c->deadline_close);
     }
-    pyws_conn_mark(loop, c, CF_DIRTY);
+    pw_conn_mark(loop, c, CF_DIRTY);
 }
 
 /* ------------------------------------------------------------------ reading */
@@ -513,7 +513,7 @@ static int rbuf_room(pyws_conn *c, size_t limit)
 static void on_eof(pyws_loop *loop, pyws_conn *c)
 {
     c->flags |= CF_EOF;
-    pyws_conn_watch(loop, c);
+    pw_conn_watch(loop, c);
     switch (c->state) {
     case PYWS_ST_FLUSHING:
     case PYWS_ST_WS_CLOSE_FLUSH:
@@ -526,10 +526,10 @@ static void on_eof(pyws_loop *loop, pyws_conn *c)
     case PYWS_ST_WS_CLOSE_WAIT:
     case PYWS_ST_LINGER:
     case PYWS_ST_DRAINING:
-        pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
+        pw_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
         return;
     case PYWS_ST_CLIENT_HS:
-        pyws_client_fail(loop, c, PYWS_ERR_HANDSHAKE,
+        pw_client_fail(loop, c, PYWS_ERR_HANDSHAKE,
                          "the server closed the connection before answering the upgrade");
         return;
     case PYWS_ST_WS_OPEN:
@@ -537,15 +537,15 @@ static void on_eof(pyws_loop *loop, pyws_conn *c)
             /* we are failing it: our close frame still goes out */
             return;
         }
-        pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+        pw_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
         return;
     default:
-        pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+        pw_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
         return;
     }
 }
 
-void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
+void pw_conn_read(pyws_loop *loop, pyws_conn *c)
 {
     uint8_t *dst;
     size_t room;
@@ -555,7 +555,7 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
     if (c->state == PYWS_ST_DRAINING) {
         /* a peer that kept sending after its close frame: drop it until it stops, then close */
         if (linger_drain(loop, c))
-            pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
+            pw_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
         return;
     }
     if (http && (c->flags & CF_REQ_DONE))
@@ -563,7 +563,7 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
     if (http) {
         size_t limit = (size_t)c->opts.max_header_bytes + (size_t)c->opts.max_body + 8192;
         if (rbuf_room(c, limit) < 0) {
-            pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+            pw_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
             return;
         }
         room = c->rcap - c->rlen;
@@ -573,7 +573,7 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
     } else {
         if (hw_paused(c)) {
             c->flags |= CF_HW_PAUSED;
-            pyws_conn_watch(loop, c);
+            pw_conn_watch(loop, c);
             return;
         }
         room = PYWS_ARENA_SIZE - loop->arena_used;
@@ -582,7 +582,7 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
              * poll, before the poller's report (whose order would favour the same ones
              * again), and bytes OpenSSL already holds are not lost */
             c->flags |= CF_STARVED;
-            pyws_conn_mark(loop, c, CF_PENDING);
+            pw_conn_mark(loop, c, CF_PENDING);
             return;
         }
         dst = loop->arena + loop->arena_used;
@@ -593,25 +593,25 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
         uint64_t id = c->id;
         int r = c->tr->handshake(loop, c);
         if (r < 0) {
-            pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL); /* keeps the code it reported */
+            pw_conn_close(loop, c, PYWS_CLOSE_ABNORMAL); /* keeps the code it reported */
             return;
         }
-        pyws_conn_watch(loop, c);
+        pw_conn_watch(loop, c);
         if (r == 0)
             return; /* more round trips */
         if (c->wq_n) /* a client's upgrade request waited for the handshake */
-            pyws_conn_flush(loop, c);
-        if (!pyws_conn_get(loop, id))
+            pw_conn_flush(loop, c);
+        if (!pw_conn_get(loop, id))
             return;
     }
     uint32_t tr_before = c->tr_flags;
     ssize_t n = c->tr->read(loop, c, dst, room);
     if ((c->tr_flags ^ tr_before) & PYWS_TR_WANT_WRITE)
-        pyws_conn_watch(loop, c);
+        pw_conn_watch(loop, c);
     if (n == PYWS_TR_AGAIN)
         return;
     if (n < 0) {
-        pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+        pw_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
         return;
     }
     if (n == 0) {
@@ -619,31 +619,31 @@ void pyws_conn_read(pyws_loop *loop, pyws_conn *c)
         return;
     }
     if (c->tr_flags & PYWS_TR_PENDING) /* read it at the next poll: no socket event will */
-        pyws_conn_mark(loop, c, CF_PENDING);
+        pw_conn_mark(loop, c, CF_PENDING);
     c->last_activity = loop->now;
     if (http) {
         c->rlen += (size_t)n;
         if (c->state == PYWS_ST_CLIENT_HS)
-            pyws_client_input(loop, c);
+            pw_client_input(loop, c);
         else
-            pyws_http_input(loop, c);
+            pw_http_input(loop, c);
         return;
     }
     loop->arena_used += (size_t)n;
     if (pyws_st_ws_input(c->state))
-        pyws_ws_input(loop, c, dst, (size_t)n);
+        pw_ws_input(loop, c, dst, (size_t)n);
     /* FLUSHING, LINGER, WS_CLOSE_FLUSH: input is discarded */
 }
 
 /* ------------------------------------------------------------------ deadlines */
 
-void pyws_conn_deadline(pyws_loop *loop, pyws_conn *c, uint64_t when)
+void pw_conn_deadline(pyws_loop *loop, pyws_conn *c, uint64_t when)
 {
     if (!when)
         return;
     if (c->timer_at && c->timer_at <= when)
         return;
-    if (pyws_timers_push(&loop->timers, when, PYWS_TIMER_CONN, c->id) == 0)
+    if (pw_timers_push(&loop->timers, when, PYWS_TIMER_CONN, c->id) == 0)
         c->timer_at = when;
 }
 
@@ -656,12 +656,12 @@ static uint64_t earliest(uint64_t a, uint64_t b)
     return a < b ? a : b;
 }
 
-void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
+void pw_conn_timeout(pyws_loop *loop, pyws_conn *c)
 {
     uint64_t now = loop->now;
     c->timer_at = 0;
     if (c->deadline_close && now >= c->deadline_close) {
-        pyws_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
+        pw_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
         return;
     }
     if (c->deadline_hs && now >= c->deadline_hs) {
@@ -669,15 +669,15 @@ void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
         if ((pyws_st_http(c->state) || c->state == PYWS_ST_CLIENT_HS) &&
             (c->tr_flags & PYWS_TR_HANDSHAKING)) {
             /* the transport's handshake is what is late: it says why */
-            pyws_conn_close(loop, c, c->tr->expired(loop, c));
+            pw_conn_close(loop, c, c->tr->expired(loop, c));
             return;
         }
         if (pyws_st_http(c->state)) {
-            pyws_http_error(loop, c, 408, "the request did not arrive in time");
+            pw_http_error(loop, c, 408, "the request did not arrive in time");
             return;
         }
         if (c->state == PYWS_ST_CONNECTING || c->state == PYWS_ST_CLIENT_HS) {
-            pyws_client_fail(loop, c, PYWS_ERR_TIMEOUT, c->state == PYWS_ST_CONNECTING
+            pw_client_fail(loop, c, PYWS_ERR_TIMEOUT, c->state == PYWS_ST_CONNECTING
                              ? "the connect did not complete in time (open_timeout)"
                              : "the server did not answer the upgrade in time (open_timeout)");
             return;
@@ -688,15 +688,15 @@ void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
     if (c->opts.idle_timeout && now >= c->last_activity + c->opts.idle_timeout &&
         (pyws_st_http(c->state) || pyws_st_may_send(c->state))) {
         if (pyws_st_http(c->state))
-            pyws_conn_close(loop, c, PYWS_CLOSE_GOING_AWAY);
+            pw_conn_close(loop, c, PYWS_CLOSE_GOING_AWAY);
         else
             pyws_ws_close(loop, c->id, PYWS_CLOSE_GOING_AWAY, "idle timeout", 12);
-        if (!pyws_conn_get(loop, c->id))
+        if (!pw_conn_get(loop, c->id))
             return;
     }
     if (c->sess)
-        pyws_ws_timeout(loop, c);
-    if (!pyws_conn_get(loop, c->id))
+        pw_ws_timeout(loop, c);
+    if (!pw_conn_get(loop, c->id))
         return;
     int handshaking = pyws_st_opening(c->state);
     uint64_t next = earliest(c->deadline_close, handshaking ? c->deadline_hs : 0);
@@ -704,20 +704,20 @@ void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c)
         next = earliest(next, c->last_activity + c->opts.idle_timeout);
     if (c->sess && pyws_st_may_send(c->state))
         next = earliest(next, earliest(c->hb_next, c->hb_deadline));
-    pyws_conn_deadline(loop, c, next);
+    pw_conn_deadline(loop, c, next);
 }
 
 /* ------------------------------------------------------------------ public per-connection calls */
 
 int64_t pyws_write_buffer_size(pyws_loop *loop, uint64_t id)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     return c ? (int64_t)c->wq_bytes : PYWS_ERR_BADID;
 }
 
 int pyws_above_high_water(pyws_loop *loop, uint64_t id)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c)
         return PYWS_ERR_BADID;
     return (c->flags & CF_ABOVE_HW) ? 1 : 0;
@@ -725,13 +725,13 @@ int pyws_above_high_water(pyws_loop *loop, uint64_t id)
 
 int pyws_is_alive(pyws_loop *loop, uint64_t id)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     return c != NULL && c->kind == PYWS_KIND_CONN;
 }
 
 int pyws_is_websocket(pyws_loop *loop, uint64_t id)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c)
         return PYWS_ERR_BADID;
     return (c->flags & CF_WAS_WS) ? 1 : 0;
@@ -739,54 +739,54 @@ int pyws_is_websocket(pyws_loop *loop, uint64_t id)
 
 int pyws_set_reading(pyws_loop *loop, uint64_t id, int on)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
     if (on) {
         c->flags &= ~CF_PAUSED;
         if (c->tr_flags & PYWS_TR_PENDING) /* input waits inside the transport: no socket event */
-            pyws_conn_mark(loop, c, CF_PENDING);
+            pw_conn_mark(loop, c, CF_PENDING);
     } else
         c->flags |= CF_PAUSED;
-    pyws_conn_watch(loop, c);
+    pw_conn_watch(loop, c);
     return PYWS_OK;
 }
 
 int pyws_close_after_flush(pyws_loop *loop, uint64_t id)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
-    pyws_conn_finish(loop, c);
+    pw_conn_finish(loop, c);
     return PYWS_OK;
 }
 
 int pyws_abort(pyws_loop *loop, uint64_t id)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c)
         return PYWS_ERR_BADID;
     if (c->kind == PYWS_KIND_LISTENER) {
-        pyws_conn_free(loop, c);
+        pw_conn_free(loop, c);
         return PYWS_OK;
     }
-    pyws_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+    pw_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
     return PYWS_OK;
 }
 
 int pyws_send_raw(pyws_loop *loop, uint64_t id, const uint8_t *data, size_t len)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
     if (pyws_st_ending(c->state))
         return PYWS_ERR_CLOSED;
-    return pyws_conn_queue(loop, c, data, len, NULL, 0);
+    return pw_conn_queue(loop, c, data, len, NULL, 0);
 }
 
 int pyws_set_control_events(pyws_loop *loop, uint64_t id, int on)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
     c->opts.control_events = on ? 1 : 0;
@@ -799,7 +799,7 @@ int pyws_set_control_events(pyws_loop *loop, uint64_t id, int on)
 
 int pyws_set_max_message_size(pyws_loop *loop, uint64_t id, uint64_t bytes)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c)
         return PYWS_ERR_BADID;
     c->opts.max_message_size = bytes;
@@ -810,24 +810,24 @@ int pyws_set_max_message_size(pyws_loop *loop, uint64_t id, uint64_t bytes)
 
 int pyws_remote_addr(pyws_loop *loop, uint64_t id, char *out, size_t cap)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c)
         return PYWS_ERR_BADID;
-    int n = pyws_net_format_addr(&c->peer.sa, out, cap);
+    int n = pw_net_format_addr(&c->peer.sa, out, cap);
     return n < 0 ? PYWS_ERR_ARG : n;
 }
 
 int pyws_local_port(pyws_loop *loop, uint64_t id)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c)
         return PYWS_ERR_BADID;
-    return pyws_net_local_port(c->fd);
+    return pw_net_local_port(c->fd);
 }
 
 int64_t pyws_conn_memory(pyws_loop *loop, uint64_t id)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c)
         return PYWS_ERR_BADID;
     int64_t n = (int64_t)sizeof(*c) + (int64_t)c->rcap + (int64_t)c->wq_cap * (int64_t)sizeof(pyws_wseg);

@@ -52,7 +52,7 @@ enum {
 };
 
 /* Connection states: state.h (the enum and its groups) and state.c (the one table of allowed
- * transitions, and pyws_conn_set_state, the only writer of c->state). */
+ * transitions, and pw_conn_set_state, the only writer of c->state). */
 
 /* connection flags */
 #define CF_WANT_WRITE 0x0001u   /* poller watches for writability */
@@ -72,13 +72,13 @@ enum {
 /* 0x8000, 0x10000, 0x20000: free (were the TLS flags, now the transport's tr_flags) */
 #define CF_STARVED 0x40000u     /* skipped for want of arena room: read first at the next poll */
 #define CF_HW_PAUSED 0x80000u   /* reading stopped: our queue to the peer is above high water */
-#define CF_PONG_DUE 0x100000u   /* a ping waits for its pong (pong[]): see pyws_ws_send_pong */
+#define CF_PONG_DUE 0x100000u   /* a ping waits for its pong (pong[]): see pw_ws_send_pong */
 #define CF_OVER_LIMIT 0x200000u /* the queue passed write_limit: closed with 1008 next poll */
 
 typedef struct pyws_conn {
     uint64_t id;              /* generation << 32 | slot */
     uint8_t kind;
-    uint8_t state;            /* PYWS_ST_* (state.h): written by pyws_conn_set_state only */
+    uint8_t state;            /* PYWS_ST_* (state.h): written by pw_conn_set_state only */
     uint16_t reserved;
     uint32_t flags;
     int fd;
@@ -108,7 +108,7 @@ typedef struct pyws_conn {
     int addr_index;           /* client: which resolved address is being tried */
 
     /* transport (transport.h): how bytes reach the socket; listeners: what they accept with */
-    const pyws_transport *tr; /* never NULL: &pyws_transport_tcp unless TLS was started */
+    const pyws_transport *tr; /* never NULL: &pw_transport_tcp unless TLS was started */
     void *tr_ctx;             /* the transport's own (connection state / listener config) */
     uint32_t tr_flags;        /* PYWS_TR_*: written by the transport, read by conn.c */
 
@@ -278,90 +278,90 @@ struct pyws_loop {
 };
 
 /* ------------------------------------------------------------------ shared helpers */
-uint64_t pyws_now_ms(void);
-int pyws_set_error(pyws_loop *loop, int code, const char *fmt, ...);
+uint64_t pw_now_ms(void);
+int pw_set_error(pyws_loop *loop, int code, const char *fmt, ...);
 /* Work was queued outside pyws_poll: in self-wake mode, make the pollable descriptor readable
  * (once until the host checks again). */
-void pyws_loop_touch(pyws_loop *loop);
+void pw_loop_touch(pyws_loop *loop);
 
 /* conn.c */
-pyws_conn *pyws_conn_get(pyws_loop *loop, uint64_t id);        /* NULL if stale/free */
-pyws_conn *pyws_conn_new(pyws_loop *loop, int kind, int fd);
-void pyws_conn_free(pyws_loop *loop, pyws_conn *c);            /* close fd, release memory */
-void pyws_conn_close(pyws_loop *loop, pyws_conn *c, int code); /* close now + EV_CLOSE */
-int pyws_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen,
+pyws_conn *pw_conn_get(pyws_loop *loop, uint64_t id);        /* NULL if stale/free */
+pyws_conn *pw_conn_new(pyws_loop *loop, int kind, int fd);
+void pw_conn_free(pyws_loop *loop, pyws_conn *c);            /* close fd, release memory */
+void pw_conn_close(pyws_loop *loop, pyws_conn *c, int code); /* close now + EV_CLOSE */
+int pw_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen,
                     const uint8_t *b, size_t blen);
-int pyws_conn_flush(pyws_loop *loop, pyws_conn *c);            /* < 0: the conn was closed */
-void pyws_conn_mark(pyws_loop *loop, pyws_conn *c, uint32_t flag); /* dirty/pending/held */
-void pyws_conn_watch(pyws_loop *loop, pyws_conn *c);           /* sync poller interest */
-void pyws_conn_finish(pyws_loop *loop, pyws_conn *c);          /* flush then linger-close */
-void pyws_conn_deadline(pyws_loop *loop, pyws_conn *c, uint64_t when);
-void pyws_conn_read(pyws_loop *loop, pyws_conn *c);
-void pyws_conn_timeout(pyws_loop *loop, pyws_conn *c);
-void pyws_blob_put(pyws_loop *loop, pyws_blob *b);
-void pyws_blob_trim(pyws_loop *loop);
+int pw_conn_flush(pyws_loop *loop, pyws_conn *c);            /* < 0: the conn was closed */
+void pw_conn_mark(pyws_loop *loop, pyws_conn *c, uint32_t flag); /* dirty/pending/held */
+void pw_conn_watch(pyws_loop *loop, pyws_conn *c);           /* sync poller interest */
+void pw_conn_finish(pyws_loop *loop, pyws_conn *c);          /* flush then linger-close */
+void pw_conn_deadline(pyws_loop *loop, pyws_conn *c, uint64_t when);
+void pw_conn_read(pyws_loop *loop, pyws_conn *c);
+void pw_conn_timeout(pyws_loop *loop, pyws_conn *c);
+void pw_blob_put(pyws_loop *loop, pyws_blob *b);
+void pw_blob_trim(pyws_loop *loop);
 
 /* topics.c */
-void pyws_topics_drop_conn(pyws_loop *loop, pyws_conn *c);
-void pyws_topics_free(pyws_loop *loop);
-int pyws_wq_push_shared(pyws_loop *loop, pyws_conn *c, pyws_blob *b, size_t len);
-pyws_blob *pyws_blob_alloc(pyws_loop *loop, size_t need);
+void pw_topics_drop_conn(pyws_loop *loop, pyws_conn *c);
+void pw_topics_free(pyws_loop *loop);
+int pw_wq_push_shared(pyws_loop *loop, pyws_conn *c, pyws_blob *b, size_t len);
+pyws_blob *pw_blob_alloc(pyws_loop *loop, size_t need);
 
 /* loop.c */
-pyws_event *pyws_event_push(pyws_loop *loop, int type, uint64_t id);
-pyws_event *pyws_event_defer(pyws_loop *loop, int type, uint64_t id);
-uint8_t *pyws_scratch(pyws_loop *loop, size_t len);            /* lives until next poll */
+pyws_event *pw_event_push(pyws_loop *loop, int type, uint64_t id);
+pyws_event *pw_event_defer(pyws_loop *loop, int type, uint64_t id);
+uint8_t *pw_scratch(pyws_loop *loop, size_t len);            /* lives until next poll */
 /* The free tail of this poll's arena (room bytes; NULL/0 outside a poll), to fill in place
- * and then claim with pyws_scratch(loop, used). */
-uint8_t *pyws_scratch_room(pyws_loop *loop, size_t *room);
-pyws_zpool *pyws_loop_zpool(pyws_loop *loop);                 /* NULL if out of memory */
+ * and then claim with pw_scratch(loop, used). */
+uint8_t *pw_scratch_room(pyws_loop *loop, size_t *room);
+pyws_zpool *pw_loop_zpool(pyws_loop *loop);                 /* NULL if out of memory */
 /* EV_ERROR for id with code and a copy of text (the batch owns the copy) */
-void pyws_event_error(pyws_loop *loop, uint64_t id, int code, const char *text);
-int pyws_retire(pyws_loop *loop, void *block);   /* free() it at the next poll; -1 if it can't */
-void pyws_random(pyws_loop *loop, uint8_t *out, size_t n);   /* the OS's random source */
+void pw_event_error(pyws_loop *loop, uint64_t id, int code, const char *text);
+int pw_retire(pyws_loop *loop, void *block);   /* free() it at the next poll; -1 if it can't */
+void pw_random(pyws_loop *loop, uint8_t *out, size_t n);   /* the OS's random source */
 
 /* upgrade.c: the HTTP phase of a server connection */
-void pyws_http_input(pyws_loop *loop, pyws_conn *c);
-void pyws_http_error(pyws_loop *loop, pyws_conn *c, int status, const char *why);
-void pyws_http_pending(pyws_loop *loop, pyws_conn *c);
+void pw_http_input(pyws_loop *loop, pyws_conn *c);
+void pw_http_error(pyws_loop *loop, pyws_conn *c, int status, const char *why);
+void pw_http_pending(pyws_loop *loop, pyws_conn *c);
 
 /* ws.c: the WebSocket phase */
-void pyws_ws_start(pyws_loop *loop, pyws_conn *c, int role);
-void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len);
-void pyws_ws_pending(pyws_loop *loop, pyws_conn *c);
-void pyws_ws_timeout(pyws_loop *loop, pyws_conn *c);
+void pw_ws_start(pyws_loop *loop, pyws_conn *c, int role);
+void pw_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len);
+void pw_ws_pending(pyws_loop *loop, pyws_conn *c);
+void pw_ws_timeout(pyws_loop *loop, pyws_conn *c);
 /* Queue the pong a ping is owed, unless our previous pong is still queued (1: queued). */
-int pyws_ws_send_pong(pyws_loop *loop, pyws_conn *c);
+int pw_ws_send_pong(pyws_loop *loop, pyws_conn *c);
 /* The write queue passed write_limit: close with 1008 now (EV_CLOSE follows). */
-void pyws_ws_overflow(pyws_loop *loop, pyws_conn *c);
-int pyws_ws_queue_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode,
+void pw_ws_overflow(pyws_loop *loop, pyws_conn *c);
+int pw_ws_queue_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode,
                         const uint8_t *data, size_t len);
-int pyws_ws_queue_frame_rsv(pyws_loop *loop, pyws_conn *c, int fin, int rsv, int opcode,
+int pw_ws_queue_frame_rsv(pyws_loop *loop, pyws_conn *c, int fin, int rsv, int opcode,
                             const uint8_t *data, size_t len);
 /* Queue a data frame, compressed when permessage-deflate is on and wants it (flags:
  * PYWS_SEND_NO_COMPRESS); no fragment-sequence or limit checks (pyws_send does those). */
-int pyws_ws_send_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, const uint8_t *data,
+int pw_ws_send_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, const uint8_t *data,
                        size_t len, int flags);
 /* Turn permessage-deflate on for a connection that just became a WebSocket; < 0: no memory */
-int pyws_ws_enable_deflate(pyws_loop *loop, pyws_conn *c, const pyws_pmd_params *agreed);
+int pw_ws_enable_deflate(pyws_loop *loop, pyws_conn *c, const pyws_pmd_params *agreed);
 
 /* client.c: the client's side of a connection before it speaks WebSocket */
-void pyws_client_connected(pyws_loop *loop, pyws_conn *c);
-void pyws_client_input(pyws_loop *loop, pyws_conn *c);
-void pyws_client_fail(pyws_loop *loop, pyws_conn *c, int code, const char *why);
+void pw_client_connected(pyws_loop *loop, pyws_conn *c);
+void pw_client_input(pyws_loop *loop, pyws_conn *c);
+void pw_client_fail(pyws_loop *loop, pyws_conn *c, int code, const char *why);
 
 /* net.c */
-int pyws_net_listen(const char *host, int port, int backlog, int reuse_port, char *err,
+int pw_net_listen(const char *host, int port, int backlog, int reuse_port, char *err,
                     size_t errlen);
-int pyws_net_accept(int lfd, struct sockaddr *sa, socklen_t *salen);
+int pw_net_accept(int lfd, struct sockaddr *sa, socklen_t *salen);
 /* Start a non-blocking connect to the first address of host:port after the first `skip`
  * (getaddrinfo order); *used is the index of the one started. fd, or with err filled
- * PYWS_ERR_DNS (no address), or pyws_net_error_code() of the last connect's errno. */
-int pyws_net_connect(const char *host, int port, int skip, int *used, struct sockaddr *sa,
+ * PYWS_ERR_DNS (no address), or pw_net_error_code() of the last connect's errno. */
+int pw_net_connect(const char *host, int port, int skip, int *used, struct sockaddr *sa,
                      socklen_t *salen, char *err, size_t errlen);
 /* The PYWS_ERR_* kind of a failed connect's errno: REFUSED, TIMEOUT, else SYS. */
-int pyws_net_error_code(int err);
-int pyws_net_local_port(int fd);
-int pyws_net_format_addr(const struct sockaddr *sa, char *out, size_t cap);
+int pw_net_error_code(int err);
+int pw_net_local_port(int fd);
+int pw_net_format_addr(const struct sockaddr *sa, char *out, size_t cap);
 
 #endif

@@ -97,12 +97,12 @@ struct pyws_zpool {
     uint64_t ninflate;        /* messages inflated */
 };
 
-pyws_zpool *pyws_zpool_new(void)
+pyws_zpool *pw_zpool_new(void)
 {
     return calloc(1, sizeof(pyws_zpool));
 }
 
-void pyws_zpool_free(pyws_zpool *pool)
+void pw_zpool_free(pyws_zpool *pool)
 {
     if (!pool)
         return;
@@ -113,13 +113,13 @@ void pyws_zpool_free(pyws_zpool *pool)
     free(pool);
 }
 
-void pyws_zpool_stats(const pyws_zpool *pool, uint64_t *deflated, uint64_t *inflated)
+void pw_zpool_stats(const pyws_zpool *pool, uint64_t *deflated, uint64_t *inflated)
 {
     *deflated = pool ? pool->ndeflate : 0;
     *inflated = pool ? pool->ninflate : 0;
 }
 
-size_t pyws_zpool_memory(const pyws_zpool *pool)
+size_t pw_zpool_memory(const pyws_zpool *pool)
 {
     return pool ? pool->mem + pool->out_cap + sizeof(*pool) : 0;
 }
@@ -207,7 +207,7 @@ static int run_deflate(z_stream *z, pyws_zpool *pool, const uint8_t *in, size_t 
     return PYWS_Z_OK;
 }
 
-int pyws_zpool_compress_once(pyws_zpool *pool, int bits, int mem_level, int level,
+int pw_zpool_compress_once(pyws_zpool *pool, int bits, int mem_level, int level,
                              const uint8_t *in, size_t len, const uint8_t **out, size_t *out_len)
 {
     z_stream *z = pool_tx(pool, bits, mem_level, level);
@@ -225,7 +225,7 @@ static int clamp(int v, int lo, int hi)
     return v < lo ? lo : v > hi ? hi : v;
 }
 
-void pyws_pmd_init(pyws_pmd *d, int role, const pyws_pmd_params *a, const pyws_opts *opts)
+void pw_pmd_init(pyws_pmd *d, int role, const pyws_pmd_params *a, const pyws_opts *opts)
 {
     memset(d, 0, sizeof(*d));
     int server = role == PYWS_ROLE_SERVER;
@@ -246,25 +246,25 @@ void pyws_pmd_init(pyws_pmd *d, int role, const pyws_pmd_params *a, const pyws_o
     d->threshold = opts->deflate_threshold;
 }
 
-void pyws_pmd_free(pyws_pmd *d)
+void pw_pmd_free(pyws_pmd *d)
 {
     stream_free(d->tx, 1);
     stream_free(d->rx, 0);
     d->tx = d->rx = NULL;
 }
 
-int pyws_pmd_wants(const pyws_pmd *d, size_t len, int fin, int flags)
+int pw_pmd_wants(const pyws_pmd *d, size_t len, int fin, int flags)
 {
     if (!d->tx_bits || (flags & PYWS_SEND_NO_COMPRESS))
         return 0;
     return !fin || len >= d->threshold || (flags & PYWS_SEND_COMPRESS);
 }
 
-int pyws_pmd_compress(pyws_pmd *d, pyws_zpool *pool, const uint8_t *in, size_t len, int fin,
+int pw_pmd_compress(pyws_pmd *d, pyws_zpool *pool, const uint8_t *in, size_t len, int fin,
                       const uint8_t **out, size_t *out_len)
 {
     if (d->tx_reset && !d->tx_frag && fin && !d->tx)
-        return pyws_zpool_compress_once(pool, d->tx_bits, d->mem_level, d->level, in, len, out,
+        return pw_zpool_compress_once(pool, d->tx_bits, d->mem_level, d->level, in, len, out,
                                         out_len);
     if (!d->tx) {
         d->tx = stream_new(&d->mem, 1, d->tx_bits, d->mem_level, d->level);
@@ -298,7 +298,7 @@ static int grow(uint8_t **heap, size_t *cap, uint64_t limit, const uint8_t *room
     return 0;
 }
 
-int pyws_pmd_inflate(pyws_pmd *d, pyws_zpool *pool, const uint8_t *in, size_t len, uint64_t max,
+int pw_pmd_inflate(pyws_pmd *d, pyws_zpool *pool, const uint8_t *in, size_t len, uint64_t max,
                      uint8_t *room, size_t room_len, const uint8_t **out, size_t *out_len,
                      uint8_t **heap)
 {

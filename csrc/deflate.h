@@ -36,25 +36,25 @@ struct pyws_pmd {
 #define PYWS_Z_OK 0
 #define PYWS_Z_NOMEM -1
 
-pyws_zpool *pyws_zpool_new(void);
-void pyws_zpool_free(pyws_zpool *pool);
-void pyws_zpool_stats(const pyws_zpool *pool, uint64_t *deflated, uint64_t *inflated);
+pyws_zpool *pw_zpool_new(void);
+void pw_zpool_free(pyws_zpool *pool);
+void pw_zpool_stats(const pyws_zpool *pool, uint64_t *deflated, uint64_t *inflated);
 /* Bytes the pool holds (shared streams and the output buffer). */
-size_t pyws_zpool_memory(const pyws_zpool *pool);
+size_t pw_zpool_memory(const pyws_zpool *pool);
 
 /* Set d up for `role` from the agreed parameters and our options. */
-void pyws_pmd_init(pyws_pmd *d, int role, const pyws_pmd_params *agreed, const pyws_opts *opts);
-void pyws_pmd_free(pyws_pmd *d);
+void pw_pmd_init(pyws_pmd *d, int role, const pyws_pmd_params *agreed, const pyws_opts *opts);
+void pw_pmd_free(pyws_pmd *d);
 
 /* 1 if a message (or first fragment) of len bytes should be compressed, given the send flags
  * (PYWS_SEND_NO_COMPRESS, PYWS_SEND_COMPRESS). */
-int pyws_pmd_wants(const pyws_pmd *d, size_t len, int fin, int flags);
+int pw_pmd_wants(const pyws_pmd *d, size_t len, int fin, int flags);
 
 /* Compress one frame's worth of a message. The first call of a message decides: fin = 1 is a
  * whole message; fin = 0 starts one sent in fragments, continued by more calls until one with
  * fin = 1. *out views the pool's buffer until the next call on the pool. The last frame of a
  * message has the trailing 00 00 ff ff removed (RFC 7692 §7.2.1). PYWS_Z_OK or PYWS_Z_NOMEM. */
-int pyws_pmd_compress(pyws_pmd *d, pyws_zpool *pool, const uint8_t *in, size_t len, int fin,
+int pw_pmd_compress(pyws_pmd *d, pyws_zpool *pool, const uint8_t *in, size_t len, int fin,
                       const uint8_t **out, size_t *out_len);
 
 /* Inflate a whole message's payload (the compressed bytes of all its frames, without the tail,
@@ -63,14 +63,14 @@ int pyws_pmd_compress(pyws_pmd *d, pyws_zpool *pool, const uint8_t *in, size_t l
  * bomb costs at most max bytes before it is refused. max = 0: no limit.
  * Returns 0 (*out, *out_len: the message), PYWS_CLOSE_TOO_BIG, PYWS_CLOSE_INVALID_DATA (not
  * valid DEFLATE data) or PYWS_Z_NOMEM. */
-int pyws_pmd_inflate(pyws_pmd *d, pyws_zpool *pool, const uint8_t *in, size_t len, uint64_t max,
+int pw_pmd_inflate(pyws_pmd *d, pyws_zpool *pool, const uint8_t *in, size_t len, uint64_t max,
                      uint8_t *room, size_t room_len, const uint8_t **out, size_t *out_len,
                      uint8_t **heap);
 
 /* The compressed frame of a whole message for every connection with no context takeover on
  * its sending side and these parameters (publish compresses once for all of them): same as
- * pyws_pmd_compress on a fresh stream. */
-int pyws_zpool_compress_once(pyws_zpool *pool, int bits, int mem_level, int level,
+ * pw_pmd_compress on a fresh stream. */
+int pw_zpool_compress_once(pyws_zpool *pool, int bits, int mem_level, int level,
                              const uint8_t *in, size_t len, const uint8_t **out, size_t *out_len);
 
 #endif

@@ -120,7 +120,7 @@ static int check(const pyws_http_head *head, const pyws_header *headers, pyws_ha
         return fail(hs, 426, "missing Sec-WebSocket-Version header (only 13 is supported)");
     if (i == -2)
         return fail(hs, 400, "duplicated Sec-WebSocket-Version header");
-    pyws_str version = pyws_http_trim(headers[i].value);
+    pyws_str version = pw_http_trim(headers[i].value);
     if (version.len != 2 || memcmp(version.ptr, "13", 2) != 0)
         return fail(hs, 426, "unsupported Sec-WebSocket-Version (only 13 is supported)");
 
@@ -129,7 +129,7 @@ static int check(const pyws_http_head *head, const pyws_header *headers, pyws_ha
         return fail(hs, 400, "missing Sec-WebSocket-Key header");
     if (i == -2)
         return fail(hs, 400, "duplicated Sec-WebSocket-Key header");
-    pyws_str key = pyws_http_trim(headers[i].value);
+    pyws_str key = pw_http_trim(headers[i].value);
     uint8_t nonce[18];                       /* 3 * 24 / 4 */
     if (key.len != 24 || pyws_base64_decode(key.ptr, key.len, nonce) != 16)
         return fail(hs, 400, "Sec-WebSocket-Key must be 16 bytes in base64");
@@ -161,17 +161,17 @@ void pyws_accept_key(const char *key, size_t key_len, char *out)
 {
     pyws_sha1_ctx ctx;
     uint8_t digest[PYWS_SHA1_LEN];
-    pyws_sha1_init(&ctx);
+    pw_sha1_init(&ctx);
     if (key_len > 0)
-        pyws_sha1_update(&ctx, (const uint8_t *)key, key_len);
-    pyws_sha1_update(&ctx, (const uint8_t *)PYWS_WS_GUID, sizeof PYWS_WS_GUID - 1);
-    pyws_sha1_final(&ctx, digest);
+        pw_sha1_update(&ctx, (const uint8_t *)key, key_len);
+    pw_sha1_update(&ctx, (const uint8_t *)PYWS_WS_GUID, sizeof PYWS_WS_GUID - 1);
+    pw_sha1_final(&ctx, digest);
     pyws_base64_encode(digest, sizeof digest, out);
 }
 
 int pyws_protocol_offered(pyws_str offered, const char *protocol)
 {
-    return pyws_http_list_has(offered, protocol, 0);
+    return pw_http_list_has(offered, protocol, 0);
 }
 
 /* ---------------------------------------------------------------- the client's side (§4.1) */

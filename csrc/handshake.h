@@ -23,8 +23,8 @@ typedef struct pyws_sha1_ctx {
 
 #define PYWS_SHA1_LEN 20
 
-void pyws_sha1_init(pyws_sha1_ctx *ctx);
-void pyws_sha1_update(pyws_sha1_ctx *ctx, const uint8_t *data, size_t len);
-void pyws_sha1_final(pyws_sha1_ctx *ctx, uint8_t *digest);
+void pw_sha1_init(pyws_sha1_ctx *ctx);
+void pw_sha1_update(pyws_sha1_ctx *ctx, const uint8_t *data, size_t len);
+void pw_sha1_final(pyws_sha1_ctx *ctx, uint8_t *digest);
 
 #endif /* PYWS_HANDSHAKE_INTERNAL_H */

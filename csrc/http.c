@@ -390,7 +390,7 @@ int pyws_http_find(const pyws_header *headers, size_t n, const char *name, size_
     return -1;
 }
 
-size_t pyws_http_values(const pyws_header *headers, size_t n, const char *name, pyws_str *out,
+size_t pw_http_values(const pyws_header *headers, size_t n, const char *name, pyws_str *out,
                         size_t max)
 {
     size_t got = 0;
@@ -400,7 +400,7 @@ size_t pyws_http_values(const pyws_header *headers, size_t n, const char *name, 
     return got;
 }
 
-pyws_str pyws_http_trim(pyws_str s)
+pyws_str pw_http_trim(pyws_str s)
 {
     while (s.len > 0 && is_ows((unsigned char)s.ptr[0])) {
         s.ptr++;
@@ -411,7 +411,7 @@ pyws_str pyws_http_trim(pyws_str s)
     return s;
 }
 
-int pyws_http_list_has(pyws_str list, const char *item, int nocase)
+int pw_http_list_has(pyws_str list, const char *item, int nocase)
 {
     if (item == NULL || item[0] == '\0' || list.len == 0)
         return 0;
@@ -424,7 +424,7 @@ int pyws_http_list_has(pyws_str list, const char *item, int nocase)
         pyws_str elem;
         elem.ptr = list.ptr + i;
         elem.len = j - i;
-        elem = pyws_http_trim(elem);
+        elem = pw_http_trim(elem);
         if (elem.len == item_len) {
             if (nocase ? ieq(elem.ptr, item, item_len) : memcmp(elem.ptr, item, item_len) == 0)
                 return 1;
@@ -436,7 +436,7 @@ int pyws_http_list_has(pyws_str list, const char *item, int nocase)
 
 int pyws_http_has_token(pyws_str value, const char *token)
 {
-    return pyws_http_list_has(value, token, 1);
+    return pw_http_list_has(value, token, 1);
 }
 
 /* One Content-Length value: a list of 1*DIGIT separated by commas (RFC 9110 §8.6 lets a
@@ -451,7 +451,7 @@ static int content_length_value(pyws_str v, uint64_t *seen, int *have)
         pyws_str elem;
         elem.ptr = v.ptr + i;
         elem.len = j - i;
-        elem = pyws_http_trim(elem);
+        elem = pw_http_trim(elem);
         if (elem.len == 0)
             return -1;
         uint64_t x = 0;
@@ -480,7 +480,7 @@ int pyws_http_content_length(const pyws_header *headers, size_t n, uint64_t *out
     int have = 0;
     for (int i = pyws_http_find(headers, n, "content-length", 0); i >= 0;
          i = pyws_http_find(headers, n, "content-length", (size_t)i + 1)) {
-        if (content_length_value(pyws_http_trim(headers[i].value), &value, &have) != 0) {
+        if (content_length_value(pw_http_trim(headers[i].value), &value, &have) != 0) {
             if (out != NULL)
                 *out = 0;
             return -1;

@@ -27,14 +27,14 @@
 
 #include "core.h"
 
-uint64_t pyws_now_ms(void)
+uint64_t pw_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-int pyws_set_error(pyws_loop *loop, int code, const char *fmt, ...)
+int pw_set_error(pyws_loop *loop, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -56,7 +56,7 @@ const uint8_t *pyws_arena(pyws_loop *loop, size_t *size)
 
 const char *pyws_backend(void)
 {
-    return pyws_poller_name();
+    return pw_poller_name();
 }
 
 void pyws_opts_default(pyws_opts *o)
@@ -103,7 +103,7 @@ static int ptr_push(void ***v, size_t *n, size_t *cap, void *p)
     return 0;
 }
 
-int pyws_retire(pyws_loop *loop, void *block)
+int pw_retire(pyws_loop *loop, void *block)
 {
     return ptr_push(&loop->retired, &loop->nretired, &loop->retired_cap, block);
 }
@@ -123,10 +123,10 @@ static pyws_event *grow_push(pyws_event **arr, int *n, int *cap)
     return ev;
 }
 
-pyws_event *pyws_event_push(pyws_loop *loop, int type, uint64_t id)
+pyws_event *pw_event_push(pyws_loop *loop, int type, uint64_t id)
 {
     if (!loop->in_poll)
-        return pyws_event_defer(loop, type, id);
+        return pw_event_defer(loop, type, id);
     pyws_event *ev = grow_push(&loop->events, &loop->nevents, &loop->events_cap);
     if (ev) {
         ev->type = type;
@@ -135,9 +135,9 @@ pyws_event *pyws_event_push(pyws_loop *loop, int type, uint64_t id)
     return ev;
 }
 
-pyws_event *pyws_event_defer(pyws_loop *loop, int type, uint64_t id)
+pyws_event *pw_event_defer(pyws_loop *loop, int type, uint64_t id)
 {
-    pyws_loop_touch(loop);
+    pw_loop_touch(loop);
     pyws_event *ev = grow_push(&loop->deferred, &loop->ndeferred, &loop->deferred_cap);
     if (ev) {
         ev->type = type;
@@ -146,7 +146,7 @@ pyws_event *pyws_event_defer(pyws_loop *loop, int type, uint64_t id)
     return ev;
 }
 
-uint8_t *pyws_scratch(pyws_loop *loop, size_t len)
+uint8_t *pw_scratch(pyws_loop *loop, size_t len)
 {
     if (!loop->in_poll) {
         /* a view for a deferred event: lives until the poll after the one delivering it */
@@ -164,14 +164,14 @@ uint8_t *pyws_scratch(pyws_loop *loop, size_t len)
         return p;
     }
     uint8_t *p = malloc(len ? len : 1);
-    if (p && pyws_retire(loop, p) < 0) {
+    if (p && pw_retire(loop, p) < 0) {
         free(p);
         return NULL;
     }
     return p;
 }
 
-uint8_t *pyws_scratch_room(pyws_loop *loop, size_t *room)
+uint8_t *pw_scratch_room(pyws_loop *loop, size_t *room)
 {
     if (!loop->in_poll) {
         *room = 0;
@@ -185,30 +185,30 @@ void pyws_deflate_stats(pyws_loop *loop, uint64_t *deflated, uint64_t *inflated,
                         uint64_t *pool_bytes)
 {
     uint64_t d, i;
-    pyws_zpool_stats(loop->zpool, &d, &i);
+    pw_zpool_stats(loop->zpool, &d, &i);
     if (deflated)
         *deflated = d;
     if (inflated)
         *inflated = i;
     if (pool_bytes)
-        *pool_bytes = pyws_zpool_memory(loop->zpool);
+        *pool_bytes = pw_zpool_memory(loop->zpool);
 }
 
-pyws_zpool *pyws_loop_zpool(pyws_loop *loop)
+pyws_zpool *pw_loop_zpool(pyws_loop *loop)
 {
     if (!loop->zpool)
-        loop->zpool = pyws_zpool_new();
+        loop->zpool = pw_zpool_new();
     return loop->zpool;
 }
 
-void pyws_event_error(pyws_loop *loop, uint64_t id, int code, const char *text)
+void pw_event_error(pyws_loop *loop, uint64_t id, int code, const char *text)
 {
-    pyws_event *ev = pyws_event_push(loop, PYWS_EV_ERROR, id);
+    pyws_event *ev = pw_event_push(loop, PYWS_EV_ERROR, id);
     if (!ev)
         return;
     ev->code = code;
     size_t n = strlen(text);
-    uint8_t *copy = pyws_scratch(loop, n);
+    uint8_t *copy = pw_scratch(loop, n);
     if (copy) {
         memcpy(copy, text, n);
         ev->data = copy;
@@ -227,7 +227,7 @@ pyws_loop *pyws_loop_new(void)
     if (!loop)
         return NULL;
     loop->wake_fd_r = loop->wake_fd_w = -1;
-    loop->poller = pyws_poller_new();
+    loop->poller = pw_poller_new();
     loop->arena = malloc(PYWS_ARENA_SIZE);
     if (!loop->poller || !loop->arena)
         goto fail;
@@ -254,9 +254,9 @@ pyws_loop *pyws_loop_new(void)
         loop->wake_fd_w = fds[1];
     }
 #endif
-    if (pyws_poller_add(loop->poller, loop->wake_fd_r, PYWS_WAKE_ID, PYWS_POLL_IN) < 0)
+    if (pw_poller_add(loop->poller, loop->wake_fd_r, PYWS_WAKE_ID, PYWS_POLL_IN) < 0)
         goto fail_fds;
-    loop->now = pyws_now_ms();
+    loop->now = pw_now_ms();
     return loop;
 
 fail_fds:
@@ -267,7 +267,7 @@ fail_mutex:
     wake_fini(loop);
     pthread_mutex_destroy(&loop->wake_lock);
 fail:
-    pyws_poller_free(loop->poller);
+    pw_poller_free(loop->poller);
     free(loop->arena);
     free(loop);
     return NULL;
@@ -287,14 +287,14 @@ void pyws_loop_free(pyws_loop *loop)
     for (uint32_t i = 0; i < loop->nslots; i++) {
         pyws_conn *c = loop->conns[i];
         if (c) {
-            pyws_conn_free(loop, c);
+            pw_conn_free(loop, c);
             free(c);
             loop->conns[i] = NULL; /* later connections' unsubscribes look slots up */
         }
     }
     free(loop->conns);
     free(loop->free_slots);
-    pyws_topics_free(loop);
+    pw_topics_free(loop);
     free_blocks(loop->retired, &loop->nretired);
     free(loop->retired);
     free_blocks(loop->deferred_blocks, &loop->ndeferred_blocks);
@@ -307,7 +307,7 @@ void pyws_loop_free(pyws_loop *loop)
     for (int i = 0; i < loop->nblob_cache; i++)
         free(loop->blob_cache[i]);
     free(loop->blob_cache);
-    pyws_timers_free(&loop->timers);
+    pw_timers_free(&loop->timers);
     pyws_wake_close(loop); /* no producer is left waiting on what is freed below */
     for (size_t i = 0; i < loop->wake_n; i++)
         free(loop->wake_q[(loop->wake_head + i) % loop->wake_cap].data);
@@ -317,9 +317,9 @@ void pyws_loop_free(pyws_loop *loop)
         close(loop->wake_fd_w);
     wake_fini(loop);
     pthread_mutex_destroy(&loop->wake_lock);
-    pyws_poller_free(loop->poller);
+    pw_poller_free(loop->poller);
     free(loop->arena);
-    pyws_zpool_free(loop->zpool);
+    pw_zpool_free(loop->zpool);
     free(loop);
 }
 
@@ -328,32 +328,32 @@ void pyws_loop_free(pyws_loop *loop)
 int pyws_listen(pyws_loop *loop, const char *host, int port, const pyws_opts *opts, uint64_t *id)
 {
     if (port < 0 || port > 65535)
-        return pyws_set_error(loop, PYWS_ERR_ARG, "port %d is out of range", port);
+        return pw_set_error(loop, PYWS_ERR_ARG, "port %d is out of range", port);
     pyws_opts def;
     if (!opts) {
         pyws_opts_default(&def);
         opts = &def;
     }
-    int fd = pyws_net_listen(host, port, opts->backlog, opts->reuse_port, loop->errbuf,
+    int fd = pw_net_listen(host, port, opts->backlog, opts->reuse_port, loop->errbuf,
                              sizeof(loop->errbuf));
     if (fd < 0)
         return PYWS_ERR_SYS;
-    pyws_conn *l = pyws_conn_new(loop, PYWS_KIND_LISTENER, fd);
+    pyws_conn *l = pw_conn_new(loop, PYWS_KIND_LISTENER, fd);
     if (!l) {
         close(fd);
-        return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
+        return pw_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
     }
     l->opts = *opts;
     if (!l->opts.max_sockets)
         l->opts.max_sockets = pyws_auto_max_sockets();
-    if (pyws_poller_add(loop->poller, fd, l->id, PYWS_POLL_IN) < 0) {
-        pyws_set_error(loop, PYWS_ERR_SYS, "cannot watch the listener: %s", strerror(errno));
-        pyws_conn_free(loop, l);
+    if (pw_poller_add(loop->poller, fd, l->id, PYWS_POLL_IN) < 0) {
+        pw_set_error(loop, PYWS_ERR_SYS, "cannot watch the listener: %s", strerror(errno));
+        pw_conn_free(loop, l);
         return PYWS_ERR_SYS;
     }
     *id = l->id;
     if (!loop->in_poll)
-        pyws_loop_touch(loop); /* a poll(2) host re-reads the watched set */
+        pw_loop_touch(loop); /* a poll(2) host re-reads the watched set */
     return PYWS_OK;
 }
 
@@ -386,7 +386,7 @@ void pyws_limit_stats_get(pyws_loop *loop, pyws_limit_stats *out)
 
 int64_t pyws_listener_max_sockets(pyws_loop *loop, uint64_t listener)
 {
-    pyws_conn *l = pyws_conn_get(loop, listener);
+    pyws_conn *l = pw_conn_get(loop, listener);
     if (!l || l->kind != PYWS_KIND_LISTENER)
         return PYWS_ERR_BADID;
     return (int64_t)l->opts.max_sockets;
@@ -402,12 +402,12 @@ static int listeners_watch(pyws_loop *loop, int on)
         if (!l || l->kind != PYWS_KIND_LISTENER)
             continue;
         if (on && (l->flags & CF_NO_READ)) {
-            if (pyws_poller_add(loop->poller, l->fd, l->id, PYWS_POLL_IN) == 0)
+            if (pw_poller_add(loop->poller, l->fd, l->id, PYWS_POLL_IN) == 0)
                 l->flags &= ~CF_NO_READ;
             else
                 rc = -1;
         } else if (!on && !(l->flags & CF_NO_READ)) {
-            if (pyws_poller_del(loop->poller, l->fd, PYWS_POLL_IN) == 0)
+            if (pw_poller_del(loop->poller, l->fd, PYWS_POLL_IN) == 0)
                 l->flags |= CF_NO_READ;
         }
     }
@@ -443,7 +443,7 @@ static void ratelog_report(pyws_loop *loop, pyws_ratelog *r, int code, const cha
                  (unsigned long long)(span % 1000 / 100));
     }
     snprintf(msg, sizeof(msg), "%s%s%s", text, times, tail);
-    pyws_event_error(loop, r->listener, code, msg);
+    pw_event_error(loop, r->listener, code, msg);
     r->count = 0;
     r->reported_at = loop->now;
 }
@@ -495,7 +495,7 @@ static void refuse(pyws_loop *loop, pyws_conn *l, int fd)
 #else
     const int flags = MSG_DONTWAIT; /* SO_NOSIGPIPE was set at accept */
 #endif
-    if (l->tr == &pyws_transport_tcp) {
+    if (l->tr == &pw_transport_tcp) {
         ssize_t w;
         do {
             w = send(fd, refuse_answer, sizeof(refuse_answer) - 1, flags);
@@ -546,7 +546,7 @@ static void accept_batch(pyws_loop *loop, pyws_conn *l)
     for (int i = 0; i < PYWS_ACCEPT_BATCH; i++) {
         pyws_conn tmp;
         socklen_t salen = sizeof(tmp.peer);
-        int fd = pyws_net_accept(l->fd, &tmp.peer.sa, &salen);
+        int fd = pw_net_accept(l->fd, &tmp.peer.sa, &salen);
         if (fd < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
                 errno == ECONNABORTED)
@@ -556,7 +556,7 @@ static void accept_batch(pyws_loop *loop, pyws_conn *l)
                 return;
             }
             snprintf(loop->errbuf, sizeof(loop->errbuf), "accept failed: %s", strerror(errno));
-            pyws_event_error(loop, l->id, PYWS_ERR_SYS, loop->errbuf);
+            pw_event_error(loop, l->id, PYWS_ERR_SYS, loop->errbuf);
             return;
         }
         loop->accept_pause_ms = 0; /* the next shortage starts with the shortest pause */
@@ -565,7 +565,7 @@ static void accept_batch(pyws_loop *loop, pyws_conn *l)
             continue;
         }
         uint64_t lid = l->id;
-        pyws_conn *c = pyws_conn_new(loop, PYWS_KIND_CONN, fd);
+        pyws_conn *c = pw_conn_new(loop, PYWS_KIND_CONN, fd);
         if (!c) {
             close(fd);
             return;
@@ -573,20 +573,20 @@ static void accept_batch(pyws_loop *loop, pyws_conn *l)
         c->opts = l->opts;
         c->listener = lid;
         c->peer = tmp.peer;
-        pyws_conn_set_state(loop, c, PYWS_ST_HTTP);
+        pw_conn_set_state(loop, c, PYWS_ST_HTTP);
         c->role = PYWS_ROLE_SERVER;
-        if (pyws_poller_add(loop->poller, fd, c->id, PYWS_POLL_IN) < 0 ||
+        if (pw_poller_add(loop->poller, fd, c->id, PYWS_POLL_IN) < 0 ||
             l->tr->accept(loop, c, l) != PYWS_OK) {
-            pyws_conn_free(loop, c);
+            pw_conn_free(loop, c);
             continue;
         }
         if (c->opts.handshake_timeout) {
             c->deadline_hs = loop->now + c->opts.handshake_timeout;
-            pyws_conn_deadline(loop, c, c->deadline_hs);
+            pw_conn_deadline(loop, c, c->deadline_hs);
         }
         if (c->opts.idle_timeout)
-            pyws_conn_deadline(loop, c, loop->now + c->opts.idle_timeout);
-        pyws_event *ev = pyws_event_push(loop, PYWS_EV_ACCEPT, c->id);
+            pw_conn_deadline(loop, c, loop->now + c->opts.idle_timeout);
+        pyws_event *ev = pw_event_push(loop, PYWS_EV_ACCEPT, c->id);
         if (ev)
             ev->aux = lid;
     }
@@ -596,36 +596,36 @@ static void accept_batch(pyws_loop *loop, pyws_conn *l)
 
 int pyws_timer_add(pyws_loop *loop, uint64_t ms, int repeat, uint64_t *timer_id)
 {
-    uint64_t id = pyws_utimer_add(&loop->timers, pyws_now_ms(), ms, repeat);
+    uint64_t id = pw_utimer_add(&loop->timers, pw_now_ms(), ms, repeat);
     if (!id)
-        return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
+        return pw_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
     *timer_id = id;
     if (!loop->in_poll)
-        pyws_loop_touch(loop); /* the host's timer must be re-armed for it */
+        pw_loop_touch(loop); /* the host's timer must be re-armed for it */
     return PYWS_OK;
 }
 
 int pyws_timer_cancel(pyws_loop *loop, uint64_t timer_id)
 {
-    return pyws_utimer_cancel(&loop->timers, timer_id) == 0 ? PYWS_OK : PYWS_ERR_BADID;
+    return pw_utimer_cancel(&loop->timers, timer_id) == 0 ? PYWS_OK : PYWS_ERR_BADID;
 }
 
 static void run_timers(pyws_loop *loop)
 {
     const pyws_tentry *top;
-    while ((top = pyws_timers_peek(&loop->timers)) && top->when <= loop->now) {
+    while ((top = pw_timers_peek(&loop->timers)) && top->when <= loop->now) {
         pyws_tentry e = *top;
-        pyws_timers_pop(&loop->timers);
+        pw_timers_pop(&loop->timers);
         if (e.kind == PYWS_TIMER_USER) {
-            if (pyws_utimer_fire(&loop->timers, &e)) {
-                pyws_event *ev = pyws_event_push(loop, PYWS_EV_TIMER, 0);
+            if (pw_utimer_fire(&loop->timers, &e)) {
+                pyws_event *ev = pw_event_push(loop, PYWS_EV_TIMER, 0);
                 if (ev)
                     ev->aux = e.id;
             }
         } else {
-            pyws_conn *c = pyws_conn_get(loop, e.id);
+            pyws_conn *c = pw_conn_get(loop, e.id);
             if (c && c->kind == PYWS_KIND_CONN && c->timer_at == e.when)
-                pyws_conn_timeout(loop, c);
+                pw_conn_timeout(loop, c);
         }
     }
 }
@@ -856,11 +856,11 @@ static void drain_wakeups(pyws_loop *loop)
         loop->wake_bytes -= it->len;
         /* the batch's views die at the next poll; an item whose copy cannot be recorded
          * for that (out of memory) is dropped rather than handed out dangling */
-        if (it->data && pyws_retire(loop, it->data) < 0) {
+        if (it->data && pw_retire(loop, it->data) < 0) {
             free(it->data);
             continue;
         }
-        pyws_event *ev = pyws_event_push(loop, PYWS_EV_WAKEUP, it->id);
+        pyws_event *ev = pw_event_push(loop, PYWS_EV_WAKEUP, it->id);
         if (ev) {
             ev->data = it->data;
             ev->len = it->len;
@@ -898,7 +898,7 @@ static void run_dirty(pyws_loop *loop)
         if (!c || c->kind != PYWS_KIND_CONN || !(c->flags & CF_DIRTY))
             continue;
         c->flags &= ~CF_DIRTY;
-        pyws_conn_flush(loop, c);
+        pw_conn_flush(loop, c);
     }
     /* entries added while flushing (a linger close marks nothing, but be safe) */
     if (loop->dirty.n > n) {
@@ -919,7 +919,7 @@ static void run_pending(pyws_loop *loop)
             continue;
         c->flags &= ~CF_PENDING;
         if (c->flags & CF_OVER_LIMIT) {
-            pyws_ws_overflow(loop, c);
+            pw_ws_overflow(loop, c);
             continue;
         }
         uint64_t id = c->id;
@@ -930,16 +930,16 @@ static void run_pending(pyws_loop *loop)
             /* input the transport holds (OpenSSL's decrypted bytes: no socket event for
              * them), or a connection the last poll had no arena room for */
             c->flags &= ~CF_STARVED;
-            pyws_conn_read(loop, c);
-            c = pyws_conn_get(loop, id);
+            pw_conn_read(loop, c);
+            c = pw_conn_get(loop, id);
             if (!c)
                 continue;
         }
         if (c->rbuf || (c->flags & CF_REQ_DONE))
-            pyws_http_pending(loop, c);
-        c = pyws_conn_get(loop, id);
+            pw_http_pending(loop, c);
+        c = pw_conn_get(loop, id);
         if (c && close_was_pending && c->pending_code)
-            pyws_ws_pending(loop, c);
+            pw_ws_pending(loop, c);
     }
     /* work marked during this pass waits for the next poll */
     if (loop->pending.n > n)
@@ -970,7 +970,7 @@ static void release_views(pyws_loop *loop)
     }
     loop->ndeferred = 0;
     for (size_t i = 0; i < loop->ndeferred_blocks; i++) {
-        if (pyws_retire(loop, loop->deferred_blocks[i]) < 0)
+        if (pw_retire(loop, loop->deferred_blocks[i]) < 0)
             free(loop->deferred_blocks[i]);
     }
     loop->ndeferred_blocks = 0;
@@ -982,8 +982,8 @@ int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events)
     wake_note_thread(loop);
     loop->in_poll = 1;
     release_views(loop);
-    pyws_blob_trim(loop);
-    loop->now = pyws_now_ms();
+    pw_blob_trim(loop);
+    loop->now = pw_now_ms();
 
     run_pending(loop);
     run_dirty(loop);
@@ -993,7 +993,7 @@ int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events)
     int wake_due = loop->wake_more; /* wakeups the last batch left behind: no waiting */
     if (loop->nevents > 0 || loop->pending.n > 0 || wake_due)
         wait = 0;
-    const pyws_tentry *t = pyws_timers_peek(&loop->timers);
+    const pyws_tentry *t = pw_timers_peek(&loop->timers);
     if (t && wait != 0) {
         uint64_t due = t->when > loop->now ? t->when - loop->now : 0;
         if (wait < 0 || due < (uint64_t)wait)
@@ -1006,13 +1006,13 @@ int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events)
             wait = (int)(due > 0x7fffffff ? 0x7fffffff : due);
     }
 
-    int n = pyws_poller_wait(loop->poller, wait, ready, PYWS_MAX_READY);
+    int n = pw_poller_wait(loop->poller, wait, ready, PYWS_MAX_READY);
     if (n < 0) {
         loop->in_poll = 0;
         *events = loop->events;
-        return pyws_set_error(loop, PYWS_ERR_SYS, "poll failed: %s", strerror(errno));
+        return pw_set_error(loop, PYWS_ERR_SYS, "poll failed: %s", strerror(errno));
     }
-    loop->now = pyws_now_ms();
+    loop->now = pw_now_ms();
     for (int i = 0; i < n; i++) {
         if (ready[i].udata == PYWS_WAKE_ID) {
             drain_wakeups(loop);
@@ -1020,7 +1020,7 @@ int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events)
             continue;
         }
         /* re-checked per event: an earlier one may have closed (and reused) this slot */
-        pyws_conn *c = pyws_conn_get(loop, ready[i].udata);
+        pyws_conn *c = pw_conn_get(loop, ready[i].udata);
         if (!c)
             continue;
         if (c->kind == PYWS_KIND_LISTENER) {
@@ -1029,13 +1029,13 @@ int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events)
         }
         uint64_t id = c->id;
         if (c->state == PYWS_ST_CONNECTING) {
-            pyws_client_connected(loop, c); /* writable, or an error: either way, it is over */
+            pw_client_connected(loop, c); /* writable, or an error: either way, it is over */
             continue;
         }
         if (ready[i].events & (PYWS_POLL_IN | PYWS_POLL_ERR))
-            pyws_conn_read(loop, c);
-        if ((ready[i].events & PYWS_POLL_OUT) && (c = pyws_conn_get(loop, id)) != NULL)
-            pyws_conn_flush(loop, c);
+            pw_conn_read(loop, c);
+        if ((ready[i].events & PYWS_POLL_OUT) && (c = pw_conn_get(loop, id)) != NULL)
+            pw_conn_flush(loop, c);
     }
 
     if (wake_due)
@@ -1053,7 +1053,7 @@ int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events)
 
 int pyws_loop_fd(pyws_loop *loop)
 {
-    return pyws_poller_fd(loop->poller);
+    return pw_poller_fd(loop->poller);
 }
 
 void pyws_loop_self_wake(pyws_loop *loop, int on)
@@ -1062,7 +1062,7 @@ void pyws_loop_self_wake(pyws_loop *loop, int on)
     loop->self_woken = 0;
 }
 
-void pyws_loop_touch(pyws_loop *loop)
+void pw_loop_touch(pyws_loop *loop)
 {
     if (!loop->self_wake || loop->self_woken || loop->in_poll)
         return;
@@ -1082,7 +1082,7 @@ int64_t pyws_next_timeout(pyws_loop *loop)
     if (loop->dirty.n || loop->pending.n || loop->ndeferred || loop->wake_more)
         return 0;
     uint64_t until = UINT64_MAX;
-    const pyws_tentry *t = pyws_timers_peek(&loop->timers);
+    const pyws_tentry *t = pw_timers_peek(&loop->timers);
     if (t)
         until = t->when;
     /* the descriptor-limit bookkeeping of limits_step, read without acting on it */
@@ -1096,7 +1096,7 @@ int64_t pyws_next_timeout(pyws_loop *loop)
         until = loop->refuse_log.reported_at + LIMIT_REPORT_EVERY;
     if (until == UINT64_MAX)
         return -1;
-    uint64_t now = pyws_now_ms();
+    uint64_t now = pw_now_ms();
     if (until <= now)
         return 0;
     uint64_t ms = until - now;
@@ -1106,6 +1106,6 @@ int64_t pyws_next_timeout(pyws_loop *loop)
 int pyws_loop_watched(pyws_loop *loop, int *fds, uint32_t *events, uint64_t *ids, int cap,
                       uint64_t *generation)
 {
-    int n = pyws_poller_list(loop->poller, fds, events, ids, cap < 0 ? 0 : cap, generation);
+    int n = pw_poller_list(loop->poller, fds, events, ids, cap < 0 ? 0 : cap, generation);
     return n < 0 ? PYWS_ERR_UNSUPPORTED : n;
 }

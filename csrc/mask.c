@@ -12,7 +12,7 @@
 
 #include "cpu.h"
 
-size_t pyws_mask_scalar(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
+size_t pw_mask_scalar(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
 {
     uint32_t k32;
     uint64_t k64;
@@ -58,10 +58,10 @@ size_t pyws_mask_scalar(uint8_t *buf, size_t len, const uint8_t *key, size_t pha
 }
 
 static const pyws_mask_fn mask_kernels[PYWS_IMPL_COUNT] = {
-    pyws_mask_scalar, /* PYWS_IMPL_SCALAR */
-    pyws_mask_sse2,   /* PYWS_IMPL_SSE2 */
-    pyws_mask_avx2,   /* PYWS_IMPL_AVX2 */
-    pyws_mask_neon,   /* PYWS_IMPL_NEON */
+    pw_mask_scalar, /* PYWS_IMPL_SCALAR */
+    pw_mask_sse2,   /* PYWS_IMPL_SSE2 */
+    pw_mask_avx2,   /* PYWS_IMPL_AVX2 */
+    pw_mask_neon,   /* PYWS_IMPL_NEON */
 };
 
 /* Below this many bytes the vector kernels would only pass the work on to the scalar one. */
@@ -70,7 +70,7 @@ static const pyws_mask_fn mask_kernels[PYWS_IMPL_COUNT] = {
 size_t pyws_mask(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
 {
     if (len < SMALL)
-        return pyws_mask_scalar(buf, len, key, phase);
+        return pw_mask_scalar(buf, len, key, phase);
     return mask_kernels[pyws_impl_best()](buf, len, key, phase);
 }
 

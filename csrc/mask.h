@@ -20,10 +20,10 @@
 typedef size_t (*pyws_mask_fn)(uint8_t *buf, size_t len, const uint8_t *key, size_t phase);
 
 /* mask.c, mask_sse2.c, mask_avx2.c, mask_neon.c */
-size_t pyws_mask_scalar(uint8_t *buf, size_t len, const uint8_t *key, size_t phase);
-size_t pyws_mask_sse2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase);
-size_t pyws_mask_avx2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase);
-size_t pyws_mask_neon(uint8_t *buf, size_t len, const uint8_t *key, size_t phase);
+size_t pw_mask_scalar(uint8_t *buf, size_t len, const uint8_t *key, size_t phase);
+size_t pw_mask_sse2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase);
+size_t pw_mask_avx2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase);
+size_t pw_mask_neon(uint8_t *buf, size_t len, const uint8_t *key, size_t phase);
 
 /*
  * The key as a 32-bit word whose bytes, in memory order, are key[phase], key[phase + 1], ...

@@ -15,7 +15,7 @@
 #define ALIGN_FROM 256
 
 __attribute__((target("avx2")))
-size_t pyws_mask_avx2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
+size_t pw_mask_avx2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
 {
     const size_t end_phase = (phase + len) & 3;
     size_t i = 0;
@@ -25,7 +25,7 @@ size_t pyws_mask_avx2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase
         return phase; /* buf may be NULL: no pointer arithmetic on it */
     if (len >= ALIGN_FROM) {
         size_t head = (size_t)(-(uintptr_t)buf & 31);
-        phase = pyws_mask_scalar(buf, head, key, phase);
+        phase = pw_mask_scalar(buf, head, key, phase);
         buf += head;
         len -= head;
         const __m256i k = _mm256_set1_epi32((int)pyws_mask_key32(key, phase));
@@ -63,13 +63,13 @@ size_t pyws_mask_avx2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase
         i += 16;
     }
     /* i is a multiple of 16, so the tail starts at the same key phase. */
-    pyws_mask_scalar(buf + i, len - i, key, phase);
+    pw_mask_scalar(buf + i, len - i, key, phase);
     return end_phase;
 }
 
 #else
 
-size_t pyws_mask_avx2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
+size_t pw_mask_avx2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
 {
     (void)buf;
     (void)len;

@@ -10,7 +10,7 @@
 
 #include <arm_neon.h>
 
-size_t pyws_mask_neon(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
+size_t pw_mask_neon(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
 {
     size_t i = 0;
 
@@ -33,13 +33,13 @@ size_t pyws_mask_neon(uint8_t *buf, size_t len, const uint8_t *key, size_t phase
             vst1q_u8(buf + i, veorq_u8(vld1q_u8(buf + i), k));
     }
     /* i is a multiple of 16, so the tail starts at the same key phase. */
-    pyws_mask_scalar(buf + i, len - i, key, phase);
+    pw_mask_scalar(buf + i, len - i, key, phase);
     return (phase + len) & 3;
 }
 
 #else
 
-size_t pyws_mask_neon(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
+size_t pw_mask_neon(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
 {
     (void)buf;
     (void)len;

@@ -10,7 +10,7 @@
 #include <immintrin.h>
 
 __attribute__((target("sse2")))
-size_t pyws_mask_sse2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
+size_t pw_mask_sse2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
 {
     size_t i = 0;
 
@@ -35,13 +35,13 @@ size_t pyws_mask_sse2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase
         }
     }
     /* i is a multiple of 16, so the tail starts at the same key phase. */
-    pyws_mask_scalar(buf + i, len - i, key, phase);
+    pw_mask_scalar(buf + i, len - i, key, phase);
     return (phase + len) & 3;
 }
 
 #else
 
-size_t pyws_mask_sse2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
+size_t pw_mask_sse2(uint8_t *buf, size_t len, const uint8_t *key, size_t phase)
 {
     (void)buf;
     (void)len;

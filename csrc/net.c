@@ -25,7 +25,7 @@ static int set_nonblock_cloexec(int fd)
     return 0;
 }
 
-int pyws_net_listen(const char *host, int port, int backlog, int reuse_port, char *err,
+int pw_net_listen(const char *host, int port, int backlog, int reuse_port, char *err,
                     size_t errlen)
 {
     struct addrinfo hints, *res = NULL;
@@ -87,7 +87,7 @@ uint32_t pyws_auto_max_sockets(void)
     return soft > spare ? (uint32_t)(soft - spare) : 1u;
 }
 
-int pyws_net_accept(int lfd, struct sockaddr *sa, socklen_t *salen)
+int pw_net_accept(int lfd, struct sockaddr *sa, socklen_t *salen)
 {
     int fd;
 #ifdef __linux__
@@ -109,7 +109,7 @@ int pyws_net_accept(int lfd, struct sockaddr *sa, socklen_t *salen)
     return fd;
 }
 
-int pyws_net_connect(const char *host, int port, int skip, int *used, struct sockaddr *sa,
+int pw_net_connect(const char *host, int port, int skip, int *used, struct sockaddr *sa,
                      socklen_t *salen, char *err, size_t errlen)
 {
     struct addrinfo hints, *res = NULL;
@@ -154,12 +154,12 @@ int pyws_net_connect(const char *host, int port, int skip, int *used, struct soc
     freeaddrinfo(res);
     if (fd < 0) {
         snprintf(err, errlen, "cannot connect to %s:%d: %s", host, port, strerror(saved));
-        return pyws_net_error_code(saved);
+        return pw_net_error_code(saved);
     }
     return fd;
 }
 
-int pyws_net_error_code(int err)
+int pw_net_error_code(int err)
 {
     switch (err) {
     case ECONNREFUSED:
@@ -171,7 +171,7 @@ int pyws_net_error_code(int err)
     }
 }
 
-int pyws_net_local_port(int fd)
+int pw_net_local_port(int fd)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
@@ -184,7 +184,7 @@ int pyws_net_local_port(int fd)
     return -1;
 }
 
-int pyws_net_format_addr(const struct sockaddr *sa, char *out, size_t cap)
+int pw_net_format_addr(const struct sockaddr *sa, char *out, size_t cap)
 {
     char ip[INET6_ADDRSTRLEN];
     int n;

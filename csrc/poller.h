@@ -31,24 +31,24 @@ typedef struct pyws_ready {
     uint32_t events;       /* PYWS_POLL_* */
 } pyws_ready;
 
-pyws_poller *pyws_poller_new(void);
-void pyws_poller_free(pyws_poller *p);
+pyws_poller *pw_poller_new(void);
+void pw_poller_free(pyws_poller *p);
 /* Start watching fd for `events` (PYWS_POLL_IN|OUT). 0 or -1 (errno set). */
-int pyws_poller_add(pyws_poller *p, int fd, uint64_t udata, uint32_t events);
+int pw_poller_add(pyws_poller *p, int fd, uint64_t udata, uint32_t events);
 /* Change what fd is watched for; `old` is what it was watched for until now. */
-int pyws_poller_mod(pyws_poller *p, int fd, uint64_t udata, uint32_t old, uint32_t events);
+int pw_poller_mod(pyws_poller *p, int fd, uint64_t udata, uint32_t old, uint32_t events);
 /* Stop watching fd (call before close). */
-int pyws_poller_del(pyws_poller *p, int fd, uint32_t old);
+int pw_poller_del(pyws_poller *p, int fd, uint32_t old);
 /* Wait up to timeout_ms (-1 forever) and store at most max ready fds. Returns the count, 0 on
  * timeout or EINTR, -1 on error. */
-int pyws_poller_wait(pyws_poller *p, int timeout_ms, pyws_ready *out, int max);
+int pw_poller_wait(pyws_poller *p, int timeout_ms, pyws_ready *out, int max);
 /* The backend's own pollable descriptor (epoll, kqueue), or -1 (poll). */
-int pyws_poller_fd(pyws_poller *p);
+int pw_poller_fd(pyws_poller *p);
 /* poll backend: copy up to cap watched fds with their events (PYWS_POLL_IN|OUT) and user
  * values; *gen changes with every add/mod/del. Returns the count, or -1 for other backends. */
-int pyws_poller_list(pyws_poller *p, int *fds, uint32_t *events, uint64_t *udata, int cap,
+int pw_poller_list(pyws_poller *p, int *fds, uint32_t *events, uint64_t *udata, int cap,
                      uint64_t *gen);
 /* "epoll", "kqueue" or "poll". */
-const char *pyws_poller_name(void);
+const char *pw_poller_name(void);
 
 #endif

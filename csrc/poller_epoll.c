@@ -12,7 +12,7 @@ struct pyws_poller {
     struct epoll_event evs[256];
 };
 
-pyws_poller *pyws_poller_new(void)
+pyws_poller *pw_poller_new(void)
 {
     pyws_poller *p = calloc(1, sizeof(*p));
     if (!p)
@@ -25,7 +25,7 @@ pyws_poller *pyws_poller_new(void)
     return p;
 }
 
-void pyws_poller_free(pyws_poller *p)
+void pw_poller_free(pyws_poller *p)
 {
     if (!p)
         return;
@@ -47,25 +47,25 @@ static int ctl(pyws_poller *p, int op, int fd, uint64_t udata, uint32_t events)
     return epoll_ctl(p->epfd, op, fd, &ev);
 }
 
-int pyws_poller_add(pyws_poller *p, int fd, uint64_t udata, uint32_t events)
+int pw_poller_add(pyws_poller *p, int fd, uint64_t udata, uint32_t events)
 {
     return ctl(p, EPOLL_CTL_ADD, fd, udata, events);
 }
 
-int pyws_poller_mod(pyws_poller *p, int fd, uint64_t udata, uint32_t old, uint32_t events)
+int pw_poller_mod(pyws_poller *p, int fd, uint64_t udata, uint32_t old, uint32_t events)
 {
     (void)old;
     return ctl(p, EPOLL_CTL_MOD, fd, udata, events);
 }
 
-int pyws_poller_del(pyws_poller *p, int fd, uint32_t old)
+int pw_poller_del(pyws_poller *p, int fd, uint32_t old)
 {
     struct epoll_event ev = {0};
     (void)old;
     return epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, &ev);
 }
 
-int pyws_poller_wait(pyws_poller *p, int timeout_ms, pyws_ready *out, int max)
+int pw_poller_wait(pyws_poller *p, int timeout_ms, pyws_ready *out, int max)
 {
     if (max > 256)
         max = 256;
@@ -82,12 +82,12 @@ int pyws_poller_wait(pyws_poller *p, int timeout_ms, pyws_ready *out, int max)
     return n;
 }
 
-int pyws_poller_fd(pyws_poller *p)
+int pw_poller_fd(pyws_poller *p)
 {
     return p->epfd;
 }
 
-int pyws_poller_list(pyws_poller *p, int *fds, uint32_t *events, uint64_t *udata, int cap,
+int pw_poller_list(pyws_poller *p, int *fds, uint32_t *events, uint64_t *udata, int cap,
                      uint64_t *gen)
 {
     (void)p;
@@ -99,7 +99,7 @@ int pyws_poller_list(pyws_poller *p, int *fds, uint32_t *events, uint64_t *udata
     return -1;
 }
 
-const char *pyws_poller_name(void)
+const char *pw_poller_name(void)
 {
     return "epoll";
 }

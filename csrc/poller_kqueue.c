@@ -15,7 +15,7 @@ struct pyws_poller {
     struct kevent evs[256];
 };
 
-pyws_poller *pyws_poller_new(void)
+pyws_poller *pw_poller_new(void)
 {
     pyws_poller *p = calloc(1, sizeof(*p));
     if (!p)
@@ -28,7 +28,7 @@ pyws_poller *pyws_poller_new(void)
     return p;
 }
 
-void pyws_poller_free(pyws_poller *p)
+void pw_poller_free(pyws_poller *p)
 {
     if (!p)
         return;
@@ -53,22 +53,22 @@ static int apply(pyws_poller *p, int fd, uint64_t udata, uint32_t old, uint32_t 
     return kevent(p->kq, ch, n, NULL, 0, NULL) < 0 ? -1 : 0;
 }
 
-int pyws_poller_add(pyws_poller *p, int fd, uint64_t udata, uint32_t events)
+int pw_poller_add(pyws_poller *p, int fd, uint64_t udata, uint32_t events)
 {
     return apply(p, fd, udata, 0, events);
 }
 
-int pyws_poller_mod(pyws_poller *p, int fd, uint64_t udata, uint32_t old, uint32_t events)
+int pw_poller_mod(pyws_poller *p, int fd, uint64_t udata, uint32_t old, uint32_t events)
 {
     return apply(p, fd, udata, old, events);
 }
 
-int pyws_poller_del(pyws_poller *p, int fd, uint32_t old)
+int pw_poller_del(pyws_poller *p, int fd, uint32_t old)
 {
     return apply(p, fd, 0, old, 0);
 }
 
-int pyws_poller_wait(pyws_poller *p, int timeout_ms, pyws_ready *out, int max)
+int pw_poller_wait(pyws_poller *p, int timeout_ms, pyws_ready *out, int max)
 {
     struct timespec ts, *tp = NULL;
     if (timeout_ms >= 0) {
@@ -89,12 +89,12 @@ int pyws_poller_wait(pyws_poller *p, int timeout_ms, pyws_ready *out, int max)
     return n;
 }
 
-int pyws_poller_fd(pyws_poller *p)
+int pw_poller_fd(pyws_poller *p)
 {
     return p->kq;
 }
 
-int pyws_poller_list(pyws_poller *p, int *fds, uint32_t *events, uint64_t *udata, int cap,
+int pw_poller_list(pyws_poller *p, int *fds, uint32_t *events, uint64_t *udata, int cap,
                      uint64_t *gen)
 {
     (void)p;
@@ -106,7 +106,7 @@ int pyws_poller_list(pyws_poller *p, int *fds, uint32_t *events, uint64_t *udata
     return -1;
 }
 
-const char *pyws_poller_name(void)
+const char *pw_poller_name(void)
 {
     return "kqueue";
 }

@@ -14,15 +14,15 @@ struct pyws_poller {
     int *index;               /* fd -> position in fds, or -1 */
     int index_cap;
     int rotate;               /* where the next scan starts, for fairness */
-    uint64_t gen;             /* changes with every add/mod/del (pyws_poller_list) */
+    uint64_t gen;             /* changes with every add/mod/del (pw_poller_list) */
 };
 
-pyws_poller *pyws_poller_new(void)
+pyws_poller *pw_poller_new(void)
 {
     return calloc(1, sizeof(pyws_poller));
 }
 
-void pyws_poller_free(pyws_poller *p)
+void pw_poller_free(pyws_poller *p)
 {
     if (!p)
         return;
@@ -37,7 +37,7 @@ static short to_poll(uint32_t events)
     return (short)(((events & PYWS_POLL_IN) ? POLLIN : 0) | ((events & PYWS_POLL_OUT) ? POLLOUT : 0));
 }
 
-int pyws_poller_add(pyws_poller *p, int fd, uint64_t udata, uint32_t events)
+int pw_poller_add(pyws_poller *p, int fd, uint64_t udata, uint32_t events)
 {
     if (fd < 0) {
         errno = EBADF;
@@ -80,7 +80,7 @@ int pyws_poller_add(pyws_poller *p, int fd, uint64_t udata, uint32_t events)
     return 0;
 }
 
-int pyws_poller_mod(pyws_poller *p, int fd, uint64_t udata, uint32_t old, uint32_t events)
+int pw_poller_mod(pyws_poller *p, int fd, uint64_t udata, uint32_t old, uint32_t events)
 {
     (void)old;
     if (fd < 0 || fd >= p->index_cap || p->index[fd] < 0) {
@@ -96,7 +96,7 @@ int pyws_poller_mod(pyws_poller *p, int fd, uint64_t udata, uint32_t old, uint32
     return 0;
 }
 
-int pyws_poller_del(pyws_poller *p, int fd, uint32_t old)
+int pw_poller_del(pyws_poller *p, int fd, uint32_t old)
 {
     (void)old;
     if (fd < 0 || fd >= p->index_cap || p->index[fd] < 0) {
@@ -115,7 +115,7 @@ int pyws_poller_del(pyws_poller *p, int fd, uint32_t old)
     return 0;
 }
 
-int pyws_poller_wait(pyws_poller *p, int timeout_ms, pyws_ready *out, int max)
+int pw_poller_wait(pyws_poller *p, int timeout_ms, pyws_ready *out, int max)
 {
     int r = poll(p->fds, (nfds_t)p->n, timeout_ms);
     if (r < 0)
@@ -138,13 +138,13 @@ int pyws_poller_wait(pyws_poller *p, int timeout_ms, pyws_ready *out, int max)
     return k;
 }
 
-int pyws_poller_fd(pyws_poller *p)
+int pw_poller_fd(pyws_poller *p)
 {
     (void)p;
     return -1;
 }
 
-int pyws_poller_list(pyws_poller *p, int *fds, uint32_t *events, uint64_t *udata, int cap,
+int pw_poller_list(pyws_poller *p, int *fds, uint32_t *events, uint64_t *udata, int cap,
                      uint64_t *gen)
 {
     for (int i = 0; i < p->n && i < cap; i++) {
@@ -158,7 +158,7 @@ int pyws_poller_list(pyws_poller *p, int *fds, uint32_t *events, uint64_t *udata
     return p->n;
 }
 
-const char *pyws_poller_name(void)
+const char *pw_poller_name(void)
 {
     return "poll";
 }

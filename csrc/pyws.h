@@ -6,12 +6,19 @@
  * plain typedefs, structs, prototypes and integer #defines (no expressions, no #if).
  *
  * Two halves:
- *   - Protocol (Sans-I/O): masking, UTF-8 validation, frame parsing/encoding, HTTP head parsing,
- *     the opening handshake. Pure functions over caller-owned buffers; they never allocate.
- *   - Event library: a loop that owns sockets, timers and connections, and hands back a batch of
- *     events per pyws_poll().
+ *   - Protocol (Sans-I/O), first: masking, UTF-8 validation, frame parsing/encoding, the session
+ *     (message rules), HTTP head parsing, the opening handshake, the permessage-deflate
+ *     negotiation. Functions over caller-owned buffers with no sockets and no clocks; the only
+ *     memory they allocate is named where it happens (a session's message buffer, grown as
+ *     bytes arrive; zlib's streams for a compressed session).
+ *   - Event library, second: a loop that owns sockets, timers and connections, and hands back a
+ *     batch of events per pyws_poll().
  *
- * Every exported symbol starts with pyws_, every constant with PYWS_.
+ * Every public name starts with pyws_, every constant with PYWS_. The engine's internal
+ * functions (core.h and the other internal headers) start with pw_ instead, and the built
+ * extension exports none of them (-fvisibility=hidden): tests/test_symbols.py checks both.
+ * One return convention: >= 0 is success (a count or a length where the function says so),
+ * < 0 is a PYWS_ERR_* code (with pyws_last_error() for the loop functions).
  * Threading: a pyws_loop belongs to the thread that calls pyws_poll(); the only functions that
  * may be called from any other thread are the ones marked THREAD-SAFE below (pyws_wakeup and
  * the rest of the cross-thread queue).
@@ -472,48 +479,9 @@ size_t pyws_base64_encode(const uint8_t *data, size_t len, char *out);
 long pyws_base64_decode(const char *in, size_t len, uint8_t *out);
 
 /* ---------------------------------------------------------------------------------------------
- * Event library: loop, connections, events.
+ * Options (loop.c: pyws_opts_default): the limits and settings of listeners and connections,
+ * shared by the protocol half's negotiation (compression fields) and the event library.
  * ------------------------------------------------------------------------------------------- */
-typedef struct pyws_loop pyws_loop;
-
-/* Events handed back by pyws_poll(). Views (data/data2) stay valid until the next pyws_poll()
- * or pyws_loop_free() on the same loop. */
-#define PYWS_EV_ERROR 0      /* code: PYWS_ERR_*; data: message text. A server connection
-                                whose request was answered by the core with an HTTP error:
-                                code PYWS_ERR_HANDSHAKE, opcode: the status, data: "400 Bad
-                                Request: why"; aux: 1 when the request asked for a WebSocket
-                                upgrade and failed RFC 6455 §4.2.1 (400, or 426 with
-                                Sec-WebSocket-Version: 13); no EV_HTTP_MSG is delivered for it */
-#define PYWS_EV_ACCEPT 1     /* a listener accepted id; aux: listener id */
-#define PYWS_EV_CONNECT 2    /* an outgoing TCP connect finished (code 0) or failed (code < 0) */
-#define PYWS_EV_HTTP_MSG 3   /* data: request head (request line + headers); data2: body;
-                                code: 1 if the request is a valid WebSocket upgrade, else 0
-                                (plain HTTP: a request asking for an upgrade but failing the
-                                check is answered by the core and never delivered) */
-#define PYWS_EV_WS_OPEN 4    /* the WebSocket handshake completed */
-#define PYWS_EV_WS_MSG 5     /* opcode: TEXT/BINARY; data: the whole message (UTF-8 checked,
-                                inflated); aux: 1 if it arrived compressed */
-#define PYWS_EV_WS_CTL 6     /* opt-in: opcode PING/PONG/CLOSE; data: the control payload */
-#define PYWS_EV_DRAIN 7      /* write buffer fell back under the high-water mark */
-#define PYWS_EV_WAKEUP 8     /* pyws_wakeup(): id as passed (0 = none); data: bytes passed;
-                                aux: pyws_wakeup_wait's tag (0 from pyws_wakeup) */
-#define PYWS_EV_TIMER 9      /* aux: timer id */
-#define PYWS_EV_CLOSE 10     /* connection gone; code: close code (1005 none, 1006 abnormal);
-                                data: close reason (UTF-8); aux: 1 if it was a WebSocket */
-#define PYWS_EV_HTTP_RESP 11 /* client: a non-101 HTTP response to our upgrade; data: head */
-
-typedef struct pyws_event {
-    int type;                 /* PYWS_EV_* */
-    int opcode;
-    int code;
-    uint64_t id;              /* the connection (or listener) the event is about */
-    const uint8_t *data;
-    size_t len;
-    const uint8_t *data2;
-    size_t len2;
-    uint64_t aux;
-} pyws_event;
-
 /* Options for listeners and connections. Fill with pyws_opts_default() then change fields.
  * Sizes are bytes, times are milliseconds; 0 disables a timeout. */
 typedef struct pyws_opts {
@@ -588,6 +556,49 @@ int pyws_pmd_offer(const pyws_opts *opts, char *out, size_t cap);
 const char *pyws_pmd_check_response(const pyws_str *values, size_t nvalues, const pyws_opts *opts,
                                     pyws_pmd_params *agreed, int *accepted);
 
+/* ---------------------------------------------------------------------------------------------
+ * Event library: loop, connections, events.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct pyws_loop pyws_loop;
+
+/* Events handed back by pyws_poll(). Views (data/data2) stay valid until the next pyws_poll()
+ * or pyws_loop_free() on the same loop. */
+#define PYWS_EV_ERROR 0      /* code: PYWS_ERR_*; data: message text. A server connection
+                                whose request was answered by the core with an HTTP error:
+                                code PYWS_ERR_HANDSHAKE, opcode: the status, data: "400 Bad
+                                Request: why"; aux: 1 when the request asked for a WebSocket
+                                upgrade and failed RFC 6455 §4.2.1 (400, or 426 with
+                                Sec-WebSocket-Version: 13); no EV_HTTP_MSG is delivered for it */
+#define PYWS_EV_ACCEPT 1     /* a listener accepted id; aux: listener id */
+#define PYWS_EV_CONNECT 2    /* an outgoing TCP connect finished (code 0) or failed (code < 0) */
+#define PYWS_EV_HTTP_MSG 3   /* data: request head (request line + headers); data2: body;
+                                code: 1 if the request is a valid WebSocket upgrade, else 0
+                                (plain HTTP: a request asking for an upgrade but failing the
+                                check is answered by the core and never delivered) */
+#define PYWS_EV_WS_OPEN 4    /* the WebSocket handshake completed */
+#define PYWS_EV_WS_MSG 5     /* opcode: TEXT/BINARY; data: the whole message (UTF-8 checked,
+                                inflated); aux: 1 if it arrived compressed */
+#define PYWS_EV_WS_CTL 6     /* opt-in: opcode PING/PONG/CLOSE; data: the control payload */
+#define PYWS_EV_DRAIN 7      /* write buffer fell back under the high-water mark */
+#define PYWS_EV_WAKEUP 8     /* pyws_wakeup(): id as passed (0 = none); data: bytes passed;
+                                aux: pyws_wakeup_wait's tag (0 from pyws_wakeup) */
+#define PYWS_EV_TIMER 9      /* aux: timer id */
+#define PYWS_EV_CLOSE 10     /* connection gone; code: close code (1005 none, 1006 abnormal);
+                                data: close reason (UTF-8); aux: 1 if it was a WebSocket */
+#define PYWS_EV_HTTP_RESP 11 /* client: a non-101 HTTP response to our upgrade; data: head */
+
+typedef struct pyws_event {
+    int type;                 /* PYWS_EV_* */
+    int opcode;
+    int code;
+    uint64_t id;              /* the connection (or listener) the event is about */
+    const uint8_t *data;
+    size_t len;
+    const uint8_t *data2;
+    size_t len2;
+    uint64_t aux;
+} pyws_event;
+
 /* Create a loop (its poller backend is the one built in: see pyws_backend()). NULL on failure. */
 pyws_loop *pyws_loop_new(void);
 /* Close every socket at once (no close handshake) and free everything. */
@@ -596,39 +607,6 @@ void pyws_loop_free(pyws_loop *loop);
 const char *pyws_backend(void);
 /* Text of the last error on this loop (valid until the next call on the loop). */
 const char *pyws_last_error(pyws_loop *loop);
-
-/* ---------------------------------------------------------------------------------------------
- * Running inside another event loop (asyncio, uvloop, ...). The host loop watches one
- * descriptor and keeps one timer; it calls pyws_poll(loop, 0, ...) when the descriptor is
- * readable or the timer is due, and after each such poll asks pyws_next_timeout() when to
- * poll again. Nothing here waits.
- * ------------------------------------------------------------------------------------------- */
-/* The poller's own pollable descriptor (epoll, kqueue): readable while any socket of the loop,
- * or its cross-thread wakeup, has something to report. -1 for the poll(2) backend, which has
- * none: watch the descriptors pyws_loop_watched() lists instead. Owned by the loop. */
-int pyws_loop_fd(pyws_loop *loop);
-/* Milliseconds until the loop needs pyws_poll again even if no descriptor becomes readable:
- * 0 = now (output queued to flush, work left over by the last poll's budget: input buffered
- * inside OpenSSL, a connection that had no arena room, wakeups past the batch size, events
- * raised between polls), > 0 = the next timer or deadline (heartbeats, timeouts, user timers;
- * capped at 2^31-1), -1 = none. With self-wake on, it also re-arms the self-wake. */
-int64_t pyws_next_timeout(pyws_loop *loop);
-/* Self-wake (on = 1; off by default): work queued on the loop between two polls (a send, a
- * close, a timer added, a deferred event, a change of what a socket is watched for) makes the
- * pollable descriptor readable (through the wakeup eventfd or pipe), once per gap between
- * polls, so that a host loop which only watches that descriptor polls again. After pyws_poll
- * returns it stays quiet until pyws_next_timeout() is called: the host asks that right after
- * handling the batch, and what the batch queued is covered by its answer (0). */
-void pyws_loop_self_wake(pyws_loop *loop, int on);
-/* The poll(2) backend's watched descriptors: up to cap of them into fds/events (PYWS_WATCH_IN
- * | PYWS_WATCH_OUT)/ids (the connection id, or another number that changes when a descriptor
- * number is reused for another socket); *generation (may be NULL) changes whenever the set
- * changes. Returns the number watched (more than cap: call again with more room), or
- * PYWS_ERR_UNSUPPORTED for a backend with a pollable descriptor (see pyws_loop_fd). */
-#define PYWS_WATCH_IN 1
-#define PYWS_WATCH_OUT 2
-int pyws_loop_watched(pyws_loop *loop, int *fds, uint32_t *events, uint64_t *ids, int cap,
-                      uint64_t *generation);
 
 /* Listen on host:port (host "0.0.0.0", "::", "127.0.0.1", ...; port 0 picks one). The listener
  * id is stored in *id; its connections inherit *opts (copied). */
@@ -718,6 +696,39 @@ int pyws_set_max_message_size(pyws_loop *loop, uint64_t id, uint64_t bytes);
 int pyws_is_alive(pyws_loop *loop, uint64_t id);
 /* 1 if the connection speaks WebSocket (upgraded), 0 if not, < 0 on error. */
 int pyws_is_websocket(pyws_loop *loop, uint64_t id);
+
+/* ---------------------------------------------------------------------------------------------
+ * Running inside another event loop (asyncio, uvloop, ...). The host loop watches one
+ * descriptor and keeps one timer; it calls pyws_poll(loop, 0, ...) when the descriptor is
+ * readable or the timer is due, and after each such poll asks pyws_next_timeout() when to
+ * poll again. Nothing here waits.
+ * ------------------------------------------------------------------------------------------- */
+/* The poller's own pollable descriptor (epoll, kqueue): readable while any socket of the loop,
+ * or its cross-thread wakeup, has something to report. -1 for the poll(2) backend, which has
+ * none: watch the descriptors pyws_loop_watched() lists instead. Owned by the loop. */
+int pyws_loop_fd(pyws_loop *loop);
+/* Milliseconds until the loop needs pyws_poll again even if no descriptor becomes readable:
+ * 0 = now (output queued to flush, work left over by the last poll's budget: input buffered
+ * inside OpenSSL, a connection that had no arena room, wakeups past the batch size, events
+ * raised between polls), > 0 = the next timer or deadline (heartbeats, timeouts, user timers;
+ * capped at 2^31-1), -1 = none. With self-wake on, it also re-arms the self-wake. */
+int64_t pyws_next_timeout(pyws_loop *loop);
+/* Self-wake (on = 1; off by default): work queued on the loop between two polls (a send, a
+ * close, a timer added, a deferred event, a change of what a socket is watched for) makes the
+ * pollable descriptor readable (through the wakeup eventfd or pipe), once per gap between
+ * polls, so that a host loop which only watches that descriptor polls again. After pyws_poll
+ * returns it stays quiet until pyws_next_timeout() is called: the host asks that right after
+ * handling the batch, and what the batch queued is covered by its answer (0). */
+void pyws_loop_self_wake(pyws_loop *loop, int on);
+/* The poll(2) backend's watched descriptors: up to cap of them into fds/events (PYWS_WATCH_IN
+ * | PYWS_WATCH_OUT)/ids (the connection id, or another number that changes when a descriptor
+ * number is reused for another socket); *generation (may be NULL) changes whenever the set
+ * changes. Returns the number watched (more than cap: call again with more room), or
+ * PYWS_ERR_UNSUPPORTED for a backend with a pollable descriptor (see pyws_loop_fd). */
+#define PYWS_WATCH_IN 1
+#define PYWS_WATCH_OUT 2
+int pyws_loop_watched(pyws_loop *loop, int *fds, uint32_t *events, uint64_t *ids, int cap,
+                      uint64_t *generation);
 
 /* ---------------------------------------------------------------------------------------------
  * Connection state (state.c). Inside, a connection moves through a table of states (NEW, HTTP,

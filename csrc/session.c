@@ -276,7 +276,7 @@ int pyws_session_inflate(pyws_session *s, pyws_pmd *pmd, pyws_zpool *pool, pyws_
     const uint8_t *out = NULL;
     size_t out_len = 0;
     uint8_t *block = NULL;
-    int r = pyws_pmd_inflate(pmd, pool, ev->data, ev->len, s->max_message, room, room_len, &out,
+    int r = pw_pmd_inflate(pmd, pool, ev->data, ev->len, s->max_message, room, room_len, &out,
                              &out_len, &block);
     const char *why = NULL;
     int code = 0;
@@ -290,7 +290,7 @@ int pyws_session_inflate(pyws_session *s, pyws_pmd *pmd, pyws_zpool *pool, pyws_
         code = PYWS_CLOSE_INTERNAL_ERROR;
         why = "out of memory while inflating";
     } else if (s->max_message && out_len > s->max_message) {
-        code = PYWS_CLOSE_TOO_BIG; /* pyws_pmd_inflate refuses these; never trust one check */
+        code = PYWS_CLOSE_TOO_BIG; /* pw_pmd_inflate refuses these; never trust one check */
         why = "message too big (after inflating)";
     } else if (ev->opcode == PYWS_OP_TEXT && out_len && !pyws_utf8_valid(out, out_len)) {
         code = PYWS_CLOSE_INVALID_DATA;

@@ -70,7 +70,7 @@ static void compress(uint32_t h[5], const uint8_t *block)
     h[4] += e;
 }
 
-void pyws_sha1_init(pyws_sha1_ctx *ctx)
+void pw_sha1_init(pyws_sha1_ctx *ctx)
 {
     /* §5.3.1 */
     ctx->h[0] = 0x67452301u;
@@ -82,7 +82,7 @@ void pyws_sha1_init(pyws_sha1_ctx *ctx)
     ctx->used = 0;
 }
 
-void pyws_sha1_update(pyws_sha1_ctx *ctx, const uint8_t *data, size_t len)
+void pw_sha1_update(pyws_sha1_ctx *ctx, const uint8_t *data, size_t len)
 {
     ctx->total += len;
     if (ctx->used > 0) {
@@ -109,7 +109,7 @@ void pyws_sha1_update(pyws_sha1_ctx *ctx, const uint8_t *data, size_t len)
     }
 }
 
-void pyws_sha1_final(pyws_sha1_ctx *ctx, uint8_t *digest)
+void pw_sha1_final(pyws_sha1_ctx *ctx, uint8_t *digest)
 {
     /* §5.1.1: a 1 bit, zeros up to 448 mod 512 bits, then the bit length as 64 bits BE. */
     uint64_t bits = ctx->total << 3;
@@ -131,8 +131,8 @@ void pyws_sha1_final(pyws_sha1_ctx *ctx, uint8_t *digest)
 void pyws_sha1(const uint8_t *data, size_t len, uint8_t *digest)
 {
     pyws_sha1_ctx ctx;
-    pyws_sha1_init(&ctx);
+    pw_sha1_init(&ctx);
     if (len > 0)
-        pyws_sha1_update(&ctx, data, len);
-    pyws_sha1_final(&ctx, digest);
+        pw_sha1_update(&ctx, data, len);
+    pw_sha1_final(&ctx, digest);
 }

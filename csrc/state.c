@@ -118,7 +118,7 @@ int pyws_state_public(int s)
     return s >= 0 && s < PYWS_ST_COUNT ? public_state[s] : PYWS_ERR_ARG;
 }
 
-void pyws_conn_set_state(pyws_loop *loop, pyws_conn *c, int to)
+void pw_conn_set_state(pyws_loop *loop, pyws_conn *c, int to)
 {
     int from = c->state;
     if (from == to)
@@ -134,7 +134,7 @@ void pyws_conn_set_state(pyws_loop *loop, pyws_conn *c, int to)
         char why[128];
         snprintf(why, sizeof(why), "internal error: illegal connection state change %s -> %s",
                  f ? f : "?", t ? t : "?");
-        pyws_event_error(loop, c->id, PYWS_ERR_STATE, why);
+        pw_event_error(loop, c->id, PYWS_ERR_STATE, why);
 #endif
     }
     c->state = (uint8_t)to;
@@ -142,7 +142,7 @@ void pyws_conn_set_state(pyws_loop *loop, pyws_conn *c, int to)
 
 int pyws_conn_state(pyws_loop *loop, uint64_t id)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_STATE_CLOSED;
     return public_state[c->state];

@@ -2,7 +2,7 @@
  * state.h — the states of a connection's life and the one way to change them (state.c).
  * Internal to the event half; the public view (PYWS_STATE_*, pyws_conn_state) is in pyws.h.
  *
- * Every change of c->state goes through pyws_conn_set_state(), which checks it against the
+ * Every change of c->state goes through pw_conn_set_state(), which checks it against the
  * const table of allowed transitions in state.c. docs/architecture.md ("Connection states")
  * lists the same table; tests/test_states.py compares the two.
  *
@@ -59,7 +59,7 @@ struct pyws_conn;
  * allow is a bug: with PYWS_CHECK_STATES (the sanitizer build) it aborts; otherwise it is
  * reported as EV_ERROR (code PYWS_ERR_STATE) on the connection and made anyway, since the
  * caller's next steps assume it (refusing it could leave a connection that never ends). */
-void pyws_conn_set_state(pyws_loop *loop, struct pyws_conn *c, int to);
+void pw_conn_set_state(pyws_loop *loop, struct pyws_conn *c, int to);
 
 /* Groups of states the rules are written in. */
 static inline int pyws_st_http(int s)     /* a server connection still speaking HTTP */

@@ -3,7 +3,7 @@
 
 #include "timer.h"
 
-void pyws_timers_free(pyws_timers *t)
+void pw_timers_free(pyws_timers *t)
 {
     free(t->heap);
     free(t->user);
@@ -20,7 +20,7 @@ static int earlier(const pyws_tentry *a, const pyws_tentry *b)
     return a->when < b->when;
 }
 
-int pyws_timers_push(pyws_timers *t, uint64_t when, uint32_t kind, uint64_t id)
+int pw_timers_push(pyws_timers *t, uint64_t when, uint32_t kind, uint64_t id)
 {
     if (t->n == t->cap) {
         size_t nc = t->cap ? t->cap * 2 : 64;
@@ -43,12 +43,12 @@ int pyws_timers_push(pyws_timers *t, uint64_t when, uint32_t kind, uint64_t id)
     return 0;
 }
 
-const pyws_tentry *pyws_timers_peek(const pyws_timers *t)
+const pyws_tentry *pw_timers_peek(const pyws_timers *t)
 {
     return t->n ? &t->heap[0] : NULL;
 }
 
-void pyws_timers_pop(pyws_timers *t)
+void pw_timers_pop(pyws_timers *t)
 {
     if (t->n == 0)
         return;
@@ -72,7 +72,7 @@ void pyws_timers_pop(pyws_timers *t)
         t->heap[i] = last;
 }
 
-uint64_t pyws_utimer_add(pyws_timers *t, uint64_t now, uint64_t ms, int repeat)
+uint64_t pw_utimer_add(pyws_timers *t, uint64_t now, uint64_t ms, int repeat)
 {
     uint32_t slot;
     if (t->nfree_user) {
@@ -96,7 +96,7 @@ uint64_t pyws_utimer_add(pyws_timers *t, uint64_t now, uint64_t ms, int repeat)
     u->interval = ms;
     u->when = now + ms;
     uint64_t id = ((uint64_t)u->gen << 32) | slot;
-    if (pyws_timers_push(t, u->when, PYWS_TIMER_USER, id) < 0) {
+    if (pw_timers_push(t, u->when, PYWS_TIMER_USER, id) < 0) {
         u->active = 0;
         t->free_user[t->nfree_user++] = slot;
         return 0;
@@ -115,7 +115,7 @@ static pyws_utimer *lookup(pyws_timers *t, uint64_t id)
     return u;
 }
 
-int pyws_utimer_cancel(pyws_timers *t, uint64_t id)
+int pw_utimer_cancel(pyws_timers *t, uint64_t id)
 {
     pyws_utimer *u = lookup(t, id);
     if (!u)
@@ -125,7 +125,7 @@ int pyws_utimer_cancel(pyws_timers *t, uint64_t id)
     return 0;
 }
 
-int pyws_utimer_fire(pyws_timers *t, const pyws_tentry *e)
+int pw_utimer_fire(pyws_timers *t, const pyws_tentry *e)
 {
     pyws_utimer *u = lookup(t, e->id);
     if (!u || u->when != e->when)
@@ -134,7 +134,7 @@ int pyws_utimer_fire(pyws_timers *t, const pyws_tentry *e)
         u->when += u->interval ? u->interval : 1;
         if (u->when <= e->when)
             u->when = e->when + 1;
-        if (pyws_timers_push(t, u->when, PYWS_TIMER_USER, e->id) < 0)
+        if (pw_timers_push(t, u->when, PYWS_TIMER_USER, e->id) < 0)
             u->active = 0;
     } else {
         u->active = 0;

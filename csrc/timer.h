@@ -38,16 +38,16 @@ typedef struct pyws_timers {
     uint32_t nfree_user;
 } pyws_timers;
 
-void pyws_timers_free(pyws_timers *t);
-int pyws_timers_push(pyws_timers *t, uint64_t when, uint32_t kind, uint64_t id);
+void pw_timers_free(pyws_timers *t);
+int pw_timers_push(pyws_timers *t, uint64_t when, uint32_t kind, uint64_t id);
 /* The earliest entry, or NULL if empty. */
-const pyws_tentry *pyws_timers_peek(const pyws_timers *t);
-void pyws_timers_pop(pyws_timers *t);
+const pyws_tentry *pw_timers_peek(const pyws_timers *t);
+void pw_timers_pop(pyws_timers *t);
 /* User timers: returns the id (> 0) or 0 on allocation failure. */
-uint64_t pyws_utimer_add(pyws_timers *t, uint64_t now, uint64_t ms, int repeat);
-int pyws_utimer_cancel(pyws_timers *t, uint64_t id);
+uint64_t pw_utimer_add(pyws_timers *t, uint64_t now, uint64_t ms, int repeat);
+int pw_utimer_cancel(pyws_timers *t, uint64_t id);
 /* Called when a USER entry comes up: 1 if it is live and due (and re-armed if repeating),
  * 0 if stale. */
-int pyws_utimer_fire(pyws_timers *t, const pyws_tentry *e);
+int pw_utimer_fire(pyws_timers *t, const pyws_tentry *e);
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * tls.c — OpenSSL over the loop's non-blocking sockets: contexts with secure defaults, and the
- * TLS transport (transport.h: pyws_transport_tls), whose handshake is driven by readiness and
+ * TLS transport (transport.h: pw_transport_tls), whose handshake is driven by readiness and
  * whose writes coalesce the write queue's small segments into full records. OpenSSL's
  * want-read/want-write is tracked per connection (tr_flags), so a write that needs the peer's
  * bytes (or a read that needs to write) waits for the right event. Nothing outside this file
@@ -31,7 +31,7 @@ static int ssl_error(pyws_loop *loop, const char *what)
     if (e)
         ERR_error_string_n(e, buf, sizeof(buf));
     ERR_clear_error();
-    return pyws_set_error(loop, PYWS_ERR_TLS, "%s: %s", what, buf);
+    return pw_set_error(loop, PYWS_ERR_TLS, "%s: %s", what, buf);
 }
 
 static BIO *mem_bio(const char *p, size_t n)
@@ -123,7 +123,7 @@ int pyws_tls_ctx_new(pyws_loop *loop, int is_server, const pyws_tls_opts *o, pyw
     SSL_CTX_set_read_ahead(ctx, 1);
     if (!o->cert_pem != !o->key_pem) {
         SSL_CTX_free(ctx);
-        return pyws_set_error(loop, PYWS_ERR_ARG, "a certificate and a key go together: give "
+        return pw_set_error(loop, PYWS_ERR_ARG, "a certificate and a key go together: give "
                               "both cert= and key=");
     }
     if (o->cert_pem && load_chain(ctx, o->cert_pem, o->cert_len) < 0) {
@@ -137,11 +137,11 @@ int pyws_tls_ctx_new(pyws_loop *loop, int is_server, const pyws_tls_opts *o, pyw
     }
     if (is_server && (!o->cert_pem || !o->key_pem)) {
         SSL_CTX_free(ctx);
-        return pyws_set_error(loop, PYWS_ERR_ARG, "a TLS server needs a certificate and a key");
+        return pw_set_error(loop, PYWS_ERR_ARG, "a TLS server needs a certificate and a key");
     }
     if (is_server && o->verify_peer && !o->ca_pem) {
         SSL_CTX_free(ctx);
-        return pyws_set_error(loop, PYWS_ERR_ARG, "verify_client needs ca=: the CA certificates "
+        return pw_set_error(loop, PYWS_ERR_ARG, "verify_client needs ca=: the CA certificates "
                               "that sign the client certificates");
     }
     if (o->ca_pem) {
@@ -164,7 +164,7 @@ int pyws_tls_ctx_new(pyws_loop *loop, int is_server, const pyws_tls_opts *o, pyw
     pyws_tls_ctx *t = malloc(sizeof(*t));
     if (!t) {
         SSL_CTX_free(ctx);
-        return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
+        return pw_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
     }
     t->ctx = ctx;
     *out = t;
@@ -199,13 +199,13 @@ static SSL *ssl_of(const pyws_conn *c)
 
 int pyws_listen_tls(pyws_loop *loop, uint64_t listener, pyws_tls_ctx *t)
 {
-    pyws_conn *l = pyws_conn_get(loop, listener);
+    pyws_conn *l = pw_conn_get(loop, listener);
     if (!l || l->kind != PYWS_KIND_LISTENER)
         return PYWS_ERR_BADID;
     if (!SSL_CTX_up_ref(t->ctx))
         return PYWS_ERR_NOMEM;
     l->tr->free(l); /* a context set before (the listener holds one reference) */
-    l->tr = &pyws_transport_tls;
+    l->tr = &pw_transport_tls;
     l->tr_ctx = t->ctx;
     return PYWS_OK;
 }
@@ -214,7 +214,7 @@ static int start(pyws_loop *loop, pyws_conn *c, SSL_CTX *ctx, const char *server
 {
     tls_conn *t = malloc(sizeof(*t));
     if (!t)
-        return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
+        return pw_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
     SSL *ssl = SSL_new(ctx);
     if (!ssl) {
         free(t);
@@ -252,13 +252,13 @@ static int start(pyws_loop *loop, pyws_conn *c, SSL_CTX *ctx, const char *server
     t->retry = 0;
     t->shut = 0;
     t->quiet = 1;
-    c->tr = &pyws_transport_tls;
+    c->tr = &pw_transport_tls;
     c->tr_ctx = t;
     c->tr_flags = PYWS_TR_HANDSHAKING;
     return PYWS_OK;
 }
 
-int pyws_tls_start(pyws_loop *loop, pyws_conn *c, const pyws_tls_ctx *t, const char *server_name)
+int pw_tls_start(pyws_loop *loop, pyws_conn *c, const pyws_tls_ctx *t, const char *server_name)
 {
     return start(loop, c, t->ctx, server_name);
 }
@@ -271,17 +271,17 @@ static int tls_accept(pyws_loop *loop, pyws_conn *c, const pyws_conn *listener)
 
 int pyws_tls_init(pyws_loop *loop, uint64_t id, pyws_tls_ctx *t, const char *server_name)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
-    if (c->tr != &pyws_transport_tcp)
-        return pyws_set_error(loop, PYWS_ERR_STATE, "TLS is already started on this connection");
+    if (c->tr != &pw_transport_tcp)
+        return pw_set_error(loop, PYWS_ERR_STATE, "TLS is already started on this connection");
     int fresh_server = c->role == PYWS_ROLE_SERVER && c->state == PYWS_ST_HTTP && c->rlen == 0 &&
                        !(c->flags & CF_REQ_DONE);
     int fresh_client = c->role == PYWS_ROLE_CLIENT &&
                        (c->state == PYWS_ST_CONNECTING || c->state == PYWS_ST_CLIENT_HS);
     if (!fresh_server && !fresh_client)
-        return pyws_set_error(loop, PYWS_ERR_STATE, "tls_init() must come before any byte is "
+        return pw_set_error(loop, PYWS_ERR_STATE, "tls_init() must come before any byte is "
                               "exchanged: on the accept event, or right after ws_connect()");
     return start(loop, c, t->ctx, server_name);
 }
@@ -289,7 +289,7 @@ int pyws_tls_init(pyws_loop *loop, uint64_t id, pyws_tls_ctx *t, const char *ser
 /* Report a failed handshake: EV_ERROR with why, and 1015 as the code EV_CLOSE will carry. */
 static void tls_fail(pyws_loop *loop, pyws_conn *c, const char *why)
 {
-    pyws_event_error(loop, c->id, PYWS_ERR_TLS, why);
+    pw_event_error(loop, c->id, PYWS_ERR_TLS, why);
     c->close_code = PYWS_CLOSE_TLS_HANDSHAKE;
 }
 
@@ -318,7 +318,7 @@ static void hs_failed(pyws_loop *loop, pyws_conn *c)
 static int tls_expired(pyws_loop *loop, pyws_conn *c)
 {
     if (c->role == PYWS_ROLE_CLIENT) {
-        pyws_event_error(loop, c->id, PYWS_ERR_TIMEOUT,
+        pw_event_error(loop, c->id, PYWS_ERR_TIMEOUT,
                          "the TLS handshake did not complete in time (open_timeout)");
         return PYWS_CLOSE_ABNORMAL;
     }
@@ -361,7 +361,7 @@ static void late_refusal(pyws_loop *loop, pyws_conn *c)
     char why[300], reason[200];
     ERR_error_string_n(err, reason, sizeof(reason));
     snprintf(why, sizeof(why), "TLS handshake failed: %s", reason);
-    pyws_event_error(loop, c->id, PYWS_ERR_TLS, why);
+    pw_event_error(loop, c->id, PYWS_ERR_TLS, why);
     c->close_code = PYWS_CLOSE_TLS_HANDSHAKE;
 }
 
@@ -511,7 +511,7 @@ static void tls_free(pyws_conn *c)
     c->tr_ctx = NULL;
 }
 
-const pyws_transport pyws_transport_tls = {
+const pyws_transport pw_transport_tls = {
     .name = "tls",
     .accept = tls_accept,
     .handshake = tls_handshake,
@@ -524,10 +524,10 @@ const pyws_transport pyws_transport_tls = {
 
 int pyws_tls_info(pyws_loop *loop, uint64_t id, char *out, size_t cap)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c)
         return PYWS_ERR_BADID;
-    if (c->tr != &pyws_transport_tls || c->kind != PYWS_KIND_CONN ||
+    if (c->tr != &pw_transport_tls || c->kind != PYWS_KIND_CONN ||
         (c->tr_flags & PYWS_TR_HANDSHAKING))
         return PYWS_ERR_STATE;
     SSL *ssl = ssl_of(c);

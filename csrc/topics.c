@@ -104,7 +104,7 @@ static void unlink_sub(pyws_loop *loop, pyws_conn *c, uint32_t k)
     if (idx != last) {
         uint64_t moved_id = t->subs[last];
         t->subs[idx] = moved_id;
-        pyws_conn *m = pyws_conn_get(loop, moved_id);
+        pyws_conn *m = pw_conn_get(loop, moved_id);
         if (m) {
             int mk = sub_index(m, t);
             if (mk >= 0)
@@ -119,18 +119,18 @@ static void unlink_sub(pyws_loop *loop, pyws_conn *c, uint32_t k)
 static int check_topic(pyws_loop *loop, size_t len)
 {
     if (len > MAX_TOPIC_LEN)
-        return pyws_set_error(loop, PYWS_ERR_ARG, "topic names are at most %d bytes",
+        return pw_set_error(loop, PYWS_ERR_ARG, "topic names are at most %d bytes",
                               MAX_TOPIC_LEN);
     return 0;
 }
 
 int pyws_subscribe(pyws_loop *loop, uint64_t id, const char *topic, size_t topic_len)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
     if (!c->sess)
-        return pyws_set_error(loop, PYWS_ERR_STATE, "only WebSocket connections subscribe");
+        return pw_set_error(loop, PYWS_ERR_STATE, "only WebSocket connections subscribe");
     if (check_topic(loop, topic_len))
         return PYWS_ERR_ARG;
     pyws_topic *t = find_or_add(loop, topic, topic_len);
@@ -168,7 +168,7 @@ nomem:
 
 int pyws_unsubscribe(pyws_loop *loop, uint64_t id, const char *topic, size_t topic_len)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
     pyws_topic *t = find(loop, topic, topic_len, hash_bytes(topic, topic_len));
@@ -181,14 +181,14 @@ int pyws_unsubscribe(pyws_loop *loop, uint64_t id, const char *topic, size_t top
 
 int pyws_is_subscribed(pyws_loop *loop, uint64_t id, const char *topic, size_t topic_len)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c)
         return 0;
     pyws_topic *t = find(loop, topic, topic_len, hash_bytes(topic, topic_len));
     return t && sub_index(c, t) >= 0;
 }
 
-void pyws_topics_drop_conn(pyws_loop *loop, pyws_conn *c)
+void pw_topics_drop_conn(pyws_loop *loop, pyws_conn *c)
 {
     while (c->nsubs)
         unlink_sub(loop, c, c->nsubs - 1);
@@ -197,7 +197,7 @@ void pyws_topics_drop_conn(pyws_loop *loop, pyws_conn *c)
     c->subs_cap = 0;
 }
 
-void pyws_topics_free(pyws_loop *loop)
+void pw_topics_free(pyws_loop *loop)
 {
     for (size_t i = 0; i < loop->ntopic_buckets; i++) {
         pyws_topic *t = loop->topic_buckets[i];
@@ -259,7 +259,7 @@ static pyws_blob *frame_blob(pyws_loop *loop, int rsv, int opcode, const uint8_t
 {
     uint8_t hdr[14];
     size_t hlen = pyws_frame_header(hdr, 1, rsv, opcode, len, NULL);
-    pyws_blob *b = pyws_blob_alloc(loop, hlen + len);
+    pyws_blob *b = pw_blob_alloc(loop, hlen + len);
     if (!b)
         return NULL;
     memcpy(b->data, hdr, hlen);
@@ -273,7 +273,7 @@ static int fanout_start(pyws_loop *loop, fanout *f, int opcode, const uint8_t *d
                         uint64_t exclude, int flags)
 {
     if (opcode != PYWS_OP_TEXT && opcode != PYWS_OP_BINARY)
-        return pyws_set_error(loop, PYWS_ERR_ARG, "publish sends TEXT or BINARY messages");
+        return pw_set_error(loop, PYWS_ERR_ARG, "publish sends TEXT or BINARY messages");
     memset(f, 0, sizeof(*f));
     f->blob = frame_blob(loop, 0, opcode, data, len);
     if (!f->blob)
@@ -299,10 +299,10 @@ static zshared *fanout_zframe(pyws_loop *loop, fanout *f, const pyws_pmd *d)
             return &f->z[i];
     if (f->nz == FANOUT_ZSHARED)
         return NULL;
-    pyws_zpool *pool = pyws_loop_zpool(loop);
+    pyws_zpool *pool = pw_loop_zpool(loop);
     const uint8_t *out;
     size_t olen;
-    if (!pool || pyws_zpool_compress_once(pool, d->tx_bits, d->mem_level, d->level, f->data,
+    if (!pool || pw_zpool_compress_once(pool, d->tx_bits, d->mem_level, d->level, f->data,
                                           f->len, &out, &olen) != 0)
         return NULL;
     pyws_blob *b = frame_blob(loop, 0x40, f->opcode, out, olen); /* RSV1: compressed */
@@ -340,14 +340,14 @@ static void fanout_one(pyws_loop *loop, fanout *f, pyws_conn *c)
         return;
     }
     int rc;
-    if (c->pmd && pyws_pmd_wants(c->pmd, f->len, 1, f->flags)) {
+    if (c->pmd && pw_pmd_wants(c->pmd, f->len, 1, f->flags)) {
         zshared *z = c->role == PYWS_ROLE_SERVER ? fanout_zframe(loop, f, c->pmd) : NULL;
-        rc = z ? pyws_wq_push_shared(loop, c, z->blob, z->total)
-               : pyws_ws_send_frame(loop, c, 1, f->opcode, f->data, f->len, f->flags);
+        rc = z ? pw_wq_push_shared(loop, c, z->blob, z->total)
+               : pw_ws_send_frame(loop, c, 1, f->opcode, f->data, f->len, f->flags);
     } else if (c->role == PYWS_ROLE_CLIENT) {
-        rc = pyws_ws_queue_frame(loop, c, 1, f->opcode, f->data, f->len); /* masked */
+        rc = pw_ws_queue_frame(loop, c, 1, f->opcode, f->data, f->len); /* masked */
     } else {
-        rc = pyws_wq_push_shared(loop, c, f->blob, f->total);
+        rc = pw_wq_push_shared(loop, c, f->blob, f->total);
     }
     if (rc == PYWS_OK)
         f->delivered++;
@@ -357,19 +357,19 @@ static void fanout_one(pyws_loop *loop, fanout *f, pyws_conn *c)
 
 static int fanout_end(pyws_loop *loop, fanout *f, uint32_t *skipped, uint32_t *dropped)
 {
-    pyws_blob_put(loop, f->blob);
+    pw_blob_put(loop, f->blob);
     for (int i = 0; i < f->nz; i++)
-        pyws_blob_put(loop, f->z[i].blob);
+        pw_blob_put(loop, f->z[i].blob);
     /* close the slow ones only now: closing edits the topic lists being walked */
     static const char why[] = "write buffer limit exceeded (slow consumer)";
     for (uint32_t i = 0; i < f->nslow; i++) {
-        pyws_conn *c = pyws_conn_get(loop, f->slow[i]);
+        pyws_conn *c = pw_conn_get(loop, f->slow[i]);
         if (!c)
             continue;
         c->close_code = PYWS_CLOSE_POLICY;
         memcpy(c->close_reason, why, sizeof(why) - 1);
         c->close_reason_len = sizeof(why) - 1;
-        pyws_conn_close(loop, c, PYWS_CLOSE_POLICY);
+        pw_conn_close(loop, c, PYWS_CLOSE_POLICY);
     }
     free(f->slow);
     if (skipped)
@@ -395,7 +395,7 @@ int pyws_publish(pyws_loop *loop, const char *topic, size_t topic_len, int opcod
     if (rc)
         return rc;
     for (uint32_t i = 0; i < t->nsubs; i++) {
-        pyws_conn *c = pyws_conn_get(loop, t->subs[i]);
+        pyws_conn *c = pw_conn_get(loop, t->subs[i]);
         if (c)
             fanout_one(loop, &f, c);
     }

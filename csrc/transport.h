@@ -11,7 +11,7 @@
  * transport (a test double, a unix socket) be added without touching conn.c, and costs one
  * indirect call per read or write, which is nothing next to the syscall it makes.
  *
- * Ownership. c->tr points to a static table and is never NULL (pyws_conn_new sets TCP).
+ * Ownership. c->tr points to a static table and is never NULL (pw_conn_new sets TCP).
  * c->tr_ctx belongs to the transport: on a connection it is the transport's per-connection
  * state (tls.c: the SSL and its retry length; TCP: NULL); on a listener it is the shared
  * configuration its accepted connections start from (tls.c: an SSL_CTX reference). tr->free
@@ -27,7 +27,7 @@
  *                     transport may have reported why first: EV_ERROR, c->close_code.
  * A transport never closes or frees the connection, never calls back into conn.c and never
  * changes the poller's interest: after a call that changed tr_flags the caller syncs it
- * (pyws_conn_watch reads tr_flags). Of the connection it uses c->fd, c->role and c->id (its
+ * (pw_conn_watch reads tr_flags). Of the connection it uses c->fd, c->role and c->id (its
  * reports) only, never the WebSocket state: any connection of the loop can have one.
  */
 #ifndef PYWS_TRANSPORT_H
@@ -95,13 +95,13 @@ typedef struct pyws_transport {
     void (*free)(struct pyws_conn *c);
 } pyws_transport;
 
-extern const pyws_transport pyws_transport_tcp; /* transport_tcp.c */
-extern const pyws_transport pyws_transport_tls; /* tls.c */
+extern const pyws_transport pw_transport_tcp; /* transport_tcp.c */
+extern const pyws_transport pw_transport_tls; /* tls.c */
 
 /* tls.c: start TLS on a connection that has exchanged no byte yet (client: right after its
  * connect began; server: just accepted). c->role picks the side; server_name (clients, may be
  * NULL) is sent as SNI and checked against the certificate when the context verifies. */
-int pyws_tls_start(pyws_loop *loop, struct pyws_conn *c, const pyws_tls_ctx *ctx,
+int pw_tls_start(pyws_loop *loop, struct pyws_conn *c, const pyws_tls_ctx *ctx,
                    const char *server_name);
 
 #endif

@@ -20,7 +20,7 @@ static int tcp_accept(pyws_loop *loop, pyws_conn *c, const pyws_conn *listener)
 {
     (void)loop;
     (void)listener;
-    c->tr = &pyws_transport_tcp;
+    c->tr = &pw_transport_tcp;
     c->tr_ctx = NULL;
     c->tr_flags = 0;
     return PYWS_OK;
@@ -81,7 +81,7 @@ static void tcp_free(pyws_conn *c)
     c->tr_ctx = NULL;
 }
 
-const pyws_transport pyws_transport_tcp = {
+const pyws_transport pw_transport_tcp = {
     .name = "tcp",
     .accept = tcp_accept,
     .handshake = tcp_handshake,

@@ -43,15 +43,15 @@ static pyws_event *http_error(pyws_loop *loop, pyws_conn *c, int status, const c
                      status, status_text(status), ln + 1,
                      status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "");
     if (n > 0 && (size_t)n < sizeof(head)) {
-        pyws_conn_queue(loop, c, (const uint8_t *)head, (size_t)n, (const uint8_t *)line,
+        pw_conn_queue(loop, c, (const uint8_t *)head, (size_t)n, (const uint8_t *)line,
                         (size_t)ln);
-        pyws_conn_queue(loop, c, (const uint8_t *)"\n", 1, NULL, 0);
+        pw_conn_queue(loop, c, (const uint8_t *)"\n", 1, NULL, 0);
     }
-    pyws_event *ev = pyws_event_push(loop, PYWS_EV_ERROR, c->id);
+    pyws_event *ev = pw_event_push(loop, PYWS_EV_ERROR, c->id);
     if (ev) {
         ev->code = PYWS_ERR_HANDSHAKE;
         ev->opcode = status;
-        uint8_t *text = pyws_scratch(loop, (size_t)ln);
+        uint8_t *text = pw_scratch(loop, (size_t)ln);
         if (text) {
             memcpy(text, line, (size_t)ln);
             ev->data = text;
@@ -61,11 +61,11 @@ static pyws_event *http_error(pyws_loop *loop, pyws_conn *c, int status, const c
             ev->len = strlen(why);
         }
     }
-    pyws_conn_finish(loop, c);
+    pw_conn_finish(loop, c);
     return ev;
 }
 
-void pyws_http_error(pyws_loop *loop, pyws_conn *c, int status, const char *why)
+void pw_http_error(pyws_loop *loop, pyws_conn *c, int status, const char *why)
 {
     http_error(loop, c, status, why);
 }
@@ -113,18 +113,18 @@ static void store_handshake(pyws_loop *loop, pyws_conn *c, const pyws_handshake 
     c->pmd_offered = 0;
     if (hs->status == 0 && c->opts.compression) {
         pyws_str values[16];
-        size_t nv = pyws_http_values(headers, n, "sec-websocket-extensions", values, 16);
+        size_t nv = pw_http_values(headers, n, "sec-websocket-extensions", values, 16);
         /* the answer's text is written at upgrade, from pmd_agreed */
         if (nv && pyws_pmd_negotiate(values, nv, &c->opts, &c->pmd_agreed, NULL, 0) == 1)
             c->pmd_offered = 1;
     }
-    pyws_conn_set_state(loop, c, PYWS_ST_HTTP_REQUEST); /* from HTTP, or staying there */
+    pw_conn_set_state(loop, c, PYWS_ST_HTTP_REQUEST); /* from HTTP, or staying there */
 }
 
-void pyws_http_input(pyws_loop *loop, pyws_conn *c)
+void pw_http_input(pyws_loop *loop, pyws_conn *c)
 {
     if (c->flags & CF_REQ_DONE) {
-        pyws_conn_mark(loop, c, CF_PENDING); /* one request per turn; the rest next poll */
+        pw_conn_mark(loop, c, CF_PENDING); /* one request per turn; the rest next poll */
         return;
     }
     if (c->rlen == 0)
@@ -138,23 +138,23 @@ void pyws_http_input(pyws_loop *loop, pyws_conn *c)
         return;
     if (r < 0) {
         int status = -r;
-        pyws_http_error(loop, c, status,
+        pw_http_error(loop, c, status,
                         status == 431 ? "request head too large"
                         : status == 505 ? "only HTTP/1.x is served here"
                                         : "malformed HTTP request");
         return;
     }
     if (pyws_http_find(headers, head.num_headers, "transfer-encoding", 0) >= 0) {
-        pyws_http_error(loop, c, 501, "chunked request bodies are not supported; send Content-Length");
+        pw_http_error(loop, c, 501, "chunked request bodies are not supported; send Content-Length");
         return;
     }
     uint64_t body = 0;
     if (pyws_http_content_length(headers, head.num_headers, &body) < 0) {
-        pyws_http_error(loop, c, 400, "invalid Content-Length");
+        pw_http_error(loop, c, 400, "invalid Content-Length");
         return;
     }
     if (body > c->opts.max_body) {
-        pyws_http_error(loop, c, 413, "request body larger than the server's max_body");
+        pw_http_error(loop, c, 413, "request body larger than the server's max_body");
         return;
     }
     if (c->rlen < head.head_len + body)
@@ -168,7 +168,7 @@ void pyws_http_input(pyws_loop *loop, pyws_conn *c)
     }
     store_handshake(loop, c, &hs, headers, head.num_headers);
 
-    pyws_event *ev = pyws_event_push(loop, PYWS_EV_HTTP_MSG, c->id);
+    pyws_event *ev = pw_event_push(loop, PYWS_EV_HTTP_MSG, c->id);
     if (ev) {
         ev->data = c->rbuf;
         ev->len = head.head_len;
@@ -180,10 +180,10 @@ void pyws_http_input(pyws_loop *loop, pyws_conn *c)
     c->rdone = head.head_len + (size_t)body;
     c->flags |= CF_REQ_DONE;
     c->deadline_hs = 0;
-    pyws_conn_mark(loop, c, CF_PENDING);
+    pw_conn_mark(loop, c, CF_PENDING);
 }
 
-void pyws_http_pending(pyws_loop *loop, pyws_conn *c)
+void pw_http_pending(pyws_loop *loop, pyws_conn *c)
 {
     if (c->flags & CF_REQ_DONE) {
         size_t rest = c->rlen - c->rdone;
@@ -195,11 +195,11 @@ void pyws_http_pending(pyws_loop *loop, pyws_conn *c)
     }
     if (pyws_st_http(c->state)) {
         if (c->rlen) {
-            pyws_http_input(loop, c);
+            pw_http_input(loop, c);
         } else if (!c->deadline_hs && c->opts.handshake_timeout) {
             /* keep-alive: the next request has the same time to arrive */
             c->deadline_hs = loop->now + c->opts.handshake_timeout;
-            pyws_conn_deadline(loop, c, c->deadline_hs);
+            pw_conn_deadline(loop, c, c->deadline_hs);
         }
         if (c->rlen == 0 && c->rcap > 4096) {
             free(c->rbuf);
@@ -210,13 +210,13 @@ void pyws_http_pending(pyws_loop *loop, pyws_conn *c)
     }
     /* Upgraded: bytes that followed the request are WebSocket input. */
     if (c->rlen && c->sess && pyws_st_ws_input(c->state)) {
-        uint8_t *dst = pyws_scratch(loop, c->rlen);
+        uint8_t *dst = pw_scratch(loop, c->rlen);
         if (dst) {
             memcpy(dst, c->rbuf, c->rlen);
             size_t n = c->rlen;
             c->rlen = 0;
-            pyws_ws_input(loop, c, dst, n);
-            c = pyws_conn_get(loop, c->id);
+            pw_ws_input(loop, c, dst, n);
+            c = pw_conn_get(loop, c->id);
             if (!c)
                 return;
         }
@@ -228,7 +228,7 @@ void pyws_http_pending(pyws_loop *loop, pyws_conn *c)
 
 int pyws_handshake_status(pyws_loop *loop, uint64_t id)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c)
         return PYWS_ERR_BADID;
     if (c->state != PYWS_ST_HTTP_REQUEST)
@@ -250,25 +250,25 @@ static int is_token(const char *s)
 
 int pyws_ws_upgrade(pyws_loop *loop, uint64_t id, const char *protocol, const char *extra_headers)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
     if (c->state != PYWS_ST_HTTP_REQUEST)
-        return pyws_set_error(loop, PYWS_ERR_STATE,
+        return pw_set_error(loop, PYWS_ERR_STATE,
                               "ws_upgrade() needs a connection whose last HTTP request is unanswered");
     if (c->hs_status) {
-        /* Only requests that did not ask for an upgrade get here (pyws_http_input answers the
+        /* Only requests that did not ask for an upgrade get here (pw_http_input answers the
          * ones that asked and failed), so the status is 400: no Upgrade: websocket. */
         int status = c->hs_status;
         bad_upgrade(loop, c, status, "the request does not ask for a WebSocket upgrade "
                     "(no Upgrade: websocket header)");
-        return pyws_set_error(loop, PYWS_ERR_HANDSHAKE, "the request is not a valid WebSocket "
+        return pw_set_error(loop, PYWS_ERR_HANDSHAKE, "the request is not a valid WebSocket "
                               "upgrade (answered with HTTP %d)", status);
     }
     if (protocol && *protocol) {
         pyws_str offered = {c->protocols, c->protocols ? strlen(c->protocols) : 0};
         if (!is_token(protocol) || !c->protocols || !pyws_protocol_offered(offered, protocol))
-            return pyws_set_error(loop, PYWS_ERR_PROTOCOL, "subprotocol '%.64s' was not offered by "
+            return pw_set_error(loop, PYWS_ERR_PROTOCOL, "subprotocol '%.64s' was not offered by "
                                   "the client (offered: %.128s)", protocol,
                                   c->protocols ? c->protocols : "none");
     }
@@ -283,29 +283,29 @@ int pyws_ws_upgrade(pyws_loop *loop, uint64_t id, const char *protocol, const ch
     if (n < 0 && n != PYWS_ERR_ARG) {
         head = malloc((size_t)-n); /* long extra headers: this head only */
         if (!head)
-            return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
+            return pw_set_error(loop, PYWS_ERR_NOMEM, "out of memory");
         n = pyws_handshake_format_response(&reply, head, (size_t)-n);
     }
     if (n < 0) { /* PYWS_ERR_ARG: the accept key and protocol were checked above */
         if (head != small)
             free(head);
-        return pyws_set_error(loop, PYWS_ERR_ARG, "extra headers must be whole lines "
+        return pw_set_error(loop, PYWS_ERR_ARG, "extra headers must be whole lines "
                               "'Name: value\\r\\n' without control characters");
     }
-    int rc = pyws_conn_queue(loop, c, (const uint8_t *)head, (size_t)n, NULL, 0);
+    int rc = pw_conn_queue(loop, c, (const uint8_t *)head, (size_t)n, NULL, 0);
     if (head != small)
         free(head);
     if (rc != 0)
         return rc;
     free(c->protocols);
     c->protocols = NULL;
-    pyws_ws_start(loop, c, PYWS_ROLE_SERVER);
-    if (!c->sess || (c->pmd_offered && pyws_ws_enable_deflate(loop, c, &c->pmd_agreed) < 0)) {
-        pyws_conn_close(loop, c, PYWS_CLOSE_INTERNAL_ERROR);
+    pw_ws_start(loop, c, PYWS_ROLE_SERVER);
+    if (!c->sess || (c->pmd_offered && pw_ws_enable_deflate(loop, c, &c->pmd_agreed) < 0)) {
+        pw_conn_close(loop, c, PYWS_CLOSE_INTERNAL_ERROR);
         return PYWS_ERR_NOMEM;
     }
     c->pmd_offered = 0;
-    pyws_event_push(loop, PYWS_EV_WS_OPEN, c->id);
-    pyws_conn_mark(loop, c, CF_PENDING);
+    pw_event_push(loop, PYWS_EV_WS_OPEN, c->id);
+    pw_conn_mark(loop, c, CF_PENDING);
     return PYWS_OK;
 }

@@ -29,7 +29,7 @@
  * compares (whole_sequence) and skipped; anything it does not accept is handed to the table,
  * so the two can never disagree. Runs of ASCII are skipped 16 bytes at a time here (two 64-bit
  * words), 64 at a time in the SIMD kernels (utf8_sse2.c, utf8_avx2.c, utf8_neon.c), which share
- * pyws_utf8_advance() for everything that is not ASCII.
+ * pw_utf8_advance() for everything that is not ASCII.
  */
 #include "utf8.h"
 
@@ -139,7 +139,7 @@ static inline size_t whole_sequence(const uint8_t *q)
 #define ALWAYS_INLINE inline
 #endif
 
-/* pyws_utf8_advance(), inlined into the scalar kernel. */
+/* pw_utf8_advance(), inlined into the scalar kernel. */
 static ALWAYS_INLINE size_t advance(uint32_t *state, const uint8_t *p, size_t i, size_t stop,
                                     size_t len)
 {
@@ -201,12 +201,12 @@ static ALWAYS_INLINE size_t advance(uint32_t *state, const uint8_t *p, size_t i,
     return i;
 }
 
-size_t pyws_utf8_advance(uint32_t *state, const uint8_t *p, size_t i, size_t stop, size_t len)
+size_t pw_utf8_advance(uint32_t *state, const uint8_t *p, size_t i, size_t stop, size_t len)
 {
     return advance(state, p, i, stop, len);
 }
 
-int pyws_utf8_scalar(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
+int pw_utf8_scalar(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
 {
     uint32_t s = *state;
     const size_t i = advance(&s, p, 0, len, len);
@@ -220,10 +220,10 @@ int pyws_utf8_scalar(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
 }
 
 static const pyws_utf8_fn utf8_kernels[PYWS_IMPL_COUNT] = {
-    pyws_utf8_scalar, /* PYWS_IMPL_SCALAR */
-    pyws_utf8_sse2,   /* PYWS_IMPL_SSE2 */
-    pyws_utf8_avx2,   /* PYWS_IMPL_AVX2 */
-    pyws_utf8_neon,   /* PYWS_IMPL_NEON */
+    pw_utf8_scalar, /* PYWS_IMPL_SCALAR */
+    pw_utf8_sse2,   /* PYWS_IMPL_SSE2 */
+    pw_utf8_avx2,   /* PYWS_IMPL_AVX2 */
+    pw_utf8_neon,   /* PYWS_IMPL_NEON */
 };
 
 /*
@@ -290,7 +290,7 @@ static inline int feed(pyws_utf8_fn kernel, pyws_utf8 *v, const uint8_t *p, size
 int pyws_utf8_feed(pyws_utf8 *v, const uint8_t *p, size_t len, size_t *bad_offset)
 {
     if (len < SMALL)
-        return feed(pyws_utf8_scalar, v, p, len, bad_offset);
+        return feed(pw_utf8_scalar, v, p, len, bad_offset);
     return feed(utf8_kernels[pyws_impl_best()], v, p, len, bad_offset);
 }
 
@@ -311,11 +311,11 @@ int pyws_utf8_valid(const uint8_t *p, size_t len)
     if (len == 0)
         return 1;
     if (len < SMALL)
-        return pyws_utf8_scalar(&s, p, len, &bad) == PYWS_UTF8_OK;
+        return pw_utf8_scalar(&s, p, len, &bad) == PYWS_UTF8_OK;
     return utf8_kernels[pyws_impl_best()](&s, p, len, &bad) == PYWS_UTF8_OK;
 }
 
-int pyws_utf8_finish(uint32_t *state, uint32_t s, const uint8_t *p, size_t i, size_t len,
+int pw_utf8_finish(uint32_t *state, uint32_t s, const uint8_t *p, size_t i, size_t len,
                      size_t *bad)
 {
     if (s == PYWS_UTF8_S_BAD) {
@@ -325,7 +325,7 @@ int pyws_utf8_finish(uint32_t *state, uint32_t s, const uint8_t *p, size_t i, si
     }
     if (i < len) {
         size_t tail_bad = 0;
-        int r = pyws_utf8_scalar(&s, p + i, len - i, &tail_bad);
+        int r = pw_utf8_scalar(&s, p + i, len - i, &tail_bad);
         *state = s;
         if (r == PYWS_UTF8_INVALID)
             *bad = i + tail_bad;

@@ -26,10 +26,10 @@
 
 typedef int (*pyws_utf8_fn)(uint32_t *state, const uint8_t *p, size_t len, size_t *bad);
 
-int pyws_utf8_scalar(uint32_t *state, const uint8_t *p, size_t len, size_t *bad); /* utf8.c */
-int pyws_utf8_sse2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad);   /* utf8_sse2.c */
-int pyws_utf8_avx2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad);   /* utf8_avx2.c */
-int pyws_utf8_neon(uint32_t *state, const uint8_t *p, size_t len, size_t *bad);   /* utf8_neon.c */
+int pw_utf8_scalar(uint32_t *state, const uint8_t *p, size_t len, size_t *bad); /* utf8.c */
+int pw_utf8_sse2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad);   /* utf8_sse2.c */
+int pw_utf8_avx2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad);   /* utf8_avx2.c */
+int pw_utf8_neon(uint32_t *state, const uint8_t *p, size_t len, size_t *bad);   /* utf8_neon.c */
 
 /*
  * The shared non-ASCII path for the SIMD kernels: run the automaton from *state starting at p[i],
@@ -37,7 +37,7 @@ int pyws_utf8_neon(uint32_t *state, const uint8_t *p, size_t len, size_t *bad); 
  * Returns the position reached. If a byte is rejected, sets *state to PYWS_UTF8_S_BAD and
  * returns that byte's offset instead.
  */
-size_t pyws_utf8_advance(uint32_t *state, const uint8_t *p, size_t i, size_t stop, size_t len);
+size_t pw_utf8_advance(uint32_t *state, const uint8_t *p, size_t i, size_t stop, size_t len);
 
 /* After a vector probe found its first non-ASCII byte `skip` bytes into the block at *i: move
  * there, adapt the scalar run length *near (NEAR_MIN after a long ASCII stretch, doubling up to
@@ -51,13 +51,13 @@ static inline int pyws_utf8_near_run(uint32_t *state, const uint8_t *p, size_t *
     *i += skip;
     *near = skip >= PYWS_UTF8_NEAR_MIN ? PYWS_UTF8_NEAR_MIN
             : *near < PYWS_UTF8_NEAR_MAX ? 2 * *near : PYWS_UTF8_NEAR_MAX;
-    *i = pyws_utf8_advance(state, p, *i, len - *i > *near ? *i + *near : len, len);
+    *i = pw_utf8_advance(state, p, *i, len - *i > *near ? *i + *near : len, len);
     return *state == PYWS_UTF8_S_BAD;
 }
 
 /* The end of every vector kernel: bytes from i on (fewer than one block) go to the scalar
  * kernel; stores the state and returns the verdict for the whole input. */
-int pyws_utf8_finish(uint32_t *state, uint32_t s, const uint8_t *p, size_t i, size_t len,
+int pw_utf8_finish(uint32_t *state, uint32_t s, const uint8_t *p, size_t i, size_t len,
                      size_t *bad);
 
 #endif /* PYWS_UTF8_H */

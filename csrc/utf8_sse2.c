@@ -3,7 +3,7 @@
  *
  * At a code point boundary, 64 bytes are tested at once (four 16-byte vectors OR-ed, one
  * movemask): all ASCII means all valid, skip them. Otherwise jump to the first non-ASCII byte and
- * let the shared scalar path (pyws_utf8_advance) validate from there for NEAR_MIN..NEAR_MAX
+ * let the shared scalar path (pw_utf8_advance) validate from there for NEAR_MIN..NEAR_MAX
  * bytes, up to the next boundary, then try 64 at a time again. The last < 64 bytes go to the
  * scalar kernel, so every answer is the scalar automaton's.
  */
@@ -20,7 +20,7 @@
 #define NEAR_MIN PYWS_UTF8_NEAR_MIN
 
 __attribute__((target("sse2")))
-int pyws_utf8_sse2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
+int pw_utf8_sse2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
 {
     uint32_t s = *state;
     size_t i = 0, near = NEAR_MIN, skip;
@@ -50,16 +50,16 @@ int pyws_utf8_sse2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
             continue;
         }
         /* mid-character: let the automaton reach the next boundary */
-        i = pyws_utf8_advance(&s, p, i, len - i > near ? i + near : len, len);
+        i = pw_utf8_advance(&s, p, i, len - i > near ? i + near : len, len);
         if (s == PYWS_UTF8_S_BAD)
             break;
     }
-    return pyws_utf8_finish(state, s, p, i, len, bad);
+    return pw_utf8_finish(state, s, p, i, len, bad);
 }
 
 #else
 
-int pyws_utf8_sse2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
+int pw_utf8_sse2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
 {
     (void)state;
     (void)p;

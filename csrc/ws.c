@@ -13,7 +13,7 @@
 
 #include "core.h"
 
-void pyws_ws_start(pyws_loop *loop, pyws_conn *c, int role)
+void pw_ws_start(pyws_loop *loop, pyws_conn *c, int role)
 {
     c->sess = malloc(sizeof(*c->sess));
     if (!c->sess)
@@ -21,19 +21,19 @@ void pyws_ws_start(pyws_loop *loop, pyws_conn *c, int role)
     pyws_session_init(c->sess, role, c->opts.max_message_size);
     pyws_session_set_limits(c->sess, c->opts.max_message_size, c->opts.max_fragments);
     c->role = role;
-    pyws_conn_set_state(loop, c, PYWS_ST_WS_OPEN);
+    pw_conn_set_state(loop, c, PYWS_ST_WS_OPEN);
     c->flags |= CF_WAS_WS;
     if (c->opts.control_events)
         c->flags |= CF_CTL_EVENTS;
     c->deadline_hs = 0;
     if (c->opts.heartbeat) {
         c->hb_next = loop->now + c->opts.heartbeat;
-        pyws_conn_deadline(loop, c, c->hb_next);
+        pw_conn_deadline(loop, c, c->hb_next);
     }
 }
 
 /* Random bytes from the OS (getrandom / arc4random), drawn 256 at a time. */
-void pyws_random(pyws_loop *loop, uint8_t *out, size_t n)
+void pw_random(pyws_loop *loop, uint8_t *out, size_t n)
 {
     while (n) {
         if (loop->rng_left == 0) {
@@ -61,22 +61,22 @@ void pyws_random(pyws_loop *loop, uint8_t *out, size_t n)
     }
 }
 
-int pyws_ws_queue_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, const uint8_t *data,
+int pw_ws_queue_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, const uint8_t *data,
                         size_t len)
 {
-    return pyws_ws_queue_frame_rsv(loop, c, fin, 0, opcode, data, len);
+    return pw_ws_queue_frame_rsv(loop, c, fin, 0, opcode, data, len);
 }
 
-int pyws_ws_queue_frame_rsv(pyws_loop *loop, pyws_conn *c, int fin, int rsv, int opcode,
+int pw_ws_queue_frame_rsv(pyws_loop *loop, pyws_conn *c, int fin, int rsv, int opcode,
                             const uint8_t *data, size_t len)
 {
     uint8_t hdr[14];
     uint8_t key[4];
     int client = c->role == PYWS_ROLE_CLIENT;
     if (client)
-        pyws_random(loop, key, 4);
+        pw_random(loop, key, 4);
     size_t hlen = pyws_frame_header(hdr, fin, rsv, opcode, len, client ? key : NULL);
-    int rc = pyws_conn_queue(loop, c, hdr, hlen, data, len);
+    int rc = pw_conn_queue(loop, c, hdr, hlen, data, len);
     if (rc == 0 && client && len) {
         /* the payload is the last len bytes of the tail segment */
         pyws_wseg *t = &c->wq[(c->wq_head + c->wq_n - 1) % c->wq_cap];
@@ -85,13 +85,13 @@ int pyws_ws_queue_frame_rsv(pyws_loop *loop, pyws_conn *c, int fin, int rsv, int
     return rc;
 }
 
-int pyws_ws_enable_deflate(pyws_loop *loop, pyws_conn *c, const pyws_pmd_params *agreed)
+int pw_ws_enable_deflate(pyws_loop *loop, pyws_conn *c, const pyws_pmd_params *agreed)
 {
     (void)loop;
     c->pmd = malloc(sizeof(*c->pmd));
     if (!c->pmd)
         return PYWS_ERR_NOMEM;
-    pyws_pmd_init(c->pmd, c->role, agreed, &c->opts);
+    pw_pmd_init(c->pmd, c->role, agreed, &c->opts);
     c->pmd_agreed = *agreed;
     pyws_session_enable_deflate(c->sess);
     return PYWS_OK;
@@ -113,14 +113,14 @@ static void send_close_frame(pyws_loop *loop, pyws_conn *c, int code, const char
             memcpy(payload + 2, reason, rlen);
         n = 2 + rlen;
     }
-    pyws_ws_queue_frame(loop, c, 1, PYWS_OP_CLOSE, payload, n);
+    pw_ws_queue_frame(loop, c, 1, PYWS_OP_CLOSE, payload, n);
     if (c->state == PYWS_ST_WS_OPEN)
-        pyws_conn_set_state(loop, c, PYWS_ST_WS_CLOSE_SENT);
+        pw_conn_set_state(loop, c, PYWS_ST_WS_CLOSE_SENT);
     if (c->flags & CF_PAUSED) { /* closing: read again, or the peer's close is never seen */
         c->flags &= ~CF_PAUSED;
-        pyws_conn_watch(loop, c);
+        pw_conn_watch(loop, c);
         if (c->tr_flags & PYWS_TR_PENDING) /* the peer's close may wait inside the transport */
-            pyws_conn_mark(loop, c, CF_PENDING);
+            pw_conn_mark(loop, c, CF_PENDING);
     }
 }
 
@@ -136,11 +136,11 @@ static void push_ctl(pyws_loop *loop, pyws_conn *c, int opcode, const uint8_t *d
 {
     if (!(c->flags & CF_CTL_EVENTS))
         return;
-    pyws_event *ev = pyws_event_push(loop, PYWS_EV_WS_CTL, c->id);
+    pyws_event *ev = pw_event_push(loop, PYWS_EV_WS_CTL, c->id);
     if (!ev)
         return;
     ev->opcode = opcode;
-    uint8_t *copy = pyws_scratch(loop, len ? len : 1);
+    uint8_t *copy = pw_scratch(loop, len ? len : 1);
     if (copy) {
         memcpy(copy, data, len);
         ev->data = copy;
@@ -155,18 +155,18 @@ static void push_ctl(pyws_loop *loop, pyws_conn *c, int opcode, const uint8_t *d
 static void close_exchanged(pyws_loop *loop, pyws_conn *c)
 {
     if (c->role == PYWS_ROLE_SERVER) {
-        pyws_conn_set_state(loop, c, PYWS_ST_WS_CLOSE_FLUSH);
-        pyws_conn_finish(loop, c);
+        pw_conn_set_state(loop, c, PYWS_ST_WS_CLOSE_FLUSH);
+        pw_conn_finish(loop, c);
         return;
     }
     if (c->flags & CF_EOF) {
-        pyws_conn_finish(loop, c);
+        pw_conn_finish(loop, c);
         return;
     }
-    pyws_conn_set_state(loop, c, PYWS_ST_WS_CLOSE_WAIT);
+    pw_conn_set_state(loop, c, PYWS_ST_WS_CLOSE_WAIT);
     if (!c->deadline_close) {
         c->deadline_close = loop->now + c->opts.close_timeout;
-        pyws_conn_deadline(loop, c, c->deadline_close);
+        pw_conn_deadline(loop, c, c->deadline_close);
     }
 }
 
@@ -179,9 +179,9 @@ static void ws_fail(pyws_loop *loop, pyws_conn *c, int code, const char *reason)
     if (pyws_st_may_send(c->state)) {
         c->pending_code = code;
         c->pending_reason = reason;
-        pyws_conn_mark(loop, c, CF_PENDING);
+        pw_conn_mark(loop, c, CF_PENDING);
     } else {
-        pyws_conn_finish(loop, c);
+        pw_conn_finish(loop, c);
     }
 }
 
@@ -189,9 +189,9 @@ static void ws_fail(pyws_loop *loop, pyws_conn *c, int code, const char *reason)
  * one). NULL if it cannot be kept. */
 static const uint8_t *keep_block(pyws_loop *loop, uint8_t *block, size_t len)
 {
-    if (loop->in_poll && pyws_retire(loop, block) == 0)
+    if (loop->in_poll && pw_retire(loop, block) == 0)
         return block;
-    uint8_t *copy = pyws_scratch(loop, len);
+    uint8_t *copy = pw_scratch(loop, len);
     if (copy)
         memcpy(copy, block, len);
     free(block);
@@ -204,12 +204,12 @@ static const uint8_t *keep_block(pyws_loop *loop, uint8_t *block, size_t len)
 static int inflate_message(pyws_loop *loop, pyws_conn *c, pyws_sess_event *ev)
 {
     size_t room;
-    uint8_t *dst = pyws_scratch_room(loop, &room);
+    uint8_t *dst = pw_scratch_room(loop, &room);
     uint8_t *heap = NULL;
     /* inflated messages may take the arena's first half only: the rest stays for reading,
      * so one connection's burst of small compressed messages does not starve the others */
     room = room > PYWS_ARENA_SIZE / 2 ? room - PYWS_ARENA_SIZE / 2 : 0;
-    int kind = pyws_session_inflate(c->sess, c->pmd, c->pmd ? pyws_loop_zpool(loop) : NULL, ev,
+    int kind = pyws_session_inflate(c->sess, c->pmd, c->pmd ? pw_loop_zpool(loop) : NULL, ev,
                                     room ? dst : NULL, room, &heap);
     if (kind != PYWS_SESS_MESSAGE)
         return kind;
@@ -221,12 +221,12 @@ static int inflate_message(pyws_loop *loop, pyws_conn *c, pyws_sess_event *ev)
                                      "out of memory while inflating");
         }
     } else if (ev->len) {
-        (void)pyws_scratch(loop, ev->len); /* claim what was written at the arena's tail */
+        (void)pw_scratch(loop, ev->len); /* claim what was written at the arena's tail */
     }
     return kind;
 }
 
-void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
+void pw_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
 {
     while (len) {
         size_t used = 0;
@@ -234,7 +234,7 @@ void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
         uint8_t *retired = NULL;
         int kind = pyws_session_feed(c->sess, data, len, &used, &ev, &retired);
         if (retired)
-            (void)pyws_retire(loop, retired);
+            (void)pw_retire(loop, retired);
         data += used;
         len -= used;
         switch (kind) {
@@ -245,14 +245,14 @@ void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
                 ws_fail(loop, c, ev.code, ev.reason); /* the session ignores later input */
                 return;
             }
-            pyws_event *e = pyws_event_push(loop, PYWS_EV_WS_MSG, c->id);
+            pyws_event *e = pw_event_push(loop, PYWS_EV_WS_MSG, c->id);
             if (e) {
                 e->opcode = ev.opcode;
                 e->data = ev.data;
                 e->len = ev.len;
                 e->aux = (uint64_t)ev.compressed;
             }
-            pyws_conn_mark(loop, c, CF_HELD);
+            pw_conn_mark(loop, c, CF_HELD);
             break;
         }
         case PYWS_SESS_PING:
@@ -260,7 +260,7 @@ void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
                 memcpy(c->pong, ev.data, ev.len); /* at most 125 bytes: the parser checked */
                 c->pong_len = (uint8_t)ev.len;
                 c->flags |= CF_PONG_DUE;
-                pyws_ws_send_pong(loop, c);
+                pw_ws_send_pong(loop, c);
             }
             push_ctl(loop, c, PYWS_OP_PING, ev.data, ev.len);
             break;
@@ -278,10 +278,10 @@ void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
                 close_exchanged(loop, c); /* the answer to ours */
             } else {
                 /* Echo at the next poll, after the application's replies to earlier messages. */
-                pyws_conn_set_state(loop, c, PYWS_ST_WS_CLOSE_RECEIVED);
+                pw_conn_set_state(loop, c, PYWS_ST_WS_CLOSE_RECEIVED);
                 c->pending_code = ev.code;
                 c->pending_reason = NULL;
-                pyws_conn_mark(loop, c, CF_PENDING);
+                pw_conn_mark(loop, c, CF_PENDING);
             }
             return;
         case PYWS_SESS_ERROR:
@@ -294,28 +294,28 @@ void pyws_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
 /* RFC 6455 §5.5.3 lets an endpoint that got several pings answer only the most recent one. A
  * pong waits while our previous pong is still in the write queue (and a newer ping replaces
  * its payload), so a peer that pings without reading is owed one pong at most, never a pile. */
-int pyws_ws_send_pong(pyws_loop *loop, pyws_conn *c)
+int pw_ws_send_pong(pyws_loop *loop, pyws_conn *c)
 {
     if (!(c->flags & CF_PONG_DUE) || c->tx_sent < c->pong_mark)
         return 0;
     c->flags &= ~CF_PONG_DUE;
     if (!pyws_st_may_send(c->state))
         return 0;
-    if (pyws_ws_queue_frame(loop, c, 1, PYWS_OP_PONG, c->pong, c->pong_len) != PYWS_OK)
+    if (pw_ws_queue_frame(loop, c, 1, PYWS_OP_PONG, c->pong, c->pong_len) != PYWS_OK)
         return 0;
     c->pong_mark = c->tx_queued;
     return 1;
 }
 
-void pyws_ws_overflow(pyws_loop *loop, pyws_conn *c)
+void pw_ws_overflow(pyws_loop *loop, pyws_conn *c)
 {
     static const char why[] = "write buffer limit exceeded (slow consumer)";
     c->close_code = PYWS_CLOSE_POLICY;
     set_reason(c, why, sizeof(why) - 1);
-    pyws_conn_close(loop, c, PYWS_CLOSE_POLICY);
+    pw_conn_close(loop, c, PYWS_CLOSE_POLICY);
 }
 
-void pyws_ws_pending(pyws_loop *loop, pyws_conn *c)
+void pw_ws_pending(pyws_loop *loop, pyws_conn *c)
 {
     int code = c->pending_code;
     if (!code)
@@ -329,10 +329,10 @@ void pyws_ws_pending(pyws_loop *loop, pyws_conn *c)
     if (echo)
         close_exchanged(loop, c);
     else
-        pyws_conn_finish(loop, c); /* failing: do not wait for the peer */
+        pw_conn_finish(loop, c); /* failing: do not wait for the peer */
 }
 
-void pyws_ws_timeout(pyws_loop *loop, pyws_conn *c)
+void pw_ws_timeout(pyws_loop *loop, pyws_conn *c)
 {
     uint64_t now = loop->now;
     if (!pyws_st_may_send(c->state))
@@ -349,7 +349,7 @@ void pyws_ws_timeout(pyws_loop *loop, pyws_conn *c)
             c->pending_code = 0; /* this close frame is the answer to the peer's */
             close_exchanged(loop, c);
         } else {
-            pyws_conn_finish(loop, c);
+            pw_conn_finish(loop, c);
         }
         return;
     }
@@ -357,7 +357,7 @@ void pyws_ws_timeout(pyws_loop *loop, pyws_conn *c)
         uint8_t payload[8];
         for (int i = 0; i < 8; i++)
             payload[i] = (uint8_t)(now >> (56 - 8 * i));
-        pyws_ws_queue_frame(loop, c, 1, PYWS_OP_PING, payload, sizeof(payload));
+        pw_ws_queue_frame(loop, c, 1, PYWS_OP_PING, payload, sizeof(payload));
         if (!c->hb_deadline)
             c->hb_deadline = now + c->opts.heartbeat_timeout;
         c->hb_next = now + c->opts.heartbeat;
@@ -368,20 +368,20 @@ void pyws_ws_timeout(pyws_loop *loop, pyws_conn *c)
 
 static int ws_conn(pyws_loop *loop, uint64_t id, pyws_conn **out)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
     *out = c;
     if (pyws_st_may_send(c->state))
         return PYWS_OK;
     if (pyws_st_opening(c->state))
-        return pyws_set_error(loop, PYWS_ERR_STATE, c->role == PYWS_ROLE_CLIENT
+        return pw_set_error(loop, PYWS_ERR_STATE, c->role == PYWS_ROLE_CLIENT
                               ? "the WebSocket is not open yet (wait for EV_WS_OPEN)"
                               : "not a WebSocket: call ws_upgrade() first");
     return PYWS_ERR_CLOSED;
 }
 
-int pyws_ws_send_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, const uint8_t *data,
+int pw_ws_send_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, const uint8_t *data,
                        size_t len, int flags)
 {
     flags &= PYWS_SEND_NO_COMPRESS | PYWS_SEND_COMPRESS;
@@ -389,16 +389,16 @@ int pyws_ws_send_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, const
     if (c->pmd && !(opcode & 8)) {
         int compress = opcode == PYWS_OP_CONTINUATION
                            ? c->pmd->tx_frag
-                           : pyws_pmd_wants(c->pmd, len, fin, flags);
+                           : pw_pmd_wants(c->pmd, len, fin, flags);
         if (compress) {
-            pyws_zpool *pool = pyws_loop_zpool(loop);
-            if (!pool || pyws_pmd_compress(c->pmd, pool, data, len, fin, &data, &len) != 0)
-                return pyws_set_error(loop, PYWS_ERR_NOMEM, "out of memory while compressing");
+            pyws_zpool *pool = pw_loop_zpool(loop);
+            if (!pool || pw_pmd_compress(c->pmd, pool, data, len, fin, &data, &len) != 0)
+                return pw_set_error(loop, PYWS_ERR_NOMEM, "out of memory while compressing");
             if (opcode != PYWS_OP_CONTINUATION)
                 rsv = 0x40; /* RSV1 on the first frame only */
         }
     }
-    return pyws_ws_queue_frame_rsv(loop, c, fin, rsv, opcode, data, len);
+    return pw_ws_queue_frame_rsv(loop, c, fin, rsv, opcode, data, len);
 }
 
 int pyws_send(pyws_loop *loop, uint64_t id, int opcode, const uint8_t *data, size_t len, int flags)
@@ -412,30 +412,30 @@ int pyws_send(pyws_loop *loop, uint64_t id, int opcode, const uint8_t *data, siz
     case PYWS_OP_PING:
     case PYWS_OP_PONG:
         if (len > 125 || !fin)
-            return pyws_set_error(loop, PYWS_ERR_ARG, "control frames carry at most 125 bytes "
+            return pw_set_error(loop, PYWS_ERR_ARG, "control frames carry at most 125 bytes "
                                   "and cannot be fragmented");
         break;
     case PYWS_OP_TEXT:
     case PYWS_OP_BINARY:
         if (c->flags & CF_SEND_FRAG)
-            return pyws_set_error(loop, PYWS_ERR_STATE, "a fragmented message is in progress: "
+            return pw_set_error(loop, PYWS_ERR_STATE, "a fragmented message is in progress: "
                                   "send CONTINUATION frames until one with fin");
         break;
     case PYWS_OP_CONTINUATION:
         if (!(c->flags & CF_SEND_FRAG))
-            return pyws_set_error(loop, PYWS_ERR_STATE, "CONTINUATION without a fragmented "
+            return pw_set_error(loop, PYWS_ERR_STATE, "CONTINUATION without a fragmented "
                                   "message in progress");
         break;
     default:
-        return pyws_set_error(loop, PYWS_ERR_ARG, "opcode %d cannot be sent this way", opcode);
+        return pw_set_error(loop, PYWS_ERR_ARG, "opcode %d cannot be sent this way", opcode);
     }
     if (c->wq_bytes + len + 14 > c->opts.write_limit) {
         unsigned long long queued = (unsigned long long)(c->wq_bytes + len);
-        pyws_ws_overflow(loop, c);
-        return pyws_set_error(loop, PYWS_ERR_LIMIT, "write buffer limit exceeded (slow "
+        pw_ws_overflow(loop, c);
+        return pw_set_error(loop, PYWS_ERR_LIMIT, "write buffer limit exceeded (slow "
                               "consumer): %llu bytes queued", queued);
     }
-    rc = pyws_ws_send_frame(loop, c, fin, opcode, data, len, flags);
+    rc = pw_ws_send_frame(loop, c, fin, opcode, data, len, flags);
     if (rc)
         return rc;
     if (opcode == PYWS_OP_TEXT || opcode == PYWS_OP_BINARY) {
@@ -449,17 +449,17 @@ int pyws_send(pyws_loop *loop, uint64_t id, int opcode, const uint8_t *data, siz
 
 int pyws_ws_close(pyws_loop *loop, uint64_t id, int code, const char *reason, size_t reason_len)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
     if (code != 0 && !pyws_close_code_valid(code))
-        return pyws_set_error(loop, PYWS_ERR_ARG, "close code %d may not be sent (use 1000-1003, "
+        return pw_set_error(loop, PYWS_ERR_ARG, "close code %d may not be sent (use 1000-1003, "
                               "1007-1014 or 3000-4999)", code);
     if (reason_len > 123)
-        return pyws_set_error(loop, PYWS_ERR_ARG, "close reason is %zu bytes; at most 123 fit "
+        return pw_set_error(loop, PYWS_ERR_ARG, "close reason is %zu bytes; at most 123 fit "
                               "in a close frame", reason_len);
     if (!c->sess) {
-        pyws_conn_finish(loop, c);
+        pw_conn_finish(loop, c);
         return PYWS_OK;
     }
     if (!pyws_st_may_send(c->state))
@@ -474,17 +474,17 @@ int pyws_ws_close(pyws_loop *loop, uint64_t id, int code, const char *reason, si
     if (c->pending_code) {
         /* we were about to fail it anyway */
         c->pending_code = 0;
-        pyws_conn_finish(loop, c);
+        pw_conn_finish(loop, c);
         return PYWS_OK;
     }
     c->deadline_close = loop->now + c->opts.close_timeout;
-    pyws_conn_deadline(loop, c, c->deadline_close);
+    pw_conn_deadline(loop, c, c->deadline_close);
     return PYWS_OK;
 }
 
 int pyws_ws_extensions(pyws_loop *loop, uint64_t id, char *out, size_t cap)
 {
-    pyws_conn *c = pyws_conn_get(loop, id);
+    pyws_conn *c = pw_conn_get(loop, id);
     if (!c || c->kind != PYWS_KIND_CONN)
         return PYWS_ERR_BADID;
     if (cap == 0)

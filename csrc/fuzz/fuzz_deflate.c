@@ -52,10 +52,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     a.client_max_window_bits = o.deflate_window_bits;
     a.client_no_context_takeover = (cfg >> 2) & 1;
     pyws_pmd rx, tx, back;
-    pyws_pmd_init(&rx, PYWS_ROLE_SERVER, &a, &o);
-    pyws_pmd_init(&tx, PYWS_ROLE_SERVER, &a, &o);
-    pyws_pmd_init(&back, PYWS_ROLE_CLIENT, &a, &o);
-    pyws_zpool *pool = pyws_zpool_new();
+    pw_pmd_init(&rx, PYWS_ROLE_SERVER, &a, &o);
+    pw_pmd_init(&tx, PYWS_ROLE_SERVER, &a, &o);
+    pw_pmd_init(&back, PYWS_ROLE_CLIENT, &a, &o);
+    pyws_zpool *pool = pw_zpool_new();
     uint64_t max = (cfg & 0x80) ? 4096 : 65536;
     size_t room_len = (cfg & 0x40) ? 0 : 1000;
     uint8_t *room = malloc(room_len ? room_len : 1);
@@ -69,20 +69,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const uint8_t *out;
         size_t out_len;
         uint8_t *heap;
-        int rc = pyws_pmd_inflate(&rx, pool, msg, n, max, room, room_len, &out, &out_len, &heap);
+        int rc = pw_pmd_inflate(&rx, pool, msg, n, max, room, room_len, &out, &out_len, &heap);
         if (rc == 0) {
             if (out_len > max)
                 abort();
             /* our compressor and inflater agree on whatever came out */
             const uint8_t *z;
             size_t zl;
-            if (pyws_pmd_compress(&tx, pool, out, out_len, 1, &z, &zl) == 0) {
+            if (pw_pmd_compress(&tx, pool, out, out_len, 1, &z, &zl) == 0) {
                 uint8_t *zc = malloc(zl ? zl : 1);
                 memcpy(zc, z, zl);
                 const uint8_t *o2;
                 size_t l2;
                 uint8_t *h2;
-                if (pyws_pmd_inflate(&back, pool, zc, zl, 0, NULL, 0, &o2, &l2, &h2) != 0 ||
+                if (pw_pmd_inflate(&back, pool, zc, zl, 0, NULL, 0, &o2, &l2, &h2) != 0 ||
                     l2 != out_len || (l2 && memcmp(o2, out, l2) != 0))
                     abort();
                 free(h2);
@@ -95,9 +95,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         i++;
     }
     free(room);
-    pyws_pmd_free(&rx);
-    pyws_pmd_free(&tx);
-    pyws_pmd_free(&back);
-    pyws_zpool_free(pool);
+    pw_pmd_free(&rx);
+    pw_pmd_free(&tx);
+    pw_pmd_free(&back);
+    pw_zpool_free(pool);
     return 0;
 }

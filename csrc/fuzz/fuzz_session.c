@@ -54,8 +54,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memset(&a, 0, sizeof(a));
         a.server_max_window_bits = a.client_max_window_bits = 9 + ((cfg >> 4) & 3) * 2;
         a.server_no_context_takeover = a.client_no_context_takeover = (cfg >> 2) & 1;
-        pyws_pmd_init(&pmd, role, &a, &o);
-        pool = pyws_zpool_new();
+        pw_pmd_init(&pmd, role, &a, &o);
+        pool = pw_zpool_new();
         pyws_session_enable_deflate(&s);
     }
 
@@ -96,8 +96,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     pyws_session_free(&s);
     if (deflate) {
-        pyws_pmd_free(&pmd);
-        pyws_zpool_free(pool);
+        pw_pmd_free(&pmd);
+        pw_zpool_free(pool);
     }
     free(room);
     free(copy);

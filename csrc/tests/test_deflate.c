@@ -1,7 +1,7 @@
 /*
  * test_deflate.c — permessage-deflate's codec (deflate.c) and the session's RSV1 rules.
  *
- *   - Round trips through pyws_pmd_compress / pyws_pmd_inflate for windows 9..15, memLevels,
+ *   - Round trips through pw_pmd_compress / pw_pmd_inflate for windows 9..15, memLevels,
  *     levels, with context takeover kept and reset, checked against plain zlib as an
  *     independent peer (RFC 7692 §7.2: deflate, sync flush, drop 00 00 ff ff; inflate after
  *     appending it).
@@ -114,7 +114,7 @@ static void test_round_trips(void)
     static const int mem_set[] = {1, 5, 9};
     static const int level_set[] = {0, 1, 6, 9};
     static const size_t sizes[] = {0, 1, 5, 127, 128, 1000, 4096, 70000};
-    pyws_zpool *pool = pyws_zpool_new();
+    pyws_zpool *pool = pw_zpool_new();
     uint8_t *out = malloc(1 << 20);
     for (size_t bi = 0; bi < sizeof bits_set / sizeof *bits_set; bi++)
     for (size_t mi = 0; mi < sizeof mem_set / sizeof *mem_set; mi++)
@@ -130,8 +130,8 @@ static void test_round_trips(void)
         pyws_pmd_params a;
         params_for(&a, bits, reset);
         pyws_pmd tx, rx;
-        pyws_pmd_init(&tx, PYWS_ROLE_SERVER, &a, &o);
-        pyws_pmd_init(&rx, PYWS_ROLE_CLIENT, &a, &o);
+        pw_pmd_init(&tx, PYWS_ROLE_SERVER, &a, &o);
+        pw_pmd_init(&rx, PYWS_ROLE_CLIENT, &a, &o);
         CHECK(tx.tx_bits == bits && rx.rx_bits == bits, "bits %d: tx %d rx %d", bits,
               tx.tx_bits, rx.rx_bits);
         z_stream peer;
@@ -144,7 +144,7 @@ static void test_round_trips(void)
             uint8_t *m = make_msg(n, kind);
             const uint8_t *z;
             size_t zlen;
-            int rc = pyws_pmd_compress(&tx, pool, m, n, 1, &z, &zlen);
+            int rc = pw_pmd_compress(&tx, pool, m, n, 1, &z, &zlen);
             CHECK(rc == 0, "compress rc %d", rc);
             uint8_t *zcopy = malloc(zlen ? zlen : 1);
             memcpy(zcopy, z, zlen);
@@ -154,7 +154,7 @@ static void test_round_trips(void)
             size_t rlen;
             uint8_t *heap;
             size_t room = (size_t)(rnd() % (n + 64));
-            rc = pyws_pmd_inflate(&rx, pool, zcopy, zlen, 0, out, room, &res, &rlen, &heap);
+            rc = pw_pmd_inflate(&rx, pool, zcopy, zlen, 0, out, room, &res, &rlen, &heap);
             CHECK(rc == 0 && rlen == n && (n == 0 || memcmp(res, m, n) == 0),
                   "inflate bits %d mem %d level %d reset %d n %zu kind %d: rc %d len %zu", bits,
                   mem_set[mi], level_set[li], reset, n, kind, rc, rlen);
@@ -173,26 +173,26 @@ static void test_round_trips(void)
             free(m);
         }
         inflateEnd(&peer);
-        pyws_pmd_free(&tx);
-        pyws_pmd_free(&rx);
+        pw_pmd_free(&tx);
+        pw_pmd_free(&rx);
         CHECK(tx.mem == 0 && rx.mem == 0, "every zlib byte returned (%zu, %zu)", tx.mem, rx.mem);
     }
     free(out);
-    pyws_zpool_free(pool);
+    pw_zpool_free(pool);
 }
 
 /* A message sent in fragments split at every point (and an empty fragment between). */
 static void test_fragments(void)
 {
-    pyws_zpool *pool = pyws_zpool_new();
+    pyws_zpool *pool = pw_zpool_new();
     pyws_opts o;
     opts_default(&o);
     for (int reset = 0; reset < 2; reset++) {
         pyws_pmd_params a;
         params_for(&a, 12, reset);
         pyws_pmd tx, rx;
-        pyws_pmd_init(&tx, PYWS_ROLE_CLIENT, &a, &o);
-        pyws_pmd_init(&rx, PYWS_ROLE_SERVER, &a, &o);
+        pw_pmd_init(&tx, PYWS_ROLE_CLIENT, &a, &o);
+        pw_pmd_init(&rx, PYWS_ROLE_SERVER, &a, &o);
         size_t n = 300;
         uint8_t *m = make_msg(n, 3);
         for (size_t k = 0; k <= n; k++) {
@@ -201,16 +201,16 @@ static void test_fragments(void)
                 size_t jl = 0;
                 const uint8_t *z;
                 size_t zl;
-                int rc = pyws_pmd_compress(&tx, pool, m, k, 0, &z, &zl);
+                int rc = pw_pmd_compress(&tx, pool, m, k, 0, &z, &zl);
                 memcpy(joined + jl, z, zl);
                 jl += zl;
                 if (empty_mid) {
-                    rc |= pyws_pmd_compress(&tx, pool, m + k, 0, 0, &z, &zl);
+                    rc |= pw_pmd_compress(&tx, pool, m + k, 0, 0, &z, &zl);
                     memcpy(joined + jl, z, zl);
                     jl += zl;
                 }
                 CHECK(tx.tx_frag == 1, "a fragmented message is in progress");
-                rc |= pyws_pmd_compress(&tx, pool, m + k, n - k, 1, &z, &zl);
+                rc |= pw_pmd_compress(&tx, pool, m + k, n - k, 1, &z, &zl);
                 memcpy(joined + jl, z, zl);
                 jl += zl;
                 CHECK(rc == 0 && tx.tx_frag == 0, "fragments compress (k=%zu)", k);
@@ -218,7 +218,7 @@ static void test_fragments(void)
                 size_t rlen;
                 uint8_t *heap;
                 uint8_t room[512];
-                rc = pyws_pmd_inflate(&rx, pool, joined, jl, 0, room, sizeof room, &res, &rlen,
+                rc = pw_pmd_inflate(&rx, pool, joined, jl, 0, room, sizeof room, &res, &rlen,
                                       &heap);
                 CHECK(rc == 0 && rlen == n && memcmp(res, m, n) == 0,
                       "fragments split at %zu (empty middle %d, reset %d): rc %d len %zu", k,
@@ -232,45 +232,45 @@ static void test_fragments(void)
         size_t zl;
         uint8_t joined[64];
         size_t jl = 0;
-        pyws_pmd_compress(&tx, pool, m, 0, 0, &z, &zl);
+        pw_pmd_compress(&tx, pool, m, 0, 0, &z, &zl);
         memcpy(joined + jl, z, zl);
         jl += zl;
-        pyws_pmd_compress(&tx, pool, m, 0, 1, &z, &zl);
+        pw_pmd_compress(&tx, pool, m, 0, 1, &z, &zl);
         memcpy(joined + jl, z, zl);
         jl += zl;
         const uint8_t *res;
         size_t rlen = 99;
         uint8_t *heap;
         uint8_t room[64];
-        int rc = pyws_pmd_inflate(&rx, pool, joined, jl, 0, room, sizeof room, &res, &rlen, &heap);
+        int rc = pw_pmd_inflate(&rx, pool, joined, jl, 0, room, sizeof room, &res, &rlen, &heap);
         CHECK(rc == 0 && rlen == 0, "empty fragmented message: rc %d len %zu", rc, rlen);
         /* and the context still works afterwards */
-        pyws_pmd_compress(&tx, pool, m, n, 1, &z, &zl);
+        pw_pmd_compress(&tx, pool, m, n, 1, &z, &zl);
         memcpy(joined, z, zl < sizeof joined ? zl : 0);
         uint8_t *zc = malloc(zl);
         memcpy(zc, z, zl);
         uint8_t big[512];
-        rc = pyws_pmd_inflate(&rx, pool, zc, zl, 0, big, sizeof big, &res, &rlen, &heap);
+        rc = pw_pmd_inflate(&rx, pool, zc, zl, 0, big, sizeof big, &res, &rlen, &heap);
         CHECK(rc == 0 && rlen == n && memcmp(res, m, n) == 0, "context intact after empty one");
         free(zc);
         free(m);
-        pyws_pmd_free(&tx);
-        pyws_pmd_free(&rx);
+        pw_pmd_free(&tx);
+        pw_pmd_free(&rx);
     }
-    pyws_zpool_free(pool);
+    pw_zpool_free(pool);
 }
 
 /* max bounds the inflated size whatever the room/heap split; corrupt input gives 1007. */
 static void test_limits(void)
 {
-    pyws_zpool *pool = pyws_zpool_new();
+    pyws_zpool *pool = pw_zpool_new();
     pyws_opts o;
     opts_default(&o);
     pyws_pmd_params a;
     params_for(&a, 15, 1);
     pyws_pmd tx, rx;
-    pyws_pmd_init(&tx, PYWS_ROLE_SERVER, &a, &o);
-    pyws_pmd_init(&rx, PYWS_ROLE_CLIENT, &a, &o);
+    pw_pmd_init(&tx, PYWS_ROLE_SERVER, &a, &o);
+    pw_pmd_init(&rx, PYWS_ROLE_CLIENT, &a, &o);
     static const size_t sizes[] = {1, 100, 4096, 65536, 65537, 200000, 3u << 20};
     static const size_t rooms[] = {0, 1, 99, 100, 101, 65536, 1u << 20};
     uint8_t *room = malloc(1u << 20);
@@ -279,7 +279,7 @@ static void test_limits(void)
         uint8_t *m = make_msg(n, 2); /* zeros: a bomb in miniature */
         const uint8_t *z;
         size_t zl;
-        pyws_pmd_compress(&tx, pool, m, n, 1, &z, &zl);
+        pw_pmd_compress(&tx, pool, m, n, 1, &z, &zl);
         uint8_t *zc = malloc(zl);
         memcpy(zc, z, zl);
         for (size_t ri = 0; ri < sizeof rooms / sizeof *rooms; ri++) {
@@ -290,7 +290,7 @@ static void test_limits(void)
                 const uint8_t *res;
                 size_t rlen;
                 uint8_t *heap;
-                int rc = pyws_pmd_inflate(&rx, pool, zc, zl, max, room, rooms[ri], &res, &rlen,
+                int rc = pw_pmd_inflate(&rx, pool, zc, zl, max, room, rooms[ri], &res, &rlen,
                                           &heap);
                 if (delta < 0)
                     CHECK(rc == PYWS_CLOSE_TOO_BIG && heap == NULL,
@@ -317,22 +317,22 @@ static void test_limits(void)
         const uint8_t *res;
         size_t rlen;
         uint8_t *heap;
-        int rc = pyws_pmd_inflate(&rx, pool, bads[i], blens[i], 1000, room, 100, &res, &rlen,
+        int rc = pw_pmd_inflate(&rx, pool, bads[i], blens[i], 1000, room, 100, &res, &rlen,
                                   &heap);
         CHECK(rc == PYWS_CLOSE_INVALID_DATA, "corrupt %d: rc %d", i, rc);
         /* the (shared) inflater recovers for the next message */
         const uint8_t *z;
         size_t zl;
-        pyws_pmd_compress(&tx, pool, (const uint8_t *)"fine", 4, 1, &z, &zl);
+        pw_pmd_compress(&tx, pool, (const uint8_t *)"fine", 4, 1, &z, &zl);
         uint8_t zc[64];
         memcpy(zc, z, zl);
-        rc = pyws_pmd_inflate(&rx, pool, zc, zl, 1000, room, 100, &res, &rlen, &heap);
+        rc = pw_pmd_inflate(&rx, pool, zc, zl, 1000, room, 100, &res, &rlen, &heap);
         CHECK(rc == 0 && rlen == 4 && memcmp(res, "fine", 4) == 0, "after corrupt %d", i);
     }
     free(room);
-    pyws_pmd_free(&tx);
-    pyws_pmd_free(&rx);
-    pyws_zpool_free(pool);
+    pw_pmd_free(&tx);
+    pw_pmd_free(&rx);
+    pw_zpool_free(pool);
 }
 
 /* ---------------------------------------------------------------- the session */
@@ -495,8 +495,8 @@ static void run_inflate(int op, const uint8_t *payload, size_t n, int rsv1, uint
     pyws_pmd_params a;
     params_for(&a, 15, 0);
     pyws_pmd pmd;
-    pyws_pmd_init(&pmd, PYWS_ROLE_SERVER, &a, &o);
-    pyws_zpool *pool = pyws_zpool_new();
+    pw_pmd_init(&pmd, PYWS_ROLE_SERVER, &a, &o);
+    pyws_zpool *pool = pw_zpool_new();
     pyws_session s;
     pyws_session_init(&s, PYWS_ROLE_SERVER, max);
     pyws_session_enable_deflate(&s);
@@ -528,8 +528,8 @@ static void run_inflate(int op, const uint8_t *payload, size_t n, int rsv1, uint
     r->after = pyws_session_feed(&s, stream + len, ping, &used, &ev, &retired);
     free(retired);
     pyws_session_free(&s);
-    pyws_pmd_free(&pmd);
-    pyws_zpool_free(pool);
+    pw_pmd_free(&pmd);
+    pw_zpool_free(pool);
     free(room);
     free(stream);
 }

@@ -1004,17 +1004,17 @@ static void test_sha1(void)
     CHECK(sha1_is(a, 1000000, "34aa973cd4c4daa4f61eeb2bdbad27316534016f"));
     /* same through the streaming interface in uneven pieces */
     pyws_sha1_ctx ctx;
-    pyws_sha1_init(&ctx);
+    pw_sha1_init(&ctx);
     size_t done = 0, step = 1;
     while (done < 1000000) {
         size_t take = 1000000 - done < step ? 1000000 - done : step;
-        pyws_sha1_update(&ctx, (const uint8_t *)a + done, take);
+        pw_sha1_update(&ctx, (const uint8_t *)a + done, take);
         done += take;
         step = step * 7 % 193 + 1;
     }
     uint8_t d[20];
     char h[41];
-    pyws_sha1_final(&ctx, d);
+    pw_sha1_final(&ctx, d);
     hex(d, 20, h);
     CHECK(strcmp(h, "34aa973cd4c4daa4f61eeb2bdbad27316534016f") == 0);
     free(a);
@@ -1028,10 +1028,10 @@ static void test_sha1(void)
     for (size_t n = 0; n <= sizeof msg; n++) {
         uint8_t d1[20], d2[20];
         pyws_sha1(msg, n, d1);
-        pyws_sha1_init(&ctx);
+        pw_sha1_init(&ctx);
         for (size_t i = 0; i < n; i++)
-            pyws_sha1_update(&ctx, msg + i, 1);
-        pyws_sha1_final(&ctx, d2);
+            pw_sha1_update(&ctx, msg + i, 1);
+        pw_sha1_final(&ctx, d2);
         same = same && memcmp(d1, d2, 20) == 0;
     }
     CHECK(same);

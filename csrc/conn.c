@@ -448,8 +448,9 @@ again:
         c->last_activity = loop->now;
         wq_consume(loop, c, (size_t)n);
     }
-    /* our previous pong went out in this write: the latest ping's pong may follow it now */
-    if ((c->flags & CF_PONG_DUE) && c->tx_sent >= c->pong_mark && pong_passes++ == 0)
+    /* our last pong went out, or the queue drained under the pong budget: the latest ping's
+     * pong may go now */
+    if ((c->flags & CF_PONG_DUE) && pw_ws_pong_may_queue(c) && pong_passes++ == 0)
         goto again;
     if ((c->flags & CF_HW_PAUSED) && !hw_paused(c)) {
         c->flags &= ~CF_HW_PAUSED;

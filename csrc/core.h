@@ -27,6 +27,9 @@
 #define PYWS_BLOB_CACHE_MAX 1024       /* free blocks the loop may keep for reuse (16 MiB) */
 #define PYWS_KEEP_MSG_BUF (64u << 10)  /* a message buffer above this is freed when idle */
 #define PYWS_ACCEPT_BATCH 64           /* accepts per listener per iteration */
+#define PYWS_PONG_QUEUE_MAX (16u << 10) /* queued bytes past which a ping's pong waits (a newer
+                                          ping replaces it): see pw_ws_send_pong */
+#define PYWS_PONG_FRAME_MAX 131        /* a pong frame at most: 2 header + 4 mask + 125 payload */
 #define PYWS_MAX_READY 256             /* poller events per wait */
 #define PYWS_WAKE_ID UINT64_MAX        /* poller user data of the wakeup fd */
 
@@ -330,8 +333,10 @@ void pw_ws_start(pyws_loop *loop, pyws_conn *c, int role);
 void pw_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len);
 void pw_ws_pending(pyws_loop *loop, pyws_conn *c);
 void pw_ws_timeout(pyws_loop *loop, pyws_conn *c);
-/* Queue the pong a ping is owed, unless our previous pong is still queued (1: queued). */
+/* Queue the pong a ping is owed, if pw_ws_pong_may_queue (1: queued). */
 int pw_ws_send_pong(pyws_loop *loop, pyws_conn *c);
+/* May a pong be queued now: our last one is written, or the queue is under the pong budget. */
+int pw_ws_pong_may_queue(const pyws_conn *c);
 /* The write queue passed write_limit: close with 1008 now (EV_CLOSE follows). */
 void pw_ws_overflow(pyws_loop *loop, pyws_conn *c);
 int pw_ws_queue_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode,

@@ -291,12 +291,22 @@ void pw_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
     }
 }
 
-/* RFC 6455 §5.5.3 lets an endpoint that got several pings answer only the most recent one. A
- * pong waits while our previous pong is still in the write queue (and a newer ping replaces
- * its payload), so a peer that pings without reading is owed one pong at most, never a pile. */
+/* Every ping gets its pong at once while little is queued to the peer, or while no pong of ours
+ * waits unwritten in the queue (so a pong behind a long stream of data still goes out, in
+ * order). Otherwise (a peer that pings faster than it reads) the pong waits until our last one
+ * is written or the queue drains under PYWS_PONG_QUEUE_MAX, and a newer ping replaces the one
+ * waiting: RFC 6455 §5.5.3 lets an endpoint that got several pings answer only the most recent.
+ * So pongs never pile up: a ping flood costs at most PYWS_PONG_QUEUE_MAX of queued pongs plus
+ * one waiting payload. */
+int pw_ws_pong_may_queue(const pyws_conn *c)
+{
+    return c->tx_sent >= c->pong_mark ||
+           c->wq_bytes + PYWS_PONG_FRAME_MAX <= PYWS_PONG_QUEUE_MAX;
+}
+
 int pw_ws_send_pong(pyws_loop *loop, pyws_conn *c)
 {
-    if (!(c->flags & CF_PONG_DUE) || c->tx_sent < c->pong_mark)
+    if (!(c->flags & CF_PONG_DUE) || !pw_ws_pong_may_queue(c))
         return 0;
     c->flags &= ~CF_PONG_DUE;
     if (!pyws_st_may_send(c->state))

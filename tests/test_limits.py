@@ -390,3 +390,14 @@ def test_control_replies_count_against_write_limit(
     lines = srv.closes(1, 5)
     assert lines == ["close 1008 write buffer limit exceeded (slow consumer)"], lines
     still_serves(srv.port)
+
+
+def test_a_burst_of_pings_gets_every_pong(server: Callable[..., ServerProcess]) -> None:
+    """A reading peer's burst of pings (Autobahn's case 2.10: ten at once) gets a pong for
+    each, in order: pongs are merged only once a peer has 16 KiB queued and unread."""
+    srv = server()
+    with RawWS(srv.port) as ws:
+        ws.handshake()
+        ws.send(b"".join(frame(OP_PING, b"payload-%d" % i, mask=MASK_KEY) for i in range(10)))
+        got = [ws.recv_frame() for _ in range(10)]
+    assert got == [(OP_PONG, True, b"payload-%d" % i) for i in range(10)]

@@ -547,3 +547,10 @@ def test_response_text_keyword() -> None:
         "application/json"
     with pytest.raises(ValueError):
         Response(b"body", text="text")
+
+
+def test_wsmessage_reads_like_aiohttps_named_tuple() -> None:
+    msg = pyws.WSMessage(WSMsgType.CLOSE, 1000, "bye")
+    kind, data, extra = msg
+    assert (kind, data, extra) == (msg[0], msg[1], msg[2]) == (WSMsgType.CLOSE, 1000, "bye")
+    assert msg[-1] == "bye" and msg[:2] == (WSMsgType.CLOSE, 1000)

@@ -490,9 +490,9 @@ class AsyncWebSocket:
             return False
         if not self._accepted:
             self.accept()
+        self.conn.close(code, reason)  # first: from a foreign thread it raises, changing nothing
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
-        self.conn.close(code, reason)
         await self.wait_closed(timeout)
         return True
 

@@ -11,8 +11,9 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
-from typing import Any, Awaitable, Callable, List, TypeVar
+from typing import Any, Awaitable, Callable, List, Optional, TypeVar
 
 import pytest
 
@@ -186,3 +187,89 @@ def test_closing_the_asyncio_loop_closes_pyws_cleanly(kind: str, mode: str,
                         str(script), kind, mode], capture_output=True, text=True, timeout=60,
                        cwd=tmp_path, env=env)
     assert (r.returncode, r.stdout, r.stderr) == (0, "clean\n", ""), r.stderr
+
+
+# ---------------------------------------------------------------------- foreign threads
+
+def test_calls_from_a_foreign_thread_raise_wrong_thread_error(run: Any) -> None:
+    """While an async handler runs, another thread touching its ws (a send run on another
+    event loop, subscribe, publish, close, abort, the Connection itself) gets
+    WrongThreadError and changes nothing; the same send handed over with
+    run_coroutine_threadsafe goes out."""
+    app = pyws.App()
+    errors: List[str] = []
+    leaked: List[str] = []
+    after: List[Any] = []
+
+    @app.websocket("/t")
+    async def t(ws: pyws.AsyncWebSocket) -> None:
+        loop = asyncio.get_running_loop()
+        await ws.recv()
+
+        def other_thread() -> None:
+            attempts: List[Callable[[], Any]] = [
+                lambda: asyncio.run(ws.send("from another loop")),
+                lambda: asyncio.run(ws.send_str("from another loop")),
+                lambda: ws.subscribe("room"),
+                lambda: ws.publish("room", "x"),
+                lambda: ws.conn.send("raw"),
+                lambda: asyncio.run(ws.close(4000, "not from here")),
+                lambda: ws.abort(),
+                lambda: app.publish("room", "x"),
+            ]
+            for i, attempt in enumerate(attempts):
+                try:
+                    attempt()
+                    leaked.append(f"attempt {i} went through")
+                except pyws.WrongThreadError:
+                    errors.append(str(i))
+                except Exception as exc:
+                    leaked.append(f"attempt {i}: {exc!r}")
+            asyncio.run_coroutine_threadsafe(ws.send("handed over"), loop).result(5)
+
+        th = threading.Thread(target=other_thread)
+        th.start()
+        await asyncio.to_thread(th.join)
+        after.append((ws.closed, ws.close_code, ws.subprotocol))
+        await ws.send("after")
+        await ws.recv()
+
+    async def main() -> None:
+        started: asyncio.Future[pyws.Listener] = asyncio.get_running_loop().create_future()
+        server = asyncio.create_task(app.serve("127.0.0.1", 0, on_start=started.set_result))
+        port = (await started).port
+        async with pyws.aconnect(f"ws://127.0.0.1:{port}/t") as ws:
+            await ws.send("go")
+            assert (await ws.recv(timeout=10)).data == "handed over"
+            assert (await ws.recv(timeout=10)).data == "after"
+            assert ws.close_code is None  # neither closed nor aborted from the thread
+            await ws.send("done")
+        server.cancel()
+        await asyncio.wait([server])
+    run(main())
+    assert leaked == []
+    assert after == [(False, None, None)]  # the handler's ws saw nothing of it
+    assert errors == [str(i) for i in range(8)]
+
+
+def test_foreign_thread_cannot_close_or_poll_an_attached_manager(run: Any) -> None:
+    async def main() -> None:
+        mgr = pyws.Manager(lambda c, e, d: None)
+        pyws.attach(mgr)
+        caught: List[Optional[BaseException]] = []
+
+        def other() -> None:
+            for call in (mgr.close, lambda: mgr.listen("http://127.0.0.1:0"),
+                         lambda: aio.detach(mgr)):
+                try:
+                    call()
+                    caught.append(None)
+                except pyws.WrongThreadError as exc:
+                    caught.append(exc)
+        th = threading.Thread(target=other)
+        th.start()
+        await asyncio.to_thread(th.join)
+        assert [type(e) for e in caught] == [pyws.WrongThreadError] * 3
+        assert aio.bridge_for(mgr) is not None and mgr._loop is not None
+        mgr.close()
+    run(main())

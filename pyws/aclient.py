@@ -22,6 +22,7 @@ class _Hub:
         self.loop = loop
         self.mgr = Manager(None)
         self.bridge: Bridge = attach(self.mgr, loop)
+        self.bridge.on_loop_close = self._close_now  # the asyncio loop closing ends the hub
         self.users = 0
         self._closing: Optional[asyncio.Handle] = None
 
@@ -41,8 +42,15 @@ class _Hub:
         self._closing = None
         if self.users > 0:
             return
-        _HUBS.pop(id(self.loop), None)
-        self.bridge.close()
+        self._close_now()
+
+    def _close_now(self) -> None:
+        """Close the shared Manager (detaching it from asyncio), whoever still uses it."""
+        if self._closing is not None:
+            self._closing.cancel()
+            self._closing = None
+        if _HUBS.get(id(self.loop)) is self:
+            del _HUBS[id(self.loop)]
         self.mgr.close()
 
 

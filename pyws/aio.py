@@ -24,13 +24,22 @@ How it runs (:class:`Bridge`):
   when the set changed: a fallback, like the backend itself.
 
 Use :func:`attach` for a Manager or App you drive yourself, or ``await app.serve(...)``.
+
+Closing: ``Manager.close()`` (``App.close()``) detaches the Manager from asyncio first. Closing
+the asyncio loop itself (``loop.close()``, or ``asyncio.run()``/``uvloop.run()`` returning)
+closes pyws's part cleanly: :func:`attach` wraps that loop object's ``close`` once, and the
+wrapper, before the loop really closes, cancels the async handlers and async routes still
+running on it and lets them finish (each closes its WebSocket with 1001), writes what they
+queued with one non-blocking poll, closes the Manager the async clients of that loop share,
+and detaches every other Manager attached to it (they stay usable: poll or close them
+yourself). No descriptor stays registered and no task is left pending.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ._lib import ffi, lib
 from .errors import PyWSError
@@ -69,7 +78,13 @@ class Bridge:
         self._evs: Any = None
         self._ids: Any = None
         self._genp = ffi.new("uint64_t *")
+        #: called (instead of a plain detach) when the asyncio loop closes; aconnect's shared
+        #: Manager closes itself there
+        self.on_loop_close: Optional[Callable[[], None]] = None
+        self._closing = False  # the asyncio loop is closing: start no new task
         mgr._owner = threading.get_ident()  # the asyncio loop's thread owns the pyws loop
+        mgr._close_hooks.append(self.close)  # Manager.close() detaches first
+        _hook_loop_close(loop)
         lib.pyws_loop_self_wake(self._ptr, 1)
         if self._fd >= 0:
             loop.add_reader(self._fd, self._run)
@@ -247,6 +262,10 @@ class Bridge:
             return
         self._closed = True
         _BRIDGES.pop(id(self.mgr), None)
+        try:
+            self.mgr._close_hooks.remove(self.close)
+        except ValueError:
+            pass  # Manager.close() took the hooks and is calling this one
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -261,6 +280,63 @@ class Bridge:
             if not f.done():
                 f.set_result(None)
         self._idle.clear()
+
+    def _flush(self) -> None:
+        """One last non-blocking poll: write what the handlers queued (close frames)."""
+        mgr = self.mgr
+        if mgr._loop is self._ptr and not mgr._in_poll:
+            try:
+                mgr.poll(0)
+            except Exception:
+                log.debug("pyws: the last poll before the asyncio loop closed failed",
+                          exc_info=True)
+
+
+# ---------------------------------------------------------------------- the asyncio loop closing
+
+def _hook_loop_close(loop: asyncio.AbstractEventLoop) -> None:
+    """Make ``loop.close()`` run :func:`_loop_closing` first (once per loop object). A loop
+    class that takes no instance attributes is left alone (detach or close the Manager
+    before closing such a loop)."""
+    if getattr(loop, "_pyws_close_hooked", False):
+        return
+    original = loop.close
+
+    def close() -> None:
+        try:
+            _loop_closing(loop)
+        finally:
+            original()
+
+    try:
+        setattr(loop, "close", close)
+        setattr(loop, "_pyws_close_hooked", True)
+    except (AttributeError, TypeError):  # pragma: no cover - no per-instance attributes
+        log.debug("pyws: cannot hook %r's close(); detach before closing it", loop)
+
+
+def _loop_closing(loop: asyncio.AbstractEventLoop) -> None:
+    if loop.is_closed() or loop.is_running():
+        return  # the real close() does nothing, or raises that the loop is running
+    bridges = [b for b in list(_BRIDGES.values()) if b.loop is loop and not b._closed]
+    for b in bridges:
+        b._closing = True
+    mine = [t for t in list(_TASKS) if t.get_loop() is loop and not t.done()]
+    if mine:  # asyncio.run() cancelled them already; a bare loop.close() did not
+        for t in mine:
+            t.cancel()
+        try:
+            loop.run_until_complete(asyncio.gather(*mine, return_exceptions=True))
+        except BaseException:  # pragma: no cover - interrupted: close what we can
+            log.debug("pyws: cancelling the handlers before the loop closed", exc_info=True)
+    for b in bridges:
+        b._flush()
+        if b.on_loop_close is not None:
+            try:
+                b.on_loop_close()
+            except Exception:
+                log.exception("pyws: closing %r with its asyncio loop failed", b.mgr)
+        b.close()
 
 
 def _manager(target: Any) -> Manager:
@@ -290,10 +366,12 @@ def attach(target: Union[Manager, Any],
 
 
 def detach(target: Union[Manager, Any]) -> None:
-    """Undo :func:`attach` (harmless if not attached). Call it before ``close()`` on a
-    Manager attached to a loop that keeps running."""
+    """Undo :func:`attach` (harmless if not attached): the Manager is yours to poll again.
+    ``Manager.close()`` and closing the asyncio loop detach by themselves. On the asyncio
+    loop's thread only (``WrongThreadError`` otherwise)."""
     b = bridge_for(target)
     if b is not None:
+        b.mgr._check_thread()  # the asyncio loop's thread only, like every loop-bound call
         b.close()
 
 
@@ -320,6 +398,9 @@ def start_handler(app: Any, ws: Any, fn: Any) -> None:
     connection is closed with 1000; when it raises, with 1011 and the exception is logged."""
     from .asyncws import AsyncWebSocket
     b = bridge_for(app.mgr)
+    if b is not None and b._closing:  # the asyncio loop is closing: no task could run
+        ws.close(1001, "going away")
+        return
     if b is None:
         log.error("pyws: %s is an async handler but the App is not running inside asyncio; "
                   "use `await app.serve(...)` (or pyws.aio.attach(app) in a running loop)",
@@ -367,6 +448,11 @@ def finish_route(app: Any, conn: Any, hm: Any, coro: Any, head: bool, pattern: s
     """Answer an HTTP request whose route is ``async def``: await it as a task, then reply
     (500 if it raised)."""
     b = bridge_for(app.mgr)
+    if b is not None and b._closing:  # the asyncio loop is closing: no task could run
+        coro.close()
+        conn.reply(503, "server shutting down\n")
+        conn.drain()
+        return
     if b is None:
         coro.close()
         log.error("pyws: route %s is async but the App is not running inside asyncio", pattern)

@@ -107,6 +107,10 @@ class WSMessage:
     def __iter__(self) -> Any:  # aiohttp's WSMessage is a named tuple: (type, data, extra)
         return iter((self.type, self.data, self.extra))
 
+    def __getitem__(self, index: Any) -> Any:
+        """``msg[0]``, ``msg[1]``, ``msg[2]``: type, data, extra, as aiohttp's named tuple."""
+        return (self.type, self.data, self.extra)[index]
+
     def __repr__(self) -> str:
         d = self.data
         shown = d[:40] if isinstance(d, (str, bytes)) else d
@@ -486,9 +490,9 @@ class AsyncWebSocket:
             return False
         if not self._accepted:
             self.accept()
+        self.conn.close(code, reason)  # first: from a foreign thread it raises, changing nothing
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
-        self.conn.close(code, reason)
         await self.wait_closed(timeout)
         return True
 

@@ -146,6 +146,9 @@ class Manager:
         self._in_poll = False
         self._skipped = ffi.new("uint32_t *")
         self._dropped = ffi.new("uint32_t *")
+        # run first thing in close(), while every descriptor is still open: what drives this
+        # loop from outside (pyws.aio's bridge) lets go of its descriptors there
+        self._close_hooks: List[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ threads
     def _check_thread(self) -> None:
@@ -677,10 +680,19 @@ class Manager:
 
     def close(self) -> None:
         """Free the loop at once: sockets are closed without any handshake and no further
-        events are delivered. Use :meth:`shutdown` first for a graceful stop."""
+        events are delivered. Use :meth:`shutdown` first for a graceful stop. A Manager
+        running inside asyncio (:func:`pyws.attach`) is detached from it first."""
         if self._loop is None:
             return
         self._check_thread()
+        hooks, self._close_hooks = self._close_hooks, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("pyws: close(): %r failed", hook)
+        if self._loop is None:  # a hook closed it
+            return
         loop, self._loop = self._loop, None  # no new producer gets in
         # wake the producers waiting for room (they raise "the manager is closed"), then let
         # every one that already holds the loop pointer leave the C call before freeing it

@@ -81,17 +81,26 @@ class Response:
     """What a route may return when bytes, str or a dict is not enough.
 
     ``Response(body, status=200, headers=None, content_type=None)``; ``Response.json(obj)``
-    and ``Response.redirect(url)`` build the common ones.
+    and ``Response.redirect(url)`` build the common ones. ``text=`` (aiohttp's spelling) is a
+    str body: ``text/plain`` unless ``content_type`` says otherwise, with ``charset=utf-8``
+    added to a ``text/*`` type that names none.
     """
 
     __slots__ = ("body", "status", "headers")
 
     def __init__(self, body: Union[bytes, str] = b"", status: int = 200,
                  headers: Optional[Mapping[str, str]] = None,
-                 content_type: Optional[str] = None) -> None:
+                 content_type: Optional[str] = None, *, text: Optional[str] = None) -> None:
         self.status = int(status)
         self.headers: Dict[str, str] = dict(headers or {})
-        if isinstance(body, str):
+        if text is not None:
+            if body:
+                raise ValueError("Response(): give body or text=, not both")
+            self.body = text.encode("utf-8")
+            content_type = content_type or "text/plain"
+            if content_type.startswith("text/") and "charset" not in content_type:
+                content_type += "; charset=utf-8"
+        elif isinstance(body, str):
             self.body = body.encode("utf-8")
             content_type = content_type or "text/html; charset=utf-8"
         else:

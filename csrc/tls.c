@@ -398,8 +398,13 @@ static ssize_t tls_read(pyws_loop *loop, pyws_conn *c, uint8_t *dst, size_t room
             c->tr_flags |= PYWS_TR_WANT_WRITE;
             break;
         }
-        if (got)
-            break; /* deliver what we have; the EOF/error shows again next time */
+        if (got) {
+            /* deliver what we have; the EOF or error shows again at the next read, which must
+             * come at the next poll: no socket event may follow (a close_notify read together
+             * with the last record, from a peer that then waits for ours before its FIN) */
+            c->tr_flags |= PYWS_TR_PENDING;
+            break;
+        }
         if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0))
             return 0; /* close_notify, or TCP EOF */
 #ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING

@@ -298,6 +298,33 @@ def test_two_concurrent_recv_raise_a_clear_error(run: Any) -> None:
     run(main())
 
 
+def test_message_for_a_woken_recv_stays_its_own(run: Any) -> None:
+    """A message wakes the waiting recv(); a second recv() that runs before the first one
+    resumes raises (it does not take the message, which would leave the first with None)."""
+    async def main() -> None:
+        async with serving(echo_app()) as port:
+            async with pyws.aconnect(f"ws://127.0.0.1:{port}/echo") as ws:
+                first = asyncio.ensure_future(ws.recv())
+                await asyncio.sleep(0.01)
+                ws._on_message(b"mine", pyws.OP_TEXT, False)  # as the dispatch delivers it
+                assert not first.done()
+                with pytest.raises(RuntimeError, match="already waiting"):
+                    await ws.recv()
+                m = await first
+                assert m is not None and m.data == "mine"
+                await ws.send("two")
+                assert [m.data async for m in _take(ws, 1)] == ["two"]
+    run(main())
+
+
+async def _take(ws: pyws.AsyncWebSocket, n: int) -> AsyncIterator[Any]:
+    async for m in ws:
+        yield m
+        n -= 1
+        if not n:
+            return
+
+
 def test_send_waits_above_high_water_instead_of_overflowing(run: Any) -> None:
     """40 MiB to a client that pauses reading: without backpressure the server's queue would
     pass write_limit (16 MiB) and close 1008; with it, every byte arrives."""

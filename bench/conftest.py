@@ -60,6 +60,9 @@ def pytest_addoption(parser: Any) -> None:
                 help="test_async.py's servers (default: the async echo on asyncio and on "
                      "uvloop, the callback and generator echoes, picows); the --echo-* "
                      "options set the load")
+    g.addoption("--async-clients", default="pyws-async,pyws,websockets,aiohttp",
+                help="test_async.py's in-loop clients (default: pyws.aconnect, the callback "
+                     "client, websockets, aiohttp), against --cli-loop-servers")
     b = parser.getgroup("pyws-bcast", "pyws end-to-end broadcast fan-out benchmark")
     b.addoption("--bcast-servers", default="pyws,pyws-cb,picows,websockets,pyws-example",
                 help="comma-separated servers (default: pyws [App + app.publish], pyws-cb "

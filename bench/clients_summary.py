@@ -58,6 +58,22 @@ def _table(rs: List[Dict[str, Any]], rate: str, unit: str, us: bool) -> List[str
                    f"{(f'{srv:.0f}%' if srv >= 0 else '?'):>9}"
                    f"{(f'{oth:.0f}%' if oth >= 0 else '?'):>7}{ratio:>10}{cpu_ratio:>9}  "
                    f"{per:<22}{','.join(rr)}")
+    a = best.get("pyws-async")
+    for i in impls:
+        if a is None or i == "pyws-async":
+            continue
+        b = best[i]
+        per_r = []
+        for r in sorted((r for r in rs if r["impl"] == "pyws-async"), key=lambda r: r["round"]):
+            p = next((x for x in rs if x["impl"] == i and x["round"] == r["round"]), None)
+            if p and p[rate] > 0:
+                per_r.append(f"{r[rate] / p[rate]:.2f}x")
+        cpu = "-"
+        if a.get("client_cpu_us_per_msg") and b.get("client_cpu_us_per_msg"):
+            cpu = f"{b['client_cpu_us_per_msg'] / a['client_cpu_us_per_msg']:.2f}x"
+        out.append(f"  pyws-async/{i}: {a[rate] / b[rate]:.2f}x {unit} (best rounds), per round "
+                   f"{','.join(per_r)}; CPU/msg {cpu} (>1: pyws-async cheaper)"
+                   if b[rate] > 0 else f"  pyws-async/{i}: -")
     return out
 
 

@@ -1,9 +1,10 @@
 """Shared machinery of the pyws benchmarks: command-line options of the echo, broadcast,
 client and wss benchmarks, the load client fixture, a per-run store the tests fill, and the
 summary tables printed at the end of the run (kernel ratios, the end-to-end echo table, the
-broadcast fan-out table, the client tables of clients_summary.py and the wss tables of
-wss_summary.py; the last four also written to build/bench-echo.json,
-build/bench-broadcast.json, build/bench-clients.json and build/bench-wss.json).
+broadcast fan-out table, the client tables of clients_summary.py, the wss tables of
+wss_summary.py and the async driver's table of async_summary.py; the last five also written to
+build/bench-echo.json, build/bench-broadcast.json, build/bench-clients.json,
+build/bench-wss.json and build/bench-async.json).
 
 Run:  .venv/bin/python -m pytest bench -q --benchmark-only     (see bench/README.md)
 """
@@ -25,6 +26,7 @@ ECHO_JSON = os.path.join(BUILD, "bench-echo.json")
 BCAST_JSON = os.path.join(BUILD, "bench-broadcast.json")
 CLIENTS_JSON = os.path.join(BUILD, "bench-clients.json")
 WSS_JSON = os.path.join(BUILD, "bench-wss.json")
+ASYNC_JSON = os.path.join(BUILD, "bench-async.json")
 
 STORE = pytest.StashKey[Dict[str, Any]]()
 
@@ -54,6 +56,13 @@ def pytest_addoption(parser: Any) -> None:
     g.addoption("--echo-pin", action="store_true",
                 help="pin the server to the last CPU and the load client to the first "
                      "(off by default: on a shared machine pinning can hurt more than help)")
+    g.addoption("--async-servers", default="pyws-async,pyws-async-uv,pyws,pyws-gen,picows",
+                help="test_async.py's servers (default: the async echo on asyncio and on "
+                     "uvloop, the callback and generator echoes, picows); the --echo-* "
+                     "options set the load")
+    g.addoption("--async-clients", default="pyws-async,pyws,websockets,aiohttp",
+                help="test_async.py's in-loop clients (default: pyws.aconnect, the callback "
+                     "client, websockets, aiohttp), against --cli-loop-servers")
     b = parser.getgroup("pyws-bcast", "pyws end-to-end broadcast fan-out benchmark")
     b.addoption("--bcast-servers", default="pyws,pyws-cb,picows,websockets,pyws-example",
                 help="comma-separated servers (default: pyws [App + app.publish], pyws-cb "
@@ -126,7 +135,7 @@ def pytest_addoption(parser: Any) -> None:
 
 
 def pytest_configure(config: Any) -> None:
-    config.stash[STORE] = {"kernels": {}, "echo": [], "broadcast": [], "clients": [], "wss": [],
+    config.stash[STORE] = {"kernels": {}, "echo": [], "broadcast": [], "clients": [], "wss": [], "async": [],
                            "started": time.time(), "loadavg_start": _loadavg()}
 
 
@@ -361,10 +370,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
         lines += _kernel_tables(store["kernels"])
     from clients_summary import client_tables
     from wss_summary import wss_tables
+    from async_summary import async_tables
     for key, path, tables in (("echo", ECHO_JSON, _echo_tables),
                               ("broadcast", BCAST_JSON, _bcast_tables),
                               ("clients", CLIENTS_JSON, client_tables),
-                              ("wss", WSS_JSON, wss_tables)):
+                              ("wss", WSS_JSON, wss_tables),
+                              ("async", ASYNC_JSON, async_tables)):
         if not store[key]:
             continue
         lines += tables(store[key])

@@ -45,7 +45,8 @@ SERVER_REQUIRES = {"picows": "picows", "pyws": "pyws", "websockets": "websockets
                    "aiohttp": "aiohttp"}
 BLOCKING_REQUIRES = {"pyws": "pyws", "websocket-client": "websocket",
                      "websockets-sync": "websockets.sync.client"}
-INLOOP_REQUIRES = {"pyws": "pyws", "websockets": "websockets.asyncio.client",
+INLOOP_REQUIRES = {"pyws": "pyws", "pyws-async": "pyws.aio",
+                   "websockets": "websockets.asyncio.client",
                    "aiohttp": "aiohttp"}
 
 

@@ -43,13 +43,15 @@ SERVERS: Dict[str, Callable[[], List[str]]] = {
     # the async def handler inside asyncio / uvloop (pyws.aio): see bench/test_async.py
     "pyws-async": lambda: [os.path.join(HERE, "servers", "pyws_async_echo.py")],
     "pyws-async-uv": lambda: [os.path.join(HERE, "servers", "pyws_async_echo.py"), "--uvloop"],
+    # the async echo on the --echo-baseline build: the async driver before/after in one run
+    "pyws-async-base": lambda: [os.path.join(HERE, "servers", "pyws_async_echo.py")],
     "picows": lambda: [os.path.join(HERE, "servers", "picows_echo.py")],
     "websockets": lambda: [os.path.join(HERE, "servers", "websockets_echo.py")],
     "aiohttp": lambda: [os.path.join(HERE, "servers", "aiohttp_echo.py")],
 }
 # the module each server needs, to skip (not fail) a server whose package is missing
 REQUIRES = {"pyws": "pyws", "pyws-gen": "pyws", "pyws-base": "pyws", "picows": "picows",
-            "pyws-async": "pyws", "pyws-async-uv": "uvloop",
+            "pyws-async": "pyws", "pyws-async-uv": "uvloop", "pyws-async-base": "pyws",
             "websockets": "websockets", "aiohttp": "aiohttp"}
 
 
@@ -73,7 +75,14 @@ def pytest_generate_tests(metafunc: Any) -> None:
 
 def test_echo(benchmark: Any, bench_store: Dict[str, Any], loadgen: str, echo_case: Any,
               pytestconfig: Any) -> None:
-    rnd, size, name = echo_case
+    bench_store["echo"].append(run_echo(benchmark, loadgen, echo_case, pytestconfig))
+
+
+def run_echo(benchmark: Any, loadgen: str, case: Any, pytestconfig: Any) -> Dict[str, Any]:
+    """One run: start the server ``case = (round, size, name)`` names, drive it with loadgen
+    under the --echo-* options, return loadgen's result (one JSON object) with the server's
+    name, round, start line and script. Shared with bench/test_async.py."""
+    rnd, size, name = case
     try:
         __import__(REQUIRES[name])
     except ImportError:
@@ -88,10 +97,11 @@ def test_echo(benchmark: Any, bench_store: Dict[str, Any], loadgen: str, echo_ca
     argv = SERVERS[name]()
 
     baseline = opt("--echo-baseline")
-    if name == "pyws-base" and not baseline:
-        pytest.skip("pyws-base needs --echo-baseline DIR")
+    base = name.endswith("-base")
+    if base and not baseline:
+        pytest.skip(f"{name} needs --echo-baseline DIR")
     with server(name, argv, log_path, pin, fail=pytest.fail,
-                pythonpath=os.path.abspath(baseline) if name == "pyws-base" else ""
+                pythonpath=os.path.abspath(baseline) if base else ""
                 ) as (proc, port, banner):
         cmd = [loadgen, "--port", str(port), "-c", str(conns), "-k", str(inflight),
                "-s", str(size), "-d", str(duration), "-w", str(warmup), "--pid", str(proc.pid)]
@@ -116,4 +126,4 @@ def test_echo(benchmark: Any, bench_store: Dict[str, Any], loadgen: str, echo_ca
     res.update(server=name, round=rnd, banner=banner, pinned=bool(pin and len(cpus()) >= 2),
                script=os.path.relpath(argv[0], ROOT))
     benchmark.extra_info.update(res)
-    bench_store["echo"].append(res)
+    return res  # type: ignore[no-any-return]

@@ -658,11 +658,15 @@ int pyws_handshake_status(pyws_loop *loop, uint64_t id);
 #define PYWS_SEND_NO_COMPRESS 2  /* send this message uncompressed even if permessage-deflate
                                     is on (given on its first frame; ignored without it) */
 #define PYWS_SEND_COMPRESS 4     /* compress it even if shorter than deflate_threshold */
+#define PYWS_SEND_REPORT_HW 8    /* return 1 instead of PYWS_OK when the frame was queued and the
+                                    queue is above write_high_water (pyws_above_high_water() == 1
+                                    after the call): a sender that waits for EV_DRAIN learns it
+                                    without a second call */
 
 /* Queue one frame (opcode TEXT/BINARY/CONTINUATION/PING/PONG) carrying data[0..len). A message
  * in fragments is a TEXT/BINARY frame without PYWS_SEND_FIN followed by CONTINUATION frames,
- * the last with PYWS_SEND_FIN; control frames may be sent in between. Returns PYWS_OK,
- * PYWS_ERR_CLOSED, PYWS_ERR_STATE (bad fragment sequence, not a WebSocket, control > 125),
+ * the last with PYWS_SEND_FIN; control frames may be sent in between. Returns PYWS_OK (or 1,
+ * see PYWS_SEND_REPORT_HW), PYWS_ERR_CLOSED, PYWS_ERR_STATE (bad fragment sequence, not a WebSocket, control > 125),
  * PYWS_ERR_LIMIT (queue passed write_limit: the connection is being closed with 1008). */
 int pyws_send(pyws_loop *loop, uint64_t id, int opcode, const uint8_t *data, size_t len,
               int flags);

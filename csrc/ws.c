@@ -454,7 +454,7 @@ int pyws_send(pyws_loop *loop, uint64_t id, int opcode, const uint8_t *data, siz
     } else if (opcode == PYWS_OP_CONTINUATION && fin) {
         c->flags &= ~CF_SEND_FRAG;
     }
-    return PYWS_OK;
+    return (flags & PYWS_SEND_REPORT_HW) && (c->flags & CF_ABOVE_HW) ? 1 : PYWS_OK;
 }
 
 int pyws_ws_close(pyws_loop *loop, uint64_t id, int code, const char *reason, size_t reason_len)

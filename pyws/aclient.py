@@ -7,7 +7,7 @@ import asyncio
 from typing import Any, Dict, Generator, List, Optional
 
 from .aio import Bridge, attach
-from .asyncws import AsyncWebSocket
+from .asyncws import AsyncWebSocket, _expire
 from .manager import Manager
 from .options import resolve_options
 from .tls import TlsOpts
@@ -116,17 +116,23 @@ class Connect:
             raise
         ws = AsyncWebSocket(conn, loop, max_queue=k["max_queue"], on_close=release,
                             timeout=k["timeout"])
-        ws._opened = loop.create_future()
+        ws._opened = opened = loop.create_future()
+        # The C core bounds connect + answer by handshake_timeout; a timer is the backstop.
+        # The future is awaited directly (no wait_for, no shield: each adds a loop iteration
+        # before this task resumes), so that a caller who answers the first messages at once
+        # (they may come in the same packet as the 101) does so before the next poll, which
+        # sends any close the C core queued after them (Autobahn case 5.15).
+        h = loop.call_later(open_timeout + 1.0, _expire, opened,
+                            f"no handshake within {open_timeout} s") if open_timeout else None
         try:
-            if open_timeout:
-                # the C core bounds connect + answer by handshake_timeout; this is the backstop
-                await asyncio.wait_for(asyncio.shield(ws._opened), open_timeout + 1.0)
-            else:
-                await ws._opened
+            await opened
         except BaseException:
             if not conn.closed:
                 conn.abort()
             raise
+        finally:
+            if h is not None:
+                h.cancel()
         return ws
 
 

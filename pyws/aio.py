@@ -11,7 +11,9 @@ How it runs (:class:`Bridge`):
   bytes OpenSSL has decrypted but pyws not yet read; a connection that had no arena room;
   output queued by the handlers; events raised between polls): the next poll is scheduled with
   ``call_soon``, after the other ready callbacks, so a busy pyws loop never starves asyncio nor
-  the other way round. Otherwise the next timer or deadline (heartbeats, timeouts, user timers)
+  the other way round, and after the tasks the batch woke (a readiness or a timer meanwhile
+  waits for that poll): their replies go out before a close the C core queued after the
+  messages they answer. Otherwise the next timer or deadline (heartbeats, timeouts, user timers)
   is one ``call_at`` handle, moved only when an earlier deadline appears.
 - Work queued from outside a poll (an ``await ws.send()`` in a task, a timer added, a close)
   makes the poller's descriptor readable by itself (the C loop's self-wake, through its wakeup
@@ -87,7 +89,7 @@ class Bridge:
         _hook_loop_close(loop)
         lib.pyws_loop_self_wake(self._ptr, 1)
         if self._fd >= 0:
-            loop.add_reader(self._fd, self._run)
+            loop.add_reader(self._fd, self._on_ready)
         else:
             self._sync_fds()
         self.schedule()
@@ -111,7 +113,17 @@ class Bridge:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._run()
+        if not self._soon:  # else the poll scheduled with call_soon does the timer's work
+            self._run()
+
+    def _on_ready(self) -> None:
+        """The descriptor is readable. With a poll already scheduled by ``call_soon`` (the
+        last one left work, a close to send for one), that poll does it: polling now could
+        run before the tasks the last poll woke have answered the messages it delivered, and
+        the close would go out before their replies (the C core sends it "at the next poll,
+        after the replies to messages delivered before it")."""
+        if not self._soon:
+            self._run()
 
     def _run(self) -> None:
         """One non-blocking poll, its dispatch, then arrange the next one."""
@@ -199,9 +211,9 @@ class Bridge:
                 continue
             had = 0 if was is None or was[1] != cid else was[0]
             if ev & lib.PYWS_WATCH_IN and not had & lib.PYWS_WATCH_IN:
-                loop.add_reader(fd, self._run)
+                loop.add_reader(fd, self._on_ready)
             if ev & lib.PYWS_WATCH_OUT and not had & lib.PYWS_WATCH_OUT:
-                loop.add_writer(fd, self._run)
+                loop.add_writer(fd, self._on_ready)
         self._watched = new
 
     def _unwatch_all(self) -> None:

@@ -8,6 +8,7 @@ import collections
 import json
 import logging
 import struct
+import threading
 import time
 from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Mapping, Optional,
                     Tuple, Union)
@@ -31,6 +32,12 @@ log = logging.getLogger("pyws")
 
 _NORMAL = (1000, 1001)
 _DEFAULT: Any = object()
+# the hot path's constants and callables, bound once (module globals beat attribute lookups)
+_TEXT = WSMsgType.TEXT
+_BINARY = WSMsgType.BINARY
+_pyws_send = lib.pyws_send
+_SEND_HW = lib.PYWS_SEND_FIN | lib.PYWS_SEND_REPORT_HW  # queue a whole message; 1 = above HW
+_get_ident = threading.get_ident
 
 
 class WSMessage:
@@ -117,13 +124,16 @@ class WSMessage:
         return f"<WSMessage {self.type.name} {shown!r}>"
 
 
+_new_message = WSMessage.__new__
+
+
 def _message(data: bytes, opcode: int, compressed: bool) -> WSMessage:
-    m = WSMessage.__new__(WSMessage)
+    m = _new_message(WSMessage)
     if opcode == OP_TEXT:
-        m.type = WSMsgType.TEXT
+        m.type = _TEXT
         m.data = data.decode()  # the C core checked it is UTF-8
     else:
-        m.type = WSMsgType.BINARY
+        m.type = _BINARY
         m.data = data
     m.extra = None
     m.compressed = compressed
@@ -178,7 +188,11 @@ class AsyncWebSocket:
         self.state: Dict[str, Any] = {}
         self.max_queue = max(1, max_queue)
         self._queue: Deque[WSMessage] = collections.deque()
+        # the future a recv() waits on (None when none waits: two at once raise), and the same
+        # future until the next message or the close has woken it (then None: the messages
+        # after it in the batch only queue)
         self._waiter: Optional["asyncio.Future[None]"] = None
+        self._wake: Optional["asyncio.Future[None]"] = None
         self._drains: list["asyncio.Future[None]"] = []
         self._pings: "collections.OrderedDict[bytes, Tuple[asyncio.Future[float], float]]" = \
             collections.OrderedDict()
@@ -197,17 +211,35 @@ class AsyncWebSocket:
         self.close_reason = ""
         self.subprotocol: Optional[str] = conn.subprotocol
         conn.handler = self._on_event
+        conn._msg_sink = self._on_message
 
     # ------------------------------------------------------------------ events (loop side)
-    def _on_event(self, conn: Connection, ev: int, data: Any) -> None:
-        if ev == EV_WS_MSG:
-            self._queue.append(_message(data.data, data.opcode, data.compressed))
-            w = self._waiter
-            if w is not None and not w.done():
+    def _on_message(self, data: bytes, opcode: int, compressed: bool) -> None:
+        """EV_WS_MSG, straight from the Manager's dispatch (``Connection._msg_sink``): once per
+        message, so it builds the WSMessage inline and wakes a waiting recv() once per batch."""
+        m = _new_message(WSMessage)
+        if opcode == OP_TEXT:
+            m.type = _TEXT
+            m.data = data.decode()  # the C core checked it is UTF-8
+        else:
+            m.type = _BINARY
+            m.data = data
+        m.extra = None
+        m.compressed = compressed
+        q = self._queue
+        q.append(m)
+        w = self._wake
+        if w is not None:
+            self._wake = None
+            if not w.done():  # not timed out meanwhile
                 w.set_result(None)
-            if len(self._queue) >= self.max_queue and not self._paused:
-                self._paused = True
-                conn.pause_reading()
+        if len(q) >= self.max_queue and not self._paused:
+            self._paused = True
+            self.conn.pause_reading()
+
+    def _on_event(self, conn: Connection, ev: int, data: Any) -> None:
+        if ev == EV_WS_MSG:  # only if delivered through the handler, not the sink
+            self._on_message(data.data, data.opcode, data.compressed)
         elif ev == EV_DRAIN:
             self._wake_drains(None)
         elif ev == EV_WS_CTL:
@@ -238,6 +270,7 @@ class AsyncWebSocket:
         if self.close_code not in _NORMAL and self._exc is None:
             self._exc = closed_error(self.close_code, self.close_reason)
         w = self._waiter
+        self._wake = None
         if w is not None and not w.done():
             w.set_result(None)
         exc = closed_error(self.close_code, self.close_reason)
@@ -322,26 +355,26 @@ class AsyncWebSocket:
         came before the close was read). ``timeout`` (seconds; default ``ws.timeout``, None
         unless given to aconnect): raise ``TimeoutError`` if nothing arrives in time. Safe to
         cancel: no message is lost."""
-        if timeout is _DEFAULT:
-            timeout = self.timeout
+        if self._waiter is not None:  # first: a message queued meanwhile is the waiter's
+            raise RuntimeError("recv(): another coroutine is already waiting for the next "
+                               "message of this WebSocket; only one may wait at a time")
         if self._queue:
             return self._take()
         if self._closed:
             return None
-        if self._waiter is not None:
-            raise RuntimeError("recv(): another coroutine is already waiting for the next "
-                               "message of this WebSocket; only one may wait at a time")
+        if timeout is _DEFAULT:
+            timeout = self.timeout
         if not self._accepted:
             self.accept()
         fut: "asyncio.Future[None]" = self._loop.create_future()
-        self._waiter = fut
+        self._waiter = self._wake = fut
         h = None
         if timeout is not None:
             h = self._loop.call_later(timeout, _expire, fut, f"no message within {timeout} s")
         try:
             await fut
         finally:
-            self._waiter = None
+            self._waiter = self._wake = None
             if h is not None:
                 h.cancel()
         if self._queue:
@@ -352,10 +385,17 @@ class AsyncWebSocket:
         return self
 
     async def __anext__(self) -> WSMessage:
-        m = await self.recv(None)
-        if m is None:
+        q = self._queue
+        if q and self._waiter is None:  # recv()'s fast path inlined: no coroutine more
+            m = q.popleft()
+            if self._paused and len(q) <= self.max_queue // 2:
+                self._paused = False
+                self.conn.resume_reading()
+            return m
+        m2 = await self.recv(None)
+        if m2 is None:
             raise StopAsyncIteration
-        return m
+        return m2
 
     async def receive(self, timeout: Optional[float] = _DEFAULT) -> WSMessage:
         """aiohttp's ``receive()``: the next message; once closed, a CLOSE message (``data``
@@ -391,15 +431,41 @@ class AsyncWebSocket:
     # ------------------------------------------------------------------ sending
     async def _backpressure(self) -> None:
         if self.conn.above_high_water:
-            fut: "asyncio.Future[None]" = self._loop.create_future()
-            self._drains.append(fut)
-            await fut
+            await self._drained()
+
+    def _drained(self) -> "asyncio.Future[None]":
+        """A future set at the next EV_DRAIN (or failed when the connection closes)."""
+        fut: "asyncio.Future[None]" = self._loop.create_future()
+        self._drains.append(fut)
+        return fut
 
     async def send(self, data: Union[Sendable, WSMessage], binary: Optional[bool] = None,
                    compress: Optional[bool] = None) -> None:
         """Send a whole message: a str as text, bytes-like as binary, a received message with
         its own type (``binary=True``/``False`` overrides); waits while the write buffer is
         above the high-water mark. ``compress``: see :meth:`pyws.Connection.ws_send`."""
+        if binary is None and compress is None and self._accepted:
+            # the hot path (an echo's ``await ws.send(msg)``): one C call queues the message
+            # and says whether the queue is above its high-water mark
+            t = type(data)
+            d: Any = data
+            if t is WSMessage:
+                d = data.data  # type: ignore[union-attr]
+                t = type(d)
+            op = OP_BINARY if t is bytes else OP_TEXT if t is str else 0
+            conn = self.conn
+            mgr = conn._mgr
+            loop = mgr._loop
+            if op and mgr._owner == _get_ident() and loop is not None and not conn.closed:
+                if op == OP_TEXT:
+                    d = d.encode()
+                rc = _pyws_send(loop, conn.id, op, d, len(d), _SEND_HW)
+                if rc == 0:
+                    return
+                if rc == 1:
+                    await self._drained()
+                    return
+                conn._fail(rc, "ws_send")
         if not self._accepted:
             self.accept()
         conn = self.conn

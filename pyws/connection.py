@@ -53,7 +53,7 @@ class Connection:
 
     __slots__ = ("_mgr", "id", "userdata", "handler", "_was_ws", "closed", "close_code",
                  "close_reason", "_remote", "is_client", "subprotocol", "listener_id",
-                 "_sent_close", "response", "error", "_client", "__weakref__")
+                 "_sent_close", "response", "error", "_client", "_msg_sink", "__weakref__")
 
     def __init__(self, mgr: "Manager", conn_id: int, handler: Optional["Handler"] = None,
                  is_client: bool = False, listener_id: int = 0) -> None:
@@ -80,6 +80,10 @@ class Connection:
         #: by pyws itself, set before the EV_ERROR event
         self.error: Optional[Exception] = None
         self._client: Any = None
+        # a driver that takes whole messages itself (the async one): EV_WS_MSG goes to
+        # _msg_sink(payload, opcode, compressed) instead of handler(conn, ev, Message), which
+        # spares a Message and the handler's branching per message
+        self._msg_sink: Optional[Callable[[bytes, int, bool], None]] = None
 
     # ------------------------------------------------------------------ state
     def _ended(self, was_ws: bool, code: Optional[int] = None, reason: str = "") -> None:

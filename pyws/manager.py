@@ -266,6 +266,13 @@ class Manager:
                     data = arena[off:off + ln]
                 else:
                     data = buf(evs[i].data, ln)[:] if ln else b""
+                sink = c._msg_sink
+                if sink is not None:  # the async driver: straight to its queue
+                    try:
+                        sink(data, op, aux == 1)
+                    except Exception:
+                        self._handler_failed(c, t)
+                    continue
                 h = c.handler or default
                 if h is not None:
                     try:

@@ -298,6 +298,95 @@ def test_two_concurrent_recv_raise_a_clear_error(run: Any) -> None:
     run(main())
 
 
+def test_message_for_a_woken_recv_stays_its_own(run: Any) -> None:
+    """A message wakes the waiting recv(); a second recv() that runs before the first one
+    resumes raises (it does not take the message, which would leave the first with None)."""
+    async def main() -> None:
+        async with serving(echo_app()) as port:
+            async with pyws.aconnect(f"ws://127.0.0.1:{port}/echo") as ws:
+                first = asyncio.ensure_future(ws.recv())
+                await asyncio.sleep(0.01)
+                ws._on_message(b"mine", pyws.OP_TEXT, False)  # as the dispatch delivers it
+                assert not first.done()
+                with pytest.raises(RuntimeError, match="already waiting"):
+                    await ws.recv()
+                m = await first
+                assert m is not None and m.data == "mine"
+                await ws.send("two")
+                assert [m.data async for m in _take(ws, 1)] == ["two"]
+    run(main())
+
+
+async def _take(ws: pyws.AsyncWebSocket, n: int) -> AsyncIterator[Any]:
+    async for m in ws:
+        yield m
+        n -= 1
+        if not n:
+            return
+
+
+def test_messages_with_the_101_are_answered_before_a_protocol_error_close(run: Any) -> None:
+    """Autobahn 5.15 against aconnect: the 101, a whole message and then a bad frame come in
+    one packet. The client answers the message (right after aconnect returns) before the
+    close 1002 the C core queued after it goes out."""
+    import base64
+    import hashlib
+    import threading
+
+    def frame(op: int, payload: bytes, fin: bool) -> bytes:
+        return bytes([(0x80 if fin else 0) | op, len(payload)]) + payload
+
+    got: List[bytes] = []
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen()
+    port = lst.getsockname()[1]
+
+    def peer() -> None:
+        c, _ = lst.accept()
+        with c:
+            req = b""
+            while b"\r\n\r\n" not in req:
+                req += c.recv(4096)
+            key = next(line.split(b":", 1)[1].strip() for line in req.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key"))
+            accept = base64.b64encode(hashlib.sha1(
+                key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+                      + frame(1, b"one", False) + frame(0, b"two", True)
+                      + frame(0, b"nothing to continue", False))
+            c.settimeout(10)
+            data = b""
+            while True:
+                d = c.recv(4096)
+                if not d:
+                    break
+                data += d
+            got.append(data)
+
+    t = threading.Thread(target=peer, daemon=True)
+    t.start()
+
+    async def main() -> None:
+        ws = await pyws.aconnect(f"ws://127.0.0.1:{port}/", timeout=5)
+        m = await ws.recv()
+        assert m is not None and m.data == "onetwo"
+        await ws.send(m)
+        assert await ws.recv() is None
+        assert ws.close_code == 1002
+
+    try:
+        run(main())
+        t.join(10)
+    finally:
+        lst.close()
+    data = got[0]
+    # masked client frames: 0x81 = the text echo, then 0x88 = the close; nothing else
+    assert data[0] == 0x81 and data[1] & 0x7F == 6
+    assert data[2 + 4 + 6] == 0x88
+
+
 def test_send_waits_above_high_water_instead_of_overflowing(run: Any) -> None:
     """40 MiB to a client that pauses reading: without backpressure the server's queue would
     pass write_limit (16 MiB) and close 1008; with it, every byte arrives."""

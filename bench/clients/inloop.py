@@ -1,7 +1,7 @@
 """In-loop concurrent echo clients for bench/test_clients.py: N connections in one thread, each
 keeping K messages in flight (K=1: sequential round trips per connection).
 
-    python bench/clients/inloop.py --impl pyws|websockets|aiohttp --url ws://127.0.0.1:PORT/ \
+    python bench/clients/inloop.py --impl pyws|pyws-async|websockets|aiohttp --url ws://127.0.0.1:PORT/ \
         [--conns 64] [--inflight 1] [--size 64] [--duration 3] [--warmup 1] [--text] \
         [--server-pid PID] [--cprofile FILE]
 
@@ -20,6 +20,8 @@ The clients, each as its users write it, on one thread:
   loop.
 - ``websockets``: ``websockets.asyncio.client.connect(url, compression=None)``, one task per
   connection (``await ws.send(p)``; ``await ws.recv()``), on uvloop when installed.
+- ``pyws-async``: ``pyws.aconnect(url)`` per connection, one task each (``await
+  ws.send(p)``; ``async for msg in ws``), on uvloop when installed.
 - ``aiohttp``: one ``aiohttp.ClientSession``; ``session.ws_connect(url)`` per connection, one
   task each (``await ws.send_bytes(p)``; ``await ws.receive()``), on uvloop when installed.
 """
@@ -365,7 +367,68 @@ def run_aiohttp(run: Run) -> Dict[str, Any]:
     return run.result(detail, closed)
 
 
-IMPLS = {"pyws": run_pyws, "websockets": run_websockets, "aiohttp": run_aiohttp}
+def run_pyws_async(run: Run) -> Dict[str, Any]:
+    import asyncio
+
+    import pyws
+
+    loop_name = _install_uvloop()
+    a = run.args
+    pl = run.pl
+    perf = time.perf_counter_ns
+    append = run.samples.append
+    K = a.inflight
+
+    async def open_one() -> Any:
+        return await pyws.aconnect(a.url, max_size=MAX_SIZE, open_timeout=OPEN_TIMEOUT,
+                                   close_timeout=CLOSE_TIMEOUT)
+
+    async def pump(ws: Any) -> None:
+        dq: Deque[int] = collections.deque()
+        send = ws.send
+        s = n = 0
+        for _ in range(K):
+            dq.append(perf())
+            await send(pl[s & 7])
+            s += 1
+        async for msg in ws:
+            t1 = perf()
+            if msg.data != pl[n & 7]:
+                raise AssertionError(f"echo {n} differs from what was sent")
+            n += 1
+            t0 = dq.popleft()
+            ph = run.phase
+            if ph == 1:
+                append(t1 - t0)
+                run.count += 1
+                if run.count >= run.cap:
+                    run.phase = 2
+            elif ph == 0:
+                run.warm += 1
+            else:
+                run.after += 1
+                if not dq:
+                    return
+                continue
+            dq.append(perf())
+            await send(pl[s & 7])
+            s += 1
+        raise AssertionError("the connection closed during the run")
+
+    async def close_one(ws: Any) -> bool:
+        return bool(await ws.close())
+
+    async def main() -> int:
+        return await _drive(run, open_one, pump, close_one)
+
+    closed = asyncio.run(main())
+    detail = {"loop": f"{loop_name}, pyws.aconnect (pyws.aio: one pyws loop per asyncio loop)",
+              "versions": versions("pyws")}
+    return run.result(detail, closed)
+
+
+IMPLS = {"pyws": run_pyws, "pyws-async": run_pyws_async, "websockets": run_websockets,
+         "aiohttp": run_aiohttp}
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 
 import pyws
@@ -38,7 +39,8 @@ async def serve(host: str, port: int, loop_name: str) -> None:
 
     def started(lst: pyws.Listener) -> None:
         print(f"pyws async echo server on ws://{host}:{lst.port}/ "
-              f"(async def handler on {loop_name}, {app.mgr.backend})", flush=True)
+              f"(async def handler on {loop_name}, {app.mgr.backend}; pyws from "
+              f"{os.path.dirname(pyws.__file__)})", flush=True)
 
     task = asyncio.ensure_future(app.serve(host, port, on_start=started, shutdown_timeout=2.0))
     loop = asyncio.get_running_loop()

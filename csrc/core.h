@@ -323,6 +323,20 @@ void pw_event_error(pyws_loop *loop, uint64_t id, int code, const char *text);
 int pw_retire(pyws_loop *loop, void *block);   /* free() it at the next poll; -1 if it can't */
 void pw_random(pyws_loop *loop, uint8_t *out, size_t n);   /* the OS's random source */
 
+/* listen.c: listeners, accepting, max_sockets and the pauses when descriptors run out */
+/* Before the wait: end a pause that is over, raise the reports whose second has passed; when
+ * the wait must end at the latest (ms on the loop clock; UINT64_MAX: no bound). */
+uint64_t pw_limits_step(pyws_loop *loop);
+/* The same deadline, read without acting on it (0: at once). */
+uint64_t pw_limits_next(const pyws_loop *loop);
+void pw_accept_batch(pyws_loop *loop, pyws_conn *l);    /* a listener is readable */
+
+/* wake.c: the cross-thread queue */
+int pw_wake_init(pyws_loop *loop);                       /* 0, or -1 (the loop is unusable) */
+void pw_wake_fini(pyws_loop *loop);
+void pw_wake_note_thread(pyws_loop *loop);               /* the thread that polls owns the loop */
+void pw_wake_drain(pyws_loop *loop);                     /* queued items to the batch */
+
 /* upgrade.c: the HTTP phase of a server connection */
 void pw_http_input(pyws_loop *loop, pyws_conn *c);
 void pw_http_error(pyws_loop *loop, pyws_conn *c, int status, const char *why);

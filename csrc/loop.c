@@ -346,7 +346,7 @@ static void run_timers(pyws_loop *loop)
         pyws_tentry e = *top;
         pw_timers_pop(&loop->timers);
         if (e.kind == PYWS_TIMER_USER) {
-            if (pw_utimer_fire(&loop->timers, &e)) {
+            if (pw_utimer_fire(&loop->timers, &e, loop->now)) {
                 pyws_event *ev = pw_event_push(loop, PYWS_EV_TIMER, 0);
                 if (ev)
                     ev->aux = e.id;

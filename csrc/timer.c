@@ -125,15 +125,18 @@ int pw_utimer_cancel(pyws_timers *t, uint64_t id)
     return 0;
 }
 
-int pw_utimer_fire(pyws_timers *t, const pyws_tentry *e)
+int pw_utimer_fire(pyws_timers *t, const pyws_tentry *e, uint64_t now)
 {
     pyws_utimer *u = lookup(t, e->id);
     if (!u || u->when != e->when)
         return 0;
     if (u->repeat) {
-        u->when += u->interval ? u->interval : 1;
-        if (u->when <= e->when)
-            u->when = e->when + 1;
+        uint64_t interval = u->interval ? u->interval : 1;
+        u->when += interval;
+        /* fell behind (the loop was blocked for more than a period): fire once and go on
+         * from now; the missed ticks are skipped, not made up in a burst */
+        if (u->when <= now)
+            u->when = now + interval;
         if (pw_timers_push(t, u->when, PYWS_TIMER_USER, e->id) < 0)
             u->active = 0;
     } else {

@@ -46,8 +46,9 @@ void pw_timers_pop(pyws_timers *t);
 /* User timers: returns the id (> 0) or 0 on allocation failure. */
 uint64_t pw_utimer_add(pyws_timers *t, uint64_t now, uint64_t ms, int repeat);
 int pw_utimer_cancel(pyws_timers *t, uint64_t id);
-/* Called when a USER entry comes up: 1 if it is live and due (and re-armed if repeating),
+/* Called when a USER entry comes up: 1 if it is live and due (and re-armed if repeating: one
+ * period on, or one period after now when it fell behind, so missed ticks are skipped),
  * 0 if stale. */
-int pw_utimer_fire(pyws_timers *t, const pyws_tentry *e);
+int pw_utimer_fire(pyws_timers *t, const pyws_tentry *e, uint64_t now);
 
 #endif

@@ -434,6 +434,46 @@ def test_blocking_coroutine_delays_but_loses_nothing(run: Any) -> None:
     run(main())
 
 
+def test_blocking_coroutine_loses_or_doubles_no_timer_or_deadline(run: Any) -> None:
+    """While a coroutine blocks the loop, pyws timers and recv deadlines fall due; once it
+    returns, each one-shot timer fires exactly once, a repeating one does not fire a burst for
+    the ticks it missed, and a recv deadline ends that recv once (TimeoutError), not twice."""
+    fired: List[str] = []
+    app = pyws.App()
+
+    @app.websocket("/quiet")
+    async def quiet(ws: pyws.AsyncWebSocket) -> None:
+        try:
+            await ws.recv(timeout=0.1)
+            fired.append("recv:message")
+        except TimeoutError:
+            fired.append("recv:timeout")
+        await ws.send("done")
+
+    async def main() -> None:
+        async with serving(app) as port:
+            mgr = app.mgr
+            mgr.timer(0.05, lambda: fired.append("once"))
+            ticks: List[float] = []
+            rep = mgr.timer(0.05, lambda: ticks.append(time.monotonic()), repeat=True)
+            t0 = time.monotonic()
+            async with pyws.aconnect(f"ws://127.0.0.1:{port}/quiet") as ws:
+                await asyncio.sleep(0.02)
+                time.sleep(0.4)  # blocks the whole loop: every deadline above passes meanwhile
+                assert (await ws.recv(timeout=10)).data == "done"
+                await asyncio.sleep(0.2)
+            rep.cancel()
+            elapsed = time.monotonic() - t0
+        assert fired.count("once") == 1
+        assert fired.count("recv:timeout") == 1 and "recv:message" not in fired
+        # the ticks missed during the block are not made up in a burst: at most one per period
+        # (plus the one due when the block ends), and never two within a few ms of each other
+        assert 1 <= len(ticks) <= elapsed / 0.05 + 1, (len(ticks), elapsed)
+        gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+        assert all(g > 0.02 for g in gaps), gaps
+    run(main())
+
+
 def test_serve_cancelled_closes_clients_1001(run: Any) -> None:
     app = echo_app()
 

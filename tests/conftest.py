@@ -3,17 +3,21 @@ subprocesses against the same pyws build the tests import (so the sanitizer and 
 exercise their own builds)."""
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, TypeVar
 
 import pytest
+import uvloop
 
 import pyws
+
+T = TypeVar("T")
 
 
 def native_env() -> Dict[str, str]:
@@ -265,3 +269,15 @@ def serve() -> Iterator[Callable[..., AppServer]]:
     yield start
     for s in started:
         s.stop()
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: Any) -> Callable[[Awaitable[T]], T]:
+    """``run(coro)``: run a coroutine to completion on the parametrized loop (asyncio's default
+    loop, then uvloop), bounded to 60 s. Every async test runs on both."""
+    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
+
+    def runner(coro: Awaitable[T]) -> T:
+        with asyncio.Runner(loop_factory=factory) as r:
+            return r.run(asyncio.wait_for(coro, 60))  # type: ignore[arg-type]
+    return runner

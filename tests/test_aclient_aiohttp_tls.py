@@ -27,16 +27,6 @@ from _pki import Pki, make_pki  # noqa: E402
 T = TypeVar("T")
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: Any) -> Callable[[Awaitable[T]], T]:
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    def runner(coro: Awaitable[T]) -> T:
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(asyncio.wait_for(coro, 60))  # type: ignore[arg-type]
-    return runner
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))

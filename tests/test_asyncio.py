@@ -30,17 +30,6 @@ T = TypeVar("T")
 SIZES = [0, 1, 125, 126, 65535, 65536, 1 << 20, 8 << 20]
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: Any) -> Callable[[Awaitable[T]], T]:
-    """Run a coroutine to completion on the parametrized loop, within 60 s."""
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    def runner(coro: Awaitable[T]) -> T:
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(asyncio.wait_for(coro, 60))  # type: ignore[arg-type]
-    return runner
-
-
 @contextlib.asynccontextmanager
 async def serving(app: pyws.App, **kw: Any) -> AsyncIterator[int]:
     """Serve app on 127.0.0.1:<free port> in a task; yields the port; cancels on exit."""

@@ -30,14 +30,6 @@ def factory_for(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop if kind == "uvloop" else asyncio.new_event_loop
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: Any) -> Callable[[Awaitable[T]], T]:
-    def runner(coro: Awaitable[T]) -> T:
-        with asyncio.Runner(loop_factory=factory_for(request.param)) as r:
-            return r.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
-    return runner
-
-
 def spy_removals(loop: asyncio.AbstractEventLoop) -> List[int]:
     """Record the descriptors pyws unregisters from ``loop`` (wraps the instance's methods)."""
     removed: List[int] = []

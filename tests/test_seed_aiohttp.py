@@ -39,17 +39,6 @@ uvloop = pytest.importorskip("uvloop")
 T = TypeVar("T")
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: Any) -> Callable[[Awaitable[T]], T]:
-    """``asyncio.run`` on the parametrized loop, bounded to 30 s."""
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    def runner(coro: Awaitable[T]) -> T:
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
-    return runner
-
-
 @contextlib.asynccontextmanager
 async def serving(app: App) -> AsyncIterator[int]:
     """``await app.serve("127.0.0.1", 0)`` in a task (the seed's ``web.run_app``); yields the

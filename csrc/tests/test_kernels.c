@@ -17,21 +17,7 @@
 
 #include "pyws.h"
 
-static unsigned long passed, failed;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            passed++;                                                                              \
-        } else {                                                                                   \
-            failed++;                                                                              \
-            if (failed <= 30) {                                                                    \
-                printf("FAIL %s:%d: ", __FILE__, __LINE__);                                        \
-                printf(__VA_ARGS__);                                                               \
-                printf("\n");                                                                      \
-            }                                                                                      \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 static const int all_impls[] = {PYWS_IMPL_SCALAR, PYWS_IMPL_SSE2, PYWS_IMPL_AVX2, PYWS_IMPL_NEON,
                                 PYWS_IMPL_AUTO};

@@ -32,22 +32,7 @@
 
 #include "pyws.h"
 
-static unsigned long passed, failed;
-static const char *current = "";
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            passed++;                                                                              \
-        } else {                                                                                   \
-            failed++;                                                                              \
-            if (failed <= 30) {                                                                    \
-                printf("FAIL %s:%d [%s]: ", __FILE__, __LINE__, current);                          \
-                printf(__VA_ARGS__);                                                               \
-                printf("\n");                                                                      \
-            }                                                                                      \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Driving the session                                                                          */

@@ -4,13 +4,16 @@ exercise their own builds)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import ssl
 import socket
 import subprocess
 import sys
 import threading
 import time
-from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, TypeVar
+from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Iterator, List, Optional,
+                    TypeVar)
 
 import pytest
 import uvloop
@@ -281,3 +284,39 @@ def run(request: Any) -> Callable[[Awaitable[T]], T]:
         with asyncio.Runner(loop_factory=factory) as r:
             return r.run(asyncio.wait_for(coro, 60))  # type: ignore[arg-type]
     return runner
+
+
+@contextlib.asynccontextmanager
+async def aiohttp_server(handler: Callable[..., Any], path: str = "/ws",
+                         ssl_context: Optional[ssl.SSLContext] = None) -> AsyncIterator[int]:
+    """A real aiohttp server (the peer no one here wrote) on 127.0.0.1:<free port> serving
+    ``handler`` at ``path`` (over TLS with ``ssl_context``); yields the port, cleans up after."""
+    from aiohttp import web
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
+    try:
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: pyws.App, **kw: Any) -> AsyncIterator[int]:
+    """``await app.serve("127.0.0.1", 0, **kw)`` in a task on the running loop; yields the port,
+    cancels it (1001 to every client, flush) on exit."""
+    ports: List[int] = []
+    task = asyncio.create_task(app.serve("127.0.0.1", 0, on_start=lambda l: ports.append(l.port),
+                                         **kw))
+    while not ports:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.005)
+    try:
+        yield ports[0]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

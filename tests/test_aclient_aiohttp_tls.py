@@ -17,6 +17,8 @@ import pytest
 
 import pyws
 
+from conftest import aiohttp_server
+
 aiohttp = pytest.importorskip("aiohttp")
 uvloop = pytest.importorskip("uvloop")
 from aiohttp import web  # noqa: E402
@@ -62,18 +64,9 @@ def server_context(cert: str, key: str, client_ca: Optional[str] = None) -> ssl.
     return ctx
 
 
-@contextlib.asynccontextmanager
-async def aiohttp_wss(ctx: ssl.SSLContext) -> AsyncIterator[int]:
-    app = web.Application()
-    app.router.add_get("/ws", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-    await site.start()
-    try:
-        yield runner.addresses[0][1]
-    finally:
-        await runner.cleanup()
+def aiohttp_wss(ctx: ssl.SSLContext) -> Any:
+    """The echo handler on an aiohttp TLS server; an async context manager yielding the port."""
+    return aiohttp_server(echo, ssl_context=ctx)
 
 
 def test_wss_pyws_client_against_aiohttp_tls_server(run: Any, pki: Pki) -> None:

@@ -19,6 +19,8 @@ import pytest
 import pyws
 from pyws import aio
 
+from conftest import aiohttp_server, serving
+
 aiohttp = pytest.importorskip("aiohttp")
 uvloop = pytest.importorskip("uvloop")
 websockets = pytest.importorskip("websockets")
@@ -28,24 +30,6 @@ from websockets.asyncio.server import serve as ws_serve  # noqa: E402
 T = TypeVar("T")
 
 SIZES = [0, 1, 125, 126, 65535, 65536, 1 << 20, 8 << 20]
-
-
-@contextlib.asynccontextmanager
-async def serving(app: pyws.App, **kw: Any) -> AsyncIterator[int]:
-    """Serve app on 127.0.0.1:<free port> in a task; yields the port; cancels on exit."""
-    ports: List[int] = []
-    task = asyncio.create_task(app.serve("127.0.0.1", 0, on_start=lambda l: ports.append(l.port),
-                                         **kw))
-    while not ports:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.005)
-    try:
-        yield ports[0]
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def echo_app(**options: Any) -> pyws.App:
@@ -503,14 +487,7 @@ def test_aconnect_against_aiohttp_server(run: Any) -> None:
         return ws
 
     async def main() -> None:
-        web_app = web.Application()
-        web_app.router.add_get("/ws", handler)
-        runner = web.AppRunner(web_app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
+        async with aiohttp_server(handler) as port:
             async with pyws.aconnect(f"ws://127.0.0.1:{port}/ws", subprotocols=["chat"],
                                      max_size=16 << 20) as ws:
                 assert ws.protocol == "chat"
@@ -524,8 +501,6 @@ def test_aconnect_against_aiohttp_server(run: Any) -> None:
                 m = await ws.receive()
                 assert m.type == pyws.WSMsgType.CLOSE and m.data == 4003 and m.extra == "asked"
             assert ws.close_code == 4003
-        finally:
-            await runner.cleanup()
     run(main())
 
 

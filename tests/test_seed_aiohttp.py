@@ -33,28 +33,12 @@ import pytest
 import pyws
 from pyws import App, Response, WSMsgType  # aiohttp: from aiohttp import web, WSMsgType
 
+from conftest import aiohttp_server, serving
+
 aiohttp = pytest.importorskip("aiohttp")
 uvloop = pytest.importorskip("uvloop")
 
 T = TypeVar("T")
-
-
-@contextlib.asynccontextmanager
-async def serving(app: App) -> AsyncIterator[int]:
-    """``await app.serve("127.0.0.1", 0)`` in a task (the seed's ``web.run_app``); yields the
-    port, cancels (1001, flush) on exit."""
-    ports: List[int] = []
-    task = asyncio.create_task(app.serve("127.0.0.1", 0, on_start=lambda l: ports.append(l.port)))
-    while not ports:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.005)
-    try:
-        yield ports[0]
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def receive_json(ws: Any) -> Any:
@@ -155,18 +139,9 @@ def test_seed_client_against_aiohttp_server(run: Any, capsys: pytest.CaptureFixt
         return ws
 
     async def main() -> None:
-        web_app = web.Application()
-        web_app.router.add_get('/ws', peer)
-        runner = web.AppRunner(web_app)
-        await runner.setup()
-        site = web.TCPSite(runner, '127.0.0.1', 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
+        async with aiohttp_server(peer) as port:
             ws = await seed_client(f'ws://127.0.0.1:{port}/ws')
             assert ws.closed and ws.close_code == 1000 and ws.exception() is None
-        finally:
-            await runner.cleanup()
     run(main())
     assert capsys.readouterr().out.splitlines() == [
         "Received text: Hello, Server!",

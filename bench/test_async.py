@@ -40,7 +40,7 @@ from typing import Any, Dict, List
 import pytest
 
 import test_clients
-from test_echo import SERVERS, run_echo
+from test_echo import parametrize_echo, run_echo
 
 #: what --async-servers may name: test_echo's servers
 DEFAULT = "pyws-async,pyws-async-uv,pyws,pyws-gen,picows"
@@ -66,16 +66,8 @@ def pytest_generate_tests(metafunc: Any) -> None:
                   for cli in clients]
         metafunc.parametrize("async_client_case", lcases,
                              ids=[f"{s}B-k{k}-r{r}-{srv}-{c}" for r, s, k, _p, srv, c in lcases])
-    if "async_case" not in metafunc.fixturenames:
-        return
-    servers = _split(cfg.getoption("--async-servers"))
-    unknown = [s for s in servers if s not in SERVERS]
-    if unknown:
-        raise pytest.UsageError(f"--async-servers: unknown {unknown}; known: {list(SERVERS)}")
-    sizes = [int(s) for s in _split(cfg.getoption("--echo-size"))]
-    rounds = max(1, cfg.getoption("--echo-rounds"))
-    cases = [(r, size, s) for size in sizes for r in range(1, rounds + 1) for s in servers]
-    metafunc.parametrize("async_case", cases, ids=[f"{size}B-r{r}-{s}" for r, size, s in cases])
+    if "async_case" in metafunc.fixturenames:
+        parametrize_echo(metafunc, "async_case", "--async-servers")
 
 
 def test_async_echo(benchmark: Any, bench_store: Dict[str, Any], loadgen: str, async_case: Any,

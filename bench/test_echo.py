@@ -59,18 +59,23 @@ def _split(opt: str) -> List[str]:
     return [x.strip() for x in opt.split(",") if x.strip()]
 
 
-def pytest_generate_tests(metafunc: Any) -> None:
-    if "echo_case" not in metafunc.fixturenames:
-        return
+def parametrize_echo(metafunc: Any, fixture: str, servers_option: str) -> None:
+    """Parametrize ``fixture`` with (round, size, server) for the servers named by
+    ``servers_option`` and the --echo-size / --echo-rounds options, rounds interleaved."""
     cfg = metafunc.config
-    servers = _split(cfg.getoption("--echo-servers"))
+    servers = _split(cfg.getoption(servers_option))
     unknown = [s for s in servers if s not in SERVERS]
     if unknown:
-        raise pytest.UsageError(f"--echo-servers: unknown {unknown}; known: {list(SERVERS)}")
+        raise pytest.UsageError(f"{servers_option}: unknown {unknown}; known: {list(SERVERS)}")
     sizes = [int(s) for s in _split(cfg.getoption("--echo-size"))]
     rounds = max(1, cfg.getoption("--echo-rounds"))
     cases = [(r, size, s) for size in sizes for r in range(1, rounds + 1) for s in servers]
-    metafunc.parametrize("echo_case", cases, ids=[f"{size}B-r{r}-{s}" for r, size, s in cases])
+    metafunc.parametrize(fixture, cases, ids=[f"{size}B-r{r}-{s}" for r, size, s in cases])
+
+
+def pytest_generate_tests(metafunc: Any) -> None:
+    if "echo_case" in metafunc.fixturenames:
+        parametrize_echo(metafunc, "echo_case", "--echo-servers")
 
 
 def test_echo(benchmark: Any, bench_store: Dict[str, Any], loadgen: str, echo_case: Any,

@@ -17,36 +17,11 @@
 
 #define MAX_RESPONSE_HEADERS 64
 
-int pyws_ws_connect(pyws_loop *loop, const char *host, int port,
-                    const pyws_handshake_request *request, const pyws_opts *opts, uint64_t *id)
+/* Start the non-blocking connect to host:port: a new client connection in CONNECTING, watched
+ * for writability, with its deadline (handshake_timeout) set. */
+static int dial(pyws_loop *loop, const char *host, int port, const pyws_opts *opts,
+                pyws_conn **out)
 {
-    if (port <= 0 || port > 65535)
-        return pw_set_error(loop, PYWS_ERR_ARG, "port %d is out of range", port);
-    if (!host || !request)
-        return pw_set_error(loop, PYWS_ERR_ARG, "host and request are required");
-    pyws_opts def;
-    if (!opts) {
-        pyws_opts_default(&def);
-        opts = &def;
-    }
-    /* the request as it will be sent, checked before any socket exists; the key (16 bytes
-     * from the OS's random source) and the extension offer are the core's */
-    uint8_t nonce[16];
-    char key[25];
-    pw_random(loop, nonce, sizeof(nonce));
-    pyws_client_key(nonce, key);
-    char ext[512];
-    int elen = pyws_pmd_offer(opts, ext, sizeof(ext));
-    pyws_handshake_request req = *request;
-    req.host = request->host ? request->host : host;
-    req.key = key;
-    req.extensions = elen > 0 ? ext : NULL;
-    int64_t need = pyws_handshake_format_request(&req, NULL, 0);
-    if (need == PYWS_ERR_ARG)
-        return pw_set_error(loop, PYWS_ERR_ARG, "invalid upgrade request: a host without "
-                              "spaces or brackets, a port in 0..65535, a path starting with '/', "
-                              "subprotocol tokens, header lines 'Name: value\\r\\n' without "
-                              "control characters");
     pyws_conn tmp;
     socklen_t salen = sizeof(tmp.peer);
     memset(&tmp.peer, 0, sizeof(tmp.peer));
@@ -77,6 +52,69 @@ int pyws_ws_connect(pyws_loop *loop, const char *host, int port,
         return PYWS_ERR_SYS;
     }
     c->flags |= CF_WANT_WRITE;
+    if (c->opts.handshake_timeout) {
+        c->deadline_hs = pw_now_ms() + c->opts.handshake_timeout;
+        pw_conn_deadline(loop, c, c->deadline_hs);
+    }
+    *out = c;
+    return PYWS_OK;
+}
+
+int pyws_stream_connect(pyws_loop *loop, const char *host, int port, const pyws_opts *opts,
+                        uint64_t *id)
+{
+    if (port <= 0 || port > 65535)
+        return pw_set_error(loop, PYWS_ERR_ARG, "port %d is out of range", port);
+    if (!host)
+        return pw_set_error(loop, PYWS_ERR_ARG, "host is required");
+    pyws_opts def;
+    if (!opts) {
+        pyws_opts_default(&def);
+        opts = &def;
+    }
+    pyws_conn *c = NULL;
+    int rc = dial(loop, host, port, opts, &c);
+    if (rc != PYWS_OK)
+        return rc;
+    c->flags |= CF_STREAM;
+    *id = c->id;
+    return PYWS_OK;
+}
+
+int pyws_ws_connect(pyws_loop *loop, const char *host, int port,
+                    const pyws_handshake_request *request, const pyws_opts *opts, uint64_t *id)
+{
+    if (port <= 0 || port > 65535)
+        return pw_set_error(loop, PYWS_ERR_ARG, "port %d is out of range", port);
+    if (!host || !request)
+        return pw_set_error(loop, PYWS_ERR_ARG, "host and request are required");
+    pyws_opts def;
+    if (!opts) {
+        pyws_opts_default(&def);
+        opts = &def;
+    }
+    /* the request as it will be sent, checked before any socket exists; the key (16 bytes
+     * from the OS's random source) and the extension offer are the core's */
+    uint8_t nonce[16];
+    char key[25];
+    pw_random(loop, nonce, sizeof(nonce));
+    pyws_client_key(nonce, key);
+    char ext[512];
+    int elen = pyws_pmd_offer(opts, ext, sizeof(ext));
+    pyws_handshake_request req = *request;
+    req.host = request->host ? request->host : host;
+    req.key = key;
+    req.extensions = elen > 0 ? ext : NULL;
+    int64_t need = pyws_handshake_format_request(&req, NULL, 0);
+    if (need == PYWS_ERR_ARG)
+        return pw_set_error(loop, PYWS_ERR_ARG, "invalid upgrade request: a host without "
+                              "spaces or brackets, a port in 0..65535, a path starting with '/', "
+                              "subprotocol tokens, header lines 'Name: value\\r\\n' without "
+                              "control characters");
+    pyws_conn *c = NULL;
+    int rc0 = dial(loop, host, port, opts, &c);
+    if (rc0 != PYWS_OK)
+        return rc0;
 
     memcpy(c->key, key, sizeof(key));
     if (req.protocols && *req.protocols) {
@@ -93,10 +131,6 @@ int pyws_ws_connect(pyws_loop *loop, const char *host, int port,
     free(head);
     if (rc != PYWS_OK)
         goto nomem;
-    if (c->opts.handshake_timeout) {
-        c->deadline_hs = pw_now_ms() + c->opts.handshake_timeout;
-        pw_conn_deadline(loop, c, c->deadline_hs);
-    }
     *id = c->id;
     return PYWS_OK;
 nomem:
@@ -144,6 +178,16 @@ void pw_client_connected(pyws_loop *loop, pyws_conn *c)
             strcpy(addr, "the server");
         snprintf(why, sizeof(why), "cannot connect to %s: %s", addr, strerror(err));
         pw_client_fail(loop, c, pw_net_error_code(err), why);
+        return;
+    }
+    if (c->flags & CF_STREAM) {
+        /* a stream is open once TCP is: no answer to wait for; the deadline stays only for a
+         * TLS handshake still to come (pw_conn_timeout) */
+        if (!(c->tr_flags & PYWS_TR_HANDSHAKING))
+            c->deadline_hs = 0;
+        pw_conn_set_state(loop, c, PYWS_ST_STREAM);
+        pw_event_push(loop, PYWS_EV_CONNECT, c->id);
+        pw_conn_flush(loop, c);
         return;
     }
     pw_conn_set_state(loop, c, PYWS_ST_CLIENT_HS);

@@ -264,7 +264,8 @@ static void queued(pyws_loop *loop, pyws_conn *c, size_t total)
     c->tx_queued += total;
     if (c->wq_bytes >= c->opts.write_high_water)
         c->flags |= CF_ABOVE_HW;
-    if (c->sess && c->opts.write_limit && c->wq_bytes > c->opts.write_limit &&
+    if ((c->sess || (c->flags & CF_STREAM)) && c->opts.write_limit &&
+        c->wq_bytes > c->opts.write_limit &&
         !(c->flags & CF_OVER_LIMIT)) {
         c->flags |= CF_OVER_LIMIT;
         pw_conn_mark(loop, c, CF_PENDING);
@@ -631,8 +632,18 @@ void pw_conn_read(pyws_loop *loop, pyws_conn *c)
         return;
     }
     loop->arena_used += (size_t)n;
-    if (pyws_st_ws_input(c->state))
+    if (pyws_st_ws_input(c->state)) {
         pw_ws_input(loop, c, dst, (size_t)n);
+    } else if (c->state == PYWS_ST_STREAM) {
+        pyws_event *e = pw_event_push(loop, PYWS_EV_DATA, c->id);
+        if (!e) { /* the bytes cannot be handed over: end the stream rather than lose them */
+            pw_event_error(loop, c->id, PYWS_ERR_NOMEM, "out of memory for a stream's input");
+            pw_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
+            return;
+        }
+        e->data = dst;
+        e->len = (size_t)n;
+    }
     /* FLUSHING, LINGER, WS_CLOSE_FLUSH: input is discarded */
 }
 
@@ -667,8 +678,8 @@ void pw_conn_timeout(pyws_loop *loop, pyws_conn *c)
     }
     if (c->deadline_hs && now >= c->deadline_hs) {
         c->deadline_hs = 0;
-        if ((pyws_st_http(c->state) || c->state == PYWS_ST_CLIENT_HS) &&
-            (c->tr_flags & PYWS_TR_HANDSHAKING)) {
+        if ((pyws_st_http(c->state) || c->state == PYWS_ST_CLIENT_HS ||
+             c->state == PYWS_ST_STREAM) && (c->tr_flags & PYWS_TR_HANDSHAKING)) {
             /* the transport's handshake is what is late: it says why */
             pw_conn_close(loop, c, c->tr->expired(loop, c));
             return;

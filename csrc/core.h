@@ -77,6 +77,7 @@ enum {
 #define CF_HW_PAUSED 0x80000u   /* reading stopped: our queue to the peer is above high water */
 #define CF_PONG_DUE 0x100000u   /* a ping waits for its pong (pong[]): see pw_ws_send_pong */
 #define CF_OVER_LIMIT 0x200000u /* the queue passed write_limit: closed with 1008 next poll */
+#define CF_STREAM 0x400000u     /* a byte stream (pyws_stream_connect): STREAM once connected */
 
 typedef struct pyws_conn {
     uint64_t id;              /* generation << 32 | slot */
@@ -232,6 +233,11 @@ struct pyws_loop {
     pyws_topic **topic_buckets;      /* hash table of topics (chained) */
     size_t ntopic_buckets;
     size_t ntopics;
+    int topic_watch;                 /* pyws_topic_watch: log first-subscriber/last-left changes */
+    uint8_t *topic_log;              /* the log since the last pyws_topic_changes */
+    size_t topic_log_len;
+    size_t topic_log_cap;
+    uint64_t topic_log_lost;         /* changes not logged for want of memory */
 
     int wake_fd_r;                   /* eventfd, or a pipe's read end */
     int wake_fd_w;                   /* the same eventfd, or the pipe's write end */

@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -15,19 +16,14 @@
 
 #include "core.h"
 
-int pyws_listen(pyws_loop *loop, const char *host, int port, const pyws_opts *opts, uint64_t *id)
+/* Make fd (bound and listening) a listener of the loop; fd is the loop's from here on. */
+static int adopt(pyws_loop *loop, int fd, const pyws_opts *opts, uint64_t *id)
 {
-    if (port < 0 || port > 65535)
-        return pw_set_error(loop, PYWS_ERR_ARG, "port %d is out of range", port);
     pyws_opts def;
     if (!opts) {
         pyws_opts_default(&def);
         opts = &def;
     }
-    int fd = pw_net_listen(host, port, opts->backlog, opts->reuse_port, loop->errbuf,
-                             sizeof(loop->errbuf));
-    if (fd < 0)
-        return PYWS_ERR_SYS;
     pyws_conn *l = pw_conn_new(loop, PYWS_KIND_LISTENER, fd);
     if (!l) {
         close(fd);
@@ -45,6 +41,40 @@ int pyws_listen(pyws_loop *loop, const char *host, int port, const pyws_opts *op
     if (!loop->in_poll)
         pw_loop_touch(loop); /* a poll(2) host re-reads the watched set */
     return PYWS_OK;
+}
+
+int pyws_listen(pyws_loop *loop, const char *host, int port, const pyws_opts *opts, uint64_t *id)
+{
+    if (port < 0 || port > 65535)
+        return pw_set_error(loop, PYWS_ERR_ARG, "port %d is out of range", port);
+    pyws_opts def;
+    if (!opts) {
+        pyws_opts_default(&def);
+        opts = &def;
+    }
+    int fd = pw_net_listen(host, port, opts->backlog, opts->reuse_port, loop->errbuf,
+                             sizeof(loop->errbuf));
+    if (fd < 0)
+        return PYWS_ERR_SYS;
+    return adopt(loop, fd, opts, id);
+}
+
+int pyws_listen_fd(pyws_loop *loop, int fd, const pyws_opts *opts, uint64_t *id)
+{
+    int type = 0, listening = 0;
+    socklen_t len = sizeof(type);
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM)
+        return pw_set_error(loop, PYWS_ERR_ARG, "descriptor %d is not a stream socket", fd);
+    len = sizeof(listening);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening)
+        return pw_set_error(loop, PYWS_ERR_ARG, "socket %d is not listening (bind and listen "
+                            "it first)", fd);
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return pw_set_error(loop, PYWS_ERR_SYS, "cannot make socket %d non-blocking: %s", fd,
+                            strerror(errno));
+    (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return adopt(loop, fd, opts, id);
 }
 
 /* ------------------------------------------------------------------ descriptor limits */

@@ -393,7 +393,14 @@ static void run_pending(pyws_loop *loop)
             continue;
         c->flags &= ~CF_PENDING;
         if (c->flags & CF_OVER_LIMIT) {
-            pw_ws_overflow(loop, c);
+            if (c->flags & CF_STREAM) { /* no close frame to send: report it and end it */
+                pw_event_error(loop, c->id, PYWS_ERR_LIMIT,
+                               "the stream's write queue passed write_limit (the peer does "
+                               "not read)");
+                pw_conn_close(loop, c, PYWS_CLOSE_POLICY);
+            } else {
+                pw_ws_overflow(loop, c);
+            }
             continue;
         }
         uint64_t id = c->id;

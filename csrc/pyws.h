@@ -586,6 +586,7 @@ typedef struct pyws_loop pyws_loop;
 #define PYWS_EV_CLOSE 10     /* connection gone; code: close code (1005 none, 1006 abnormal);
                                 data: close reason (UTF-8); aux: 1 if it was a WebSocket */
 #define PYWS_EV_HTTP_RESP 11 /* client: a non-101 HTTP response to our upgrade; data: head */
+#define PYWS_EV_DATA 12      /* a stream (pyws_stream_connect): data: the bytes one read gave */
 
 typedef struct pyws_event {
     int type;                 /* PYWS_EV_* */
@@ -612,6 +613,10 @@ const char *pyws_last_error(pyws_loop *loop);
  * id is stored in *id; its connections inherit *opts (copied). */
 int pyws_listen(pyws_loop *loop, const char *host, int port, const pyws_opts *opts,
                 uint64_t *id);
+/* The same with a socket that is already bound and listening (inherited from a parent that
+ * shares it among worker processes): the loop makes it non-blocking and owns it from here
+ * (closes it with the listener). PYWS_ERR_ARG if fd is not a listening stream socket. */
+int pyws_listen_fd(pyws_loop *loop, int fd, const pyws_opts *opts, uint64_t *id);
 /* The local port a listener or connection is bound to, or < 0. */
 int pyws_local_port(pyws_loop *loop, uint64_t id);
 /* Peer address as "ip:port" or "[ip6]:port" into out (NUL-terminated); returns length or < 0. */
@@ -639,6 +644,18 @@ int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events);
  * Frames the client sends are masked with fresh random keys. */
 int pyws_ws_connect(pyws_loop *loop, const char *host, int port,
                     const pyws_handshake_request *request, const pyws_opts *opts, uint64_t *id);
+
+/* Open a client byte stream (no HTTP, no WebSocket: a database or broker connection, say):
+ * resolve host (blocking getaddrinfo, as pyws_ws_connect) and start a non-blocking TCP
+ * connect. Bytes given to pyws_send_raw before it connects are queued and go out once it has
+ * (after the TLS handshake when pyws_tls_init was called on it). Events: EV_CONNECT when TCP
+ * is up; EV_DATA for each read (data: the bytes, valid until the next poll); EV_ERROR
+ * (PYWS_ERR_REFUSED, _TIMEOUT: no connect within opts->handshake_timeout, _DNS, _SYS, _TLS)
+ * then EV_CLOSE (code 1006) when it fails or ends. The write queue, write_limit (1008) and
+ * pyws_close_after_flush / pyws_abort work as on any connection; reading can be paused with
+ * pyws_set_reading. opts: NULL for the defaults. */
+int pyws_stream_connect(pyws_loop *loop, const char *host, int port, const pyws_opts *opts,
+                        uint64_t *id);
 
 /* Upgrade the connection whose HTTP_MSG was a valid WebSocket request: queue the 101 response
  * that pyws_handshake_format_response makes (with protocol as Sec-WebSocket-Protocol if not
@@ -670,7 +687,7 @@ int pyws_handshake_status(pyws_loop *loop, uint64_t id);
  * PYWS_ERR_LIMIT (queue passed write_limit: the connection is being closed with 1008). */
 int pyws_send(pyws_loop *loop, uint64_t id, int opcode, const uint8_t *data, size_t len,
               int flags);
-/* Queue raw bytes (an HTTP response) on a connection. */
+/* Queue raw bytes (an HTTP response, or a stream's output) on a connection. */
 int pyws_send_raw(pyws_loop *loop, uint64_t id, const uint8_t *data, size_t len);
 /* Start the close handshake with code (1000..4999, not 1005/1006/1015) and reason (<= 123
  * bytes, UTF-8). Code 0 sends a close frame without a payload. On a plain HTTP connection
@@ -800,6 +817,15 @@ int pyws_broadcast(pyws_loop *loop, int opcode, const uint8_t *data, size_t len,
 int pyws_topic_count(pyws_loop *loop, const char *topic, size_t topic_len);
 /* Number of topics with at least one subscriber. */
 int pyws_topic_total(pyws_loop *loop);
+/* Log every topic that gains its first subscriber or loses its last (on = 1), for a broker
+ * that follows the local interest (on = 0 stops and forgets the log). */
+void pyws_topic_watch(pyws_loop *loop, int on);
+/* The log since the last call, then emptied: *len bytes of records, each a uint32_t name
+ * length (native byte order) and the name. A topic may appear more than once: compare with
+ * pyws_topic_count to know where it ended. *lost: changes not logged for want of memory since
+ * the last call (then the log is incomplete: check every topic). The bytes stay valid until the
+ * next topic change or call. */
+const uint8_t *pyws_topic_changes(pyws_loop *loop, size_t *len, uint64_t *lost);
 
 /* ---------------------------------------------------------------------------------------------
  * TLS (tls.c), OpenSSL over the loop's non-blocking sockets. Secure defaults: TLS 1.2 or newer,

@@ -22,6 +22,7 @@ static const char *const names[PYWS_ST_COUNT] = {
     [PYWS_ST_DRAINING] = "DRAINING",
     [PYWS_ST_FLUSHING] = "FLUSHING",
     [PYWS_ST_LINGER] = "LINGER",
+    [PYWS_ST_STREAM] = "STREAM",
     [PYWS_ST_CLOSED] = "CLOSED",
 };
 
@@ -40,6 +41,7 @@ static const uint8_t public_state[PYWS_ST_COUNT] = {
     [PYWS_ST_DRAINING] = PYWS_STATE_CLOSING,
     [PYWS_ST_FLUSHING] = PYWS_STATE_CLOSING,
     [PYWS_ST_LINGER] = PYWS_STATE_CLOSING,
+    [PYWS_ST_STREAM] = PYWS_STATE_OPEN,
     [PYWS_ST_CLOSED] = PYWS_STATE_CLOSED,
 };
 
@@ -51,6 +53,7 @@ static const uint8_t allowed[PYWS_ST_COUNT][PYWS_ST_COUNT] = {
     T(NEW, CLOSED),                      /* set-up failed */
 
     T(CONNECTING, CLIENT_HS),            /* connected: the upgrade request goes out */
+    T(CONNECTING, STREAM),               /* a stream connected: its queued bytes go out */
     T(CONNECTING, FLUSHING),             /* the application closed it before it connected */
     T(CONNECTING, CLOSED),               /* refused, timed out, aborted */
 
@@ -93,6 +96,9 @@ static const uint8_t allowed[PYWS_ST_COUNT][PYWS_ST_COUNT] = {
     T(FLUSHING, CLOSED),                 /* close_timeout, I/O error, abort */
 
     T(LINGER, CLOSED),                   /* the peer's EOF, close_timeout */
+
+    T(STREAM, FLUSHING),                 /* drain(): write what is queued, then FIN */
+    T(STREAM, CLOSED),                   /* the peer's EOF, I/O error, write limit, abort */
 };
 #undef T
 

@@ -32,7 +32,8 @@
 
 enum {
     PYWS_ST_NEW = 0,          /* just allocated, not set up yet */
-    PYWS_ST_CONNECTING,       /* client: TCP connect in progress (upgrade request queued) */
+    PYWS_ST_CONNECTING,       /* client: TCP connect in progress (upgrade request or, for a
+                                 stream, its first bytes queued) */
     PYWS_ST_CLIENT_HS,        /* client: connected, upgrade request sent, reading the answer */
     PYWS_ST_HTTP,             /* server: reading HTTP; no request delivered yet */
     PYWS_ST_HTTP_REQUEST,     /* server: a request was delivered (EV_HTTP_MSG); its upgrade
@@ -49,6 +50,8 @@ enum {
                                  still sends, close once its input is empty */
     PYWS_ST_FLUSHING,         /* write what is queued, then LINGER (no close handshake owed) */
     PYWS_ST_LINGER,           /* FIN sent; discard input until the peer's EOF or close_timeout */
+    PYWS_ST_STREAM,           /* client: a plain byte stream (pyws_stream_connect), connected:
+                                 input is delivered as EV_DATA, output is pyws_send_raw */
     PYWS_ST_CLOSED,           /* freed: EV_CLOSE delivered (or never announced) */
     PYWS_ST_COUNT
 };

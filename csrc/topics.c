@@ -52,6 +52,31 @@ static int grow_table(pyws_loop *loop)
     return 0;
 }
 
+/* With pyws_topic_watch on: note that topic `name` gained its first subscriber or lost its
+ * last (the change log holds 4-byte native lengths each followed by the name). */
+static void note_change(pyws_loop *loop, const char *name, size_t len)
+{
+    if (!loop->topic_watch)
+        return;
+    size_t need = loop->topic_log_len + sizeof(uint32_t) + len;
+    if (need > loop->topic_log_cap) {
+        size_t nc = loop->topic_log_cap ? loop->topic_log_cap * 2 : 1024;
+        while (nc < need)
+            nc *= 2;
+        uint8_t *nb = realloc(loop->topic_log, nc);
+        if (!nb) {
+            loop->topic_log_lost++;
+            return;
+        }
+        loop->topic_log = nb;
+        loop->topic_log_cap = nc;
+    }
+    uint32_t n32 = (uint32_t)len; /* len <= MAX_TOPIC_LEN */
+    memcpy(loop->topic_log + loop->topic_log_len, &n32, sizeof(n32));
+    memcpy(loop->topic_log + loop->topic_log_len + sizeof(n32), name, len);
+    loop->topic_log_len = need;
+}
+
 static pyws_topic *find_or_add(pyws_loop *loop, const char *name, size_t len)
 {
     uint64_t h = hash_bytes(name, len);
@@ -72,6 +97,7 @@ static pyws_topic *find_or_add(pyws_loop *loop, const char *name, size_t len)
     t->next = loop->topic_buckets[b];
     loop->topic_buckets[b] = t;
     loop->ntopics++;
+    note_change(loop, name, len);
     return t;
 }
 
@@ -81,6 +107,7 @@ static void remove_topic(pyws_loop *loop, pyws_topic *t)
     while (*pp != t)
         pp = &(*pp)->next;
     *pp = t->next;
+    note_change(loop, t->name, t->len);
     free(t->subs);
     free(t);
     loop->ntopics--;
@@ -211,6 +238,25 @@ void pw_topics_free(pyws_loop *loop)
     free(loop->topic_buckets);
     loop->topic_buckets = NULL;
     loop->ntopic_buckets = loop->ntopics = 0;
+    free(loop->topic_log);
+    loop->topic_log = NULL;
+    loop->topic_log_len = loop->topic_log_cap = 0;
+}
+
+void pyws_topic_watch(pyws_loop *loop, int on)
+{
+    loop->topic_watch = on ? 1 : 0;
+    if (!on)
+        loop->topic_log_len = 0;
+}
+
+const uint8_t *pyws_topic_changes(pyws_loop *loop, size_t *len, uint64_t *lost)
+{
+    *len = loop->topic_log_len;
+    *lost = loop->topic_log_lost;
+    loop->topic_log_len = 0;
+    loop->topic_log_lost = 0;
+    return loop->topic_log;
 }
 
 int pyws_topic_count(pyws_loop *loop, const char *topic, size_t topic_len)

@@ -48,8 +48,8 @@ from __future__ import annotations
 from ._lib import ffi as _ffi
 from ._lib import lib as _lib
 from .connection import Connection
-from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_HTTP_MSG,
-                        EV_TIMER, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG, EV_WS_OPEN, MG_EV_ACCEPT,
+from .constants import (EV_ACCEPT, EV_BROKER, EV_CLOSE, EV_CONNECT, EV_DATA, EV_DRAIN,
+                        EV_ERROR, EV_HTTP_MSG, EV_TIMER, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG, EV_WS_OPEN, MG_EV_ACCEPT,
                         MG_EV_CLOSE, MG_EV_CONNECT, MG_EV_DRAIN, MG_EV_ERROR, MG_EV_HTTP_MSG,
                         MG_EV_TIMER, MG_EV_WAKEUP, MG_EV_WS_CTL, MG_EV_WS_MSG, MG_EV_WS_OPEN,
                         OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
@@ -69,6 +69,7 @@ from .websocket import WebSocket
 from .asyncws import AsyncWebSocket, WSMessage
 from .aclient import aconnect
 from .aio import attach
+from .broker import BROKER_DEFAULTS, Broker, BrokerEvent
 
 __version__ = "0.1.0"
 
@@ -84,8 +85,8 @@ __all__ = [
     "ClientConnection", "AsyncWebSocket", "WSMessage", "aconnect", "attach", "TlsOpts", "TlsError", "Deflate",
     "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
     "LimitExceeded", "QueueFull", "Opcode", "CloseCode", "State", "WSMsgType", "WSCloseCode",
-    "DEFAULT_OPTIONS", "LOOP_OPTIONS", "backend",
-    "EV_ERROR", "EV_ACCEPT", "EV_CONNECT", "EV_HTTP_MSG", "EV_WS_OPEN", "EV_WS_MSG",
+    "DEFAULT_OPTIONS", "LOOP_OPTIONS", "backend", "Broker", "BrokerEvent", "BROKER_DEFAULTS",
+    "EV_DATA", "EV_BROKER", "EV_ERROR", "EV_ACCEPT", "EV_CONNECT", "EV_HTTP_MSG", "EV_WS_OPEN", "EV_WS_MSG",
     "EV_WS_CTL", "EV_DRAIN", "EV_WAKEUP", "EV_TIMER", "EV_CLOSE",
     "MG_EV_ERROR", "MG_EV_ACCEPT", "MG_EV_CONNECT", "MG_EV_HTTP_MSG", "MG_EV_WS_OPEN",
     "MG_EV_WS_MSG", "MG_EV_WS_CTL", "MG_EV_DRAIN", "MG_EV_WAKEUP", "MG_EV_TIMER", "MG_EV_CLOSE",

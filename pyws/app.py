@@ -15,7 +15,8 @@ from urllib.parse import unquote
 
 from ._send import Sendable
 from .connection import Connection
-from .constants import EV_ERROR, EV_HTTP_MSG, EV_WS_OPEN
+from .broker import Broker, BrokerEvent
+from .constants import EV_BROKER, EV_ERROR, EV_HTTP_MSG, EV_WS_OPEN
 from .errors import HandshakeError, PyWSError
 from .manager import Listener, Manager
 from .message import HttpMessage
@@ -100,8 +101,12 @@ class App:
                  **options: Any) -> None:
         if unknown_websocket not in ("close", "404"):
             raise ValueError('unknown_websocket is "close" (accept, then close 1001) or "404"')
+        broker = options.pop("broker", None)
+        broker_options = options.pop("broker_options", None)
         resolve_options(options, "App()", loop_wide=True, also=_APP_OPTIONS)
-        self.mgr = Manager(self._on_event, **options)
+        self._broker_hooks: List[Callable[[BrokerEvent], Any]] = []
+        self.mgr = Manager(self._on_event, broker=broker, broker_options=broker_options,
+                           **options)
         self.max_connections = max_connections
         self.max_connections_per_ip = max_connections_per_ip
         self.unknown_websocket = unknown_websocket
@@ -211,6 +216,20 @@ class App:
     def connections(self) -> Set[WebSocket]:
         """The open WebSockets."""
         return {ws for ws in self._sockets.values() if ws.connected}
+
+    # ------------------------------------------------------------------ broker
+    @property
+    def broker(self) -> Optional[Broker]:
+        """The Redis broker (``App(broker="redis://...")``), or None: ``app.broker.stats()``,
+        ``app.broker.state``."""
+        return self.mgr.broker
+
+    def on_broker(self, fn: Callable[[BrokerEvent], Any]) -> Callable[[BrokerEvent], Any]:
+        """Decorator: ``fn(event)`` runs on the loop's thread when the broker goes away or
+        comes back (a :class:`pyws.BrokerEvent`: ``up``, ``topics`` that may have missed
+        messages, ``dropped`` publishes of this node, ``down_for``, ``reason``)."""
+        self._broker_hooks.append(fn)
+        return fn
 
     # ------------------------------------------------------------------ clients
     def connect(self, url: str, handler: WsHandler, *, headers: Optional[Dict[str, str]] = None,
@@ -322,7 +341,13 @@ class App:
     # ------------------------------------------------------------------ events
     def _on_event(self, conn: Connection, ev: int, data: Any) -> None:
         # events of WebSocket connections go straight to their socket (Driver.bind)
-        if ev == EV_HTTP_MSG:
+        if ev == EV_BROKER:
+            for fn in self._broker_hooks:
+                try:
+                    fn(data)
+                except Exception:
+                    log.exception("pyws: on_broker hook %r raised", fn)
+        elif ev == EV_HTTP_MSG:
             self._on_request(conn, data)
         elif ev == EV_ERROR and conn is not None:
             log.info("pyws: %s: %s", conn.remote_addr, data)

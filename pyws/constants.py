@@ -23,6 +23,9 @@ event              ``data``
 ``EV_WAKEUP``      ``bytes`` passed to ``Manager.wakeup()``
 ``EV_TIMER``       ``None`` (timers call their own function; handlers never see this)
 ``EV_CLOSE``       ``None``; ``conn.close_code`` / ``conn.close_reason`` say why
+``EV_DATA``        ``bytes``: what one read of a stream (``Manager.connect_stream``) gave
+``EV_BROKER``      :class:`pyws.BrokerEvent` (``conn`` is None): the topic broker went
+                   down or came back (``Manager(broker=...)``)
 =================  ====================================================================
 """
 from __future__ import annotations
@@ -41,6 +44,8 @@ EV_WAKEUP = 8
 EV_TIMER = 9
 EV_CLOSE = 10
 EV_HTTP_RESP = 11  # internal: a client's upgrade got another answer than 101
+EV_DATA = 12
+EV_BROKER = 13  # raised by pyws.broker (Python), never by the C loop
 
 OP_CONTINUATION = 0
 OP_TEXT = 1

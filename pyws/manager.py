@@ -8,14 +8,15 @@ import math
 import struct
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from ._lib import failure, ffi, lib, last_error, raise_for
 from ._send import Sendable, outgoing
 from .compression import send_flags
-from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_HTTP_MSG,
-                        EV_HTTP_RESP, EV_TIMER, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG, EV_WS_OPEN)
+from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EV_DRAIN, EV_ERROR,
+                        EV_HTTP_MSG, EV_HTTP_RESP, EV_TIMER, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG,
+                        EV_WS_OPEN)
 from .connection import Connection, _topic
 from .dial import dial
 from .errors import HandshakeError, PyWSError, QueueFull, WrongThreadError
@@ -39,6 +40,9 @@ _EV_UNPACK = struct.Struct(_EV_FORMAT).iter_unpack if (
 ) else None
 
 Handler = Callable[[Any, int, Any], Any]
+
+if TYPE_CHECKING:
+    from .broker import Broker
 
 #: Seconds ``wakeup()`` and ``call_soon_threadsafe()`` wait for room in a full queue by default.
 WAKEUP_TIMEOUT = 10.0
@@ -113,7 +117,8 @@ class Manager:
     ``wakeup_queue_bytes``) and each ``poll()`` runs at most ``wakeup_batch`` of it.
     """
 
-    def __init__(self, handler: Optional[Handler] = None, **options: Any) -> None:
+    def __init__(self, handler: Optional[Handler] = None, *, broker: Optional[str] = None,
+                 broker_options: Optional[Dict[str, Any]] = None, **options: Any) -> None:
         self._options, limits = resolve_options(options, "Manager()", loop_wide=True)
         self.handler = handler
         loop = lib.pyws_loop_new()
@@ -149,6 +154,13 @@ class Manager:
         # run first thing in close(), while every descriptor is still open: what drives this
         # loop from outside (pyws.aio's bridge) lets go of its descriptors there
         self._close_hooks: List[Callable[[], None]] = []
+        # run at the start of every poll(), before it writes and waits (pyws.broker: the
+        # SUBSCRIBE/UNSUBSCRIBE batch of the changes since the last poll)
+        self._poll_hooks: List[Callable[[], None]] = []
+        self.broker: Optional["Broker"] = None
+        if broker is not None:
+            from .broker import Broker
+            self.broker = Broker(self, broker, **(broker_options or {}))
 
     # ------------------------------------------------------------------ threads
     def _check_thread(self) -> None:
@@ -165,7 +177,8 @@ class Manager:
 
     # ------------------------------------------------------------------ listening
     def listen(self, url: str, handler: Optional[Handler] = None, *, http: bool = True,
-               tls: Optional[TlsOpts] = None, **options: Any) -> Listener:
+               tls: Optional[TlsOpts] = None, fd: Optional[int] = None,
+               **options: Any) -> Listener:
         """Listen on ``url`` (``"http://127.0.0.1:8000"``, ``"ws://[::1]:0"``, ``"0.0.0.0:8000"``;
         port 0 picks a free port, see ``Listener.port``). ``handler`` overrides the manager's for
         connections accepted here; ``options`` override the manager's options. ``http`` is
@@ -174,6 +187,11 @@ class Manager:
         ``https://`` and ``wss://`` listeners need ``tls=TlsOpts(cert=..., key=...)``: every
         connection they accept speaks TLS. (Or, mongoose style, listen on http:// and call
         ``conn.tls_init(TlsOpts(...))`` on ``EV_ACCEPT``.)
+
+        ``fd``: a socket already bound and listening (say, inherited from a parent process
+        that shares it among workers, see :mod:`pyws.workers`) to accept on instead of
+        binding ``url``'s address; the manager owns it from then on. ``url`` still gives the
+        scheme.
         """
         loop = self._require_loop()
         opts_for_listener, _ = resolve_options(options, "listen()", base=self._options)
@@ -195,7 +213,10 @@ class Manager:
         opts = ffi.new("pyws_opts *")
         fill_opts(opts, opts_for_listener)
         idp = ffi.new("uint64_t *")
-        rc = lib.pyws_listen(loop, host.encode(), port, opts, idp)
+        if fd is not None:
+            rc = lib.pyws_listen_fd(loop, int(fd), opts, idp)
+        else:
+            rc = lib.pyws_listen(loop, host.encode(), port, opts, idp)
         if rc < 0:
             raise OSError(f"cannot listen on {url}: {last_error(loop)}")
         lid = int(idp[0])
@@ -233,6 +254,8 @@ class Manager:
                             "instead")
         self._in_poll = True
         try:
+            for hook in self._poll_hooks:  # the broker's topic interest, before any wait
+                hook()
             n = lib.pyws_poll(loop, int(timeout_ms), self._evp)
             if n < 0:
                 raise PyWSError(f"poll failed: {last_error(loop)}")
@@ -374,6 +397,14 @@ class Manager:
                 c = conns.get(cid)
                 if c is not None:
                     self._deliver(c, t, None)
+            elif t == EV_DATA:
+                c = conns.get(cid)
+                if c is not None:
+                    off = dptr - base
+                    if 0 <= off <= asize - ln:
+                        self._deliver(c, t, arena[off:off + ln])
+                    else:  # pragma: no cover - stream reads always land in the arena
+                        self._deliver(c, t, buf(evs[i].data, ln)[:])
             if self._loop is None:
                 break  # a handler closed the manager: the batch is gone
 
@@ -550,6 +581,39 @@ class Manager:
         return dial(self, url, handler, headers=headers, protocols=protocols, origin=origin,
                     max_redirects=max_redirects, tls=tls, options=options)
 
+    def connect_stream(self, host: str, port: int, handler: Optional[Handler] = None, *,
+                       tls: Optional[TlsOpts] = None, server_name: Optional[str] = None,
+                       **options: Any) -> Connection:
+        """Open a plain TCP (or, with ``tls=``, TLS) byte stream to ``host:port`` from this
+        loop: no HTTP, no WebSocket, for a database or broker protocol that lives in the same
+        loop (pyws's Redis broker uses it). Returns its :class:`Connection` at once.
+
+        Events reach ``handler`` (or the manager's): ``EV_CONNECT`` when TCP is up, ``EV_DATA``
+        (``bytes``: what one read gave, in order, never split or merged meaningfully: parse a
+        stream), ``EV_ERROR`` then ``EV_CLOSE`` when it fails or ends. Write with
+        ``conn.send_raw(data)`` (allowed before it connects: the bytes wait), end with
+        ``conn.drain()`` (after the queued bytes) or ``conn.abort()``. ``handshake_timeout``
+        bounds the connect (and the TLS handshake); ``write_limit`` bounds the queue (past it:
+        ``EV_ERROR`` and the stream ends). DNS resolution blocks; use an IP address where the
+        loop must never wait."""
+        loop = self._require_loop()
+        opts_resolved, _ = resolve_options(options, "connect_stream()", base=self._options)
+        opts = ffi.new("pyws_opts *")
+        fill_opts(opts, opts_resolved)
+        idp = ffi.new("uint64_t *")
+        rc = lib.pyws_stream_connect(loop, host.encode("idna"), int(port), opts, idp)
+        if rc < 0:
+            raise failure(rc, f"{host}:{port}: {last_error(loop)}")
+        c = Connection(self, int(idp[0]), handler, is_client=True)
+        self._conns[c.id] = c
+        if tls is not None:
+            rc = lib.pyws_tls_init(loop, c.id, tls.context(False, loop),
+                                   (server_name or host).encode("idna"))
+            if rc < 0:
+                lib.pyws_abort(loop, c.id)
+                raise TlsError(f"{host}:{port}: {last_error(loop)}")
+        return c
+
     def _client_answered(self, c: Connection, hm: HttpMessage) -> None:
         """A client's upgrade got another answer than 101: its connect job (pyws.dial)
         follows a redirect or fails the connection."""
@@ -579,6 +643,8 @@ class Manager:
         if rc < 0:
             raise_for(rc, loop, "publish")
         self._note_fanout("publish")
+        if self.broker is not None:
+            self.broker.publish(t, payload, op)
         return int(rc)
 
     def broadcast(self, data: Sendable, exclude: Optional[Connection] = None,
@@ -593,6 +659,8 @@ class Manager:
         if rc < 0:
             raise_for(rc, loop, "broadcast")
         self._note_fanout("broadcast")
+        if self.broker is not None:
+            self.broker.publish(None, payload, op)
         return int(rc)
 
     def _note_fanout(self, what: str) -> None:
@@ -665,6 +733,8 @@ class Manager:
         if self._in_poll:
             raise PyWSError("shutdown() was called from inside a handler; it polls the loop "
                             "itself: set a flag and call it after poll() returns")
+        if self.broker is not None:
+            self.broker.stop()  # its last publishes are flushed, then its streams end
         for lst in list(self._listeners.values()):
             lst.close()
         for c in list(self._conns.values()):
@@ -692,6 +762,8 @@ class Manager:
         if self._loop is None:
             return
         self._check_thread()
+        if self.broker is not None:
+            self.broker.stop(flush=False)
         hooks, self._close_hooks = self._close_hooks, []
         for hook in hooks:
             try:

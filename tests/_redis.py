@@ -1,0 +1,122 @@
+"""A real redis-server for the broker tests: started on a free port of 127.0.0.1 in a
+temporary directory (no persistence), stopped after. Never a mock: tests/test_broker*.py talk
+to this process over TCP, and so does pyws.
+
+``RedisServer.command(...)`` is a small blocking client for the tests' own checks (INFO
+commandstats, PUBSUB NUMSUB, PUBLISH of bad input), built on hiredis's reader like pyws's."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Any, List, Optional
+
+import hiredis
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_binary() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        raise RuntimeError("redis-server is not installed: run scripts/check-deps as root, or "
+                           "install it (Debian/Ubuntu: apt-get install redis-server)")
+    return path
+
+
+class RedisServer:
+    """One redis-server process; ``port`` stays the same across :meth:`restart`."""
+
+    def __init__(self, port: Optional[int] = None, args: Optional[List[str]] = None) -> None:
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="pyws-redis-")
+        self.args = list(args or [])
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        cmd = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+               "--save", "", "--appendonly", "no", "--dir", self.dir,
+               "--protected-mode", "no", "--loglevel", "warning"] + self.args
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"redis-server exited at start: {err}")
+            try:
+                if self.command("PING") == b"PONG":
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not answer PING in time")
+
+    def command(self, *args: Any, timeout: float = 5.0) -> Any:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(hiredis.pack_command(tuple(args)))
+            reader = hiredis.Reader()
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    raise OSError("redis closed the connection")
+                reader.feed(data)
+                reply = reader.gets()
+                if reply is not False:
+                    return reply
+
+    def commandstats(self) -> dict:
+        """``INFO commandstats`` as {command: calls}."""
+        text = self.command("INFO", "commandstats").decode()
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("cmdstat_"):
+                name, rest = line[len("cmdstat_"):].split(":", 1)
+                fields = dict(kv.split("=") for kv in rest.split(","))
+                out[name] = int(fields["calls"])
+        return out
+
+    def numsub(self, *channels: str) -> dict:
+        r = self.command("PUBSUB", "NUMSUB", *channels)
+        return {r[i].decode(): int(r[i + 1]) for i in range(0, len(r), 2)}
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -70,6 +70,7 @@ from .asyncws import AsyncWebSocket, WSMessage
 from .aclient import aconnect
 from .aio import attach
 from .broker import BROKER_DEFAULTS, Broker, BrokerEvent
+from .workers import Worker, run_workers
 
 __version__ = "0.1.0"
 
@@ -86,6 +87,7 @@ __all__ = [
     "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
     "LimitExceeded", "QueueFull", "Opcode", "CloseCode", "State", "WSMsgType", "WSCloseCode",
     "DEFAULT_OPTIONS", "LOOP_OPTIONS", "backend", "Broker", "BrokerEvent", "BROKER_DEFAULTS",
+    "Worker", "run_workers",
     "EV_DATA", "EV_BROKER", "EV_ERROR", "EV_ACCEPT", "EV_CONNECT", "EV_HTTP_MSG", "EV_WS_OPEN", "EV_WS_MSG",
     "EV_WS_CTL", "EV_DRAIN", "EV_WAKEUP", "EV_TIMER", "EV_CLOSE",
     "MG_EV_ERROR", "MG_EV_ACCEPT", "MG_EV_CONNECT", "MG_EV_HTTP_MSG", "MG_EV_WS_OPEN",

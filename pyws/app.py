@@ -105,6 +105,8 @@ class App:
         broker_options = options.pop("broker_options", None)
         resolve_options(options, "App()", loop_wide=True, also=_APP_OPTIONS)
         self._broker_hooks: List[Callable[[BrokerEvent], Any]] = []
+        self._mgr_args: Tuple[Optional[str], Optional[Dict[str, Any]], Dict[str, Any]] = (
+            broker, broker_options, dict(options))
         self.mgr = Manager(self._on_event, broker=broker, broker_options=broker_options,
                            **options)
         self.max_connections = max_connections
@@ -224,6 +226,15 @@ class App:
         ``app.broker.state``."""
         return self.mgr.broker
 
+    def use_broker(self, url: Optional[str], **options: Any) -> None:
+        """Share topics through the broker at ``url`` (None: none) from now on, instead of
+        what the App was made with. Before the App serves: its loop is made anew."""
+        if self.mgr._conns or self.mgr._listeners:
+            raise PyWSError("use_broker() must be called before the App listens or connects")
+        _, _, mgr_options = self._mgr_args
+        self._mgr_args = (url, options or None, mgr_options)
+        self._fresh_loop()
+
     def on_broker(self, fn: Callable[[BrokerEvent], Any]) -> Callable[[BrokerEvent], Any]:
         """Decorator: ``fn(event)`` runs on the loop's thread when the broker goes away or
         comes back (a :class:`pyws.BrokerEvent`: ``up``, ``topics`` that may have missed
@@ -276,16 +287,41 @@ class App:
         """One loop iteration (see ``Manager.poll``)."""
         return self.mgr.poll(timeout_ms)
 
-    def run(self, host: str = "127.0.0.1", port: int = 8000, *, shutdown_timeout: float = 5.0,
-            on_start: Optional[Callable[[Listener], Any]] = None, **options: Any) -> None:
+    def run(self, host: str = "127.0.0.1", port: int = 8000, *, workers: int = 1,
+            shutdown_timeout: float = 5.0, on_start: Optional[Callable[[Listener], Any]] = None,
+            **options: Any) -> None:
         """Serve until SIGINT or SIGTERM (or :meth:`stop`), then stop accepting, close every
         WebSocket with 1001, flush, and return. Signals are only hooked when called from the
         main thread. An App with ``async def`` handlers or routes runs with ``await
-        app.serve(...)`` instead (TypeError here)."""
+        app.serve(...)`` instead (TypeError here).
+
+        ``workers=N`` (N > 1) forks N worker processes that share the port (SO_REUSEPORT on
+        Linux, an inherited listening socket elsewhere), each with a loop of its own made
+        afresh in the worker (set up timers and clients in ``on_start``, which runs in each),
+        under a supervisor that restarts a worker that dies and, on SIGTERM/SIGINT, stops them
+        all gracefully; see :mod:`pyws.workers`. Topics span workers only with ``broker=``."""
         for r in self._ws_routes + self._http_routes:
             if aio.is_async(r.handler):
                 raise TypeError(f"{r.pattern}: {r.handler.__name__} is async def; run the App "
                                 "inside asyncio with `await app.serve(host, port)`")
+        if workers != 1:
+            from .workers import Worker, run_workers
+
+            def main(w: Worker) -> None:
+                self._fresh_loop()
+                fd_opts: Dict[str, Any] = {"fd": os.dup(w.fd)} if w.fd is not None else \
+                    {"reuse_port": True}
+                self._serve(w.host, w.port, shutdown_timeout, on_start, {**options, **fd_opts})
+
+            if self.mgr.broker is None:
+                log.warning("pyws: %d workers without a broker: a publish reaches the "
+                            "subscribers of its own worker only (App(broker=...))", workers)
+            run_workers(main, workers, host=host, port=port, shutdown_timeout=shutdown_timeout)
+            return
+        self._serve(host, port, shutdown_timeout, on_start, options)
+
+    def _serve(self, host: str, port: int, shutdown_timeout: float,
+               on_start: Optional[Callable[[Listener], Any]], options: Dict[str, Any]) -> None:
         if not self.mgr._in_poll:
             self.mgr._owner = threading.get_ident()  # run() owns the loop, whichever thread
         self._stop.clear()
@@ -303,6 +339,19 @@ class App:
             for sig, old in previous.items():
                 signal.signal(sig, old)
             self.mgr.shutdown(shutdown_timeout)
+
+    def _fresh_loop(self) -> None:
+        """In a forked worker: a loop of its own (the parent's epoll set and wakeup fd are
+        shared with the other workers after fork, so they must not be used here)."""
+        old = self.mgr
+        broker, broker_options, options = self._mgr_args
+        self.mgr = Manager(self._on_event, broker=broker, broker_options=broker_options,
+                           **options)
+        self._sockets.clear()
+        self._per_ip.clear()
+        self._accepted = 0
+        old._owner = threading.get_ident()
+        old.close()
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8000, *,
                     tls: Optional[TlsOpts] = None, shutdown_timeout: float = 5.0,

@@ -52,6 +52,7 @@ __all__ = ["Broker", "BrokerEvent", "BrokerURL", "parse_broker_url", "BROKER_DEF
 
 log = logging.getLogger("pyws.broker")
 
+_hiredis: Any
 try:
     import hiredis as _hiredis
 except ImportError:  # pragma: no cover - a dependency of pyws; reported when a broker is asked
@@ -326,7 +327,7 @@ class Broker:
         self.sub = _Link(self, "sub")
         self.pub = _Link(self, "pub")
         self._wanted: Set[bytes] = set()          # topics with local subscribers
-        self._queue: Deque[Tuple[Optional[bytes], bytes]] = collections.deque()
+        self._queue: Deque[Tuple[bytes, bytes]] = collections.deque()
         self._queue_bytes = 0
         self._probe_token: Optional[bytes] = None
         self._probe_sent = 0.0

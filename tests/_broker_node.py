@@ -65,7 +65,7 @@ def tick() -> None:
 def started(lst: pyws.Listener) -> None:
     lag["last"] = time.monotonic()
     app.mgr.timer(0.01, tick, repeat=True)
-    print(f"PORT {lst.port} {os.getpid()}", flush=True)
+    os.write(1, f"PORT {lst.port} {os.getpid()}\n".encode())  # one write: workers share stdout
 
 
 app.run("127.0.0.1", port, workers=workers, on_start=started, shutdown_timeout=2.0)

@@ -35,8 +35,10 @@ def redis_binary() -> str:
 class RedisServer:
     """One redis-server process; ``port`` stays the same across :meth:`restart`."""
 
-    def __init__(self, port: Optional[int] = None, args: Optional[List[str]] = None) -> None:
+    def __init__(self, port: Optional[int] = None, args: Optional[List[str]] = None,
+                 password: Optional[str] = None) -> None:
         self.port = port or free_port()
+        self.password = password
         self.dir = tempfile.mkdtemp(prefix="pyws-redis-")
         self.args = list(args or [])
         self.proc: Optional[subprocess.Popen[bytes]] = None
@@ -49,7 +51,8 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> None:
         cmd = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
                "--save", "", "--appendonly", "no", "--dir", self.dir,
-               "--protected-mode", "no", "--loglevel", "warning"] + self.args
+               "--protected-mode", "no", "--loglevel", "warning"] + self.args + (
+                   ["--requirepass", self.password] if self.password else [])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -65,8 +68,12 @@ class RedisServer:
 
     def command(self, *args: Any, timeout: float = 5.0) -> Any:
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
-            s.sendall(hiredis.pack_command(tuple(args)))
             reader = hiredis.Reader()
+            if self.password:
+                s.sendall(hiredis.pack_command(("AUTH", self.password)))
+                while reader.gets() is False:
+                    reader.feed(s.recv(65536))
+            s.sendall(hiredis.pack_command(tuple(args)))
             while True:
                 data = s.recv(65536)
                 if not data:

@@ -127,3 +127,64 @@ class RedisServer:
         if self.proc is not None and self.proc.stderr is not None:
             self.proc.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    import random
+    for _ in range(200):
+        port = random.randint(20000, 50000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class RedisCluster:
+    """A Redis Cluster of ``n`` masters (no replicas) on free ports of 127.0.0.1, joined with
+    ``redis-cli --cluster create``. Pub/sub keeps working on the live masters while one is
+    away (cluster-require-full-coverage no), so a restart can be watched from outside."""
+
+    def __init__(self, n: int = 3) -> None:
+        args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no"]
+        self.nodes = [RedisServer(port=_cluster_port(), args=args) for _ in range(n)]
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed (Debian: redis-tools, a dependency "
+                               "of redis-server)")
+        addrs = [f"127.0.0.1:{r.port}" for r in self.nodes]
+        subprocess.run([cli, "--cluster", "create", *addrs, "--cluster-replicas", "0",
+                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        self.wait_ok()
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{r.port}" for r in self.nodes)
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if all(b"cluster_state:ok" in r.command("CLUSTER", "INFO")
+                       for r in self.nodes):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("the cluster did not reach cluster_state:ok")
+
+    def owner(self, slot: int) -> RedisServer:
+        for r in self.nodes:
+            for rng in r.command("CLUSTER", "SLOTS"):
+                if int(rng[0]) <= slot <= int(rng[1]):
+                    return next(n for n in self.nodes if n.port == int(rng[2][1]))
+        raise KeyError(slot)
+
+    def close(self) -> None:
+        for r in self.nodes:
+            r.close()

@@ -27,6 +27,7 @@ BCAST_JSON = os.path.join(BUILD, "bench-broadcast.json")
 CLIENTS_JSON = os.path.join(BUILD, "bench-clients.json")
 WSS_JSON = os.path.join(BUILD, "bench-wss.json")
 ASYNC_JSON = os.path.join(BUILD, "bench-async.json")
+BROKER_JSON = os.path.join(BUILD, "bench-broker.json")
 
 STORE = pytest.StashKey[Dict[str, Any]]()
 
@@ -135,7 +136,8 @@ def pytest_addoption(parser: Any) -> None:
 
 
 def pytest_configure(config: Any) -> None:
-    config.stash[STORE] = {"kernels": {}, "echo": [], "broadcast": [], "clients": [], "wss": [], "async": [],
+    config.stash[STORE] = {"kernels": {}, "echo": [], "broadcast": [], "clients": [], "wss": [],
+                           "async": [], "broker": [],
                            "started": time.time(), "loadavg_start": _loadavg()}
 
 
@@ -371,11 +373,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
     from clients_summary import client_tables
     from wss_summary import wss_tables
     from async_summary import async_tables
+    from broker_summary import broker_tables
     for key, path, tables in (("echo", ECHO_JSON, _echo_tables),
                               ("broadcast", BCAST_JSON, _bcast_tables),
                               ("clients", CLIENTS_JSON, client_tables),
                               ("wss", WSS_JSON, wss_tables),
-                              ("async", ASYNC_JSON, async_tables)):
+                              ("async", ASYNC_JSON, async_tables),
+                              ("broker", BROKER_JSON, broker_tables)):
         if not store[key]:
             continue
         lines += tables(store[key])

@@ -32,7 +32,9 @@
  * receive time minus the send time carried in the message (same clock: same process). After
  * the measurement the publisher stops and the client waits (at most --drain-timeout s) until
  * every subscriber has received every message published; a subscriber missing any fails the
- * run (exit 5).
+ * run (exit 5). With --port2 P2 every second subscriber connects to 127.0.0.1:P2 instead (two
+ * servers sharing their topics through a broker: the publisher's messages must reach the other
+ * server's subscribers too).
  *
  * TLS (--tls, echo mode only): wss://127.0.0.1:P/. Each connection does a non-blocking
  * SSL_connect driven by epoll (want-read / want-write), then the same WebSocket handshake and
@@ -241,7 +243,8 @@ static uint64_t g_now, g_last_rx;
 static uint64_t m_msgs, m_bytes;      /* counted during the measurement only */
 static uint64_t g_published, m_published, m_acks, g_delivered; /* broadcast */
 static int g_open, g_done, g_started;
-static struct sockaddr_in g_sa;
+static struct sockaddr_in g_sa, g_sa2;
+static int g_port2;  /* broadcast: odd subscribers connect here (0: all to g_port) */
 
 #define BC_HEAD 36  /* "B:" 16 hex ":" 16 hex ":" */
 
@@ -755,8 +758,11 @@ static void open_conn(int i) {
     c->want_out = 1;
     if (epoll_ctl(g_epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
         die(EXIT_CONN, "epoll_ctl: %s", strerror(errno));
-    if (connect(c->fd, (struct sockaddr *)&g_sa, sizeof g_sa) < 0 && errno != EINPROGRESS)
-        die(EXIT_CONN, "connect to 127.0.0.1:%d: %s", g_port, strerror(errno));
+    int second = g_port2 && c->role == ROLE_SUB && (i & 1);
+    const struct sockaddr_in *sa = second ? &g_sa2 : &g_sa;
+    if (connect(c->fd, (const struct sockaddr *)sa, sizeof *sa) < 0 && errno != EINPROGRESS)
+        die(EXIT_CONN, "connect to 127.0.0.1:%d: %s", second ? g_port2 : g_port,
+            strerror(errno));
 }
 
 static void begin_close(void) {
@@ -796,7 +802,7 @@ static void usage(void) {
             "[-w SECONDS] [--text] [--pid SERVER_PID] [--connect-timeout S] [--stall S] "
             "[--connect-window N] [--tls [--ca CA.pem]]\n"
             "       loadgen --port P --broadcast [-c SUBSCRIBERS] [-k INFLIGHT] [-s SIZE>=36] "
-            "[-d S] [-w S] [--drain-timeout S] [--pid SERVER_PID] ...\n"
+            "[-d S] [-w S] [--drain-timeout S] [--pid SERVER_PID] [--port2 P2] ...\n"
             "Connects to ws://127.0.0.1:P/ (--tls: wss://127.0.0.1:P/, certificate not "
             "verified unless --ca) only.\n");
     exit(EXIT_USAGE);
@@ -812,6 +818,7 @@ int main(int argc, char **argv) {
         {"broadcast", no_argument, 0, 'B'},       {"drain-timeout", required_argument, 0, 'D'},
         {"connect-window", required_argument, 0, 'W'},
         {"tls", no_argument, 0, 'T'},             {"ca", required_argument, 0, 'A'},
+        {"port2", required_argument, 0, '2'},
         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "p:c:k:s:d:w:th", opts, NULL)) != -1) {
@@ -827,6 +834,7 @@ int main(int argc, char **argv) {
         case 'C': g_connect_timeout = atof(optarg); break;
         case 'S': g_stall = atof(optarg); break;
         case 'B': g_bcast = 1; break;
+        case '2': g_port2 = atoi(optarg); break;
         case 'D': g_drain_timeout = atof(optarg); break;
         case 'W': g_window = atoi(optarg); break;
         case 'T': g_tls = 1; break;
@@ -838,6 +846,7 @@ int main(int argc, char **argv) {
     if (g_tls) tls_setup();  /* refuses, before anything else is checked */
 #endif
     if (g_port <= 0 || g_port > 65535) usage();
+    if (g_port2 < 0 || g_port2 > 65535 || (g_port2 && !g_bcast)) usage();
     if (g_conns < 1 || g_conns > 10000) die(EXIT_USAGE, "-c must be 1..10000");
     if (g_inflight < 1 || g_inflight > 100000) die(EXIT_USAGE, "-k must be 1..100000");
     if (g_size > (64u << 20)) die(EXIT_USAGE, "-s must be at most 64 MiB");
@@ -892,6 +901,8 @@ int main(int argc, char **argv) {
     g_sa.sin_family = AF_INET;
     g_sa.sin_port = htons((uint16_t)g_port);
     g_sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);  /* 127.0.0.1, always */
+    g_sa2 = g_sa;
+    g_sa2.sin_port = htons((uint16_t)g_port2);
 
     for (int i = 0; i < g_nconn; i++) {
         g_c[i].ring = calloc((size_t)g_inflight, sizeof *g_c[i].ring);

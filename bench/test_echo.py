@@ -45,13 +45,16 @@ SERVERS: Dict[str, Callable[[], List[str]]] = {
     "pyws-async-uv": lambda: [os.path.join(HERE, "servers", "pyws_async_echo.py"), "--uvloop"],
     # the async echo on the --echo-baseline build: the async driver before/after in one run
     "pyws-async-base": lambda: [os.path.join(HERE, "servers", "pyws_async_echo.py")],
+    # the callback echo in worker processes sharing the port (pyws.run_workers, SO_REUSEPORT)
+    "pyws-w1": lambda: [os.path.join(HERE, "servers", "pyws_workers_echo.py"), "--workers", "1"],
+    "pyws-w2": lambda: [os.path.join(HERE, "servers", "pyws_workers_echo.py"), "--workers", "2"],
     "picows": lambda: [os.path.join(HERE, "servers", "picows_echo.py")],
     "websockets": lambda: [os.path.join(HERE, "servers", "websockets_echo.py")],
     "aiohttp": lambda: [os.path.join(HERE, "servers", "aiohttp_echo.py")],
 }
 # the module each server needs, to skip (not fail) a server whose package is missing
 REQUIRES = {"pyws": "pyws", "pyws-gen": "pyws", "pyws-base": "pyws", "picows": "picows",
-            "pyws-async": "pyws", "pyws-async-uv": "uvloop", "pyws-async-base": "pyws",
+            "pyws-async": "pyws", "pyws-w1": "pyws", "pyws-w2": "pyws", "pyws-async-uv": "uvloop", "pyws-async-base": "pyws",
             "websockets": "websockets", "aiohttp": "aiohttp"}
 
 

@@ -44,8 +44,12 @@ class Node:
         threading.Thread(target=self._pump, daemon=True).start()
         self.ports: List[int] = []
         self.pids: List[int] = []
-        for _ in range(expect_ports):
-            self.wait_port_line()
+        try:
+            for _ in range(expect_ports):
+                self.wait_port_line()
+        except BaseException:
+            self.stop()  # never leave a node process behind
+            raise
         self.port = self.ports[0]
 
     def _pump(self) -> None:

@@ -43,8 +43,12 @@ class Supervised:
         self.output: List[str] = []
         self.pids: List[int] = []
         threading.Thread(target=self._pump, daemon=True).start()
-        for _ in range(expect):
-            self.next_worker()
+        try:
+            for _ in range(expect):
+                self.next_worker()
+        except BaseException:
+            self.stop()  # never leave a supervisor (and its workers) behind
+            raise
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None

@@ -1,7 +1,7 @@
 """pyws broadcast server for the pyws benchmarks (the "B:" protocol of bench/test_broadcast.py).
 
     python bench/servers/pyws_broadcast.py --host 127.0.0.1 --port 9001
-        [--api app|callback] [--fanout publish|broadcast]
+        [--api app|callback] [--fanout publish|broadcast] [--broker redis://...]
 
 Every text message that starts with "B:" goes unchanged to ALL connected clients, the sender
 included; every other message is echoed back to its sender. Every WebSocket subscribes to one
@@ -14,22 +14,25 @@ topic ("all") when it opens, and a "B:" message is sent with one C fan-out call:
   no topic).
 
 Single process, single thread (pyws's own C poll loop). The first line printed names the API.
+``--broker URL`` shares the topic through Redis (bench/test_broker.py runs two such servers).
 """
 from __future__ import annotations
 
 import argparse
 import signal
-from typing import Any, List
+import time
+from typing import Any, List, Optional
 
 import pyws
 from pyws import EV_HTTP_MSG, EV_WS_MSG, OP_TEXT
 
 TOPIC = "all"
 LIMITS = dict(max_message_size=64 * 1024 * 1024, write_limit=256 * 1024 * 1024)
+BROKER_OPTIONS = dict(probe_interval=600.0)  # no probe PUBLISHes among the measured ones
 
 
-def run_app(host: str, port: int, fanout: str) -> None:
-    app = pyws.App(**LIMITS)
+def run_app(host: str, port: int, fanout: str, broker: Optional[str]) -> None:
+    app = pyws.App(broker=broker, broker_options=BROKER_OPTIONS if broker else None, **LIMITS)
     use_publish = fanout == "publish"
 
     @app.websocket("/")
@@ -54,7 +57,7 @@ def run_app(host: str, port: int, fanout: str) -> None:
     app.run(host, port, on_start=started, shutdown_timeout=2.0)
 
 
-def run_callback(host: str, port: int, fanout: str) -> None:
+def run_callback(host: str, port: int, fanout: str, broker: Optional[str]) -> None:
     mgr: pyws.Manager
     use_publish = fanout == "publish"
 
@@ -77,10 +80,16 @@ def run_callback(host: str, port: int, fanout: str) -> None:
 
     stop: List[int] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    with pyws.Manager(handler, **LIMITS) as mgr:
+    with pyws.Manager(handler, broker=broker, broker_options=BROKER_OPTIONS if broker else None,
+                      **LIMITS) as mgr:
         lst = mgr.listen(f"http://{host}:{port}")
+        if mgr.broker is not None:  # ready once Redis is: the load client starts at the banner
+            t_end = time.monotonic() + 10
+            while mgr.broker.state != "up" and time.monotonic() < t_end:
+                mgr.poll(10)
         print(f"pyws broadcast server on ws://{host}:{lst.port}/ (callback Manager, "
-              f"mgr.{fanout}, {mgr.backend})", flush=True)
+              f"mgr.{fanout}, {mgr.backend}"
+              f"{', broker ' + mgr.broker.url.safe if mgr.broker else ''})", flush=True)
         try:
             while not stop:
                 mgr.poll(200)
@@ -94,11 +103,12 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=9001)
     ap.add_argument("--api", choices=("app", "callback"), default="app")
     ap.add_argument("--fanout", choices=("publish", "broadcast"), default="publish")
+    ap.add_argument("--broker", default=None, help="share the topic through this Redis URL")
     args = ap.parse_args()
     if args.api == "app":
-        run_app(args.host, args.port, args.fanout)
+        run_app(args.host, args.port, args.fanout, args.broker)
     else:
-        run_callback(args.host, args.port, args.fanout)
+        run_callback(args.host, args.port, args.fanout, args.broker)
 
 
 if __name__ == "__main__":

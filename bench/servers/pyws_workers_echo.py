@@ -36,11 +36,13 @@ def main() -> None:
     ready_r, ready_w = os.pipe()
 
     def worker(w: pyws.Worker) -> None:
-        os.close(ready_r)
+        if w.count > 1:  # a forked worker: the read end is the supervisor's
+            os.close(ready_r)
         mgr = pyws.Manager(handler, max_message_size=64 << 20, write_limit=256 << 20)
         w.listen(mgr)
         os.write(ready_w, b"x")
-        os.close(ready_w)
+        if w.count > 1:
+            os.close(ready_w)
         w.serve(mgr)
 
     def ready(port: int) -> None:

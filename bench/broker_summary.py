@@ -11,8 +11,18 @@ def _k(v: float) -> str:
 def broker_tables(runs: List[Dict[str, Any]]) -> List[str]:
     """Best round per configuration, with CPU µs per publish of each process and ratios
     against ``local`` (one process, no broker) measured in the same run."""
+    caps = [r for r in runs if r["server"].startswith("capacity-")]
+    runs = [r for r in runs if not r["server"].startswith("capacity-")]
+    out: List[str] = []
+    for c in caps:
+        out.append(f"  one Redis through the broker path, {c['size']} B: "
+                   f"{_k(c['msgs_per_s'])} msgs/s ({c['count']} messages node -> Redis -> node); "
+                   f"CPU per message: Redis {c['cpu_redis_us_per_msg']:.2f} us, receiving node "
+                   f"{c['cpu_sink_us_per_msg']:.2f} us")
+    if not runs:
+        return out
     cfg = runs[0]
-    out = ["", f"broadcast through Redis: {cfg['subscribers']} subscribers + 1 publisher, "
+    out += ["", f"broadcast through Redis: {cfg['subscribers']} subscribers + 1 publisher, "
                f"{cfg['inflight']} in flight, {cfg['size']} B; best of "
                f"{max(r['round'] for r in runs)} interleaved round(s); every delivery checked"]
     out.append(f"  {'config':<9}{'nodes':>6}{'deliv/s':>10}{'pub/s':>9}{'p50 ms':>8}"

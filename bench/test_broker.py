@@ -119,3 +119,44 @@ def test_broker_broadcast(benchmark: Any, bench_store: Dict[str, Any], loadgen: 
         assert publishes_seen == res["total_published"], (publishes_seen, res)
     benchmark.extra_info.update(res)
     bench_store.setdefault("broker", []).append(res)
+
+
+@pytest.mark.parametrize("size", [64, 1024])
+def test_broker_capacity(benchmark: Any, bench_store: Dict[str, Any], size: int,
+                         redis_server: RedisServer) -> None:
+    """What one Redis carries through the broker path: one node publishes COUNT messages as
+    fast as it can, another node (one local subscriber) receives them; messages/s from the
+    first publish to the last arrival, and the CPU of every process per message."""
+    count = 200_000
+    flood = os.path.join(HERE, "servers", "pyws_broker_flood.py")
+    env = dict(os.environ)
+    sinkp = subprocess.Popen([sys.executable, flood, "sink", redis_server.url, str(count)],
+                             stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert sinkp.stdout is not None
+        assert sinkp.stdout.readline().strip() == "ready"
+        rpid = redis_server.proc.pid if redis_server.proc else 0
+        before = (cpu_seconds(sinkp.pid), cpu_seconds(rpid))
+
+        def run() -> "subprocess.CompletedProcess[str]":
+            return subprocess.run([sys.executable, flood, "pub", redis_server.url, str(count),
+                                   str(size)], capture_output=True, text=True, timeout=180,
+                                  env=env)
+
+        benchmark.group = "broker capacity"
+        r = benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+        assert r.returncode == 0, r.stderr
+        got = json.loads(sinkp.stdout.readline())
+        after = (cpu_seconds(sinkp.pid), cpu_seconds(rpid))
+    finally:
+        sinkp.kill()
+        sinkp.wait(10)
+    p = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["received"] == count and got["bad"] == 0, got
+    secs = got["t_last"] - p["t_first"]
+    res = {"server": f"capacity-{size}B", "size": size, "count": count,
+           "msgs_per_s": count / secs, "publish_s": p["t_last"] - p["t_first"],
+           "cpu_sink_us_per_msg": (after[0] - before[0]) * 1e6 / count,
+           "cpu_redis_us_per_msg": (after[1] - before[1]) * 1e6 / count}
+    benchmark.extra_info.update(res)
+    bench_store.setdefault("broker", []).append(res)

@@ -10,14 +10,16 @@ import os
 import re
 import signal
 import threading
-from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Set, Tuple, Union
+from typing import (Any, Callable, Dict, Iterable, List, Optional, Pattern, Sequence, Set, Tuple,
+                    Union)
 from urllib.parse import unquote
 
 from ._send import Sendable
 from .connection import Connection
 from .constants import EV_ERROR, EV_HTTP_MSG, EV_WS_OPEN
 from .errors import HandshakeError, PyWSError
-from .manager import Listener, Manager
+from .handshake import UpgradePolicy
+from .manager import Listener, Manager, refuse_upgrade
 from .message import HttpMessage
 from .options import resolve_options
 from .request import Request, Response, to_response
@@ -106,6 +108,7 @@ class App:
         self.max_connections_per_ip = max_connections_per_ip
         self.unknown_websocket = unknown_websocket
         self._ws_routes: List[Route] = []
+        self._ws_policies: Dict[Route, UpgradePolicy] = {}  # subprotocols/origins per route
         self._http_routes: List[Route] = []
         self._sockets: Dict[int, WebSocket] = {}     # conn id -> open or pending WebSocket
         self._per_ip: Dict[str, int] = {}
@@ -114,18 +117,36 @@ class App:
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ registration
-    def websocket(self, path: str) -> Callable[[WsHandler], WsHandler]:
+    def websocket(self, path: str, *, subprotocols: Optional[Sequence[str]] = None,
+                  subprotocol_required: bool = False,
+                  allowed_origins: Optional[Iterable[Optional[str]]] = None,
+                  allow_no_origin: bool = True) -> Callable[[WsHandler], WsHandler]:
         """Decorator: ``@app.websocket("/ws/rooms/{room}")`` registers a handler
         ``def handler(ws)``, a generator (``msg = yield ws.recv()``) or a plain function that
         runs once, or ``async def handler(ws)`` (``msg = await ws.recv()``: a
         :class:`pyws.AsyncWebSocket`, run by ``await app.serve(...)`` inside asyncio). Path
-        parameters arrive in ``ws.params``."""
+        parameters arrive in ``ws.params``.
+
+        ``subprotocols=["chat.v2", "chat.v1"]``: the first of this list the client offered is
+        selected at accept (``ws.subprotocol``; none in common: no subprotocol, or ``400``
+        with ``subprotocol_required=True``). ``allowed_origins=["https://app.example.com",
+        "https://*.example.com"]``: other Origins get ``403`` before the handler runs; a
+        request without Origin passes unless ``allow_no_origin=False``. The same options of
+        ``app.listen``/``app.run``/``app.serve`` apply to every route of that listener (a
+        route's subprotocols replace the listener's; both origin lists must pass). See
+        :mod:`pyws.handshake`."""
+        policy = UpgradePolicy.make(f"@app.websocket({path!r})", subprotocols,
+                                    subprotocol_required, allowed_origins, allow_no_origin)
+
         def register(fn: WsHandler) -> WsHandler:
             if inspect.isasyncgenfunction(fn):
                 raise TypeError(f"{fn.__name__} is an async generator: a handler is a plain "
                                 "generator (def, `msg = yield ws.recv()`) or `async def` "
                                 "(`msg = await ws.recv()`)")
-            self._ws_routes.append(Route(path, fn))
+            route = Route(path, fn)
+            self._ws_routes.append(route)
+            if policy is not None:
+                self._ws_policies[route] = policy
             return fn
         return register
 
@@ -349,6 +370,14 @@ class App:
 
     def _open(self, conn: Connection, hm: HttpMessage, route: Route,
               params: Dict[str, Any]) -> None:
+        policy = self._ws_policies.get(route)
+        if policy is not None:  # the route's origin and subprotocol rules
+            proto, status, why = policy.check(hm)
+            if status:
+                log.info("pyws: %s: %s", conn.remote_addr, refuse_upgrade(conn, status, why))
+                return
+            if policy.subprotocols:
+                conn._auto_protocol = proto
         request = Request(hm, params, conn.remote_addr)
         if self.max_connections is not None and \
                 self._accepted >= self.max_connections:

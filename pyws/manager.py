@@ -8,7 +8,7 @@ import math
 import struct
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from ._lib import failure, ffi, lib, last_error, raise_for
@@ -19,6 +19,7 @@ from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DRAIN, EV_ERROR, EV_
 from .connection import Connection, _topic
 from .dial import dial
 from .errors import HandshakeError, PyWSError, QueueFull, WrongThreadError
+from .handshake import UpgradePolicy
 from .message import HttpMessage, WsMessage
 from .options import DEFAULT_OPTIONS, LOOP_OPTIONS, fill_opts, resolve_options
 from .tls import TlsError, TlsOpts
@@ -51,13 +52,15 @@ _WAIT_SLICE_MS = 250
 class Listener:
     """A listening socket returned by :meth:`Manager.listen`: ``port`` (the bound port, useful
     with port 0), ``host``, ``url``, ``id``, ``max_sockets`` (the connection cap in force:
-    the option's value, or the one derived from RLIMIT_NOFILE when it was None); :meth:`close`
-    stops accepting."""
+    the option's value, or the one derived from RLIMIT_NOFILE when it was None), ``policy``
+    (its subprotocol and origin rules, a ``pyws.handshake.UpgradePolicy``, or None);
+    :meth:`close` stops accepting."""
 
-    __slots__ = ("_mgr", "id", "host", "port", "url", "handler", "max_sockets")
+    __slots__ = ("_mgr", "id", "host", "port", "url", "handler", "max_sockets", "policy")
 
     def __init__(self, mgr: "Manager", lid: int, host: str, port: int, url: str,
-                 handler: Optional[Handler], max_sockets: int = 0) -> None:
+                 handler: Optional[Handler], max_sockets: int = 0,
+                 policy: Optional[UpgradePolicy] = None) -> None:
         self._mgr = mgr
         self.id = lid
         self.host = host
@@ -65,6 +68,7 @@ class Listener:
         self.url = url
         self.handler = handler
         self.max_sockets = max_sockets
+        self.policy = policy
 
     def close(self) -> None:
         """Stop accepting; connections already accepted are not affected."""
@@ -76,6 +80,18 @@ class Listener:
 
     def __repr__(self) -> str:
         return f"<Listener {self.url}>"
+
+
+def refuse_upgrade(conn: Connection, status: int, why: str) -> str:
+    """Answer an upgrade request that the listener's or route's rules refuse (403 for its
+    Origin, 400 for no common subprotocol) with ``status`` and ``why``, close the connection
+    once written, and set ``conn.error`` to a HandshakeError; returns the text an
+    ``EV_ERROR`` carries (``"403 Forbidden: origin 'https://x' is not allowed"``)."""
+    text = f"{status} {'Forbidden' if status == 403 else 'Bad Request'}: {why}"
+    conn.reply(status, why + "\n", {"Connection": "close"})
+    conn.drain()
+    conn.error = HandshakeError(text, status=status)
+    return text
 
 
 class Timer:
@@ -165,11 +181,28 @@ class Manager:
 
     # ------------------------------------------------------------------ listening
     def listen(self, url: str, handler: Optional[Handler] = None, *, http: bool = True,
-               tls: Optional[TlsOpts] = None, **options: Any) -> Listener:
+               tls: Optional[TlsOpts] = None, subprotocols: Optional[Sequence[str]] = None,
+               subprotocol_required: bool = False,
+               allowed_origins: Optional[Iterable[Optional[str]]] = None,
+               allow_no_origin: bool = True, **options: Any) -> Listener:
         """Listen on ``url`` (``"http://127.0.0.1:8000"``, ``"ws://[::1]:0"``, ``"0.0.0.0:8000"``;
         port 0 picks a free port, see ``Listener.port``). ``handler`` overrides the manager's for
         connections accepted here; ``options`` override the manager's options. ``http`` is
         accepted for compatibility (pyws listeners always speak HTTP first).
+
+        Upgrade rules, checked before the handler sees a WebSocket request (details in
+        :mod:`pyws.handshake`):
+
+        - ``subprotocols=["chat.v2", "chat.v1"]``: the subprotocols the server speaks, in its
+          order of preference; ``conn.ws_upgrade(data)`` selects the first the client offered
+          (``conn.subprotocol``), or none. ``subprotocol_required=True``: a request offering
+          none of them gets ``400 Bad Request`` instead.
+        - ``allowed_origins=["https://app.example.com", "https://*.example.com"]``: a request
+          with another ``Origin`` gets ``403 Forbidden``. A request without ``Origin`` (not
+          from a browser) is allowed unless ``allow_no_origin=False``.
+
+        Refused requests are answered and closed by pyws; the handler gets ``EV_ERROR`` with
+        the text sent, and ``conn.error`` is a :class:`pyws.HandshakeError` with its status.
 
         ``https://`` and ``wss://`` listeners need ``tls=TlsOpts(cert=..., key=...)``: every
         connection they accept speaks TLS. (Or, mongoose style, listen on http:// and call
@@ -177,6 +210,8 @@ class Manager:
         """
         loop = self._require_loop()
         opts_for_listener, _ = resolve_options(options, "listen()", base=self._options)
+        policy = UpgradePolicy.make("listen()", subprotocols, subprotocol_required,
+                                    allowed_origins, allow_no_origin)
         if "://" not in url:
             url = "http://" + url
         parts = urlsplit(url)
@@ -206,7 +241,7 @@ class Manager:
                 raise TlsError(f"cannot listen with TLS: {last_error(loop)}")
         bound = lib.pyws_local_port(loop, lid)
         cap = int(lib.pyws_listener_max_sockets(loop, lid))
-        lst = Listener(self, lid, host, bound, url, handler, cap)
+        lst = Listener(self, lid, host, bound, url, handler, cap, policy)
         self._listeners[lid] = lst
         return lst
 
@@ -282,6 +317,8 @@ class Manager:
             elif t == EV_ACCEPT:
                 lst = self._listeners.get(aux)
                 c = Connection(self, cid, lst.handler if lst else None, listener_id=aux)
+                if lst is not None and lst.policy is not None:
+                    c._policy = lst.policy
                 conns[cid] = c
                 self._deliver(c, t, None)
             elif t == EV_HTTP_MSG:
@@ -291,7 +328,14 @@ class Manager:
                 ev = evs[i]
                 head = buf(ev.data, ln)[:]
                 body = buf(ev.data2, ln2)[:] if ln2 else b""
-                self._deliver(c, t, HttpMessage(head, body, bool(code)))
+                hm = HttpMessage(head, body, bool(code))
+                if code and c._policy is not None:  # the listener's origin/subprotocol rules
+                    proto, status, why = c._policy.check(hm)
+                    c._auto_protocol = proto
+                    if status:
+                        self._deliver(c, EV_ERROR, refuse_upgrade(c, status, why))
+                        continue
+                self._deliver(c, t, hm)
             elif t == EV_WS_OPEN:
                 c = conns.get(cid)
                 if c is None:

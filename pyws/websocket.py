@@ -12,7 +12,7 @@ from ._send import Payload, Sendable
 from .connection import Connection
 from .constants import EV_CLOSE, EV_DRAIN, EV_WS_MSG, OP_BINARY, OP_TEXT, State
 from .errors import ConnectionClosed, HandshakeError, PyWSError, closed_error
-from .message import Message
+from .message import Message, check_close_code, close_reason_bytes
 from .request import Request
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,7 +79,8 @@ class WebSocket:
     ``params`` (path parameters), ``request`` (:class:`pyws.Request`: headers, query, cookies,
     remote address), ``connected``, ``close_code``, ``close_reason``, ``subprotocol``,
     ``state`` (a dict for your own per-connection data: the name was taken first, so the
-    connection's :class:`pyws.State` is ``connection_state``). Waiting is yielded
+    connection's :class:`pyws.State` is ``connection_state``); attributes of your own may be
+    set too (``ws.user = user``), as Gobstopper's guide does. Waiting is yielded
     (``yield ws.recv()``, ``yield ws.sleep(s)``, ``yield ws.drain()``); sending is a plain call.
     Everything runs on the loop's thread.
 
@@ -90,7 +91,7 @@ class WebSocket:
 
     __slots__ = ("app", "conn", "request", "params", "state", "subprotocol", "_accepted", "_gen",
                  "_waiting", "_queue", "_paused", "_told_none", "_told_closed", "close_code",
-                 "close_reason", "error", "__weakref__")
+                 "close_reason", "error", "__weakref__", "__dict__")
 
     def __init__(self, app: "App", conn: Connection, request: Request,
                  opened: Optional[bool] = None) -> None:
@@ -123,9 +124,10 @@ class WebSocket:
     def accept(self, protocol: Optional[str] = None,
                headers: Optional[Mapping[str, str]] = None) -> None:
         """Complete the handshake (101), optionally selecting ``protocol`` (one the client
-        offered; see ``ws.request.headers["sec-websocket-protocol"]``) and adding response
+        offered; see ``ws.request.headers["sec-websocket-protocol"]``; left None, the one the
+        route's or listener's ``subprotocols=`` selected, if any) and adding response
         ``headers``. Handlers that neither accept nor reject before their first yield are
-        accepted automatically."""
+        accepted automatically. ``ws.subprotocol`` is then the one agreed."""
         if self._accepted:
             return
         if self._accepted is not None:
@@ -136,7 +138,7 @@ class WebSocket:
             self._accepted = False
             raise
         self._accepted = True
-        self.subprotocol = protocol
+        self.subprotocol = self.conn.subprotocol
 
     def reject(self, status: int = 403, body: Union[str, bytes] = b"",
                headers: Optional[Mapping[str, str]] = None) -> None:
@@ -186,6 +188,9 @@ class WebSocket:
             self._ensure_open()
         self.conn.ws_send(data, OP_BINARY, True, compress)
 
+    #: Cello's name for :meth:`send_bytes`.
+    send_binary = send_bytes
+
     def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps,
                   compress: Optional[bool] = None) -> None:
         """Send ``dumps(obj)`` as a text message."""
@@ -223,9 +228,14 @@ class WebSocket:
         self._ensure_open()
         self.conn.ping(data)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Start the close handshake with ``code`` and ``reason``. Before the handshake was
-        answered, the connection is accepted and then closed, so the client sees the code."""
+    def close(self, code: int = 1000, reason: Union[str, bytes] = "") -> None:
+        """Start the close handshake with ``code`` and ``reason`` (str, or UTF-8 bytes; at
+        most 123 bytes: ``ValueError`` past that). Before the handshake was answered, the
+        connection is accepted and then closed, so the client sees the code."""
+        r = close_reason_bytes(reason)
+        check_close_code(code)
+        if isinstance(reason, (bytes, bytearray, memoryview)):
+            reason = r.decode("utf-8")
         if self._accepted is None:
             self.accept()
         if self._accepted and not self.conn.closed:

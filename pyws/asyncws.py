@@ -248,7 +248,10 @@ class AsyncWebSocket:
         self._on_close = on_close
         self.close_code: Optional[int] = None
         self.close_reason = ""
-        self.subprotocol: Optional[str] = conn.subprotocol
+        #: the subprotocol agreed; before accept(), the one the route's or listener's
+        #: ``subprotocols=`` selected, which accept() will answer with (None: none)
+        self.subprotocol: Optional[str] = (conn.subprotocol if conn.subprotocol is not None
+                                           else conn._auto_protocol)
         conn.handler = self._on_event
         conn._msg_sink = self._on_message
 

@@ -100,7 +100,9 @@ class WebSocket:
         self.request = request
         self.params = request.params
         self.state: Dict[str, Any] = {}
-        self.subprotocol: Optional[str] = None
+        #: the subprotocol agreed; before accept(), the one the route's or listener's
+        #: ``subprotocols=`` selected, which accept() will answer with (None: none)
+        self.subprotocol: Optional[str] = conn._auto_protocol
         #: the application's answer to the upgrade: None = not yet, True = accepted (101
         #: sent), False = rejected (reject(), or the upgrade was invalid)
         self._accepted: Optional[bool] = None

@@ -606,7 +606,7 @@ class AsyncWebSocket:
         a code that may not be sent; both are checked before anything is closed."""
         if message is not None:
             reason = message
-        check_close_code(code)
+        check_close_code(code, True)
         r = close_reason_bytes(reason)
         if not isinstance(reason, str):
             reason = r.decode("utf-8")

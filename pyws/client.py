@@ -171,7 +171,7 @@ class ClientConnection:
         """Close with ``code`` and ``reason`` (str, or UTF-8 bytes; at most 123 bytes:
         ``ValueError`` past that, before anything is closed): send the close frame, wait (up
         to ``close_timeout``) for the server to answer and end TCP, then free the loop."""
-        check_close_code(code)
+        check_close_code(code, True)
         close_reason_bytes(reason)
         if self._mgr._loop is None:
             return

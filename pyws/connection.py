@@ -341,11 +341,14 @@ class Connection:
         self.ws_send(data, OP_PONG)
 
     def close(self, code: int = 1000, reason: Union[str, bytes] = "") -> None:
-        """Start the close handshake with ``code`` (1000-1003, 1007-1014 or 3000-4999) and
-        ``reason`` (str, or bytes in UTF-8; at most 123 bytes once encoded: ``ValueError``
-        past that); the connection ends when the peer answers, or after ``close_timeout``. On
+        """Start the close handshake with ``code`` (1000-1003, 1007-1014 or 3000-4999; 0
+        sends a close frame without a code, which the peer reports as 1005) and ``reason``
+        (str, or bytes in UTF-8; at most 123 bytes once encoded: ``ValueError`` past that); the connection ends when the peer answers, or after ``close_timeout``. On
         a plain HTTP connection this is :meth:`drain`. Closing twice is harmless."""
-        self._close(check_close_code(code), close_reason_bytes(reason))
+        r = close_reason_bytes(reason)
+        if check_close_code(code, True) == 0 and r:
+            raise ValueError("a close reason needs a close code: close(0) sends none")
+        self._close(code, r)
 
     def _close(self, code: int, reason: bytes) -> None:
         """close() with checked arguments; code 0: a close frame without a code."""

@@ -35,10 +35,12 @@ def close_reason_bytes(reason: Union[str, bytes, bytearray, memoryview]) -> byte
     return r
 
 
-def check_close_code(code: int) -> int:
-    """``code`` if a close frame may carry it (1000-1003, 1007-1014, 3000-4999), else
-    ``ValueError`` saying which codes may be sent."""
-    if isinstance(code, bool) or not isinstance(code, int) or not lib.pyws_close_code_valid(code):
+def check_close_code(code: int, zero: bool = False) -> int:
+    """``code`` if a close frame may carry it (1000-1003, 1007-1014, 3000-4999; with
+    ``zero=True`` also 0, which the ``close()`` methods take for a close frame without a
+    code), else ``ValueError`` saying which codes may be sent."""
+    if isinstance(code, bool) or not isinstance(code, int) or \
+            not (lib.pyws_close_code_valid(code) or (zero and code == 0)):
         raise ValueError(f"close code {code!r} may not be sent: use 1000-1003, 1007-1014 or "
                          "3000-4999 (1005, 1006 and 1015 are never sent on the wire)")
     return int(code)

@@ -235,7 +235,7 @@ class WebSocket:
         most 123 bytes: ``ValueError`` past that). Before the handshake was answered, the
         connection is accepted and then closed, so the client sees the code."""
         r = close_reason_bytes(reason)
-        check_close_code(code)
+        check_close_code(code, True)
         if isinstance(reason, (bytes, bytearray, memoryview)):
             reason = r.decode("utf-8")
         if self._accepted is None:

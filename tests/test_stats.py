@@ -325,7 +325,8 @@ def test_tls_handshake_failure_is_counted(server_factory: Callable[..., ServerTh
                                           tmp_path: Any) -> None:
     from _pki import make_pki
     pki = make_pki(tmp_path)
-    srv = server_factory(recording_echo([]), listen_url="https://127.0.0.1:0",
+    srv = server_factory(recording_echo([]), handshake_timeout=0.3,
+                         listen_url="https://127.0.0.1:0",
                          listen_options={"tls": pyws.TlsOpts(cert=pki.server_cert,
                                                              key=pki.server_key)})
     with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
@@ -335,6 +336,9 @@ def test_tls_handshake_failure_is_counted(server_factory: Callable[..., ServerTh
         except OSError:
             pass
     wait_for(lambda: _hs_failures(srv) == {"tls": 1}, what="a TLS failure")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5):  # says nothing at all
+        wait_for(lambda: _hs_failures(srv) == {"tls": 1, "tls_timeout": 1},
+                 what="a TLS handshake timeout")
 
 
 # ---------------------------------------------------------------------------------- closes
@@ -406,6 +410,37 @@ def test_drops_publish_skipped_and_unrouted_wakeups(
         assert srv.call(mid_fragment) == (0, 1)
         wait_for(lambda: srv.call(lambda: mgr.stats()["drops"]["wakeups_unrouted"]) == 1,
                  what="the unrouted wakeup")
+
+
+def test_drops_wakeups_refused_by_a_full_queue() -> None:
+    mgr = pyws.Manager(wakeup_queue_items=1)
+    try:
+        mgr.wakeup(0, b"first")
+        with pytest.raises(pyws.QueueFull):
+            mgr.wakeup(0, b"second")  # the loop's own thread: no waiting for room
+        assert mgr.stats()["drops"]["wakeups_refused"] == 1
+        mgr.poll(0)
+    finally:
+        mgr.close()
+
+
+def test_a_client_connection_counts_too(server_factory: Callable[..., ServerThread]) -> None:
+    srv = server_factory(recording_echo([]), heartbeat=None)
+    with pyws.connect(srv.url + "/ws", timeout=5, compression=None) as cl:
+        conn = cl._conn
+        s0 = conn.stats()
+        assert s0 is not None and s0.state == "WS_OPEN"
+        sizes = [3, 300, 70000]
+        for n in sizes:
+            cl.send(b"z" * n)
+            assert cl.recv().data == b"z" * n
+        s1 = conn.stats()
+        assert s1 is not None
+        assert s1.messages_out == s1.messages_in == 3
+        assert s1.bytes_out == s1.bytes_in == sum(sizes)
+        # a client masks what it sends
+        assert s1.wire_bytes_out - s0.wire_bytes_out == sum(frame_len(n, True) for n in sizes)
+        assert s1.wire_bytes_in - s0.wire_bytes_in == sum(frame_len(n, False) for n in sizes)
 
 
 # ---------------------------------------------------------------------------------- topics

@@ -64,6 +64,8 @@ from .compression import Deflate
 from .manager import DEFAULT_OPTIONS, LOOP_OPTIONS, Listener, Manager, Timer
 from .message import Headers, HttpMessage, Message, WebSocketMessage, WsMessage
 from .request import Request, Response
+from .stats import ConnStats, ServerStats
+from . import metrics
 from .tls import TlsError, TlsOpts
 from .websocket import WebSocket
 from .asyncws import AsyncWebSocket, WSMessage
@@ -85,7 +87,7 @@ __all__ = [
     "ClientConnection", "AsyncWebSocket", "WSMessage", "aconnect", "attach", "TlsOpts", "TlsError", "Deflate",
     "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
     "LimitExceeded", "QueueFull", "Opcode", "CloseCode", "State", "WSMsgType", "WSCloseCode",
-    "DEFAULT_OPTIONS", "LOOP_OPTIONS", "backend",
+    "DEFAULT_OPTIONS", "LOOP_OPTIONS", "backend", "ConnStats", "ServerStats", "metrics",
     "EV_ERROR", "EV_ACCEPT", "EV_CONNECT", "EV_HTTP_MSG", "EV_WS_OPEN", "EV_WS_MSG",
     "EV_WS_CTL", "EV_DRAIN", "EV_WAKEUP", "EV_TIMER", "EV_CLOSE",
     "MG_EV_ERROR", "MG_EV_ACCEPT", "MG_EV_CONNECT", "MG_EV_HTTP_MSG", "MG_EV_WS_OPEN",

@@ -25,7 +25,8 @@ from .options import resolve_options
 from .request import Request, Response, to_response
 from .tls import TlsOpts
 from .websocket import Driver, WebSocket
-from . import aio
+from . import aio, metrics
+from .stats import ServerStats
 
 log = logging.getLogger("pyws")
 
@@ -232,6 +233,29 @@ class App:
     def connections(self) -> Set[WebSocket]:
         """The open WebSockets."""
         return {ws for ws in self._sockets.values() if ws.connected}
+
+    # ------------------------------------------------------------------ observability
+    def topics(self) -> Dict[Union[str, bytes], int]:
+        """Every topic with a subscriber and how many it has (see :meth:`Manager.topics`)."""
+        return self.mgr.topics()
+
+    def topic_members(self, topic: Union[str, bytes]) -> List[WebSocket]:
+        """The WebSockets subscribed to ``topic`` (empty if none)."""
+        socks = self._sockets
+        return [socks[c.id] for c in self.mgr.topic_members(topic) if c.id in socks]
+
+    def stats(self) -> ServerStats:
+        """The server's counters: connections by state, messages and bytes, closes and
+        handshake failures by reason, drops (a dict; see :class:`pyws.ServerStats`)."""
+        return self.mgr.stats()
+
+    def metrics(self, path: str = "/metrics") -> None:
+        """Serve :meth:`stats` at ``path`` (a GET route) in the Prometheus text format 0.0.4
+        (see :mod:`pyws.metrics`)."""
+        def scrape(request: Request) -> Response:
+            return Response(metrics.render(self.mgr.stats()), 200,
+                            content_type=metrics.CONTENT_TYPE)
+        self.route(path, ["GET"])(scrape)
 
     # ------------------------------------------------------------------ clients
     def connect(self, url: str, handler: WsHandler, *, headers: Optional[Dict[str, str]] = None,

@@ -15,6 +15,7 @@ from .message import (HttpMessage, check_close_code, close_reason_bytes, encode_
 if TYPE_CHECKING:  # pragma: no cover
     from .handshake import UpgradePolicy
     from .manager import Handler, Manager
+    from .stats import ConnStats
 
 _REASONS = {
     200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently", 302: "Found",
@@ -483,6 +484,15 @@ class Connection:
         if loop is None or self.closed:
             return 0
         return max(0, int(lib.pyws_conn_memory(loop, self.id)))
+
+    def stats(self) -> Optional["ConnStats"]:
+        """This connection's counters (messages, payload and wire bytes in and out, deflate,
+        connected since, last activity, heartbeat ping round trip): a :class:`pyws.ConnStats`
+        read with one C call, or None once it has closed (its counts live on in
+        ``Manager.stats()``'s totals)."""
+        from .stats import conn_stats
+        loop = self._mgr._loop
+        return None if loop is None or self.closed else conn_stats(loop, self.id)
 
     def __repr__(self) -> str:
         kind = "ws" if self.is_websocket else "http"

@@ -22,6 +22,7 @@ from .errors import HandshakeError, PyWSError, QueueFull, WrongThreadError
 from .handshake import UpgradePolicy
 from .message import HttpMessage, WsMessage
 from .options import DEFAULT_OPTIONS, LOOP_OPTIONS, fill_opts, resolve_options
+from .stats import ServerCounters, ServerStats
 from .tls import TlsError, TlsOpts
 
 __all__ = ["Manager", "Listener", "Timer", "Handler", "DEFAULT_OPTIONS", "LOOP_OPTIONS",
@@ -165,6 +166,7 @@ class Manager:
         # run first thing in close(), while every descriptor is still open: what drives this
         # loop from outside (pyws.aio's bridge) lets go of its descriptors there
         self._close_hooks: List[Callable[[], None]] = []
+        self._counters = ServerCounters()  # stats(): rate samples, drops Python sees
 
     # ------------------------------------------------------------------ threads
     def _check_thread(self) -> None:
@@ -394,6 +396,7 @@ class Manager:
                 data = buf(evs[i].data, ln)[:] if ln else b""
                 c = conns.get(cid)
                 if c is None:
+                    self._counters.wakeups_unrouted += 1
                     log.warning("pyws: wakeup for connection %#x dropped: it is closed", cid)
                     continue
                 self._deliver(c, t, data)
@@ -536,6 +539,7 @@ class Manager:
                     ms = min(_WAIT_SLICE_MS, max(1, math.ceil(left * 1000)))
                 rc = lib.pyws_wakeup_wait(loop, conn_id, tag, data, len(data), ms)
         if rc == lib.PYWS_ERR_LIMIT:
+            self._counters.wakeups_refused += 1  # (a plain int: a lost count, never a crash)
             raise QueueFull(self._full_message(on_loop_thread, timeout))
         return int(rc)
 
@@ -657,6 +661,35 @@ class Manager:
         """How many topics have at least one subscriber."""
         return int(lib.pyws_topic_total(self._require_loop()))
 
+    def topics(self) -> Dict[Union[str, bytes], int]:
+        """Every topic with at least one subscriber and its number of subscribers, read from
+        the C core's table (a str name when it is UTF-8, else bytes; in no particular order)."""
+        loop = self._require_loop()
+        cursor = ffi.new("uint64_t *")
+        name = ffi.new("pyws_str *")
+        count = ffi.new("uint32_t *")
+        out: Dict[Union[str, bytes], int] = {}
+        while lib.pyws_topic_next(loop, cursor, name, count) == 1:
+            raw = ffi.unpack(name.ptr, name.len) if name.len else b""
+            try:
+                key: Union[str, bytes] = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                key = raw
+            out[key] = int(count[0])
+        return out
+
+    def topic_members(self, topic: Union[str, bytes]) -> List[Connection]:
+        """The connections subscribed to ``topic`` (empty if none), from the C core's table."""
+        loop = self._require_loop()
+        t = _topic(topic)
+        n = int(lib.pyws_topic_members(loop, t, len(t), ffi.NULL, 0))
+        if n <= 0:
+            return []
+        ids = ffi.new("uint64_t[]", n)
+        n = min(n, int(lib.pyws_topic_members(loop, t, len(t), ids, n)))
+        conns = self._conns
+        return [c for c in (conns.get(int(ids[i])) for i in range(n)) if c is not None]
+
     # ------------------------------------------------------------------ connections
     @property
     def connections(self) -> List[Connection]:
@@ -672,27 +705,17 @@ class Manager:
         """The live connection with this id, or None."""
         return self._conns.get(conn_id)
 
-    def stats(self) -> Dict[str, int]:
-        """Counters of running short of descriptors, since the manager was made:
-
-        - ``open_sockets``: open TCP connections of the loop (listeners excluded), the count
-          ``max_sockets`` is checked against;
-        - ``refused``: connections answered 503 and closed because ``max_sockets`` were open;
-        - ``accept_failures``: ``accept()`` failures for want of descriptors or memory
-          (EMFILE, ENFILE, ENOBUFS, ENOMEM);
-        - ``accept_pauses``: times the listeners were unwatched after such a failure (for
-          10 ms, doubling up to 1 s while failures go on; a connection closing ends a pause);
-        - ``accepts_paused``: 1 while they are, else 0;
-        - ``pause_ms``: length of the current or last pause (0 since a successful accept).
-
-        Both conditions are also logged (``EV_ERROR`` on the listener, a warning on the
-        ``pyws`` logger) at most once a second, with a count."""
-        st = ffi.new("pyws_limit_stats *")
-        lib.pyws_limit_stats_get(self._require_loop(), st)
-        return {"open_sockets": int(st.sockets), "refused": int(st.refused),
-                "accept_failures": int(st.accept_failures),
-                "accept_pauses": int(st.accept_pauses),
-                "accepts_paused": int(st.accept_paused), "pause_ms": int(st.pause_ms)}
+    def stats(self) -> ServerStats:
+        """Counters of the whole loop, since the manager was made: connections by state,
+        messages and bytes in and out (totals and per-second rates), topics, closes the engine
+        decided by reason (slow consumers, heartbeat timeouts), handshake failures by reason,
+        drops, and the descriptor limits (``open_sockets``, ``refused``, ``accept_failures``,
+        ``accept_pauses``, ``accepts_paused``, ``pause_ms``). A dict: every key is listed in
+        :class:`pyws.ServerStats`. One C call that walks the connection table: cheap enough
+        for a scrape every second, not meant for every event. Running short of descriptors is
+        also logged (``EV_ERROR`` on the listener, a warning on the ``pyws`` logger) at most
+        once a second, with a count. See :mod:`pyws.metrics` for the Prometheus text."""
+        return self._counters.read(self._require_loop())
 
     @property
     def backend(self) -> str:

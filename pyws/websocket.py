@@ -17,6 +17,7 @@ from .request import Request
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import App
+    from .stats import ConnStats
     from .manager import Timer
 
 log = logging.getLogger("pyws")
@@ -289,6 +290,10 @@ class WebSocket:
     def write_buffer_size(self) -> int:
         """Bytes queued and not yet written."""
         return self.conn.write_buffer_size
+
+    def stats(self) -> Optional["ConnStats"]:
+        """This connection's counters: see :meth:`Connection.stats` (None once closed)."""
+        return self.conn.stats()
 
     def __repr__(self) -> str:
         state = ("rejected" if self._accepted is False else "closed" if self.conn.closed

@@ -13,7 +13,7 @@ CC ?= cc
 CSRCS := $(wildcard csrc/*.c)
 CHDRS := $(wildcard csrc/*.h)
 # The event half (sockets, loop, topics); the protocol half is everything else and builds alone.
-EVENT_SRCS := $(wildcard csrc/poller_*.c) csrc/loop.c csrc/listen.c csrc/wake.c csrc/conn.c csrc/ws.c csrc/upgrade.c csrc/net.c csrc/timer.c csrc/topics.c csrc/client.c csrc/tls.c csrc/transport_tcp.c csrc/state.c
+EVENT_SRCS := $(wildcard csrc/poller_*.c) csrc/loop.c csrc/listen.c csrc/wake.c csrc/conn.c csrc/ws.c csrc/upgrade.c csrc/net.c csrc/timer.c csrc/topics.c csrc/client.c csrc/tls.c csrc/transport_tcp.c csrc/state.c csrc/stats.c
 PROTOCOL_SRCS := $(filter-out $(EVENT_SRCS),$(CSRCS))
 CFLAGS_TEST := -std=c11 -O1 -g -Wall -Wextra -Werror -DPYWS_CHECK_STATES -Icsrc -fsanitize=address,undefined -fno-sanitize-recover=undefined
 HOST ?= 127.0.0.1

@@ -68,6 +68,7 @@ pyws_conn *pw_conn_new(pyws_loop *loop, int kind, int fd)
     c->fd = fd;
     c->tr = &pw_transport_tcp;
     c->last_activity = loop->now;
+    c->connected_at = loop->now;
     if (kind == PYWS_KIND_CONN)
         loop->nconns++;
     return c;
@@ -121,6 +122,7 @@ void pw_conn_free(pyws_loop *loop, pyws_conn *c)
     c->pmd_offered = 0;
     wq_clear(loop, c);
     if (c->kind == PYWS_KIND_CONN) {
+        pw_stats_conn_gone(loop, c);
         loop->nconns--;
         pw_conn_set_state(loop, c, PYWS_ST_CLOSED);
     }
@@ -418,6 +420,8 @@ int pw_conn_flush(pyws_loop *loop, pyws_conn *c)
     if (c->tr_flags & PYWS_TR_HANDSHAKING) {
         int r = c->tr->handshake(loop, c);
         if (r < 0) {
+            if (c->role == PYWS_ROLE_SERVER)
+                pw_stats_hs_failed(loop, -PYWS_HSF_TLS);
             pw_conn_close(loop, c, PYWS_CLOSE_ABNORMAL);
             return -1;
         }
@@ -595,6 +599,8 @@ void pw_conn_read(pyws_loop *loop, pyws_conn *c)
         uint64_t id = c->id;
         int r = c->tr->handshake(loop, c);
         if (r < 0) {
+            if (c->role == PYWS_ROLE_SERVER)
+                pw_stats_hs_failed(loop, -PYWS_HSF_TLS);
             pw_conn_close(loop, c, PYWS_CLOSE_ABNORMAL); /* keeps the code it reported */
             return;
         }
@@ -623,6 +629,7 @@ void pw_conn_read(pyws_loop *loop, pyws_conn *c)
     if (c->tr_flags & PYWS_TR_PENDING) /* read it at the next poll: no socket event will */
         pw_conn_mark(loop, c, CF_PENDING);
     c->last_activity = loop->now;
+    c->cnt.wire_in += (uint64_t)n;
     if (http) {
         c->rlen += (size_t)n;
         if (c->state == PYWS_ST_CLIENT_HS)
@@ -673,6 +680,7 @@ void pw_conn_timeout(pyws_loop *loop, pyws_conn *c)
     uint64_t now = loop->now;
     c->timer_at = 0;
     if (c->deadline_close && now >= c->deadline_close) {
+        loop->closes[PYWS_WHY_CLOSE_TIMEOUT]++;
         pw_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);
         return;
     }
@@ -681,6 +689,8 @@ void pw_conn_timeout(pyws_loop *loop, pyws_conn *c)
         if ((pyws_st_http(c->state) || c->state == PYWS_ST_CLIENT_HS ||
              c->state == PYWS_ST_STREAM) && (c->tr_flags & PYWS_TR_HANDSHAKING)) {
             /* the transport's handshake is what is late: it says why */
+            if (c->role == PYWS_ROLE_SERVER)
+                pw_stats_hs_failed(loop, -PYWS_HSF_TLS_TIMEOUT);
             pw_conn_close(loop, c, c->tr->expired(loop, c));
             return;
         }
@@ -699,6 +709,7 @@ void pw_conn_timeout(pyws_loop *loop, pyws_conn *c)
      * idle deadline in the past here would re-arm at once and spin run_timers forever) */
     if (c->opts.idle_timeout && now >= c->last_activity + c->opts.idle_timeout &&
         (pyws_st_http(c->state) || pyws_st_may_send(c->state))) {
+        loop->closes[PYWS_WHY_IDLE]++;
         if (pyws_st_http(c->state))
             pw_conn_close(loop, c, PYWS_CLOSE_GOING_AWAY);
         else
@@ -793,6 +804,7 @@ int pyws_send_raw(pyws_loop *loop, uint64_t id, const uint8_t *data, size_t len)
         return PYWS_ERR_BADID;
     if (pyws_st_ending(c->state))
         return PYWS_ERR_CLOSED;
+    pw_stats_raw_answer(loop, c, data, len);
     return pw_conn_queue(loop, c, data, len, NULL, 0);
 }
 

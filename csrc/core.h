@@ -78,6 +78,22 @@ enum {
 #define CF_PONG_DUE 0x100000u   /* a ping waits for its pong (pong[]): see pw_ws_send_pong */
 #define CF_OVER_LIMIT 0x200000u /* the queue passed write_limit: closed with 1008 next poll */
 #define CF_STREAM 0x400000u     /* a byte stream (pyws_stream_connect): STREAM once connected */
+#define CF_HS_COUNTED 0x0020u   /* the application's answer to this upgrade request was counted
+                                   (stats.c: a refused upgrade counts once) */
+
+/* Counters of one connection (stats.c reads them; pyws_conn_stats_get). Plain increments on
+ * paths that touch the connection anyway: one thread owns the loop. wire_out is tx_sent. */
+typedef struct pyws_counters {
+    uint64_t msgs_in;         /* whole data messages delivered */
+    uint64_t msgs_out;        /* data messages queued (the frame with FIN) */
+    uint64_t bytes_in;        /* their payload bytes, after inflating */
+    uint64_t bytes_out;       /* payload bytes of data frames queued, before compressing */
+    uint64_t wire_in;         /* bytes read (HTTP, frame headers, control frames, payloads) */
+    uint64_t zin_wire;        /* compressed messages received: payload bytes as they came */
+    uint64_t zin_data;        /* ... and after inflating */
+    uint64_t zout_data;       /* messages we compressed: payload bytes before */
+    uint64_t zout_wire;       /* ... and after */
+} pyws_counters;
 
 typedef struct pyws_conn {
     uint64_t id;              /* generation << 32 | slot */
@@ -153,6 +169,14 @@ typedef struct pyws_conn {
     uint64_t hb_deadline;     /* pong due */
     uint64_t last_activity;
     uint64_t timer_at;        /* earliest deadline queued in the timer heap */
+
+    /* observability (stats.c) */
+    pyws_counters cnt;
+    uint64_t connected_at;    /* ms on the loop clock: accepted, or the client's connect began */
+    uint64_t hb_ping_us;      /* µs (pw_now_us) in the payload of our last heartbeat ping that
+                                 no pong answered yet; 0 = none */
+    uint64_t ping_rtt_us;     /* round trip of the last heartbeat ping answered (>= 1), 0 = none */
+    uint64_t pings_sent;      /* heartbeat pings sent */
 } pyws_conn;
 
 /* ------------------------------------------------------------------ the loop */
@@ -269,6 +293,17 @@ struct pyws_loop {
     pyws_ratelog accept_log;
     uint64_t refused;                /* connections refused at max_sockets (503) so far */
     pyws_ratelog refuse_log;
+
+    /* observability (stats.c): loop-wide counters; the message and byte totals of live
+     * connections are summed at read time, those of closed ones are kept here */
+    pyws_counters gone;              /* counters of connections already freed */
+    uint64_t gone_wire_out;          /* their tx_sent */
+    uint64_t accepted;               /* connections accepted (not refused) */
+    uint64_t ws_opened;              /* WebSockets opened (either role) */
+    uint64_t closes[PYWS_CLOSE_WHY_COUNT];    /* closes the engine decided, by PYWS_WHY_* */
+    uint64_t hs_failed[PYWS_HS_WHY_COUNT];    /* handshake failures, by PYWS_HSF_* */
+    uint64_t publish_skipped;        /* fan-out deliveries skipped (mid-fragment subscriber) */
+    uint64_t pongs_replaced;         /* pongs never sent: a newer ping replaced their ping */
     /* the cross-thread queue (loop.c): wake_q is a ring of wake_cap slots, wake_n of them in
      * use from wake_head; everything below and wake_q/wake_n/wake_cap/wake_signalled are
      * guarded by wake_lock, except wake_more (the loop thread's own) */
@@ -288,6 +323,7 @@ struct pyws_loop {
 
 /* ------------------------------------------------------------------ shared helpers */
 uint64_t pw_now_ms(void);
+uint64_t pw_now_us(void);                                    /* monotonic µs, >= 1 */
 int pw_set_error(pyws_loop *loop, int code, const char *fmt, ...);
 /* Work was queued outside pyws_poll: in self-wake mode, make the pollable descriptor readable
  * (once until the host checks again). */
@@ -336,6 +372,16 @@ uint64_t pw_limits_step(pyws_loop *loop);
 /* The same deadline, read without acting on it (0: at once). */
 uint64_t pw_limits_next(const pyws_loop *loop);
 void pw_accept_batch(pyws_loop *loop, pyws_conn *l);    /* a listener is readable */
+
+/* stats.c: counting what the loop does */
+/* c is being freed: keep its counters in the loop's totals. */
+void pw_stats_conn_gone(pyws_loop *loop, const pyws_conn *c);
+/* A server connection failed its handshake: status (an HTTP answer: 400, 503, ...) or one of
+ * PYWS_HSF_TLS / PYWS_HSF_TLS_TIMEOUT given as a negative -(index). */
+void pw_stats_hs_failed(pyws_loop *loop, int status);
+/* The application queued raw bytes on a connection: an answer other than 101 to a valid
+ * upgrade request counts as a refused handshake (once per request). */
+void pw_stats_raw_answer(pyws_loop *loop, pyws_conn *c, const uint8_t *data, size_t len);
 
 /* wake.c: the cross-thread queue */
 int pw_wake_init(pyws_loop *loop);                       /* 0, or -1 (the loop is unusable) */

@@ -306,6 +306,7 @@ void pw_accept_batch(pyws_loop *loop, pyws_conn *l)
         }
         if (c->opts.idle_timeout)
             pw_conn_deadline(loop, c, loop->now + c->opts.idle_timeout);
+        loop->accepted++;
         pyws_event *ev = pw_event_push(loop, PYWS_EV_ACCEPT, c->id);
         if (ev)
             ev->aux = lid;

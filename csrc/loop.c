@@ -35,6 +35,14 @@ uint64_t pw_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+uint64_t pw_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    return us ? us : 1;
+}
+
 int pw_set_error(pyws_loop *loop, int code, const char *fmt, ...)
 {
     va_list ap;

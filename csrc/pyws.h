@@ -943,6 +943,108 @@ uint32_t pyws_auto_max_sockets(void);
 /* The max_sockets in force on a listener (resolved at pyws_listen), or PYWS_ERR_BADID. */
 int64_t pyws_listener_max_sockets(pyws_loop *loop, uint64_t listener);
 
+/* ---------------------------------------------------------------------------------------------
+ * Observability (stats.c). Counters are plain increments on the paths that already touch a
+ * connection (one thread owns the loop: no atomics); reading them costs one call. Totals of
+ * the loop add what live connections counted (summed when read) to what closed ones had.
+ *
+ * Bytes are counted twice, at two levels:
+ *   - payload ("bytes_in/out"): the data messages' application bytes, after inflating what
+ *     came compressed and before compressing what goes out; control frames and headers not
+ *     counted. A message counts when it was delivered whole (in) or its last frame queued (out).
+ *   - wire ("wire_in/out"): every byte read from and written to the connection: the HTTP
+ *     upgrade, frame headers, control frames, compressed payloads. Under TLS: the plaintext
+ *     handed to and taken from TLS (records add their own overhead on top).
+ * permessage-deflate adds, for compressed messages only, their payload as it crossed the wire
+ * (deflate_*_wire) and as the application sees it (deflate_*_data).
+ * ------------------------------------------------------------------------------------------- */
+typedef struct pyws_conn_stats {
+    uint64_t msgs_in;            /* data messages received (delivered whole) */
+    uint64_t msgs_out;           /* data messages queued (their frame with FIN) */
+    uint64_t bytes_in;           /* payload bytes of those, after inflating */
+    uint64_t bytes_out;          /* payload bytes of data frames queued, before compressing */
+    uint64_t wire_in;            /* bytes read from the connection */
+    uint64_t wire_out;           /* bytes written to it */
+    uint64_t deflate_in_wire;    /* compressed messages received: payload bytes on the wire */
+    uint64_t deflate_in_data;    /* ... the same messages after inflating */
+    uint64_t deflate_out_data;   /* messages sent compressed: payload bytes before compressing */
+    uint64_t deflate_out_wire;   /* ... and after, as they go on the wire */
+    uint64_t connected_at;       /* ms on the loop clock: accepted, or the client's connect began */
+    uint64_t last_activity;      /* ms on the loop clock: the last byte read or written */
+    uint64_t now;                /* ms on the loop clock when this was filled */
+    uint64_t ping_rtt_us;        /* round trip in µs of the last heartbeat ping the engine sent
+                                    and got the matching pong for (pings from the peer are not
+                                    timed); 0 = none yet */
+    uint64_t pings_sent;         /* heartbeat pings sent */
+    uint64_t write_buffer;       /* bytes queued and not yet written */
+    int32_t state;               /* internal state (pyws_state_name, pyws_state_public) */
+    uint32_t subscriptions;      /* topics it is subscribed to */
+} pyws_conn_stats;
+
+/* Fill *out with connection id's counters. PYWS_OK, or PYWS_ERR_BADID (no live connection:
+ * closed ones are gone, their counts live on in the loop's totals). */
+int pyws_conn_stats_get(pyws_loop *loop, uint64_t id, pyws_conn_stats *out);
+
+/* Why the engine closed a connection on its own (pyws_loop_stats.closes[]). */
+#define PYWS_WHY_WRITE_LIMIT 0     /* 1008: its queue passed write_limit (a slow consumer) */
+#define PYWS_WHY_HEARTBEAT 1       /* 1011: no pong within heartbeat_timeout */
+#define PYWS_WHY_IDLE 2            /* 1001 (or the HTTP connection dropped): idle_timeout */
+#define PYWS_WHY_CLOSE_TIMEOUT 3   /* the close handshake or the lingering close outlasted
+                                      close_timeout: TCP closed at once */
+#define PYWS_CLOSE_WHY_COUNT 4
+
+/* Why a server connection's handshake failed (pyws_loop_stats.hs_failed[]): the HTTP status
+ * it was answered with (the engine's answers to bad requests, 408 when the request did not
+ * come in handshake_timeout, the application's non-101 answers to valid upgrade requests), or
+ * the TLS handshake's failure. pyws_stats_label(1, i) names them: "400", ..., "other", "tls". */
+#define PYWS_HSF_OTHER 12          /* another 4xx/5xx status */
+#define PYWS_HSF_TLS 13            /* the TLS handshake failed */
+#define PYWS_HSF_TLS_TIMEOUT 14    /* the TLS handshake did not end in handshake_timeout */
+#define PYWS_HS_WHY_COUNT 15
+
+typedef struct pyws_loop_stats {
+    uint64_t now;                /* ms on the loop clock */
+    uint32_t states[15];         /* live connections by internal state (pyws_state_name(i)) */
+    uint32_t listeners;
+    uint64_t accepted;           /* connections accepted (refused ones not counted) */
+    uint64_t ws_opened;          /* WebSockets opened, server and client */
+    uint64_t msgs_in;            /* the pyws_conn_stats counters summed over every connection */
+    uint64_t msgs_out;           /* the loop ever had, live and closed */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t wire_in;
+    uint64_t wire_out;
+    uint64_t deflate_in_wire;
+    uint64_t deflate_in_data;
+    uint64_t deflate_out_data;
+    uint64_t deflate_out_wire;
+    uint64_t topics;             /* topics with at least one subscriber */
+    uint64_t subscriptions;      /* (connection, topic) pairs */
+    uint64_t closes[4];          /* by PYWS_WHY_* */
+    uint64_t hs_failed[15];      /* by PYWS_HSF_* index (pyws_stats_label(1, i)) */
+    uint64_t publish_skipped;    /* publish/broadcast deliveries skipped: the subscriber was in
+                                    the middle of sending a fragmented message */
+    uint64_t pongs_replaced;     /* pongs dropped unsent: a newer ping from the same peer came
+                                    while its pong waited (RFC 6455 §5.5.3) */
+} pyws_loop_stats;
+
+/* Fill *out (O(connections): call it when asked, not per event). Descriptor-limit counters
+ * (refused, accept failures) are in pyws_limit_stats_get. */
+void pyws_loop_stats_get(pyws_loop *loop, pyws_loop_stats *out);
+/* The name of entry i of a table: 0 = closes ("write_limit", "heartbeat_timeout",
+ * "idle_timeout", "close_timeout"), 1 = hs_failed ("400", "403", ..., "other", "tls",
+ * "tls_timeout"). NULL past the end. Static storage. */
+const char *pyws_stats_label(int table, int i);
+
+/* Topics one at a time: *cursor starts at 0; each call that returns 1 fills *name (a view into
+ * the loop's table: valid until a subscription changes) and *subscribers and moves *cursor on;
+ * 0 once every topic was seen. Order: the table's, not sorted. */
+int pyws_topic_next(pyws_loop *loop, uint64_t *cursor, pyws_str *name, uint32_t *subscribers);
+/* The subscribers of topic: up to cap connection ids into out; returns how many there are
+ * (more than cap: call again with more room; 0 for a topic nobody is subscribed to). */
+int pyws_topic_members(pyws_loop *loop, const char *topic, size_t topic_len, uint64_t *out,
+                       size_t cap);
+
 /* CDEF-END */
 
 #ifdef __cplusplus

@@ -277,6 +277,7 @@ int pyws_topic_total(pyws_loop *loop)
 typedef struct zshared {
     pyws_blob *blob;
     size_t total;
+    size_t zlen;              /* its compressed payload bytes */
     uint8_t bits, mem_level, level;
 } zshared;
 
@@ -357,6 +358,7 @@ static zshared *fanout_zframe(pyws_loop *loop, fanout *f, const pyws_pmd *d)
     zshared *z = &f->z[f->nz++];
     z->blob = b;
     z->total = b->len;
+    z->zlen = olen;
     z->bits = d->tx_bits;
     z->mem_level = d->mem_level;
     z->level = d->level;
@@ -388,17 +390,27 @@ static void fanout_one(pyws_loop *loop, fanout *f, pyws_conn *c)
     int rc;
     if (c->pmd && pw_pmd_wants(c->pmd, f->len, 1, f->flags)) {
         zshared *z = c->role == PYWS_ROLE_SERVER ? fanout_zframe(loop, f, c->pmd) : NULL;
-        rc = z ? pw_wq_push_shared(loop, c, z->blob, z->total)
-               : pw_ws_send_frame(loop, c, 1, f->opcode, f->data, f->len, f->flags);
+        if (z) {
+            rc = pw_wq_push_shared(loop, c, z->blob, z->total);
+            if (rc == PYWS_OK) { /* pw_ws_send_frame counts the others itself */
+                c->cnt.zout_data += f->len;
+                c->cnt.zout_wire += z->zlen;
+            }
+        } else {
+            rc = pw_ws_send_frame(loop, c, 1, f->opcode, f->data, f->len, f->flags);
+        }
     } else if (c->role == PYWS_ROLE_CLIENT) {
         rc = pw_ws_queue_frame(loop, c, 1, f->opcode, f->data, f->len); /* masked */
     } else {
         rc = pw_wq_push_shared(loop, c, f->blob, f->total);
     }
-    if (rc == PYWS_OK)
+    if (rc == PYWS_OK) {
         f->delivered++;
-    else
+        c->cnt.msgs_out++;
+        c->cnt.bytes_out += f->len;
+    } else {
         f->skipped++;
+    }
 }
 
 static int fanout_end(pyws_loop *loop, fanout *f, uint32_t *skipped, uint32_t *dropped)
@@ -407,17 +419,13 @@ static int fanout_end(pyws_loop *loop, fanout *f, uint32_t *skipped, uint32_t *d
     for (int i = 0; i < f->nz; i++)
         pw_blob_put(loop, f->z[i].blob);
     /* close the slow ones only now: closing edits the topic lists being walked */
-    static const char why[] = "write buffer limit exceeded (slow consumer)";
     for (uint32_t i = 0; i < f->nslow; i++) {
         pyws_conn *c = pw_conn_get(loop, f->slow[i]);
-        if (!c)
-            continue;
-        c->close_code = PYWS_CLOSE_POLICY;
-        memcpy(c->close_reason, why, sizeof(why) - 1);
-        c->close_reason_len = sizeof(why) - 1;
-        pw_conn_close(loop, c, PYWS_CLOSE_POLICY);
+        if (c)
+            pw_ws_overflow(loop, c); /* 1008, counted as a write_limit close */
     }
     free(f->slow);
+    loop->publish_skipped += f->skipped;
     if (skipped)
         *skipped = f->skipped;
     if (dropped)
@@ -465,4 +473,39 @@ int pyws_broadcast(pyws_loop *loop, int opcode, const uint8_t *data, size_t len,
             fanout_one(loop, &f, c);
     }
     return fanout_end(loop, &f, skipped, dropped);
+}
+
+/* ------------------------------------------------------------------ listing */
+
+int pyws_topic_next(pyws_loop *loop, uint64_t *cursor, pyws_str *name, uint32_t *subscribers)
+{
+    /* cursor: bucket << 32 | position in its chain */
+    uint64_t b = *cursor >> 32;
+    uint32_t pos = (uint32_t)*cursor;
+    for (; b < loop->ntopic_buckets; b++, pos = 0) {
+        pyws_topic *t = loop->topic_buckets[b];
+        for (uint32_t k = 0; t && k < pos; k++)
+            t = t->next;
+        if (!t)
+            continue;
+        name->ptr = t->name;
+        name->len = t->len;
+        *subscribers = t->nsubs;
+        *cursor = b << 32 | (uint64_t)(pos + 1);
+        return 1;
+    }
+    *cursor = (uint64_t)loop->ntopic_buckets << 32;
+    return 0;
+}
+
+int pyws_topic_members(pyws_loop *loop, const char *topic, size_t topic_len, uint64_t *out,
+                       size_t cap)
+{
+    pyws_topic *t = find(loop, topic, topic_len, hash_bytes(topic, topic_len));
+    if (!t)
+        return 0;
+    size_t n = t->nsubs < cap ? t->nsubs : cap;
+    if (n)
+        memcpy(out, t->subs, n * sizeof(*out));
+    return (int)t->nsubs;
 }

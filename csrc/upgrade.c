@@ -47,6 +47,10 @@ static pyws_event *http_error(pyws_loop *loop, pyws_conn *c, int status, const c
                         (size_t)ln);
         pw_conn_queue(loop, c, (const uint8_t *)"\n", 1, NULL, 0);
     }
+    /* a keep-alive connection whose next request never came (408, nothing of it read) did
+     * not fail a handshake: it just went quiet */
+    if (c->role == PYWS_ROLE_SERVER && (status != 408 || c->state == PYWS_ST_HTTP || c->rlen))
+        pw_stats_hs_failed(loop, status);
     pyws_event *ev = pw_event_push(loop, PYWS_EV_ERROR, c->id);
     if (ev) {
         ev->code = PYWS_ERR_HANDSHAKE;
@@ -86,6 +90,7 @@ static void store_handshake(pyws_loop *loop, pyws_conn *c, const pyws_handshake 
                             const pyws_header *headers, size_t n)
 {
     c->hs_status = hs->status;
+    c->flags &= ~CF_HS_COUNTED; /* a new request: its answer is not counted yet */
     memcpy(c->accept, hs->accept, sizeof(c->accept));
     free(c->protocols);
     c->protocols = NULL;

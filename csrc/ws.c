@@ -23,6 +23,7 @@ void pw_ws_start(pyws_loop *loop, pyws_conn *c, int role)
     c->role = role;
     pw_conn_set_state(loop, c, PYWS_ST_WS_OPEN);
     c->flags |= CF_WAS_WS;
+    loop->ws_opened++;
     if (c->opts.control_events)
         c->flags |= CF_CTL_EVENTS;
     c->deadline_hs = 0;
@@ -226,6 +227,26 @@ static int inflate_message(pyws_loop *loop, pyws_conn *c, pyws_sess_event *ev)
     return kind;
 }
 
+/* The payload of our heartbeat pings: the µs clock when sent, big-endian. */
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+/* A pong of 8 bytes: if it answers our last heartbeat ping, its round trip. */
+static void pong_rtt(pyws_conn *c, const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    if (v != c->hb_ping_us)
+        return; /* an older ping's, or the application's own */
+    uint64_t now = pw_now_us();
+    c->ping_rtt_us = now > v ? now - v : 1;
+    c->hb_ping_us = 0;
+}
+
 void pw_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
 {
     while (len) {
@@ -241,10 +262,16 @@ void pw_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
         case PYWS_SESS_NONE:
             return;
         case PYWS_SESS_MESSAGE: {
-            if (ev.compressed && inflate_message(loop, c, &ev) != PYWS_SESS_MESSAGE) {
-                ws_fail(loop, c, ev.code, ev.reason); /* the session ignores later input */
-                return;
+            if (ev.compressed) {
+                c->cnt.zin_wire += ev.len;
+                if (inflate_message(loop, c, &ev) != PYWS_SESS_MESSAGE) {
+                    ws_fail(loop, c, ev.code, ev.reason); /* the session ignores later input */
+                    return;
+                }
+                c->cnt.zin_data += ev.len;
             }
+            c->cnt.msgs_in++;
+            c->cnt.bytes_in += ev.len;
             pyws_event *e = pw_event_push(loop, PYWS_EV_WS_MSG, c->id);
             if (e) {
                 e->opcode = ev.opcode;
@@ -257,6 +284,8 @@ void pw_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
         }
         case PYWS_SESS_PING:
             if (pyws_st_may_send(c->state)) {
+                if (c->flags & CF_PONG_DUE)
+                    loop->pongs_replaced++; /* the pong waiting is dropped for this one */
                 memcpy(c->pong, ev.data, ev.len); /* at most 125 bytes: the parser checked */
                 c->pong_len = (uint8_t)ev.len;
                 c->flags |= CF_PONG_DUE;
@@ -266,6 +295,8 @@ void pw_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len)
             break;
         case PYWS_SESS_PONG:
             c->hb_deadline = 0;
+            if (c->hb_ping_us && ev.len == 8)
+                pong_rtt(c, ev.data);
             push_ctl(loop, c, PYWS_OP_PONG, ev.data, ev.len);
             break;
         case PYWS_SESS_CLOSE:
@@ -320,6 +351,7 @@ int pw_ws_send_pong(pyws_loop *loop, pyws_conn *c)
 void pw_ws_overflow(pyws_loop *loop, pyws_conn *c)
 {
     static const char why[] = "write buffer limit exceeded (slow consumer)";
+    loop->closes[PYWS_WHY_WRITE_LIMIT]++;
     c->close_code = PYWS_CLOSE_POLICY;
     set_reason(c, why, sizeof(why) - 1);
     pw_conn_close(loop, c, PYWS_CLOSE_POLICY);
@@ -349,6 +381,7 @@ void pw_ws_timeout(pyws_loop *loop, pyws_conn *c)
         return;
     if (c->hb_deadline && now >= c->hb_deadline) {
         static const char why[] = "keepalive ping timeout";
+        loop->closes[PYWS_WHY_HEARTBEAT]++;
         c->hb_deadline = 0;
         c->hb_next = 0;
         c->close_code = PYWS_CLOSE_INTERNAL_ERROR;
@@ -365,9 +398,12 @@ void pw_ws_timeout(pyws_loop *loop, pyws_conn *c)
     }
     if (c->opts.heartbeat && c->hb_next && now >= c->hb_next) {
         uint8_t payload[8];
-        for (int i = 0; i < 8; i++)
-            payload[i] = (uint8_t)(now >> (56 - 8 * i));
-        pw_ws_queue_frame(loop, c, 1, PYWS_OP_PING, payload, sizeof(payload));
+        uint64_t us = pw_now_us();
+        put_be64(payload, us);
+        if (pw_ws_queue_frame(loop, c, 1, PYWS_OP_PING, payload, sizeof(payload)) == PYWS_OK) {
+            c->hb_ping_us = us; /* its pong times the round trip (pong_rtt) */
+            c->pings_sent++;
+        }
         if (!c->hb_deadline)
             c->hb_deadline = now + c->opts.heartbeat_timeout;
         c->hb_next = now + c->opts.heartbeat;
@@ -402,8 +438,10 @@ int pw_ws_send_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, const u
                            : pw_pmd_wants(c->pmd, len, fin, flags);
         if (compress) {
             pyws_zpool *pool = pw_loop_zpool(loop);
+            c->cnt.zout_data += len;
             if (!pool || pw_pmd_compress(c->pmd, pool, data, len, fin, &data, &len) != 0)
                 return pw_set_error(loop, PYWS_ERR_NOMEM, "out of memory while compressing");
+            c->cnt.zout_wire += len;
             if (opcode != PYWS_OP_CONTINUATION)
                 rsv = 0x40; /* RSV1 on the first frame only */
         }
@@ -448,6 +486,10 @@ int pyws_send(pyws_loop *loop, uint64_t id, int opcode, const uint8_t *data, siz
     rc = pw_ws_send_frame(loop, c, fin, opcode, data, len, flags);
     if (rc)
         return rc;
+    if (!(opcode & 8)) { /* data: TEXT, BINARY, CONTINUATION */
+        c->cnt.bytes_out += len;
+        c->cnt.msgs_out += (uint64_t)fin;
+    }
     if (opcode == PYWS_OP_TEXT || opcode == PYWS_OP_BINARY) {
         if (!fin)
             c->flags |= CF_SEND_FRAG;

@@ -62,8 +62,10 @@ from .app import App, Route
 from .client import ClientConnection, connect
 from .compression import Deflate
 from .manager import DEFAULT_OPTIONS, LOOP_OPTIONS, Listener, Manager, Timer
-from .message import Headers, HttpMessage, Message, WsMessage
+from .message import Headers, HttpMessage, Message, WebSocketMessage, WsMessage
 from .request import Request, Response
+from .stats import ConnStats, ServerStats
+from . import metrics
 from .tls import TlsError, TlsOpts
 from .websocket import WebSocket
 from .asyncws import AsyncWebSocket, WSMessage
@@ -82,13 +84,15 @@ def backend() -> str:
 
 __all__ = [
     "Manager", "Listener", "Timer", "Connection", "HttpMessage", "WsMessage", "Message",
+    "WebSocketMessage",
     "Headers", "App", "Route", "WebSocket", "Request", "Response", "connect",
     "ClientConnection", "AsyncWebSocket", "WSMessage", "aconnect", "attach", "TlsOpts", "TlsError", "Deflate",
     "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
     "LimitExceeded", "QueueFull", "Opcode", "CloseCode", "State", "WSMsgType", "WSCloseCode",
-    "DEFAULT_OPTIONS", "LOOP_OPTIONS", "backend", "Broker", "BrokerEvent", "BROKER_DEFAULTS",
-    "Worker", "run_workers",
-    "EV_DATA", "EV_BROKER", "EV_ERROR", "EV_ACCEPT", "EV_CONNECT", "EV_HTTP_MSG", "EV_WS_OPEN", "EV_WS_MSG",
+    "DEFAULT_OPTIONS", "LOOP_OPTIONS", "backend", "ConnStats", "ServerStats", "metrics",
+    "Broker", "BrokerEvent", "BROKER_DEFAULTS", "Worker", "run_workers",
+    "EV_DATA", "EV_BROKER", "EV_ERROR", "EV_ACCEPT", "EV_CONNECT", "EV_HTTP_MSG", "EV_WS_OPEN",
+    "EV_WS_MSG",
     "EV_WS_CTL", "EV_DRAIN", "EV_WAKEUP", "EV_TIMER", "EV_CLOSE",
     "MG_EV_ERROR", "MG_EV_ACCEPT", "MG_EV_CONNECT", "MG_EV_HTTP_MSG", "MG_EV_WS_OPEN",
     "MG_EV_WS_MSG", "MG_EV_WS_CTL", "MG_EV_DRAIN", "MG_EV_WAKEUP", "MG_EV_TIMER", "MG_EV_CLOSE",

@@ -10,7 +10,8 @@ import os
 import re
 import signal
 import threading
-from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Set, Tuple, Union
+from typing import (Any, Callable, Dict, Iterable, List, Optional, Pattern, Sequence, Set, Tuple,
+                    Union)
 from urllib.parse import unquote
 
 from ._send import Sendable
@@ -18,13 +19,15 @@ from .connection import Connection
 from .broker import Broker, BrokerEvent
 from .constants import EV_BROKER, EV_ERROR, EV_HTTP_MSG, EV_WS_OPEN
 from .errors import HandshakeError, PyWSError
-from .manager import Listener, Manager
+from .handshake import UpgradePolicy
+from .manager import Listener, Manager, refuse_upgrade
 from .message import HttpMessage
 from .options import resolve_options
 from .request import Request, Response, to_response
 from .tls import TlsOpts
 from .websocket import Driver, WebSocket
-from . import aio
+from . import aio, metrics
+from .stats import ServerStats
 
 log = logging.getLogger("pyws")
 
@@ -113,6 +116,7 @@ class App:
         self.max_connections_per_ip = max_connections_per_ip
         self.unknown_websocket = unknown_websocket
         self._ws_routes: List[Route] = []
+        self._ws_policies: Dict[Route, UpgradePolicy] = {}  # subprotocols/origins per route
         self._http_routes: List[Route] = []
         self._sockets: Dict[int, WebSocket] = {}     # conn id -> open or pending WebSocket
         self._per_ip: Dict[str, int] = {}
@@ -121,18 +125,36 @@ class App:
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ registration
-    def websocket(self, path: str) -> Callable[[WsHandler], WsHandler]:
+    def websocket(self, path: str, *, subprotocols: Optional[Sequence[str]] = None,
+                  subprotocol_required: bool = False,
+                  allowed_origins: Optional[Iterable[Optional[str]]] = None,
+                  allow_no_origin: bool = True) -> Callable[[WsHandler], WsHandler]:
         """Decorator: ``@app.websocket("/ws/rooms/{room}")`` registers a handler
         ``def handler(ws)``, a generator (``msg = yield ws.recv()``) or a plain function that
         runs once, or ``async def handler(ws)`` (``msg = await ws.recv()``: a
         :class:`pyws.AsyncWebSocket`, run by ``await app.serve(...)`` inside asyncio). Path
-        parameters arrive in ``ws.params``."""
+        parameters arrive in ``ws.params``.
+
+        ``subprotocols=["chat.v2", "chat.v1"]``: the first of this list the client offered is
+        selected at accept (``ws.subprotocol``; none in common: no subprotocol, or ``400``
+        with ``subprotocol_required=True``). ``allowed_origins=["https://app.example.com",
+        "https://*.example.com"]``: other Origins get ``403`` before the handler runs; a
+        request without Origin passes unless ``allow_no_origin=False``. The same options of
+        ``app.listen``/``app.run``/``app.serve`` apply to every route of that listener (a
+        route's subprotocols replace the listener's; both origin lists must pass). See
+        :mod:`pyws.handshake`."""
+        policy = UpgradePolicy.make(f"@app.websocket({path!r})", subprotocols,
+                                    subprotocol_required, allowed_origins, allow_no_origin)
+
         def register(fn: WsHandler) -> WsHandler:
             if inspect.isasyncgenfunction(fn):
                 raise TypeError(f"{fn.__name__} is an async generator: a handler is a plain "
                                 "generator (def, `msg = yield ws.recv()`) or `async def` "
                                 "(`msg = await ws.recv()`)")
-            self._ws_routes.append(Route(path, fn))
+            route = Route(path, fn)
+            self._ws_routes.append(route)
+            if policy is not None:
+                self._ws_policies[route] = policy
             return fn
         return register
 
@@ -241,6 +263,28 @@ class App:
         messages, ``dropped`` publishes of this node, ``down_for``, ``reason``)."""
         self._broker_hooks.append(fn)
         return fn
+    # ------------------------------------------------------------------ observability
+    def topics(self) -> Dict[Union[str, bytes], int]:
+        """Every topic with a subscriber and how many it has (see :meth:`Manager.topics`)."""
+        return self.mgr.topics()
+
+    def topic_members(self, topic: Union[str, bytes]) -> List[WebSocket]:
+        """The WebSockets subscribed to ``topic`` (empty if none)."""
+        socks = self._sockets
+        return [socks[c.id] for c in self.mgr.topic_members(topic) if c.id in socks]
+
+    def stats(self) -> ServerStats:
+        """The server's counters: connections by state, messages and bytes, closes and
+        handshake failures by reason, drops (a dict; see :class:`pyws.ServerStats`)."""
+        return self.mgr.stats()
+
+    def metrics(self, path: str = "/metrics") -> None:
+        """Serve :meth:`stats` at ``path`` (a GET route) in the Prometheus text format 0.0.4
+        (see :mod:`pyws.metrics`)."""
+        def scrape(request: Request) -> Response:
+            return Response(metrics.render(self.mgr.stats()), 200,
+                            content_type=metrics.CONTENT_TYPE)
+        self.route(path, ["GET"])(scrape)
 
     # ------------------------------------------------------------------ clients
     def connect(self, url: str, handler: WsHandler, *, headers: Optional[Dict[str, str]] = None,
@@ -423,6 +467,14 @@ class App:
 
     def _open(self, conn: Connection, hm: HttpMessage, route: Route,
               params: Dict[str, Any]) -> None:
+        policy = self._ws_policies.get(route)
+        if policy is not None:  # the route's origin and subprotocol rules
+            proto, status, why = policy.check(hm)
+            if status:
+                log.info("pyws: %s: %s", conn.remote_addr, refuse_upgrade(conn, status, why))
+                return
+            if policy.subprotocols:
+                conn._auto_protocol = proto
         request = Request(hm, params, conn.remote_addr)
         if self.max_connections is not None and \
                 self._accepted >= self.max_connections:

@@ -10,8 +10,8 @@ import logging
 import struct
 import threading
 import time
-from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Mapping, Optional,
-                    Tuple, Union)
+from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Deque, Dict, Generator, Iterable,
+                    Mapping, Optional, Tuple, Union)
 
 import asyncio
 
@@ -21,7 +21,7 @@ from .connection import Connection
 from .constants import (EV_CLOSE, EV_DRAIN, EV_ERROR, EV_WS_CTL, EV_WS_MSG, EV_WS_OPEN,
                         OP_BINARY, OP_PONG, OP_TEXT, WSMsgType)
 from .errors import ConnectionClosed, PyWSError, closed_error
-from .message import Message
+from .message import Message, check_close_code, close_reason_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from .request import Request
@@ -43,8 +43,11 @@ _get_ident = threading.get_ident
 class WSMessage:
     """One message as the async API delivers it, shaped like aiohttp's ``WSMessage``:
     ``type`` (:class:`pyws.WSMsgType`: TEXT, BINARY, or CLOSE/CLOSED/ERROR from
-    :meth:`AsyncWebSocket.receive`), ``data`` (str for text, bytes for binary; the close code
-    for CLOSE; the exception for ERROR), ``extra`` (the close reason for CLOSE), :meth:`json`.
+    :meth:`AsyncWebSocket.receive`; it also compares equal to Gobstopper's strings,
+    ``message.type == "text"``, ``"bytes"``, ``"close"``), ``data`` (str for text, bytes for
+    binary; the close code for CLOSE; the exception for ERROR), ``extra`` (the close reason
+    for CLOSE), :meth:`json`, ``msg_type`` and ``is_text()``/``is_binary()``/``is_close()``
+    (Cello's names).
     Also ``text`` (str), ``bytes`` (the payload as bytes), ``opcode`` and ``compressed`` as
     in :class:`pyws.Message`; ``ws.send(msg)`` sends it back with its own type."""
 
@@ -93,6 +96,25 @@ class WSMessage:
         """True for a binary message."""
         return self.type == WSMsgType.BINARY
 
+    def is_close(self) -> bool:
+        """True for the CLOSE that :meth:`AsyncWebSocket.receive` reports once closed."""
+        return self.type == WSMsgType.CLOSE
+
+    def is_ping(self) -> bool:
+        """True for a ping (never delivered by ``recv()``: the core answers pings)."""
+        return self.type == WSMsgType.PING
+
+    def is_pong(self) -> bool:
+        """True for a pong (never delivered by ``recv()``)."""
+        return self.type == WSMsgType.PONG
+
+    @property
+    def msg_type(self) -> str:
+        """Cello's name for the type as a str: ``"text"``, ``"binary"``, ``"close"``,
+        ``"closed"``, ``"error"`` ... (``type`` itself also compares equal to these, and to
+        ``"bytes"`` for binary)."""
+        return "binary" if self.type == WSMsgType.BINARY else self.type.label
+
     def __pyws_payload__(self) -> Tuple[builtins.bytes, int]:
         """What sending it means: (payload, opcode); see :mod:`pyws._send`."""
         if self.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -138,6 +160,23 @@ def _message(data: bytes, opcode: int, compressed: bool) -> WSMessage:
     m.extra = None
     m.compressed = compressed
     return m
+
+
+class _Done:
+    """What ``accept()`` returns: nothing to wait for, but awaitable, so that both
+    ``ws.accept()`` and Gobstopper's ``await websocket.accept()`` work."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # pragma: no cover - makes this a generator that ends at once
+
+    def __repr__(self) -> str:
+        return "<accepted>"
+
+
+_DONE = _Done()
 
 
 def _expire(fut: "asyncio.Future[Any]", what: str) -> None:
@@ -209,7 +248,10 @@ class AsyncWebSocket:
         self._on_close = on_close
         self.close_code: Optional[int] = None
         self.close_reason = ""
-        self.subprotocol: Optional[str] = conn.subprotocol
+        #: the subprotocol agreed; before accept(), the one the route's or listener's
+        #: ``subprotocols=`` selected, which accept() will answer with (None: none)
+        self.subprotocol: Optional[str] = (conn.subprotocol if conn.subprotocol is not None
+                                           else conn._auto_protocol)
         conn.handler = self._on_event
         conn._msg_sink = self._on_message
 
@@ -319,16 +361,23 @@ class AsyncWebSocket:
 
     # ------------------------------------------------------------------ handshake (server)
     def accept(self, protocol: Optional[str] = None,
-               headers: Optional[Mapping[str, str]] = None) -> None:
-        """Complete the handshake (101), optionally selecting ``protocol`` (one the client
-        offered) and adding response ``headers``. A handler that does neither this nor
-        :meth:`reject` is accepted at its first receive or send."""
+               headers: Optional[Mapping[str, str]] = None) -> Awaitable[None]:
+        """Complete the handshake (101) now, optionally selecting ``protocol`` (one the client
+        offered; left None, the one the route's or listener's ``subprotocols=`` selected, if
+        any) and adding response ``headers``. A handler that does neither this nor
+        :meth:`reject` is accepted at its first receive or send; accepting twice does nothing.
+
+        The handshake is done when the call returns (the 101 is queued; nothing is waited
+        for), but what it returns may be awaited, so Gobstopper's and Starlette's ``await
+        websocket.accept()`` works as written. Raises :class:`pyws.HandshakeError` if the
+        request cannot be upgraded."""
         if self._accepted:
-            return
+            return _DONE
         self._accepted = True
         assert self._accept is not None
         self._accept(protocol, headers)
         self.subprotocol = self.conn.subprotocol
+        return _DONE
 
     def reject(self, status: int = 403, body: Payload = b"Forbidden",
                headers: Optional[Mapping[str, str]] = None) -> None:
@@ -494,6 +543,9 @@ class AsyncWebSocket:
         self.conn.ws_send(data, OP_BINARY, True, compress)
         await self._backpressure()
 
+    #: Cello's name for :meth:`send_bytes`.
+    send_binary = send_bytes
+
     async def send_json(self, data: Any, compress: Optional[bool] = None, *,
                         dumps: Callable[[Any], str] = json.dumps) -> None:
         """Send ``dumps(data)`` as a text message."""
@@ -544,14 +596,20 @@ class AsyncWebSocket:
         self.conn.pong(data)
 
     # ------------------------------------------------------------------ closing
-    async def close(self, code: int = 1000, reason: str = "", *,
-                    message: Optional[bytes] = None, timeout: Optional[float] = None) -> bool:
-        """Start the close handshake with ``code`` and ``reason`` (aiohttp: ``message``, bytes)
-        and wait until the connection has closed (the peer answered, or ``close_timeout``
-        passed and it was dropped). Returns False if it was already closed."""
+    async def close(self, code: int = 1000, reason: Union[str, bytes] = "", *,
+                    message: Optional[Union[str, bytes]] = None,
+                    timeout: Optional[float] = None) -> bool:
+        """Start the close handshake with ``code`` and ``reason`` (str, or UTF-8 bytes;
+        aiohttp's keyword ``message`` is the same) and wait until the connection has closed
+        (the peer answered, or ``close_timeout`` passed and it was dropped). Returns False if
+        it was already closed. A reason over 123 bytes (UTF-8) raises ``ValueError``, as does
+        a code that may not be sent; both are checked before anything is closed."""
         if message is not None:
-            reason = message.decode("utf-8", "replace") if isinstance(message, bytes) \
-                else str(message)
+            reason = message
+        check_close_code(code, True)
+        r = close_reason_bytes(reason)
+        if not isinstance(reason, str):
+            reason = r.decode("utf-8")
         if self._closed:
             return False
         if not self._accepted:

@@ -267,6 +267,7 @@ class _Link:
         self.last_rx = time.monotonic()
         self.last_error = ""
         self.reader: Any = None
+        self.initial: Set[bytes] = set()  # sub: the channels its set-up subscribed
 
     @property
     def up(self) -> bool:
@@ -306,6 +307,7 @@ class _Link:
         for cmd in setup:
             self.send(cmd)
         channels = self.shard.initial_channels()
+        self.initial = set(channels)
         self.setup = len(setup) + len(channels)
         b.send_subscribe(self, channels)
         if not self.setup:
@@ -875,6 +877,14 @@ class Broker:
     # ------------------------------------------------------------------ up and down
     def link_up(self, link: _Link) -> None:
         sh = link.shard
+        if link.role == "sub":
+            # topics that came or went while it was connecting: its set-up did not know them
+            want = set(sh.initial_channels())
+            missing, extra = sorted(want - link.initial), sorted(link.initial - want)
+            if missing:
+                self.send_subscribe(link, missing)
+            if extra:
+                self.send_subscribe(link, extra, unsub=True)
         if link.role == "pub":
             if self.cluster and (self._slots is None or self._refresh_due):
                 self._ask_topology()

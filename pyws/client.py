@@ -13,7 +13,7 @@ from .connection import Connection
 from .constants import EV_CLOSE, EV_WS_MSG, OP_BINARY, OP_TEXT
 from .errors import ConnectionClosed, closed_error
 from .manager import Manager
-from .message import Headers, HttpMessage, Message
+from .message import Headers, HttpMessage, Message, check_close_code, close_reason_bytes
 from .options import resolve_options
 from .tls import TlsOpts
 
@@ -101,6 +101,9 @@ class ClientConnection:
         self._conn.ws_send(data, OP_BINARY, True, compress)
         self._flush()
 
+    #: Cello's name for :meth:`send_bytes`.
+    send_binary = send_bytes
+
     def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps,
                   compress: Optional[bool] = None) -> None:
         """Send ``dumps(obj)`` as a text message."""
@@ -164,9 +167,12 @@ class ClientConnection:
                 raise
 
     # ------------------------------------------------------------------ closing
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close with ``code`` and ``reason``: send the close frame, wait (up to
-        ``close_timeout``) for the server to answer and end TCP, then free the loop."""
+    def close(self, code: int = 1000, reason: Union[str, bytes] = "") -> None:
+        """Close with ``code`` and ``reason`` (str, or UTF-8 bytes; at most 123 bytes:
+        ``ValueError`` past that, before anything is closed): send the close frame, wait (up
+        to ``close_timeout``) for the server to answer and end TCP, then free the loop."""
+        check_close_code(code, True)
+        close_reason_bytes(reason)
         if self._mgr._loop is None:
             return
         try:

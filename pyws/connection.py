@@ -6,13 +6,16 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Un
 
 from ._lib import ffi, lib, raise_for
 from .compression import send_flags
-from .constants import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, State
+from .constants import OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, State
 from .errors import ConnectionClosed, HandshakeError, closed_error
 from ._send import Payload, Sendable, binary_arg, outgoing
-from .message import HttpMessage, encode_payload, header_lines
+from .message import (HttpMessage, check_close_code, close_reason_bytes, encode_payload,
+                      header_lines, parse_close_payload)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .handshake import UpgradePolicy
     from .manager import Handler, Manager
+    from .stats import ConnStats
 
 _REASONS = {
     200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently", 302: "Found",
@@ -44,7 +47,8 @@ class Connection:
     Attributes: ``id`` (int, generation-checked: never reused for another connection),
     ``userdata`` (anything you like; ``None`` at first), ``state`` (a :class:`pyws.State`,
     read from the C core), ``is_websocket``, ``closed``, ``close_code`` and ``close_reason``
-    (set once closed), ``is_client``.
+    (set once closed), ``is_client``, ``subprotocol`` (the one agreed, or None). Attributes of
+    your own may be set too (``conn.user = user``); they live as long as the object.
 
     The connection's state lives in C; ``state`` and ``is_websocket`` ask it. ``closed`` is a
     plain attribute (sends check it without a C call) set in one place, :meth:`_ended`, from
@@ -53,7 +57,8 @@ class Connection:
 
     __slots__ = ("_mgr", "id", "userdata", "handler", "_was_ws", "closed", "close_code",
                  "close_reason", "_remote", "is_client", "subprotocol", "listener_id",
-                 "_sent_close", "response", "error", "_client", "_msg_sink", "__weakref__")
+                 "_sent_close", "response", "error", "_client", "_msg_sink", "_policy",
+                 "_auto_protocol", "__weakref__", "__dict__")
 
     def __init__(self, mgr: "Manager", conn_id: int, handler: Optional["Handler"] = None,
                  is_client: bool = False, listener_id: int = 0) -> None:
@@ -84,6 +89,10 @@ class Connection:
         # _msg_sink(payload, opcode, compressed) instead of handler(conn, ev, Message), which
         # spares a Message and the handler's branching per message
         self._msg_sink: Optional[Callable[[bytes, int, bool], None]] = None
+        # server connections: the listener's subprotocol/origin rules (pyws.handshake), and
+        # the subprotocol they selected for the upgrade request being answered
+        self._policy: Optional["UpgradePolicy"] = None
+        self._auto_protocol: Optional[str] = None
 
     # ------------------------------------------------------------------ state
     def _ended(self, was_ws: bool, code: Optional[int] = None, reason: str = "") -> None:
@@ -135,8 +144,9 @@ class Connection:
         """Answer the HTTP request ``hm`` with 101 and switch this connection to WebSocket.
 
         ``protocol`` selects one of the subprotocols the client offered in
-        Sec-WebSocket-Protocol (naming one it did not offer raises ``ValueError``);
-        ``headers`` adds response headers. Raises :class:`pyws.HandshakeError` (``status``
+        Sec-WebSocket-Protocol (naming one it did not offer raises ``ValueError``); left
+        None, it is the one the listener's ``subprotocols=`` selected (the first of the
+        server's list the client offered), if any. ``headers`` adds response headers. Raises :class:`pyws.HandshakeError` (``status``
         400) when the request does not ask for an upgrade (``hm.is_websocket_upgrade`` is
         False: no ``Upgrade: websocket``); the client has then been answered with 400 and the
         connection closes. A request that asks for an upgrade but breaks RFC 6455 §4.2.1 never
@@ -145,6 +155,8 @@ class Connection:
         """
         loop = self._loop()
         extra = header_lines(headers)
+        if protocol is None:
+            protocol = self._auto_protocol
         status = lib.pyws_handshake_status(loop, self.id)  # what C answers if it fails
         rc = lib.pyws_ws_upgrade(loop, self.id,
                                  protocol.encode() if protocol else ffi.NULL,
@@ -206,6 +218,12 @@ class Connection:
         message, ``OP_CONTINUATION``. ``fin=False`` leaves the message open: follow with
         ``OP_CONTINUATION`` frames, the last one with ``fin=True``.
 
+        ``OP_CLOSE`` (mongoose's ``WEBSOCKET_OP_CLOSE``) starts the close handshake, as
+        :meth:`close` does, with the code and reason in ``data``: empty (a close frame
+        without a code), or the code as 2 bytes big-endian followed by the reason in UTF-8
+        (``struct.pack("!H", 1000) + b"bye"``); a payload of 1 byte, a code that may not be
+        sent or a reason over 123 bytes raise ``ValueError``.
+
         With permessage-deflate agreed (see :attr:`extensions`), a message is compressed when
         it reaches the threshold; ``compress=False`` sends this one uncompressed and
         ``compress=True`` compresses it even if short (given on a message's first frame).
@@ -218,6 +236,9 @@ class Connection:
         mgr = self._mgr
         loop = mgr._loop
         if mgr._owner != mgr._get_ident() or loop is None or self.closed:
+            if op == OP_CLOSE and (self.closed or loop is None):
+                parse_close_payload(encode_payload(data))  # a bad payload still raises
+                return  # closing a closed connection is harmless, as close() is
             loop = self._loop()
         if type(data) is str:
             data = data.encode()
@@ -228,6 +249,10 @@ class Connection:
             flags |= send_flags(compress)
         rc = lib.pyws_send(loop, self.id, op, data, len(data), flags)
         if rc:
+            if op == OP_CLOSE:  # mongoose's ws_send(payload, WEBSOCKET_OP_CLOSE)
+                code, reason = parse_close_payload(data)
+                self._close(code, reason)
+                return
             self._fail(rc, "ws_send")
 
     def send(self, data: Sendable, binary: Optional[bool] = None,
@@ -255,6 +280,9 @@ class Connection:
                    compress: Optional[bool] = None) -> None:
         """Send a binary message (``compress``: see :meth:`ws_send`)."""
         self.ws_send(data, OP_BINARY, True, compress)
+
+    #: Cello's name for :meth:`send_bytes`.
+    send_binary = send_bytes
 
     def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps,
                   compress: Optional[bool] = None) -> None:
@@ -313,20 +341,27 @@ class Connection:
         """Send an unsolicited pong (a heartbeat the peer does not answer)."""
         self.ws_send(data, OP_PONG)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Start the close handshake with ``code`` and ``reason`` (at most 123 UTF-8 bytes);
-        the connection ends when the peer answers, or after ``close_timeout``. On a plain HTTP
-        connection this is :meth:`drain`. Closing twice is harmless."""
+    def close(self, code: int = 1000, reason: Union[str, bytes] = "") -> None:
+        """Start the close handshake with ``code`` (1000-1003, 1007-1014 or 3000-4999; 0
+        sends a close frame without a code, which the peer reports as 1005) and ``reason``
+        (str, or bytes in UTF-8; at most 123 bytes once encoded: ``ValueError`` past that); the connection ends when the peer answers, or after ``close_timeout``. On
+        a plain HTTP connection this is :meth:`drain`. Closing twice is harmless."""
+        r = close_reason_bytes(reason)
+        if check_close_code(code, True) == 0 and r:
+            raise ValueError("a close reason needs a close code: close(0) sends none")
+        self._close(code, r)
+
+    def _close(self, code: int, reason: bytes) -> None:
+        """close() with checked arguments; code 0: a close frame without a code."""
         if self.closed or self._mgr._loop is None:
             return
         loop = self._loop()
-        r = reason.encode("utf-8")
-        rc = lib.pyws_ws_close(loop, self.id, code, r, len(r))
+        rc = lib.pyws_ws_close(loop, self.id, code, reason, len(reason))
         if rc < 0:
             if rc == lib.PYWS_ERR_BADID:
                 return
             self._fail(rc, "close")
-        self._sent_close = code
+        self._sent_close = code or 1005
 
     def abort(self) -> None:
         """Drop the TCP connection now, without a close handshake (EV_CLOSE follows, 1006)."""
@@ -449,6 +484,15 @@ class Connection:
         if loop is None or self.closed:
             return 0
         return max(0, int(lib.pyws_conn_memory(loop, self.id)))
+
+    def stats(self) -> Optional["ConnStats"]:
+        """This connection's counters (messages, payload and wire bytes in and out, deflate,
+        connected since, last activity, heartbeat ping round trip): a :class:`pyws.ConnStats`
+        read with one C call, or None once it has closed (its counts live on in
+        ``Manager.stats()``'s totals)."""
+        from .stats import conn_stats
+        loop = self._mgr._loop
+        return None if loop is None or self.closed else conn_stats(loop, self.id)
 
     def __repr__(self) -> str:
         kind = "ws" if self.is_websocket else "http"

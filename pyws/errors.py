@@ -1,20 +1,22 @@
 """Exceptions raised by pyws. Every one derives from :class:`PyWSError`."""
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 
 class PyWSError(Exception):
     """Base class of every pyws exception."""
 
 
-class ConnectionClosed(PyWSError, RuntimeError):
+class ConnectionClosed(PyWSError, ConnectionError, RuntimeError):
     """The connection is closed (or closing): nothing more can be sent or received on it.
 
     ``code`` is the WebSocket close code (1000 normal, 1001 going away, 1006 when TCP ended
     without a close frame, ...) and ``reason`` the close reason text. It subclasses
-    :class:`RuntimeError` so code written for mongoose-style libraries (``except RuntimeError``
-    around a send) keeps working.
+    :class:`ConnectionError` (so ``except ConnectionError``, as Gobstopper's and Starlette's
+    guides write it, catches a send on a closed socket) and :class:`RuntimeError` (so code
+    written for mongoose-style libraries, ``except RuntimeError`` around a send, keeps
+    working). As a ConnectionError it is an :class:`OSError` too, whose ``errno`` is None.
     """
 
     def __init__(self, code: Optional[int] = None, reason: str = "") -> None:
@@ -26,6 +28,9 @@ class ConnectionClosed(PyWSError, RuntimeError):
         if reason:
             text += f" ({reason})"
         super().__init__(text)
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.code, self.reason))
 
 
 class ProtocolError(ConnectionClosed):

@@ -8,7 +8,8 @@ import math
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence,
+                    Tuple, Union)
 from urllib.parse import urlsplit
 
 from ._lib import failure, ffi, lib, last_error, raise_for
@@ -20,8 +21,10 @@ from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EV_DRAIN, EV_E
 from .connection import Connection, _topic
 from .dial import dial
 from .errors import HandshakeError, PyWSError, QueueFull, WrongThreadError
+from .handshake import UpgradePolicy
 from .message import HttpMessage, WsMessage
 from .options import DEFAULT_OPTIONS, LOOP_OPTIONS, fill_opts, resolve_options
+from .stats import ServerCounters, ServerStats
 from .tls import TlsError, TlsOpts
 
 __all__ = ["Manager", "Listener", "Timer", "Handler", "DEFAULT_OPTIONS", "LOOP_OPTIONS",
@@ -55,13 +58,15 @@ _WAIT_SLICE_MS = 250
 class Listener:
     """A listening socket returned by :meth:`Manager.listen`: ``port`` (the bound port, useful
     with port 0), ``host``, ``url``, ``id``, ``max_sockets`` (the connection cap in force:
-    the option's value, or the one derived from RLIMIT_NOFILE when it was None); :meth:`close`
-    stops accepting."""
+    the option's value, or the one derived from RLIMIT_NOFILE when it was None), ``policy``
+    (its subprotocol and origin rules, a ``pyws.handshake.UpgradePolicy``, or None);
+    :meth:`close` stops accepting."""
 
-    __slots__ = ("_mgr", "id", "host", "port", "url", "handler", "max_sockets")
+    __slots__ = ("_mgr", "id", "host", "port", "url", "handler", "max_sockets", "policy")
 
     def __init__(self, mgr: "Manager", lid: int, host: str, port: int, url: str,
-                 handler: Optional[Handler], max_sockets: int = 0) -> None:
+                 handler: Optional[Handler], max_sockets: int = 0,
+                 policy: Optional[UpgradePolicy] = None) -> None:
         self._mgr = mgr
         self.id = lid
         self.host = host
@@ -69,6 +74,7 @@ class Listener:
         self.url = url
         self.handler = handler
         self.max_sockets = max_sockets
+        self.policy = policy
 
     def close(self) -> None:
         """Stop accepting; connections already accepted are not affected."""
@@ -80,6 +86,18 @@ class Listener:
 
     def __repr__(self) -> str:
         return f"<Listener {self.url}>"
+
+
+def refuse_upgrade(conn: Connection, status: int, why: str) -> str:
+    """Answer an upgrade request that the listener's or route's rules refuse (403 for its
+    Origin, 400 for no common subprotocol) with ``status`` and ``why``, close the connection
+    once written, and set ``conn.error`` to a HandshakeError; returns the text an
+    ``EV_ERROR`` carries (``"403 Forbidden: origin 'https://x' is not allowed"``)."""
+    text = f"{status} {'Forbidden' if status == 403 else 'Bad Request'}: {why}"
+    conn.reply(status, why + "\n", {"Connection": "close"})
+    conn.drain()
+    conn.error = HandshakeError(text, status=status)
+    return text
 
 
 class Timer:
@@ -161,6 +179,7 @@ class Manager:
         if broker is not None:
             from .broker import Broker
             self.broker = Broker(self, broker, **(broker_options or {}))
+        self._counters = ServerCounters()  # stats(): rate samples, drops Python sees
 
     # ------------------------------------------------------------------ threads
     def _check_thread(self) -> None:
@@ -178,11 +197,28 @@ class Manager:
     # ------------------------------------------------------------------ listening
     def listen(self, url: str, handler: Optional[Handler] = None, *, http: bool = True,
                tls: Optional[TlsOpts] = None, fd: Optional[int] = None,
-               **options: Any) -> Listener:
+               subprotocols: Optional[Sequence[str]] = None,
+               subprotocol_required: bool = False,
+               allowed_origins: Optional[Iterable[Optional[str]]] = None,
+               allow_no_origin: bool = True, **options: Any) -> Listener:
         """Listen on ``url`` (``"http://127.0.0.1:8000"``, ``"ws://[::1]:0"``, ``"0.0.0.0:8000"``;
         port 0 picks a free port, see ``Listener.port``). ``handler`` overrides the manager's for
         connections accepted here; ``options`` override the manager's options. ``http`` is
         accepted for compatibility (pyws listeners always speak HTTP first).
+
+        Upgrade rules, checked before the handler sees a WebSocket request (details in
+        :mod:`pyws.handshake`):
+
+        - ``subprotocols=["chat.v2", "chat.v1"]``: the subprotocols the server speaks, in its
+          order of preference; ``conn.ws_upgrade(data)`` selects the first the client offered
+          (``conn.subprotocol``), or none. ``subprotocol_required=True``: a request offering
+          none of them gets ``400 Bad Request`` instead.
+        - ``allowed_origins=["https://app.example.com", "https://*.example.com"]``: a request
+          with another ``Origin`` gets ``403 Forbidden``. A request without ``Origin`` (not
+          from a browser) is allowed unless ``allow_no_origin=False``.
+
+        Refused requests are answered and closed by pyws; the handler gets ``EV_ERROR`` with
+        the text sent, and ``conn.error`` is a :class:`pyws.HandshakeError` with its status.
 
         ``https://`` and ``wss://`` listeners need ``tls=TlsOpts(cert=..., key=...)``: every
         connection they accept speaks TLS. (Or, mongoose style, listen on http:// and call
@@ -195,6 +231,8 @@ class Manager:
         """
         loop = self._require_loop()
         opts_for_listener, _ = resolve_options(options, "listen()", base=self._options)
+        policy = UpgradePolicy.make("listen()", subprotocols, subprotocol_required,
+                                    allowed_origins, allow_no_origin)
         if "://" not in url:
             url = "http://" + url
         parts = urlsplit(url)
@@ -227,7 +265,7 @@ class Manager:
                 raise TlsError(f"cannot listen with TLS: {last_error(loop)}")
         bound = lib.pyws_local_port(loop, lid)
         cap = int(lib.pyws_listener_max_sockets(loop, lid))
-        lst = Listener(self, lid, host, bound, url, handler, cap)
+        lst = Listener(self, lid, host, bound, url, handler, cap, policy)
         self._listeners[lid] = lst
         return lst
 
@@ -305,6 +343,8 @@ class Manager:
             elif t == EV_ACCEPT:
                 lst = self._listeners.get(aux)
                 c = Connection(self, cid, lst.handler if lst else None, listener_id=aux)
+                if lst is not None and lst.policy is not None:
+                    c._policy = lst.policy
                 conns[cid] = c
                 self._deliver(c, t, None)
             elif t == EV_HTTP_MSG:
@@ -314,7 +354,14 @@ class Manager:
                 ev = evs[i]
                 head = buf(ev.data, ln)[:]
                 body = buf(ev.data2, ln2)[:] if ln2 else b""
-                self._deliver(c, t, HttpMessage(head, body, bool(code)))
+                hm = HttpMessage(head, body, bool(code))
+                if code and c._policy is not None:  # the listener's origin/subprotocol rules
+                    proto, status, why = c._policy.check(hm)
+                    c._auto_protocol = proto
+                    if status:
+                        self._deliver(c, EV_ERROR, refuse_upgrade(c, status, why))
+                        continue
+                self._deliver(c, t, hm)
             elif t == EV_WS_OPEN:
                 c = conns.get(cid)
                 if c is None:
@@ -373,6 +420,7 @@ class Manager:
                 data = buf(evs[i].data, ln)[:] if ln else b""
                 c = conns.get(cid)
                 if c is None:
+                    self._counters.wakeups_unrouted += 1
                     log.warning("pyws: wakeup for connection %#x dropped: it is closed", cid)
                     continue
                 self._deliver(c, t, data)
@@ -523,6 +571,7 @@ class Manager:
                     ms = min(_WAIT_SLICE_MS, max(1, math.ceil(left * 1000)))
                 rc = lib.pyws_wakeup_wait(loop, conn_id, tag, data, len(data), ms)
         if rc == lib.PYWS_ERR_LIMIT:
+            self._counters.wakeups_refused += 1  # (a plain int: a lost count, never a crash)
             raise QueueFull(self._full_message(on_loop_thread, timeout))
         return int(rc)
 
@@ -681,6 +730,35 @@ class Manager:
         """How many topics have at least one subscriber."""
         return int(lib.pyws_topic_total(self._require_loop()))
 
+    def topics(self) -> Dict[Union[str, bytes], int]:
+        """Every topic with at least one subscriber and its number of subscribers, read from
+        the C core's table (a str name when it is UTF-8, else bytes; in no particular order)."""
+        loop = self._require_loop()
+        cursor = ffi.new("uint64_t *")
+        name = ffi.new("pyws_str *")
+        count = ffi.new("uint32_t *")
+        out: Dict[Union[str, bytes], int] = {}
+        while lib.pyws_topic_next(loop, cursor, name, count) == 1:
+            raw = ffi.unpack(name.ptr, name.len) if name.len else b""
+            try:
+                key: Union[str, bytes] = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                key = raw
+            out[key] = int(count[0])
+        return out
+
+    def topic_members(self, topic: Union[str, bytes]) -> List[Connection]:
+        """The connections subscribed to ``topic`` (empty if none), from the C core's table."""
+        loop = self._require_loop()
+        t = _topic(topic)
+        n = int(lib.pyws_topic_members(loop, t, len(t), ffi.NULL, 0))
+        if n <= 0:
+            return []
+        ids = ffi.new("uint64_t[]", n)
+        n = min(n, int(lib.pyws_topic_members(loop, t, len(t), ids, n)))
+        conns = self._conns
+        return [c for c in (conns.get(int(ids[i])) for i in range(n)) if c is not None]
+
     # ------------------------------------------------------------------ connections
     @property
     def connections(self) -> List[Connection]:
@@ -696,27 +774,17 @@ class Manager:
         """The live connection with this id, or None."""
         return self._conns.get(conn_id)
 
-    def stats(self) -> Dict[str, int]:
-        """Counters of running short of descriptors, since the manager was made:
-
-        - ``open_sockets``: open TCP connections of the loop (listeners excluded), the count
-          ``max_sockets`` is checked against;
-        - ``refused``: connections answered 503 and closed because ``max_sockets`` were open;
-        - ``accept_failures``: ``accept()`` failures for want of descriptors or memory
-          (EMFILE, ENFILE, ENOBUFS, ENOMEM);
-        - ``accept_pauses``: times the listeners were unwatched after such a failure (for
-          10 ms, doubling up to 1 s while failures go on; a connection closing ends a pause);
-        - ``accepts_paused``: 1 while they are, else 0;
-        - ``pause_ms``: length of the current or last pause (0 since a successful accept).
-
-        Both conditions are also logged (``EV_ERROR`` on the listener, a warning on the
-        ``pyws`` logger) at most once a second, with a count."""
-        st = ffi.new("pyws_limit_stats *")
-        lib.pyws_limit_stats_get(self._require_loop(), st)
-        return {"open_sockets": int(st.sockets), "refused": int(st.refused),
-                "accept_failures": int(st.accept_failures),
-                "accept_pauses": int(st.accept_pauses),
-                "accepts_paused": int(st.accept_paused), "pause_ms": int(st.pause_ms)}
+    def stats(self) -> ServerStats:
+        """Counters of the whole loop, since the manager was made: connections by state,
+        messages and bytes in and out (totals and per-second rates), topics, closes the engine
+        decided by reason (slow consumers, heartbeat timeouts), handshake failures by reason,
+        drops, and the descriptor limits (``open_sockets``, ``refused``, ``accept_failures``,
+        ``accept_pauses``, ``accepts_paused``, ``pause_ms``). A dict: every key is listed in
+        :class:`pyws.ServerStats`. One C call that walks the connection table: cheap enough
+        for a scrape every second, not meant for every event. Running short of descriptors is
+        also logged (``EV_ERROR`` on the listener, a warning on the ``pyws`` logger) at most
+        once a second, with a count. See :mod:`pyws.metrics` for the Prometheus text."""
+        return self._counters.read(self._require_loop())
 
     @property
     def backend(self) -> str:

@@ -5,7 +5,71 @@ import json
 from typing import Any, Dict, Iterator, List, Mapping, MutableMapping, Optional, Tuple, Union
 from urllib.parse import parse_qs, unquote
 
-from .constants import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+from ._lib import lib
+from .constants import OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, WSMsgType
+
+#: The most bytes a close reason may take: a close frame carries at most 125 bytes, two of
+#: them the code (RFC 6455 §5.5, §5.5.1).
+MAX_CLOSE_REASON = 123
+
+
+def close_reason_bytes(reason: Union[str, bytes, bytearray, memoryview]) -> bytes:
+    """A close reason as the bytes a close frame carries: str is encoded as UTF-8, bytes-likes
+    must be UTF-8 already. Raises ``ValueError`` past :data:`MAX_CLOSE_REASON` (123) bytes or
+    for bytes that are not UTF-8, ``TypeError`` for anything else."""
+    if isinstance(reason, str):
+        r = reason.encode("utf-8")
+    elif isinstance(reason, (bytes, bytearray, memoryview)):
+        r = bytes(reason)
+        try:
+            r.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"a close reason must be UTF-8 (RFC 6455 §5.5.1); {r[:40]!r} is "
+                             "not: pass a str, or bytes encoded as UTF-8") from exc
+    else:
+        raise TypeError(f"a close reason is str or bytes, not {type(reason).__name__}")
+    if len(r) > MAX_CLOSE_REASON:
+        raise ValueError(f"close reason is {len(r)} bytes in UTF-8; at most "
+                         f"{MAX_CLOSE_REASON} bytes fit in a close frame (125 less the 2-byte "
+                         "code): shorten it")
+    return r
+
+
+def check_close_code(code: int, zero: bool = False) -> int:
+    """``code`` if a close frame may carry it (1000-1003, 1007-1014, 3000-4999; with
+    ``zero=True`` also 0, which the ``close()`` methods take for a close frame without a
+    code), else ``ValueError`` saying which codes may be sent."""
+    if isinstance(code, bool) or not isinstance(code, int) or \
+            not (lib.pyws_close_code_valid(code) or (zero and code == 0)):
+        raise ValueError(f"close code {code!r} may not be sent: use 1000-1003, 1007-1014 or "
+                         "3000-4999 (1005, 1006 and 1015 are never sent on the wire)")
+    return int(code)
+
+
+def close_payload(code: Optional[int] = 1000,
+                  reason: Union[str, bytes, bytearray, memoryview] = "") -> bytes:
+    """The payload of a close frame: ``code`` as 2 bytes big-endian then ``reason`` (UTF-8,
+    at most 123 bytes), or empty for ``code=None`` (then ``reason`` must be empty)."""
+    r = close_reason_bytes(reason)
+    if code is None:
+        if r:
+            raise ValueError("a close reason needs a close code: give code= too")
+        return b""
+    return check_close_code(code).to_bytes(2, "big") + r
+
+
+def parse_close_payload(payload: bytes) -> Tuple[int, bytes]:
+    """``(code, reason)`` of a close frame's payload as mongoose's ``ws_send(payload,
+    WEBSOCKET_OP_CLOSE)`` takes it: 2 bytes big-endian code and a UTF-8 reason, or empty
+    (``(0, b"")``: a close frame without a code). Raises ``ValueError`` for a 1-byte payload,
+    a code that may not be sent, or a reason that is too long or not UTF-8."""
+    if not payload:
+        return 0, b""
+    if len(payload) == 1:
+        raise ValueError("a close payload is empty or a 2-byte big-endian code followed by a "
+                         "UTF-8 reason, not 1 byte (e.g. struct.pack('!H', 1000) + b'bye')")
+    code = check_close_code(int.from_bytes(payload[:2], "big"))
+    return code, close_reason_bytes(payload[2:])
 
 
 class Headers(Mapping[str, str]):
@@ -164,12 +228,19 @@ class _TextOrFactory:
 
 
 class Message:
-    """One whole WebSocket message (or control frame).
+    """One whole WebSocket message (or control frame); Cello's name for it,
+    ``pyws.WebSocketMessage``, is the same class.
 
     ``data`` is the payload as bytes; ``text`` decodes it (text messages are already checked to
-    be valid UTF-8); ``opcode`` (aliases ``flags``, mongoose's name, and ``type``, aiohttp's)
-    is ``OP_TEXT``/``OP_BINARY``, or for control events ``OP_PING``/``OP_PONG``/``OP_CLOSE``.
-    Build one with ``Message.text("hi")`` or ``Message.binary(b"...")``.
+    be valid UTF-8); ``opcode`` (alias ``flags``, mongoose's name) is ``OP_TEXT``/``OP_BINARY``,
+    or for control events ``OP_PING``/``OP_PONG``/``OP_CLOSE``; ``type`` (aiohttp's name) is
+    the same as a :class:`pyws.WSMsgType`, which also compares equal to ``"text"``,
+    ``"binary"``/``"bytes"`` ...; ``msg_type`` (Cello's) is that name as a str. ``is_text()``,
+    ``is_binary()``, ``is_close()``, ``is_ping()``, ``is_pong()`` test it.
+
+    Build one with ``Message.text("hi")``, ``Message.binary(b"...")``, ``Message.ping()``,
+    ``Message.pong()`` or ``Message.close(code=1000, reason="")``; ``ws.send(msg)`` sends it as
+    what it is (a close message starts the close handshake with its code and reason).
     """
 
     __slots__ = ("data", "opcode", "compressed")
@@ -186,15 +257,48 @@ class Message:
         """A binary message carrying ``data``."""
         return cls(bytes(data), OP_BINARY)
 
+    @classmethod
+    def ping(cls, data: Union[str, bytes, bytearray, memoryview] = b"") -> "Message":
+        """A ping (``ws.send(Message.ping())`` sends it); ``data`` at most 125 bytes."""
+        payload = encode_payload(data)
+        if len(payload) > 125:
+            raise ValueError(f"a ping carries at most 125 bytes, not {len(payload)}")
+        return cls(payload, OP_PING)
+
+    @classmethod
+    def pong(cls, data: Union[str, bytes, bytearray, memoryview] = b"") -> "Message":
+        """An unsolicited pong; ``data`` at most 125 bytes."""
+        payload = encode_payload(data)
+        if len(payload) > 125:
+            raise ValueError(f"a pong carries at most 125 bytes, not {len(payload)}")
+        return cls(payload, OP_PONG)
+
+    @classmethod
+    def close(cls, code: Optional[int] = 1000,
+              reason: Union[str, bytes, bytearray, memoryview] = "") -> "Message":
+        """A close message: ``ws.send(Message.close())`` starts the close handshake with
+        ``code`` (default 1000; None sends a close frame without a code) and ``reason`` (str
+        or UTF-8 bytes, at most 123 bytes). ``data`` is the frame's payload: the code as 2
+        bytes big-endian, then the reason."""
+        return cls(close_payload(code, reason), OP_CLOSE)
+
     @property
     def flags(self) -> int:
         """The opcode (the mongoose name)."""
         return self.opcode
 
     @property
-    def type(self) -> int:
-        """The opcode (the aiohttp name)."""
-        return self.opcode
+    def type(self) -> WSMsgType:
+        """The opcode as a :class:`pyws.WSMsgType` (the aiohttp name): an int equal to
+        ``opcode`` that also compares equal to ``"text"``, ``"binary"``/``"bytes"``,
+        ``"close"``, ``"ping"``, ``"pong"``."""
+        return _MSG_TYPES[self.opcode]
+
+    @property
+    def msg_type(self) -> str:
+        """Cello's name for the type: ``"text"``, ``"binary"``, ``"ping"``, ``"pong"`` or
+        ``"close"`` (``"continuation"`` never reaches a handler)."""
+        return _MSG_TYPE_STR[self.opcode]
 
     def json(self) -> Any:
         """The payload parsed as JSON."""
@@ -236,8 +340,17 @@ class Message:
         return f"<Message opcode={self.opcode} len={len(self.data)} data={shown!r}>"
 
 
+_MSG_TYPES = {op: WSMsgType(op) for op in (OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE,
+                                            OP_PING, OP_PONG)}
+_MSG_TYPE_STR = {OP_CONTINUATION: "continuation", OP_TEXT: "text", OP_BINARY: "binary",
+                 OP_CLOSE: "close", OP_PING: "ping", OP_PONG: "pong"}
+
 #: The callback API's name for :class:`Message`.
 WsMessage = Message
+
+#: Cello's name for :class:`Message` (``WebSocketMessage.text("hi")``, ``.binary(b"")``,
+#: ``.ping()``, ``.close()``, ``msg.msg_type``, ``msg.is_close()``).
+WebSocketMessage = Message
 
 
 def encode_payload(data: Union[str, bytes, bytearray, memoryview]) -> bytes:

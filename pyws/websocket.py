@@ -12,11 +12,12 @@ from ._send import Payload, Sendable
 from .connection import Connection
 from .constants import EV_CLOSE, EV_DRAIN, EV_WS_MSG, OP_BINARY, OP_TEXT, State
 from .errors import ConnectionClosed, HandshakeError, PyWSError, closed_error
-from .message import Message
+from .message import Message, check_close_code, close_reason_bytes
 from .request import Request
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import App
+    from .stats import ConnStats
     from .manager import Timer
 
 log = logging.getLogger("pyws")
@@ -79,7 +80,8 @@ class WebSocket:
     ``params`` (path parameters), ``request`` (:class:`pyws.Request`: headers, query, cookies,
     remote address), ``connected``, ``close_code``, ``close_reason``, ``subprotocol``,
     ``state`` (a dict for your own per-connection data: the name was taken first, so the
-    connection's :class:`pyws.State` is ``connection_state``). Waiting is yielded
+    connection's :class:`pyws.State` is ``connection_state``); attributes of your own may be
+    set too (``ws.user = user``), as Gobstopper's guide does. Waiting is yielded
     (``yield ws.recv()``, ``yield ws.sleep(s)``, ``yield ws.drain()``); sending is a plain call.
     Everything runs on the loop's thread.
 
@@ -90,7 +92,7 @@ class WebSocket:
 
     __slots__ = ("app", "conn", "request", "params", "state", "subprotocol", "_accepted", "_gen",
                  "_waiting", "_queue", "_paused", "_told_none", "_told_closed", "close_code",
-                 "close_reason", "error", "__weakref__")
+                 "close_reason", "error", "__weakref__", "__dict__")
 
     def __init__(self, app: "App", conn: Connection, request: Request,
                  opened: Optional[bool] = None) -> None:
@@ -99,7 +101,9 @@ class WebSocket:
         self.request = request
         self.params = request.params
         self.state: Dict[str, Any] = {}
-        self.subprotocol: Optional[str] = None
+        #: the subprotocol agreed; before accept(), the one the route's or listener's
+        #: ``subprotocols=`` selected, which accept() will answer with (None: none)
+        self.subprotocol: Optional[str] = conn._auto_protocol
         #: the application's answer to the upgrade: None = not yet, True = accepted (101
         #: sent), False = rejected (reject(), or the upgrade was invalid)
         self._accepted: Optional[bool] = None
@@ -123,9 +127,10 @@ class WebSocket:
     def accept(self, protocol: Optional[str] = None,
                headers: Optional[Mapping[str, str]] = None) -> None:
         """Complete the handshake (101), optionally selecting ``protocol`` (one the client
-        offered; see ``ws.request.headers["sec-websocket-protocol"]``) and adding response
+        offered; see ``ws.request.headers["sec-websocket-protocol"]``; left None, the one the
+        route's or listener's ``subprotocols=`` selected, if any) and adding response
         ``headers``. Handlers that neither accept nor reject before their first yield are
-        accepted automatically."""
+        accepted automatically. ``ws.subprotocol`` is then the one agreed."""
         if self._accepted:
             return
         if self._accepted is not None:
@@ -136,7 +141,7 @@ class WebSocket:
             self._accepted = False
             raise
         self._accepted = True
-        self.subprotocol = protocol
+        self.subprotocol = self.conn.subprotocol
 
     def reject(self, status: int = 403, body: Union[str, bytes] = b"",
                headers: Optional[Mapping[str, str]] = None) -> None:
@@ -186,6 +191,9 @@ class WebSocket:
             self._ensure_open()
         self.conn.ws_send(data, OP_BINARY, True, compress)
 
+    #: Cello's name for :meth:`send_bytes`.
+    send_binary = send_bytes
+
     def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps,
                   compress: Optional[bool] = None) -> None:
         """Send ``dumps(obj)`` as a text message."""
@@ -223,9 +231,14 @@ class WebSocket:
         self._ensure_open()
         self.conn.ping(data)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Start the close handshake with ``code`` and ``reason``. Before the handshake was
-        answered, the connection is accepted and then closed, so the client sees the code."""
+    def close(self, code: int = 1000, reason: Union[str, bytes] = "") -> None:
+        """Start the close handshake with ``code`` and ``reason`` (str, or UTF-8 bytes; at
+        most 123 bytes: ``ValueError`` past that). Before the handshake was answered, the
+        connection is accepted and then closed, so the client sees the code."""
+        r = close_reason_bytes(reason)
+        check_close_code(code, True)
+        if isinstance(reason, (bytes, bytearray, memoryview)):
+            reason = r.decode("utf-8")
         if self._accepted is None:
             self.accept()
         if self._accepted and not self.conn.closed:
@@ -277,6 +290,10 @@ class WebSocket:
     def write_buffer_size(self) -> int:
         """Bytes queued and not yet written."""
         return self.conn.write_buffer_size
+
+    def stats(self) -> Optional["ConnStats"]:
+        """This connection's counters: see :meth:`Connection.stats` (None once closed)."""
+        return self.conn.stats()
 
     def __repr__(self) -> str:
         state = ("rejected" if self._accepted is False else "closed" if self.conn.closed

@@ -114,7 +114,8 @@ class LimitedServer:
         assert self.proc.stdin is not None
         self.proc.stdin.write("stats\n")
         self.proc.stdin.flush()
-        return {k: int(v) for k, v in self._line(5.0).items()}
+        return {k: int(v) for k, v in self._line(5.0).items()
+                if isinstance(v, int)}  # the limit counters (stats() has more: test_stats.py)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the child so far (/proc/<pid>/stat fields 14 and 15)."""
@@ -233,8 +234,9 @@ def test_default_max_sockets_formula() -> None:
         assert mgr.listen("http://127.0.0.1:0").max_sockets == expected
         assert mgr.listen("http://127.0.0.1:0", max_sockets=7).max_sockets == 7
         st = mgr.stats()
-        assert st == {"open_sockets": 0, "refused": 0, "accept_failures": 0,
-                      "accept_pauses": 0, "accepts_paused": 0, "pause_ms": 0}
+        limits = {"open_sockets": 0, "refused": 0, "accept_failures": 0,
+                  "accept_pauses": 0, "accepts_paused": 0, "pause_ms": 0}
+        assert {k: st[k] for k in limits} == limits  # (stats() has more: test_stats.py)
     with pyws.Manager(max_sockets=12) as mgr:
         assert mgr.listen("http://127.0.0.1:0").max_sockets == 12
     for bad in (0, -1):

@@ -396,6 +396,7 @@ class _Shard:
         self.probe_token: Optional[bytes] = None
         self.probe_sent = 0.0
         self.gone = False             # no longer a master of the cluster
+        self.confirmed: Set[bytes] = set()  # channels Redis confirmed on the subscribed link
 
     @property
     def up(self) -> bool:
@@ -515,7 +516,8 @@ class Broker:
     def stats(self) -> Dict[str, Any]:
         """The broker's counters and state: ``state``, ``url`` (without the password),
         ``node_id``, ``shards`` (Redis nodes in use: 1, or the cluster's masters),
-        ``topics`` (channels subscribed for local subscribers), ``queued`` /
+        ``topics`` (topics with local subscribers), ``confirmed`` (their channels Redis has
+        confirmed subscribing: equal to ``topics`` once every SUBSCRIBE is answered), ``queued`` /
         ``queued_bytes`` (publishes waiting for Redis now), ``inflight`` (written, not
         answered), and since the start: ``published`` (publishes handed to the broker),
         ``sent`` (PUBLISHes written), ``queued_total``, ``dropped`` (did not fit the queue),
@@ -527,8 +529,11 @@ class Broker:
         (cluster), ``down_for`` (s, 0 when up) and ``last_error``."""
         st: Dict[str, Any] = dict(self.counters)
         links = [ln for sh in self.shards.values() for ln in (sh.sub, sh.pub)]
+        confirmed = sum(1 for sh in self.shards.values() for ch in sh.confirmed
+                        if ch != sh.probe_ch and ch != self.bcast)
         st.update(state=self.state, url=self.url.safe, node_id=self.node_id.hex(),
-                  shards=len(self.shards), topics=len(self.wanted), queued=self._queued,
+                  shards=len(self.shards), topics=len(self.wanted), confirmed=confirmed,
+                  queued=self._queued,
                   queued_bytes=self._queued_bytes,
                   inflight=sum(len(sh.pub.expect) for sh in self.shards.values()),
                   down_for=(time.monotonic() - self._down_since) if self._down_since else 0.0,
@@ -639,6 +644,8 @@ class Broker:
                 link.restart(f"Redis refused the set-up: {r}")
                 return
             if not isinstance(r, list) or r[:1] in ([b"subscribe"], [b"ssubscribe"]):
+                if isinstance(r, list) and len(r) == 3:
+                    link.shard.confirmed.add(r[1])
                 link.setup -= 1
                 if link.setup == 0:
                     link._ready()
@@ -658,10 +665,15 @@ class Broker:
             if kind == self._msg_kind:
                 self._message(link.shard, r[1], r[2])
                 return
-            if kind in (b"subscribe", b"unsubscribe", b"ssubscribe"):
+            if kind in (b"subscribe", b"ssubscribe"):
+                link.shard.confirmed.add(r[1])
+                return
+            if kind == b"unsubscribe":
+                link.shard.confirmed.discard(r[1])
                 return
             if kind == b"sunsubscribe":
                 ch = r[1]
+                link.shard.confirmed.discard(ch)
                 t = ch[self._plen:]
                 if ch.startswith(self.prefix) and t in self.wanted and \
                         self.route(ch) is link.shard:
@@ -918,6 +930,8 @@ class Broker:
 
     def link_down(self, link: _Link, why: str, was_up: bool, retry_in: float) -> None:
         sh = link.shard
+        if link.role == "sub":
+            sh.confirmed.clear()
         if link.role == "pub" and link.expect:
             for entry in link.expect:
                 if isinstance(entry, tuple):

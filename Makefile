@@ -44,10 +44,15 @@ C_TESTS := $(patsubst csrc/tests/%.c,build/c/%,$(wildcard csrc/tests/test_*.c))
 
 # Each test runs once as is (AUTO = the best kernel), then once per kernel this CPU runs, forced
 # with PYWS_FORCE_IMPL (test_utf8_simd --impls lists them: scalar sse2 sse4 avx2 avx512 here).
+# Every test runs on the best kernels the CPU has and on the scalar ones; the kernel tests also
+# on each SIMD path the CPU runs (PYWS_FORCE_IMPL), the others use the kernels only through
+# the dispatch those runs already cover.
+KERNEL_TESTS := build/c/test_kernels build/c/test_utf8_simd
 test-c: $(C_TESTS)
 	@impls="$$(build/c/test_utf8_simd --impls)" || exit 1; \
 	for t in $(C_TESTS); do echo "== $$t"; $$t || exit 1; \
-	  for i in $$impls; do \
+	  case " $(KERNEL_TESTS) " in *" $$t "*) paths="$$impls";; *) paths=scalar;; esac; \
+	  for i in $$paths; do \
 	    PYWS_FORCE_IMPL=$$i $$t > /dev/null || { echo "$$t failed with PYWS_FORCE_IMPL=$$i"; exit 1; }; \
 	  done; \
 	done

@@ -66,6 +66,7 @@ from .message import Headers, HttpMessage, Message, WsMessage
 from .request import Request, Response
 from .tls import TlsError, TlsOpts
 from .websocket import WebSocket
+from .threaded import ThreadedWebSocket
 from .asyncws import AsyncWebSocket, WSMessage
 from .aclient import aconnect
 from .aio import attach
@@ -80,7 +81,7 @@ def backend() -> str:
 
 __all__ = [
     "Manager", "Listener", "Timer", "Connection", "HttpMessage", "WsMessage", "Message",
-    "Headers", "App", "Route", "WebSocket", "Request", "Response", "connect",
+    "Headers", "App", "Route", "WebSocket", "ThreadedWebSocket", "Request", "Response", "connect",
     "ClientConnection", "AsyncWebSocket", "WSMessage", "aconnect", "attach", "TlsOpts", "TlsError", "Deflate",
     "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
     "LimitExceeded", "QueueFull", "Opcode", "CloseCode", "State", "WSMsgType", "WSCloseCode",

@@ -7,10 +7,10 @@ import inspect
 import logging
 import mimetypes
 import os
-import re
 import signal
 import threading
-from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Set, Tuple, Union
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Union
 from urllib.parse import unquote
 
 from ._send import Sendable
@@ -21,6 +21,8 @@ from .manager import Listener, Manager
 from .message import HttpMessage
 from .options import resolve_options
 from .request import Request, Response, to_response
+from .routing import Route, bind_handler
+from .threaded import DEFAULT_THREADS, ThreadedWebSocket, ThreadPool
 from .tls import TlsOpts
 from .websocket import Driver, WebSocket
 from . import aio
@@ -30,48 +32,9 @@ log = logging.getLogger("pyws")
 WsHandler = Callable[[WebSocket], Any]
 HttpHandler = Callable[[Request], Any]
 
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path))?\}")
-_CONVERT: Dict[str, Tuple[str, Callable[[str], Any]]] = {
-    "str": (r"[^/]+", str),
-    "int": (r"-?[0-9]+", int),
-    "path": (r".+", str),
-}
-
-
-class Route:
-    """A path pattern like ``/rooms/{room}``, ``/items/{id:int}`` or ``/files/{rest:path}``."""
-
-    __slots__ = ("pattern", "regex", "converters", "handler", "methods")
-
-    def __init__(self, pattern: str, handler: Callable[..., Any],
-                 methods: Optional[Sequence[str]] = None) -> None:
-        if not pattern.startswith("/"):
-            raise ValueError(f"route {pattern!r} must start with '/'")
-        self.pattern = pattern
-        self.handler = handler
-        self.methods = {m.upper() for m in methods} if methods else None
-        self.converters: Dict[str, Callable[[str], Any]] = {}
-        regex, pos = "", 0
-        for m in _PARAM.finditer(pattern):
-            regex += re.escape(pattern[pos:m.start()])
-            rx, conv = _CONVERT[m.group(2) or "str"]
-            regex += f"(?P<{m.group(1)}>{rx})"
-            self.converters[m.group(1)] = conv
-            pos = m.end()
-        regex += re.escape(pattern[pos:])
-        self.regex: Pattern[str] = re.compile(f"^{regex}$")
-
-    def match(self, path: str) -> Optional[Dict[str, Any]]:
-        m = self.regex.match(path)
-        if m is None:
-            return None
-        # the pattern matched the raw path (so an encoded "/" stays inside one parameter);
-        # the values handed to the handler are percent-decoded
-        return {k: self.converters[k](unquote(v)) for k, v in m.groupdict().items()}
-
-
 #: App(...)'s own keyword arguments, besides the Manager options.
-_APP_OPTIONS = ("max_connections", "max_connections_per_ip", "unknown_websocket", "max_queue")
+_APP_OPTIONS = ("max_connections", "max_connections_per_ip", "unknown_websocket", "max_queue",
+                "threads", "thread_queue", "thread_queue_timeout")
 
 
 class App:
@@ -88,6 +51,11 @@ class App:
       accepted and closed with 1001; ``"404"`` answers it with a plain 404 instead.
     - ``max_queue`` (1024): messages held for a handler that is not receiving; past it reading
       from that connection pauses (TCP backpressure) until the handler catches up.
+    - ``threads`` (128): blocking handlers (plain ``def``, no ``yield``) running at once, one
+      thread each for the connection's whole life; threads start on demand.
+    - ``thread_queue`` (= ``threads``): connections waiting for a free thread (not yet
+      accepted); past it a new one gets 503 and a log line.
+    - ``thread_queue_timeout`` (10.0 s): how long one may wait there; then 503 and a log line.
 
     The Manager option ``max_sockets`` (None = derived from RLIMIT_NOFILE) caps every open
     TCP connection of the loop, HTTP or WebSocket, below the descriptor limit: past it a new
@@ -97,7 +65,8 @@ class App:
     def __init__(self, *, max_connections: Optional[int] = None,
                  max_connections_per_ip: Optional[int] = None,
                  unknown_websocket: str = "close", max_queue: int = 1024,
-                 **options: Any) -> None:
+                 threads: int = DEFAULT_THREADS, thread_queue: Optional[int] = None,
+                 thread_queue_timeout: float = 10.0, **options: Any) -> None:
         if unknown_websocket not in ("close", "404"):
             raise ValueError('unknown_websocket is "close" (accept, then close 1001) or "404"')
         resolve_options(options, "App()", loop_wide=True, also=_APP_OPTIONS)
@@ -111,34 +80,87 @@ class App:
         self._per_ip: Dict[str, int] = {}
         self._accepted = 0                            # server-side WebSockets (capacity)
         self._driver = Driver(self, max_queue)
+        self._threads = ThreadPool(self, threads, threads if thread_queue is None
+                                   else thread_queue, thread_queue_timeout, max_queue)
+        self.mgr._close_hooks.append(self._threads.close)
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ registration
     def websocket(self, path: str) -> Callable[[WsHandler], WsHandler]:
-        """Decorator: ``@app.websocket("/ws/rooms/{room}")`` registers a handler
-        ``def handler(ws)``, a generator (``msg = yield ws.recv()``) or a plain function that
-        runs once, or ``async def handler(ws)`` (``msg = await ws.recv()``: a
-        :class:`pyws.AsyncWebSocket`, run by ``await app.serve(...)`` inside asyncio). Path
-        parameters arrive in ``ws.params``."""
+        """Decorator: ``@app.websocket("/ws/rooms/{room}")`` (or ``"/ws/rooms/<room>"``)
+        registers a handler, run by the driver its kind asks for:
+
+        - a generator (``msg = yield ws.recv()``): on the loop's thread, thousands at once;
+        - ``async def`` (``msg = await ws.recv()``, a :class:`pyws.AsyncWebSocket`): run by
+          ``await app.serve(...)`` inside asyncio;
+        - a plain function (``msg = ws.recv()`` blocks): in the App's thread pool (``threads``)
+          with a :class:`pyws.ThreadedWebSocket`.
+
+        The first parameter is the ws. Path parameters are in ``ws.params`` and are passed by
+        keyword to parameters of the same name (``def upload(ws, upload_id)``); a parameter
+        named ``request`` (or ``req``, or annotated :class:`pyws.Request`) gets the upgrade
+        request. The pattern and the signature are checked here: a malformed pattern raises
+        ValueError, a parameter that nothing would fill TypeError, each saying what to write
+        instead (see :mod:`pyws.routing`)."""
+        Route(path, _no_handler)  # a bad pattern fails here, before the decorator runs
+
         def register(fn: WsHandler) -> WsHandler:
-            if inspect.isasyncgenfunction(fn):
-                raise TypeError(f"{fn.__name__} is an async generator: a handler is a plain "
-                                "generator (def, `msg = yield ws.recv()`) or `async def` "
-                                "(`msg = await ws.recv()`)")
-            self._ws_routes.append(Route(path, fn))
+            target = inspect.unwrap(fn)
+            name = getattr(fn, "__name__", repr(fn))
+            if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(target):
+                raise TypeError(f"{name} is an async generator: a handler is a plain function "
+                                "(blocking, `msg = ws.recv()`), a generator (`msg = yield "
+                                "ws.recv()`) or `async def` (`msg = await ws.recv()`)")
+            if not callable(fn):
+                raise TypeError(f"@app.websocket({path!r}) decorates a function, not "
+                                f"{type(fn).__name__}")
+            route = Route(path, fn)
+            route.kwargs = bind_handler(path, fn, route.names, "ws")
+            if aio.is_async(fn) or inspect.iscoroutinefunction(target):
+                route.driver = "async"
+            elif inspect.isgeneratorfunction(fn) or inspect.isgeneratorfunction(target):
+                route.driver = "generator"
+            else:
+                route.driver = "thread"
+            for r in self._ws_routes:
+                if r.same_as(route):
+                    raise ValueError(
+                        f"@app.websocket({path!r}): {r.pattern!r} already has the handler "
+                        f"{getattr(r.handler, '__name__', r.handler)!r} and matches the same "
+                        "paths, so this one would never run; remove one of them or change "
+                        "its path")
+            self._ws_routes.append(route)
             return fn
         return register
 
     def route(self, path: str, methods: Optional[Sequence[str]] = None
               ) -> Callable[[HttpHandler], HttpHandler]:
-        """Decorator: ``@app.route("/items/{id:int}", methods=["GET", "POST"])`` registers
-        ``def view(request)`` returning bytes, str (HTML), dict/list (JSON), None (204), a
-        ``(body, status)`` tuple or a :class:`pyws.Response`. ``methods`` defaults to GET
-        (HEAD is answered for GET routes)."""
+        """Decorator: ``@app.route("/items/{id:int}", methods=["GET", "POST"])`` (or
+        ``"/items/<int:id>"``) registers ``def view(request)`` returning bytes, str (HTML),
+        dict/list (JSON), None (204), a ``(body, status)`` tuple or a :class:`pyws.Response`.
+        ``methods`` defaults to GET (HEAD is answered for GET routes). Path parameters are in
+        ``request.params`` and passed by keyword to parameters of the same name
+        (``def item(request, id)``); the pattern and signature are checked here, as for
+        :meth:`websocket`."""
+        Route(path, _no_handler)  # a bad pattern fails here, before the decorator runs
+
         def register(fn: HttpHandler) -> HttpHandler:
-            self._http_routes.append(Route(path, fn, methods or ["GET"]))
+            self._add_http(Route(path, fn, methods or ["GET"]), check=True)
             return fn
         return register
+
+    def _add_http(self, route: Route, check: bool = False) -> None:
+        if check:
+            route.kwargs = bind_handler(route.pattern, route.handler, route.names, "request")
+        for r in self._http_routes:
+            both = (r.methods or {"GET"}) & (route.methods or {"GET"})
+            if both and r.same_as(route):
+                raise ValueError(
+                    f"route {route.pattern!r} ({', '.join(sorted(both))}) already has the "
+                    f"handler {getattr(r.handler, '__name__', r.handler)!r} for the same "
+                    "paths, so this one would never run; remove one of them, change its path "
+                    "or its methods")
+        self._http_routes.append(route)
 
     def get(self, path: str) -> Callable[[HttpHandler], HttpHandler]:
         """``@app.get(path)`` = ``@app.route(path, methods=["GET"])``."""
@@ -174,10 +196,10 @@ class App:
                 ctype += "; charset=utf-8"
             return Response(body, 200, content_type=ctype)
 
-        self._http_routes.append(Route(prefix.rstrip("/") + "/{path:path}", serve, ["GET"]))
-        self._http_routes.append(Route(prefix if prefix != "/" else "/", serve, ["GET"]))
+        self._add_http(Route(prefix.rstrip("/") + "/{path:path}", serve, ["GET"]))
+        self._add_http(Route(prefix if prefix != "/" else "/", serve, ["GET"]))
         if prefix != "/":  # "/static/" serves the index too
-            self._http_routes.append(Route(prefix + "/", serve, ["GET"]))
+            self._add_http(Route(prefix + "/", serve, ["GET"]))
 
     # ------------------------------------------------------------------ topics
     def publish(self, topic: Union[str, bytes], data: Sendable,
@@ -188,18 +210,27 @@ class App:
         (``binary=True``/``False`` overrides; see :meth:`WebSocket.send`). Framed once in C; a
         subscriber past its ``write_limit`` is closed with 1008 instead of stalling the
         others. Returns how many connections it was queued on. ``compress``: see
-        :meth:`Manager.publish`."""
+        :meth:`Manager.publish`. THREAD-SAFE: from a blocking handler's thread (or any other)
+        it runs on the loop's thread and returns once queued."""
+        if self.mgr._owner != threading.get_ident():
+            return int(self._threads.call(self.publish, (topic, data, exclude, compress,
+                                                         binary)))
         conn = exclude.conn if isinstance(exclude, WebSocket) else exclude
         return self.mgr.publish(topic, data, conn, binary, compress)
 
     def broadcast(self, data: Sendable, exclude: Optional[Union[WebSocket, Connection]] = None,
                   compress: Optional[bool] = None, binary: Optional[bool] = None) -> int:
-        """Send ``data`` to every open WebSocket (framed once, see :meth:`publish`)."""
+        """Send ``data`` to every open WebSocket (framed once, see :meth:`publish`).
+        THREAD-SAFE, as :meth:`publish`."""
+        if self.mgr._owner != threading.get_ident():
+            return int(self._threads.call(self.broadcast, (data, exclude, compress, binary)))
         conn = exclude.conn if isinstance(exclude, WebSocket) else exclude
         return self.mgr.broadcast(data, conn, binary, compress)
 
     def subscribers(self, topic: Union[str, bytes]) -> int:
-        """How many connections are subscribed to ``topic``."""
+        """How many connections are subscribed to ``topic``. THREAD-SAFE."""
+        if self.mgr._owner != threading.get_ident():
+            return int(self._threads.call(self.subscribers, (topic,)))
         return self.mgr.subscribers(topic)
 
     @property
@@ -283,7 +314,7 @@ class App:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
-            self.mgr.shutdown(shutdown_timeout)
+            self.shutdown(shutdown_timeout)
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8000, *,
                     tls: Optional[TlsOpts] = None, shutdown_timeout: float = 5.0,
@@ -306,11 +337,21 @@ class App:
                 pass  # closed meanwhile, or a full queue: the loop is awake either way
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop accepting, close every WebSocket with 1001, flush (see Manager.shutdown)."""
+        """Stop accepting, close every WebSocket with 1001, flush (see Manager.shutdown), and
+        wait for the blocking handlers to return (their ``ws.recv()`` gives None, then raises
+        ConnectionClosed), polling meanwhile: all within ``timeout`` seconds. Handlers still
+        running then are logged; :meth:`close` stops what is left."""
+        deadline = time.monotonic() + timeout
         self.mgr.shutdown(timeout)
+        if not self._threads.wait_idle(deadline, lambda: self.mgr.poll(20)):
+            log.warning("pyws: %d blocking handler(s) still running %g s after shutdown began; "
+                        "close() tells them (their ws calls raise ConnectionClosed) and joins "
+                        "them for at most 1 s", self._threads.busy, timeout)
 
     def close(self) -> None:
-        """Free the loop at once (after :meth:`shutdown` for a graceful stop)."""
+        """Free the loop at once (after :meth:`shutdown` for a graceful stop). Blocking
+        handlers are told (their waits and ws calls raise ConnectionClosed(1001)) and their
+        threads joined for at most 1 s."""
         self.mgr.close()
 
     def __enter__(self) -> "App":
@@ -363,17 +404,32 @@ class App:
                        {"Retry-After": "5"})
             conn.drain()
             return
+        fn: Callable[[Any], Any] = route.handler
+        if route.kwargs is not None:
+            fn = _with_kwargs(route.handler, route.kwargs(None, params, request))
+        driver = route.driver or ("async" if aio.is_async(route.handler) else "generator")
+        if driver == "thread":
+            if not self._threads.has_room():
+                self._threads.refuse(conn, request.path, request.remote_addr)
+                return
+            tws = ThreadedWebSocket(self, conn, request, self._threads)
+            self._admit(tws, ip)
+            self._threads.start(tws, fn)
+            return
         ws = WebSocket(self, conn, request)
-        self._sockets[conn.id] = ws
+        self._admit(ws, ip)
         self._driver.bind(ws)
-        self._accepted += 1
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-        if aio.is_async(route.handler):
-            aio.start_handler(self, ws, route.handler)
+        if driver == "async":
+            aio.start_handler(self, ws, fn)
         else:
-            self._driver.start(ws, route.handler)
+            self._driver.start(ws, fn)
         if ws.rejected:
             self._forget(ws)
+
+    def _admit(self, ws: WebSocket, ip: str) -> None:
+        self._sockets[ws.conn.id] = ws
+        self._accepted += 1
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
 
     def _closed(self, ws: WebSocket) -> None:
         self._forget(ws)
@@ -419,7 +475,10 @@ class App:
                     params: Dict[str, Any], head: bool) -> None:
         request = Request(hm, params, conn.remote_addr)
         try:
-            result = route.handler(request)
+            if route.kwargs is not None:
+                result = route.handler(request, **route.kwargs(request, params, request))
+            else:
+                result = route.handler(request)
             if inspect.iscoroutine(result):  # an async def route: answered by its task
                 aio.finish_route(self, conn, hm, result, head, route.pattern)
                 return
@@ -435,6 +494,20 @@ class App:
         connection = (hm.header("connection") or "").lower()
         if hm.version == "HTTP/1.0" and "keep-alive" not in connection or "close" in connection:
             conn.drain()
+
+
+def _with_kwargs(handler: Callable[..., Any], kw: Dict[str, Any]) -> Callable[[Any], Any]:
+    """``handler`` called as ``handler(ws, **kw)`` (the path parameters and request it asks
+    for), under its own name (for logs)."""
+    def call(ws: Any) -> Any:
+        return handler(ws, **kw)
+    call.__name__ = getattr(handler, "__name__", "handler")
+    call.__qualname__ = getattr(handler, "__qualname__", call.__name__)
+    return call
+
+
+def _no_handler(*_: Any) -> None:
+    """The handler of the routes App builds only to check a pattern."""
 
 
 __all__ = ["App", "Route", "WebSocket", "Request", "Response"]

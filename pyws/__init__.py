@@ -81,7 +81,8 @@ def backend() -> str:
 
 __all__ = [
     "Manager", "Listener", "Timer", "Connection", "HttpMessage", "WsMessage", "Message",
-    "Headers", "App", "Route", "WebSocket", "ThreadedWebSocket", "Request", "Response", "connect",
+    "Headers", "App", "Route", "WebSocket", "Request", "Response", "connect",
+    "ThreadedWebSocket",
     "ClientConnection", "AsyncWebSocket", "WSMessage", "aconnect", "attach", "TlsOpts", "TlsError", "Deflate",
     "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
     "LimitExceeded", "QueueFull", "Opcode", "CloseCode", "State", "WSMsgType", "WSCloseCode",

@@ -70,6 +70,8 @@ class App:
         if unknown_websocket not in ("close", "404"):
             raise ValueError('unknown_websocket is "close" (accept, then close 1001) or "404"')
         resolve_options(options, "App()", loop_wide=True, also=_APP_OPTIONS)
+        self._threads = ThreadPool(self, threads, threads if thread_queue is None
+                                   else thread_queue, thread_queue_timeout, max_queue)
         self.mgr = Manager(self._on_event, **options)
         self.max_connections = max_connections
         self.max_connections_per_ip = max_connections_per_ip
@@ -80,8 +82,6 @@ class App:
         self._per_ip: Dict[str, int] = {}
         self._accepted = 0                            # server-side WebSockets (capacity)
         self._driver = Driver(self, max_queue)
-        self._threads = ThreadPool(self, threads, threads if thread_queue is None
-                                   else thread_queue, thread_queue_timeout, max_queue)
         self.mgr._close_hooks.append(self._threads.close)
         self._stop = threading.Event()
 
@@ -342,6 +342,7 @@ class App:
         ConnectionClosed), polling meanwhile: all within ``timeout`` seconds. Handlers still
         running then are logged; :meth:`close` stops what is left."""
         deadline = time.monotonic() + timeout
+        self._threads.going_away()
         self.mgr.shutdown(timeout)
         if not self._threads.wait_idle(deadline, lambda: self.mgr.poll(20)):
             log.warning("pyws: %d blocking handler(s) still running %g s after shutdown began; "

@@ -370,8 +370,9 @@ class ThreadPool:
         conn.reply(503, "server busy: every handler thread is taken and the queue for them "
                    "is full\n", {"Retry-After": "5"})
         conn.drain()
-        self._warn("refused", "refused the upgrade to %s from %s with 503: all %d handler threads are "
-                   "busy and %d connection(s) wait for one (App threads=%d, thread_queue=%d)",
+        self._warn("refused", "refused the upgrade to %s from %s with 503: all %d handler "
+                   "threads are busy and %d connection(s) wait for one (App threads=%d, "
+                   "thread_queue=%d)",
                    path, remote, self.busy, len(self._jobs), self.threads, self.queue)
 
     def _warn(self, kind: str, fmt: str, *args: Any) -> None:
@@ -400,10 +401,10 @@ class ThreadPool:
                 t.start()
             self._work.notify()
         if waits:
-            self._warn("waits", "all %d handler threads are busy: the upgrade to %s waits for one "
-                       "(%d waiting; at most thread_queue=%d, each for thread_queue_timeout="
-                       "%g s, then 503)", self.threads, ws.request.path, len(self._jobs),
-                       self.queue, self.queue_timeout)
+            self._warn("waits", "all %d handler threads are busy: the upgrade to %s waits for "
+                       "one (%d waiting; at most thread_queue=%d, each for "
+                       "thread_queue_timeout=%g s, then 503)", self.threads,
+                       ws.request.path, len(self._jobs), self.queue, self.queue_timeout)
             self.app.mgr.timer(self.queue_timeout, lambda: self._expired(ws))
 
     def _expired(self, ws: ThreadedWebSocket) -> None:  # loop thread
@@ -413,8 +414,9 @@ class ThreadPool:
             except ValueError:
                 return  # a thread took it (or it closed)
         self.refused += 1
-        self._warn("expired", "the upgrade to %s from %s waited %g s (thread_queue_timeout) for a handler "
-                   "thread and was refused with 503; all %d threads are busy (App threads=%d)",
+        self._warn("expired", "the upgrade to %s from %s waited %g s (thread_queue_timeout) "
+                   "for a handler thread and was refused with 503; all %d threads are busy "
+                   "(App threads=%d)",
                    ws.request.path, ws.request.remote_addr, self.queue_timeout, self.busy,
                    self.threads)
         if ws._accepted is None and not ws.conn.closed:
@@ -461,9 +463,9 @@ class ThreadPool:
         with self._lock:
             try:
                 self._jobs.remove(ws)  # it was still waiting for a thread: it never runs
-                self._live.discard(ws)
             except ValueError:
                 pass
+        self._live.discard(ws)  # a running handler learns it from ws.connected
         ws._wake()
         self.app._closed(ws)
 
@@ -568,6 +570,17 @@ class ThreadPool:
             pass  # the loop is gone: nothing is left to finish
 
     # ------------------------------------------------------------------ stopping
+    def going_away(self) -> None:
+        """The App is shutting down (loop thread): every running handler is told at once, so
+        its ``recv()`` gives None (then raises ConnectionClosed(1001)) without waiting for the
+        close handshake; connections still waiting for a thread are not started."""
+        with self._lock:
+            self._jobs.clear()
+        for ws in list(self._live):
+            if ws.close_code is None:
+                ws.close_code, ws.close_reason = _SHUTDOWN
+            ws._wake()
+
     def wait_idle(self, deadline: float, poll: Callable[[], Any]) -> bool:
         """Call ``poll()`` (one loop iteration) until no handler runs or ``deadline``
         (time.monotonic()) passes; True if none runs."""

@@ -239,15 +239,15 @@ class ThreadedWebSocket(WebSocket):
             self.conn.resume_reading()
 
     # ------------------------------------------------------------------ sending
-    def _sent(self, fn: Callable[..., Any], *args: Any) -> None:
+    def _sent(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a send on the loop thread; from another thread, then wait while the write
         buffer is above its high-water mark."""
         if self.app.mgr._owner == _get_ident():
-            fn(self, *args)
-            return
-        above, seen = self._pool.call(_send_and_mark, (fn, self) + args)
+            return fn(self, *args, **kwargs)
+        result, above, seen = self._pool.call(_send_and_mark, (fn, self, args, kwargs))
         if above:
             self._wait_drain(seen)
+        return result
 
     def send(self, data: Sendable, binary: Optional[bool] = None,
              compress: Optional[bool] = None) -> None:
@@ -297,19 +297,23 @@ class ThreadedWebSocket(WebSocket):
         return "<Threaded" + super().__repr__()[1:]
 
 
-def _send_and_mark(fn: Callable[..., Any], ws: ThreadedWebSocket,
-                   *args: Any) -> Tuple[bool, int]:
+def _send_and_mark(fn: Callable[..., Any], ws: ThreadedWebSocket, args: Tuple[Any, ...],
+                   kwargs: Dict[str, Any]) -> Tuple[Any, bool, int]:
     """On the loop thread: the send, then whether the buffer is above its high-water mark
     (and the drain count to wait past)."""
-    fn(ws, *args)
-    return ws.conn.above_high_water, ws._drains
+    result = fn(ws, *args, **kwargs)
+    return result, ws.conn.above_high_water, ws._drains
 
 
 def _thread_safe(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    def method(self: ThreadedWebSocket, *args: Any, **kwargs: Any) -> Any:
-        if self.app.mgr._owner == _get_ident():
-            return fn(self, *args, **kwargs)
-        return self._pool.call(lambda: fn(self, *args, **kwargs), ())
+    if name.startswith("send"):  # sends wait while the buffer is above write_high_water
+        def method(self: ThreadedWebSocket, *args: Any, **kwargs: Any) -> Any:
+            return self._sent(fn, *args, **kwargs)
+    else:
+        def method(self: ThreadedWebSocket, *args: Any, **kwargs: Any) -> Any:
+            if self.app.mgr._owner == _get_ident():
+                return fn(self, *args, **kwargs)
+            return self._pool.call(lambda: fn(self, *args, **kwargs), ())
     method.__name__ = name
     method.__qualname__ = f"ThreadedWebSocket.{name}"
     method.__doc__ = f"THREAD-SAFE (runs on the loop's thread). {fn.__doc__ or ''}"
@@ -318,7 +322,8 @@ def _thread_safe(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 # Every other public method of WebSocket (ping, subscribe, unsubscribe, publish,
 # send_fragments, and whatever is added there later) runs on the loop's thread when called
-# from a handler thread, so nothing here touches the connection from the wrong thread.
+# from a handler thread, so nothing here touches the connection from the wrong thread; the
+# send* ones then wait for the drain as send() does.
 for _name, _fn in list(vars(WebSocket).items()):
     if not _name.startswith("_") and inspect.isfunction(_fn) and \
             _name not in vars(ThreadedWebSocket):
@@ -352,6 +357,7 @@ class ThreadPool:
         self.busy = 0                                     # handlers running
         self._calls: Set[_Call] = set()
         self._stopping = False
+        self._going = False                               # the App is shutting down
         self._live: Set[ThreadedWebSocket] = set()        # started or waiting, not yet ended
         self._log_at: Dict[str, float] = {}
         self._log_skipped: Dict[str, int] = {}
@@ -511,6 +517,9 @@ class ThreadPool:
         self._live.discard(ws)
         with ws._cond:
             ws._queue.clear()
+        if self._going and exc is None and ws._accepted and not ws.conn.closed:
+            # it returned because the App is going away: the client hears 1001, not 1000
+            ws.conn.close(*_SHUTDOWN)
         self.app._driver.finished(ws, exc)  # 1000, or 1011 and the traceback logged
 
     # ------------------------------------------------------------------ crossing to the loop
@@ -574,6 +583,7 @@ class ThreadPool:
         """The App is shutting down (loop thread): every running handler is told at once, so
         its ``recv()`` gives None (then raises ConnectionClosed(1001)) without waiting for the
         close handshake; connections still waiting for a thread are not started."""
+        self._going = True
         with self._lock:
             self._jobs.clear()
         for ws in list(self._live):

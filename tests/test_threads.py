@@ -24,7 +24,7 @@ import websockets
 import pyws
 
 from _rawws import handshake_request
-from conftest import AppServer
+from conftest import AppServer, serving
 from test_app import recv_close, wait_for
 
 
@@ -482,6 +482,43 @@ def test_a_sleeping_handler_does_not_delay_the_loop(serve: Callable[..., AppServ
     assert s.recv() == "woke"
     s.close()
     g.close()
+
+
+def test_blocking_handlers_inside_asyncio(run: Callable[..., Any]) -> None:
+    """An App served by `await app.serve()` (asyncio, then uvloop) runs blocking handlers
+    beside async ones: the threads' calls reach the loop through the same wakeup; cancelling
+    the serve tells a waiting thread (its recv() gives None)."""
+    app = pyws.App()
+    thread_echo(app)
+    ended: "queue.Queue[Any]" = queue.Queue()
+
+    @app.websocket("/async")
+    async def aecho(ws: Any) -> None:
+        async for m in ws:
+            await ws.send(m)
+
+    @app.websocket("/wait")
+    def wait(ws: Any) -> None:
+        ws.send_text("ready")
+        ended.put(ws.recv())
+
+    async def main() -> None:
+        async def one(port: int, path: str, k: int) -> None:
+            async with pyws.aconnect(f"ws://127.0.0.1:{port}{path}") as ws:
+                for i in range(3):
+                    await ws.send(f"{k}.{i}")
+                    assert (await ws.recv(timeout=5)).data == f"{k}.{i}"
+
+        async with serving(app, shutdown_timeout=2) as port:
+            await asyncio.gather(*(one(port, "/echo", k) for k in range(20)),
+                                 one(port, "/async", 99))
+            w = await pyws.aconnect(f"ws://127.0.0.1:{port}/wait")
+            assert (await w.recv(timeout=5)).data == "ready"
+        assert await w.recv(timeout=5) is None and w.close_code == 1001
+        await w.close()
+
+    run(main())
+    assert ended.get(timeout=5) is None
 
 
 # --------------------------------------------------------------------------- shutdown

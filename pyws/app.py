@@ -1,6 +1,8 @@
-"""The generator-style API: an App with WebSocket routes whose handlers are generators, plain
-HTTP routes on the same port, topics, connection limits, and a run loop (or listen + poll in
-your own loop). Everything runs on one thread, driven by the C poll loop; no asyncio."""
+"""The App: WebSocket routes whose handlers are generators (on the loop's thread), ``async def``
+(inside asyncio, pyws.aio) or plain functions (blocking, in a bounded thread pool:
+pyws.threaded), plain HTTP routes on the same port (patterns and signatures: pyws.routing),
+topics, connection limits, and a run loop (or listen + poll in your own loop). The loop itself
+runs on one thread, driven by the C poll loop."""
 from __future__ import annotations
 
 import inspect
@@ -210,9 +212,9 @@ class App:
         (``binary=True``/``False`` overrides; see :meth:`WebSocket.send`). Framed once in C; a
         subscriber past its ``write_limit`` is closed with 1008 instead of stalling the
         others. Returns how many connections it was queued on. ``compress``: see
-        :meth:`Manager.publish`. THREAD-SAFE: from a blocking handler's thread (or any other)
-        it runs on the loop's thread and returns once queued."""
-        if self.mgr._owner != threading.get_ident():
+        :meth:`Manager.publish`. From a blocking handler's thread it is handed to the loop's
+        thread and returns once queued; from other threads it raises WrongThreadError."""
+        if self._threads.is_handler_thread():
             return int(self._threads.call(self.publish, (topic, data, exclude, compress,
                                                          binary)))
         conn = exclude.conn if isinstance(exclude, WebSocket) else exclude
@@ -220,16 +222,17 @@ class App:
 
     def broadcast(self, data: Sendable, exclude: Optional[Union[WebSocket, Connection]] = None,
                   compress: Optional[bool] = None, binary: Optional[bool] = None) -> int:
-        """Send ``data`` to every open WebSocket (framed once, see :meth:`publish`).
-        THREAD-SAFE, as :meth:`publish`."""
-        if self.mgr._owner != threading.get_ident():
+        """Send ``data`` to every open WebSocket (framed once, see :meth:`publish`); from a
+        blocking handler's thread too, as :meth:`publish`."""
+        if self._threads.is_handler_thread():
             return int(self._threads.call(self.broadcast, (data, exclude, compress, binary)))
         conn = exclude.conn if isinstance(exclude, WebSocket) else exclude
         return self.mgr.broadcast(data, conn, binary, compress)
 
     def subscribers(self, topic: Union[str, bytes]) -> int:
-        """How many connections are subscribed to ``topic``. THREAD-SAFE."""
-        if self.mgr._owner != threading.get_ident():
+        """How many connections are subscribed to ``topic`` (from a blocking handler's
+        thread too)."""
+        if self._threads.is_handler_thread():
             return int(self._threads.call(self.subscribers, (topic,)))
         return self.mgr.subscribers(topic)
 

@@ -353,6 +353,7 @@ class ThreadPool:
         self._idle_cv = threading.Condition(self._lock)  # shutdown waits here for busy == 0
         self._jobs: Deque[ThreadedWebSocket] = collections.deque()
         self._workers: List[threading.Thread] = []
+        self._idents: Set[int] = set()                    # the workers' thread idents
         self._idle = 0
         self.busy = 0                                     # handlers running
         self._calls: Set[_Call] = set()
@@ -476,7 +477,18 @@ class ThreadPool:
         self.app._closed(ws)
 
     # ------------------------------------------------------------------ handler threads
+    def is_handler_thread(self) -> bool:
+        """True on one of this pool's handler threads."""
+        return _get_ident() in self._idents
+
     def _worker(self) -> None:
+        self._idents.add(_get_ident())
+        try:
+            self._work_loop()
+        finally:
+            self._idents.discard(_get_ident())
+
+    def _work_loop(self) -> None:
         while True:
             with self._lock:
                 while not self._jobs and not self._stopping:

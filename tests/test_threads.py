@@ -249,6 +249,8 @@ def test_sends_and_topics_from_other_threads_and_from_the_loop(
     p.send("x")
     assert p.recv() == "1 1 1"
     assert s.recv() == "via ws.publish x" and s.recv() == "via app.publish"
+    with pytest.raises(pyws.WrongThreadError):   # app.* from other threads: as before
+        app.publish("news", "from the test's thread")
     g = connect(srv, "/gen")
     g.send("y")
     assert g.recv() == "done" and s.recv() == "from the loop: y"

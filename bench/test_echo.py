@@ -45,6 +45,9 @@ SERVERS: Dict[str, Callable[[], List[str]]] = {
     "pyws-async-uv": lambda: [os.path.join(HERE, "servers", "pyws_async_echo.py"), "--uvloop"],
     # the async echo on the --echo-baseline build: the async driver before/after in one run
     "pyws-async-base": lambda: [os.path.join(HERE, "servers", "pyws_async_echo.py")],
+    # blocking handlers (pyws's thread pool) and their threaded peer, websockets.sync
+    "pyws-thread": lambda: [os.path.join(HERE, "servers", "pyws_thread_echo.py")],
+    "websockets-sync": lambda: [os.path.join(HERE, "servers", "websockets_sync_echo.py")],
     "picows": lambda: [os.path.join(HERE, "servers", "picows_echo.py")],
     "websockets": lambda: [os.path.join(HERE, "servers", "websockets_echo.py")],
     "aiohttp": lambda: [os.path.join(HERE, "servers", "aiohttp_echo.py")],
@@ -52,7 +55,8 @@ SERVERS: Dict[str, Callable[[], List[str]]] = {
 # the module each server needs, to skip (not fail) a server whose package is missing
 REQUIRES = {"pyws": "pyws", "pyws-gen": "pyws", "pyws-base": "pyws", "picows": "picows",
             "pyws-async": "pyws", "pyws-async-uv": "uvloop", "pyws-async-base": "pyws",
-            "websockets": "websockets", "aiohttp": "aiohttp"}
+            "websockets": "websockets", "aiohttp": "aiohttp", "pyws-thread": "pyws",
+            "websockets-sync": "websockets"}
 
 
 def _split(opt: str) -> List[str]:

@@ -251,7 +251,8 @@ class App:
                 protocols: Optional[List[str]] = None, origin: Optional[str] = None,
                 tls: Optional[TlsOpts] = None, **options: Any) -> Connection:
         """Open a client WebSocket to ``url`` from this App's loop and run ``handler(ws)`` (a
-        generator, as for server routes) once it is open; ``ws.request`` is then the server's
+        generator, as for server routes; a plain function runs once, on the loop's thread:
+        the blocking thread-pool driver is for server routes) once it is open; ``ws.request`` is then the server's
         101 response. If the connect or handshake fails, the handler is called with a ``ws``
         whose ``connected`` is False and ``ws.error`` tells why, so it can log or retry
         (``yield ws.sleep(1)`` is not possible then: schedule a new ``app.connect``).

@@ -118,9 +118,14 @@ class App:
                                 f"{type(fn).__name__}")
             route = Route(path, fn)
             route.kwargs = bind_handler(path, fn, route.names, "ws")
-            if aio.is_async(fn) or inspect.iscoroutinefunction(target):
+            # what decides the driver: the function, what it wraps (functools.wraps), or the
+            # __call__ of a callable object
+            looks = [fn, target]
+            if not inspect.isroutine(target) and not isinstance(target, type):
+                looks.append(getattr(type(target), "__call__", None))
+            if aio.is_async(fn) or any(inspect.iscoroutinefunction(f) for f in looks):
                 route.driver = "async"
-            elif inspect.isgeneratorfunction(fn) or inspect.isgeneratorfunction(target):
+            elif any(inspect.isgeneratorfunction(f) for f in looks):
                 route.driver = "generator"
             else:
                 route.driver = "thread"
@@ -299,7 +304,7 @@ class App:
         main thread. An App with ``async def`` handlers or routes runs with ``await
         app.serve(...)`` instead (TypeError here)."""
         for r in self._ws_routes + self._http_routes:
-            if aio.is_async(r.handler):
+            if r.driver == "async" or aio.is_async(r.handler):
                 raise TypeError(f"{r.pattern}: {r.handler.__name__} is async def; run the App "
                                 "inside asyncio with `await app.serve(host, port)`")
         if not self.mgr._in_poll:

@@ -9,6 +9,7 @@ speed claim (those live in bench/)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue
 import socket
@@ -630,6 +631,67 @@ def test_close_without_shutdown_raises_connection_closed_in_threads() -> None:
     assert events.get(timeout=5)[0] == "send"
     wait_for(lambda: not any(w.is_alive() for w in app._threads._workers))
     c.close()
+
+
+def test_the_driver_is_chosen_at_registration(serve: Callable[..., AppServer],
+                                              caplog: Any) -> None:
+    """Generators (also behind functools.wraps, or as a callable object's __call__) keep the
+    generator driver; async def the async one; everything else is blocking. A wrapper that
+    hides a generator is reported with what to do."""
+    app = pyws.App()
+
+    def wrapped(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def inner(ws: Any) -> Any:
+            return fn(ws)
+        return inner
+
+    def hidden(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def inner(ws: Any) -> Any:     # no functools.wraps: looks like a plain function
+            return fn(ws)
+        return inner
+
+    class Handler:
+        def __call__(self, ws: Any) -> Any:
+            msg = yield ws.recv()
+            ws.send_text("object " + msg.text)
+
+    @app.websocket("/wrapped")
+    @wrapped
+    def gen(ws: Any) -> Any:
+        msg = yield ws.recv()
+        in_pool = threading.current_thread().name.startswith("pyws-handler")
+        ws.send_text(f"gen {msg.text} in pool: {in_pool}")
+
+    @app.websocket("/hidden")
+    @hidden
+    def gen2(ws: Any) -> Any:
+        yield ws.recv()
+
+    @app.websocket("/async")
+    @wrapped
+    async def coro(ws: Any) -> None:
+        pass
+
+    app.websocket("/object")(Handler())
+    app.websocket("/lambda")(lambda ws: ws.send_text(type(ws).__name__))
+    drivers = {r.pattern: r.driver for r in app._ws_routes}
+    assert drivers == {"/wrapped": "generator", "/hidden": "thread", "/async": "async",
+                       "/object": "generator", "/lambda": "thread"}
+    srv = serve(app)
+    for path, want in [("/wrapped", "gen x in pool: False"), ("/object", "object x")]:
+        c = connect(srv, path)
+        c.send("x")
+        assert c.recv() == want
+        c.close()
+    c = connect(srv, "/lambda")
+    assert c.recv() == "ThreadedWebSocket"
+    c.close()
+    with caplog.at_level(logging.ERROR, logger="pyws"):
+        c = connect(srv, "/hidden")
+        assert recv_close(c)[0] == 1011
+        c.close()
+        wait_for(lambda: "decorate the wrapper with functools.wraps(handler)" in caplog.text)
 
 
 def test_threads_options_are_checked() -> None:

@@ -85,6 +85,7 @@ class App:
         self._accepted = 0                            # server-side WebSockets (capacity)
         self._driver = Driver(self, max_queue)
         self.mgr._close_hooks.append(self._threads.close)
+        self._threads.high_water = int(self.mgr._options["write_high_water"])
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ registration
@@ -257,8 +258,8 @@ class App:
                 tls: Optional[TlsOpts] = None, **options: Any) -> Connection:
         """Open a client WebSocket to ``url`` from this App's loop and run ``handler(ws)`` (a
         generator, as for server routes; a plain function runs once, on the loop's thread:
-        the blocking thread-pool driver is for server routes) once it is open; ``ws.request`` is then the server's
-        101 response. If the connect or handshake fails, the handler is called with a ``ws``
+        the blocking thread-pool driver is for server routes) once it is open;
+        ``ws.request`` is then the server's 101 response. If the connect or handshake fails, the handler is called with a ``ws``
         whose ``connected`` is False and ``ws.error`` tells why, so it can log or retry
         (``yield ws.sleep(1)`` is not possible then: schedule a new ``app.connect``).
         Returns the underlying :class:`Connection`."""

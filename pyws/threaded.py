@@ -5,10 +5,11 @@ for them.
 ``msg = ws.recv()`` blocks the handler's thread only: the loop queues the connection's messages
 for it (bounded: past ``max_queue`` reading pauses, TCP pushes back on the peer). Everything a
 handler does to a connection (send, close, subscribe, publish, accept, ...) is handed to the
-loop's thread with ``Manager.call_soon_threadsafe`` (the C wakeup queue) and the handler's
-thread waits for the result, so errors (``ConnectionClosed``, ``LimitExceeded``, a bad
-argument) are raised where the call was made; a send that leaves the write buffer above
-``write_high_water`` waits until it drains (backpressure, as ``await ws.send()`` does).
+loop's thread with ``Manager.call_soon_threadsafe`` (the C wakeup queue), in order. A send
+returns once handed over (its payload is built on the handler's thread); it first waits while
+the write buffer is above ``write_high_water`` (backpressure, as ``await ws.send()`` does)
+and raises ``ConnectionClosed`` once the connection is closing. Every other call waits for its
+result, so its errors are raised where it was made.
 
 Each open blocking connection holds one thread for its whole life, so ``App(threads=)`` is the
 number of blocking connections served at once. Past it, new connections wait (not yet
@@ -26,9 +27,11 @@ import time
 from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Mapping,
                     Optional, Set, Tuple, Union)
 
-from ._send import Sendable
+from ._lib import lib
+from ._send import Sendable, outgoing
+from .compression import send_flags
 from .connection import Connection
-from .constants import EV_CLOSE, EV_DRAIN, EV_WS_MSG, OP_TEXT, State
+from .constants import EV_CLOSE, EV_DRAIN, EV_WS_MSG, OP_BINARY, OP_TEXT, State
 from .errors import ConnectionClosed, PyWSError, QueueFull, closed_error
 from .message import Message
 from .request import Request
@@ -45,6 +48,8 @@ log = logging.getLogger("pyws")
 DEFAULT_THREADS = 128
 
 _get_ident = threading.get_ident
+_pyws_send = lib.pyws_send
+_SEND_HW = lib.PYWS_SEND_FIN | lib.PYWS_SEND_REPORT_HW  # queue a whole message; 1 = above HW
 _SHUTDOWN = (1001, "server shutting down")
 
 
@@ -77,15 +82,18 @@ class ThreadedWebSocket(WebSocket):
     - ``for msg in ws:`` every message until the close.
     - ``ws.sleep(seconds)`` (``ConnectionClosed`` if it closes meanwhile), ``ws.drain()``.
 
-    Every other call (``send``, ``send_text``, ``send_bytes``, ``send_json``, ``close``,
-    ``ping``, ``subscribe``, ``publish``, ``accept``, ``reject``, ...) is THREAD-SAFE: made on
-    another thread it runs on the loop's thread and returns (or raises) once done; made on the
-    loop's thread (a generator or callback handler sending to this connection) it runs at once.
-    A send that leaves the write buffer above ``write_high_water`` then waits until it
-    drains. The handshake is answered at the first recv or send, as for the other drivers.
+    Every other call is THREAD-SAFE. ``send``, ``send_text``, ``send_bytes``, ``send_json``
+    from another thread return once the message is handed to the loop, after waiting while
+    the write buffer is above ``write_high_water``; they raise ``ConnectionClosed`` once the
+    connection is closing. The rest (``close``, ``ping``, ``subscribe``, ``publish``,
+    ``accept``, ``reject``, ``send_fragments``, ...) runs on the loop's thread and returns (or
+    raises) once done. Made on the loop's thread (a generator or callback handler sending to
+    this connection) any of them runs at once. The handshake is answered at the first recv or
+    send, as for the other drivers.
     """
 
-    __slots__ = ("_cond", "_pool", "_drains", "_resume_pending", "_stopped", "_call_fn")
+    __slots__ = ("_cond", "_pool", "_drains", "_resume_pending", "_stopped", "_call_fn",
+                 "_unsent", "_above")
 
     def __init__(self, app: "App", conn: Connection, request: Request,
                  pool: "ThreadPool") -> None:
@@ -96,6 +104,10 @@ class ThreadedWebSocket(WebSocket):
         self._resume_pending = False     # a resume_reading() is on its way to the loop
         self._stopped = False            # the pool was closed under it
         self._call_fn: Optional[Callable[["ThreadedWebSocket"], Any]] = None
+        # sends handed to the loop: bytes not yet queued in C, and whether the last one left
+        # the write buffer above write_high_water (EV_DRAIN clears it)
+        self._unsent = 0
+        self._above = False
 
     # ------------------------------------------------------------------ plumbing
     def _on_loop(self) -> bool:
@@ -239,35 +251,97 @@ class ThreadedWebSocket(WebSocket):
             self.conn.resume_reading()
 
     # ------------------------------------------------------------------ sending
+    def _send(self, payload: bytes, op: int, compress: Optional[bool]) -> None:
+        """A whole message. From a foreign thread it is handed to the loop without waiting for
+        it to run (in order with every other call from this thread); it waits first while the
+        write buffer is above ``write_high_water``, or while as much is still on its way to
+        the loop. Raises ConnectionClosed at once if the connection is known to be closing.
+        On the loop's thread it is sent at once."""
+        mgr = self.app.mgr
+        if mgr._owner == _get_ident():
+            if self._accepted is not True:
+                self._ensure_open()
+            self.conn.ws_send(payload, op, True, compress)
+            return
+        n = len(payload)
+        cond = self._cond
+        with cond:
+            while True:
+                if self._accepted is False or self.close_code is not None or \
+                        self.conn.closed or self._stopped:
+                    raise self._end_error()
+                if not self._above and (self._unsent == 0 or
+                                        self._unsent + n <= self._pool.high_water):
+                    break
+                cond.wait()
+            self._unsent += n
+        try:
+            self._pool.post_later(self._loop_send, payload, op, compress)
+        except BaseException:
+            with cond:
+                self._unsent -= n
+            raise
+
+    def _loop_send(self, payload: bytes, op: int, compress: Optional[bool]) -> None:
+        """On the loop thread: queue a send handed over by _send."""
+        above = False
+        try:
+            conn = self.conn
+            if self._accepted is not True:
+                self._ensure_open()
+            loop = self.app.mgr._loop
+            if loop is None or conn.closed:
+                return
+            rc = _pyws_send(loop, conn.id, op, payload, len(payload),
+                            _SEND_HW | send_flags(compress))
+            if rc == 1:
+                above = True
+            elif rc < 0:
+                conn._fail(rc, "ws_send")
+        except ConnectionClosed:
+            pass  # closed meanwhile (or LimitExceeded: closed with 1008): the thread sees it
+        except Exception:
+            log.exception("pyws: a send from the handler of %s failed", self.request.path)
+        finally:
+            with self._cond:
+                self._unsent -= len(payload)
+                if above:
+                    self._above = True
+                self._cond.notify_all()
+
+    def send(self, data: Sendable, binary: Optional[bool] = None,
+             compress: Optional[bool] = None) -> None:
+        """THREAD-SAFE. Send a whole message: a str as text, bytes-like as binary, a
+        :class:`pyws.Message` with its own opcode (see :meth:`pyws.WebSocket.send`). From a
+        handler thread it returns once the message is handed to the loop, after waiting while
+        the write buffer is above ``write_high_water``; ``ConnectionClosed`` if closing."""
+        payload, op = outgoing(data, binary)
+        self._send(payload, op, compress)
+
+    def send_text(self, text: str, compress: Optional[bool] = None) -> None:
+        """THREAD-SAFE. Send a text message (see :meth:`send`)."""
+        self._send(text.encode(), OP_TEXT, compress)
+
+    def send_bytes(self, data: Union[bytes, bytearray, memoryview],
+                   compress: Optional[bool] = None) -> None:
+        """THREAD-SAFE. Send a binary message (see :meth:`send`)."""
+        self._send(bytes(data), OP_BINARY, compress)
+
+    def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps,
+                  compress: Optional[bool] = None) -> None:
+        """THREAD-SAFE. Send ``dumps(obj)`` as a text message (see :meth:`send`)."""
+        self._send(dumps(obj).encode(), OP_TEXT, compress)
+
     def _sent(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run a send on the loop thread; from another thread, then wait while the write
-        buffer is above its high-water mark."""
+        """Another send method of WebSocket (send_fragments, ...) on the loop thread; from a
+        foreign thread it waits for it to run, then while the write buffer is above its
+        high-water mark."""
         if self.app.mgr._owner == _get_ident():
             return fn(self, *args, **kwargs)
         result, above, seen = self._pool.call(_send_and_mark, (fn, self, args, kwargs))
         if above:
             self._wait_drain(seen)
         return result
-
-    def send(self, data: Sendable, binary: Optional[bool] = None,
-             compress: Optional[bool] = None) -> None:
-        """THREAD-SAFE. Send a whole message (see :meth:`pyws.WebSocket.send`); waits while
-        the write buffer is above ``write_high_water``."""
-        self._sent(WebSocket.send, data, binary, compress)
-
-    def send_text(self, text: str, compress: Optional[bool] = None) -> None:
-        """THREAD-SAFE. Send a text message (see :meth:`send`)."""
-        self._sent(WebSocket.send_text, text, compress)
-
-    def send_bytes(self, data: Union[bytes, bytearray, memoryview],
-                   compress: Optional[bool] = None) -> None:
-        """THREAD-SAFE. Send a binary message (see :meth:`send`)."""
-        self._sent(WebSocket.send_bytes, data, compress)
-
-    def send_json(self, obj: Any, dumps: Callable[[Any], str] = json.dumps,
-                  compress: Optional[bool] = None) -> None:
-        """THREAD-SAFE. Send ``dumps(obj)`` as a text message (see :meth:`send`)."""
-        self._sent(WebSocket.send_text, dumps(obj), compress)
 
     def close(self, code: int = 1000, reason: str = "", *,
               message: Optional[str] = None) -> None:
@@ -348,6 +422,9 @@ class ThreadPool:
         self.queue = queue
         self.queue_timeout = float(queue_timeout)
         self.max_queue = max(1, max_queue)
+        #: bytes a handler thread may have on their way to the loop before its send waits
+        #: (the App's write_high_water)
+        self.high_water = 1024 * 1024
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)     # workers wait here for a job
         self._idle_cv = threading.Condition(self._lock)  # shutdown waits here for busy == 0
@@ -455,6 +532,7 @@ class ThreadPool:
             elif ev == EV_DRAIN:
                 with cond:
                     ws._drains += 1
+                    ws._above = False
                     cond.notify_all()
             elif ev == EV_CLOSE:
                 self._closed(ws)
@@ -578,6 +656,19 @@ class ThreadPool:
             c.done = True
             c.value, c.exc = value, exc
         c.lock.release()
+
+    def post_later(self, fn: Callable[..., Any], *args: Any) -> None:
+        """From a foreign thread: queue ``fn(*args)`` for the loop thread, in order with every
+        other call of this pool, without waiting for it to run. ConnectionClosed(1001) if the
+        App is shutting down; QueueFull if the loop's queue stayed full."""
+        if self._stopping:
+            raise ConnectionClosed(*_SHUTDOWN)
+        try:
+            self.app.mgr.call_soon_threadsafe(fn, *args)
+        except QueueFull:
+            raise
+        except PyWSError:
+            raise ConnectionClosed(*_SHUTDOWN) from None
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop thread without waiting for it (dropped once the

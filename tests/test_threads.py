@@ -397,11 +397,11 @@ def test_queued_connection_times_out_with_503(serve: Callable[..., AppServer],
 
 def test_200_concurrent_threaded_connections_while_the_loop_keeps_serving(
         serve: Callable[..., AppServer]) -> None:
-    """200 blocking handlers open at once each echo 5 messages correctly (checked with the
+    """200 blocking handlers open at once each echo 21 messages correctly (checked with the
     websockets client, all connections open together), while a generator echo on the same
     App keeps answering: its round trips during the load are compared with the unloaded ones
     measured just before, in this test."""
-    n_conns, n_msgs = 200, 5
+    n_conns, n_msgs = 200, 20
     app = pyws.App(threads=n_conns)
     thread_echo(app)
     gen_echo(app)

@@ -48,14 +48,18 @@ SERVERS: Dict[str, Callable[[], List[str]]] = {
     # the callback echo in worker processes sharing the port (pyws.run_workers, SO_REUSEPORT)
     "pyws-w1": lambda: [os.path.join(HERE, "servers", "pyws_workers_echo.py"), "--workers", "1"],
     "pyws-w2": lambda: [os.path.join(HERE, "servers", "pyws_workers_echo.py"), "--workers", "2"],
+    # blocking handlers (pyws's thread pool) and their threaded peer, websockets.sync
+    "pyws-thread": lambda: [os.path.join(HERE, "servers", "pyws_thread_echo.py")],
+    "websockets-sync": lambda: [os.path.join(HERE, "servers", "websockets_sync_echo.py")],
     "picows": lambda: [os.path.join(HERE, "servers", "picows_echo.py")],
     "websockets": lambda: [os.path.join(HERE, "servers", "websockets_echo.py")],
     "aiohttp": lambda: [os.path.join(HERE, "servers", "aiohttp_echo.py")],
 }
 # the module each server needs, to skip (not fail) a server whose package is missing
 REQUIRES = {"pyws": "pyws", "pyws-gen": "pyws", "pyws-base": "pyws", "picows": "picows",
-            "pyws-async": "pyws", "pyws-w1": "pyws", "pyws-w2": "pyws", "pyws-async-uv": "uvloop", "pyws-async-base": "pyws",
-            "websockets": "websockets", "aiohttp": "aiohttp"}
+            "pyws-async": "pyws", "pyws-async-uv": "uvloop", "pyws-async-base": "pyws",
+            "websockets": "websockets", "aiohttp": "aiohttp", "pyws-thread": "pyws",
+            "websockets-sync": "websockets", "pyws-w1": "pyws", "pyws-w2": "pyws"}
 
 
 def _split(opt: str) -> List[str]:

@@ -89,10 +89,12 @@ extern "C" {
 #define PYWS_IMPL_SSE2 1
 #define PYWS_IMPL_AVX2 2
 #define PYWS_IMPL_NEON 3
+#define PYWS_IMPL_SSE4 4    /* x86 SSSE3 + SSE4.1 (pshufb): UTF-8 lookup kernel; masking as SSE2 */
+#define PYWS_IMPL_AVX512 5  /* x86 AVX-512 F+BW: UTF-8 lookup kernel; masking as AVX2 */
 
 /* 1 when kernel `impl` is compiled in and this CPU runs it, else 0. AUTO and SCALAR are always 1. */
 int pyws_impl_available(int impl);
-/* The kernel AUTO resolves to on this CPU (one of PYWS_IMPL_SCALAR..NEON). */
+/* The kernel AUTO resolves to on this CPU (one of PYWS_IMPL_SCALAR..AVX512). */
 int pyws_impl_best(void);
 
 /* ---------------------------------------------------------------------------------------------

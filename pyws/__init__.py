@@ -68,6 +68,7 @@ from .stats import ConnStats, ServerStats
 from . import metrics
 from .tls import TlsError, TlsOpts
 from .websocket import WebSocket
+from .threaded import ThreadedWebSocket
 from .asyncws import AsyncWebSocket, WSMessage
 from .aclient import aconnect
 from .aio import attach
@@ -86,6 +87,7 @@ __all__ = [
     "Manager", "Listener", "Timer", "Connection", "HttpMessage", "WsMessage", "Message",
     "WebSocketMessage",
     "Headers", "App", "Route", "WebSocket", "Request", "Response", "connect",
+    "ThreadedWebSocket",
     "ClientConnection", "AsyncWebSocket", "WSMessage", "aconnect", "attach", "TlsOpts", "TlsError", "Deflate",
     "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
     "LimitExceeded", "QueueFull", "Opcode", "CloseCode", "State", "WSMsgType", "WSCloseCode",

@@ -345,7 +345,8 @@ class Message:
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash((self.opcode, self.data))
+        data = self.data
+        return hash((self.opcode, data if type(data) is bytes else bytes(data)))
 
     def __repr__(self) -> str:
         try:

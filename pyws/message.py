@@ -392,7 +392,7 @@ class MessageView(Message):
         self.opcode = opcode
         self.compressed = compressed
 
-    @property  # type: ignore[override]
+    @property
     def data(self) -> memoryview:  # type: ignore[override]
         """The payload, a read-only memoryview valid while the handler runs."""
         v = self._view

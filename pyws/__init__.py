@@ -62,7 +62,7 @@ from .app import App, Route
 from .client import ClientConnection, connect
 from .compression import Deflate
 from .manager import DEFAULT_OPTIONS, LOOP_OPTIONS, Listener, Manager, Timer
-from .message import Headers, HttpMessage, Message, WebSocketMessage, WsMessage
+from .message import Headers, HttpMessage, Message, MessageView, WebSocketMessage, WsMessage
 from .request import Request, Response
 from .stats import ConnStats, ServerStats
 from . import metrics
@@ -85,6 +85,7 @@ def backend() -> str:
 
 __all__ = [
     "Manager", "Listener", "Timer", "Connection", "HttpMessage", "WsMessage", "Message",
+    "MessageView",
     "WebSocketMessage",
     "Headers", "App", "Route", "WebSocket", "Request", "Response", "connect",
     "ThreadedWebSocket",

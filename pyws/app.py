@@ -320,7 +320,9 @@ class App:
         """Serve :meth:`stats` at ``path`` (a GET route) in the Prometheus text format 0.0.4
         (see :mod:`pyws.metrics`)."""
         def scrape(request: Request) -> Response:
-            return Response(metrics.render(self.mgr.stats()), 200,
+            broker = self.mgr.broker
+            return Response(metrics.render(self.mgr.stats(), broker=broker.stats()
+                                           if broker is not None else None), 200,
                             content_type=metrics.CONTENT_TYPE)
         self.route(path, ["GET"])(scrape)
 

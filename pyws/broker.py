@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ._lib import ffi, lib
 from .constants import EV_BROKER, EV_CLOSE, EV_DATA, EV_ERROR, OP_BINARY, OP_TEXT
+from .errors import ConnectionClosed, PyWSError
 from .tls import TlsOpts
 
 if TYPE_CHECKING:
@@ -313,9 +314,16 @@ class _Link:
         if not self.setup:
             self._ready()
 
-    def send(self, cmd: Tuple[bytes, ...]) -> None:
-        if self.conn is not None:
+    def send(self, cmd: Tuple[bytes, ...]) -> bool:
+        """Queue a command; False if the connection is already ending (its EV_CLOSE is on
+        the way: the caller keeps what it wanted to send)."""
+        if self.conn is None:
+            return False
+        try:
             self.conn.send_raw(_hiredis.pack_command(cmd))
+        except (PyWSError, ConnectionClosed):
+            return False
+        return True
 
     def close(self, flush: bool) -> None:
         conn, self.conn = self.conn, None
@@ -579,8 +587,8 @@ class Broker:
         self.counters["published"] += 1
         sh = self.route(ch)
         if sh is not None and sh.pub.up and not sh.queue and \
-                len(sh.pub.expect) < self.options["max_inflight"]:
-            sh.pub.send((self._pub_cmd, ch, msg))
+                len(sh.pub.expect) < self.options["max_inflight"] and \
+                sh.pub.send((self._pub_cmd, ch, msg)):
             sh.pub.expect.append((topic, ch, msg))
             self.counters["sent"] += 1
             return
@@ -612,10 +620,12 @@ class Broker:
         pub = sh.pub
         limit = self.options["max_inflight"]
         while sh.queue and pub.up and len(pub.expect) < limit:
-            topic, ch, msg = sh.queue.popleft()
+            topic, ch, msg = sh.queue[0]
+            if not pub.send((self._pub_cmd, ch, msg)):
+                return  # ending: the queue waits for the next connection
+            sh.queue.popleft()
             self._queued -= 1
             self._queued_bytes -= len(msg)
-            pub.send((self._pub_cmd, ch, msg))
             pub.expect.append((topic, ch, msg))
             self.counters["sent"] += 1
 

@@ -285,6 +285,7 @@ def test_redis_paused_with_sigstop_does_not_stall_the_loop(
                 t0 = time.monotonic()
                 await s[0].send(f"m{n}")
                 assert await asyncio.wait_for(s[1].recv(), 5) == f"m{n}"
+                assert await asyncio.wait_for(s[0].recv(), 5) == f"m{n}"  # the sender's copy
                 worst = max(worst, time.monotonic() - t0)
                 n += 1
                 await asyncio.sleep(0.005)

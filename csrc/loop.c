@@ -351,6 +351,8 @@ void pyws_loop_free(pyws_loop *loop)
     for (int i = 0; i < loop->nblob_cache; i++)
         free(loop->blob_cache[i]);
     free(loop->blob_cache);
+    for (int i = 0; i < loop->nbig_cache; i++)
+        free(loop->big_cache[i]);
     pw_timers_free(&loop->timers);
     pyws_wake_close(loop); /* no producer is left waiting on what is freed below */
     for (size_t i = 0; i < loop->wake_n; i++)

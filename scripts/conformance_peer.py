@@ -64,8 +64,9 @@ def write_cert(outdir: Path) -> None:
 
 
 def has_threads() -> bool:
-    """Whether this pyws runs plain def WebSocket handlers on threads (App(threads=N))."""
-    return importlib.util.find_spec("pyws.threaded") is not None
+    """Whether this pyws runs plain def WebSocket handlers on threads (App(threads=N)).
+    (Not find_spec("pyws.threaded"): an editable install can add another tree to pyws's path.)"""
+    return hasattr(pyws, "ThreadedWebSocket")
 
 
 def make_app(style: str) -> pyws.App:

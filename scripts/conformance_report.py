@@ -48,6 +48,7 @@ def main() -> int:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |",
     ]
     informational: Dict[str, List[str]] = {}
+    trees: Dict[str, List[str]] = {}
     bad = False
     missing = []
     for name, what in ROLES:
@@ -62,6 +63,7 @@ def main() -> int:
             key = " ".join(s.get("informational", []))
             informational.setdefault(key, []).append(s["agent"])
             bad = bad or bool(s["not_ok"])
+            trees.setdefault(s.get("pyws", "?"), []).append(s["agent"])
             if s["not_ok"]:
                 lines.append(f"| ↳ not OK | | | | | | | {' '.join(s['not_ok'])} | | |")
     lines.append("")
@@ -71,10 +73,14 @@ def main() -> int:
     if missing:
         lines.append("")
         lines.append("Not run in this report: " + ", ".join(missing) + ".")
+    if trees:
+        lines.append("")
+        for tree, agents in trees.items():
+            lines.append(f"pyws under test for {', '.join(agents)}: `{tree}`.")
     try:
         commit = subprocess.run(["git", "log", "-1", "--format=%h %s"], capture_output=True,
                                 text=True, check=True).stdout.strip()
-        lines += ["", f"Tree: `{commit}`."]
+        lines += ["", f"Scripts and page: `{commit}`."]
     except (OSError, subprocess.CalledProcessError):
         pass
     lines.append(END)

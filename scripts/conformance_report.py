@@ -78,9 +78,9 @@ def main() -> int:
         for tree, agents in trees.items():
             lines.append(f"pyws under test for {', '.join(agents)}: `{tree}`.")
     try:
-        commit = subprocess.run(["git", "log", "-1", "--format=%h %s"], capture_output=True,
+        commit = subprocess.run(["git", "log", "-1", "--format=%h"], capture_output=True,
                                 text=True, check=True).stdout.strip()
-        lines += ["", f"Scripts and page: `{commit}`."]
+        lines += ["", f"Scripts: `{commit}`."]
     except (OSError, subprocess.CalledProcessError):
         pass
     lines.append(END)

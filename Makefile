@@ -19,7 +19,7 @@ CFLAGS_TEST := -std=c11 -O1 -g -Wall -Wextra -Werror -DPYWS_CHECK_STATES -Icsrc 
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: all demo test test-c test-py test-poll test-asan bench lint clean fuzz
+.PHONY: all demo test test-c test-py test-poll test-asan bench lint clean fuzz conformance
 
 all: $(VENV)/.installed
 
@@ -99,3 +99,10 @@ fuzz:
 	  build/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus_$$h \
 	    $$(test -d csrc/fuzz/seeds/$$h && echo csrc/fuzz/seeds/$$h) || exit 1; \
 	done
+
+# The Autobahn|Testsuite against every handler style of the server and both clients, plain
+# and TLS; writes the results into docs/conformance.md. Not part of `make test`: an hour or
+# more. The suite runs on Python 2.7 only (scripts/autobahn installs it into build/autobahn/py2;
+# docs/conformance.md says why). ROLES= and MODES= narrow it (see scripts/conformance).
+conformance: $(VENV)/.installed
+	PY=$(PY) scripts/conformance

@@ -42,8 +42,20 @@ build/c/%: csrc/tests/%.c $(CSRCS) $(CHDRS) $(wildcard csrc/tests/*.h)
 
 C_TESTS := $(patsubst csrc/tests/%.c,build/c/%,$(wildcard csrc/tests/test_*.c))
 
+# Each test runs once as is (AUTO = the best kernel), then once per kernel this CPU runs, forced
+# with PYWS_FORCE_IMPL (test_utf8_simd --impls lists them: scalar sse2 sse4 avx2 avx512 here).
+# Every test runs on the best kernels the CPU has and on the scalar ones; the kernel tests also
+# on each SIMD path the CPU runs (PYWS_FORCE_IMPL), the others use the kernels only through
+# the dispatch those runs already cover.
+KERNEL_TESTS := build/c/test_kernels build/c/test_utf8_simd
 test-c: $(C_TESTS)
-	@for t in $(C_TESTS); do echo "== $$t"; $$t || exit 1; PYWS_FORCE_IMPL=scalar $$t > /dev/null || exit 1; done
+	@impls="$$(build/c/test_utf8_simd --impls)" || exit 1; \
+	for t in $(C_TESTS); do echo "== $$t"; $$t || exit 1; \
+	  case " $(KERNEL_TESTS) " in *" $$t "*) paths="$$impls";; *) paths=scalar;; esac; \
+	  for i in $$paths; do \
+	    PYWS_FORCE_IMPL=$$i $$t > /dev/null || { echo "$$t failed with PYWS_FORCE_IMPL=$$i"; exit 1; }; \
+	  done; \
+	done
 
 test-py: $(VENV)/.installed
 	$(PY) -m pytest -q tests
@@ -74,13 +86,14 @@ bench: $(VENV)/.installed
 clean:
 	rm -rf build dist *.egg-info pyws/_pyws*.so pyws/_pyws.c .pytest_cache .mypy_cache
 
-# Coverage-guided fuzzing of the parsers with libFuzzer (needs clang: apt-get install clang).
+# Coverage-guided fuzzing of the parsers with libFuzzer (needs clang: apt-get install clang);
+# fuzz_utf8 compares every UTF-8 kernel the CPU runs with the scalar one.
 # FUZZ_SECONDS bounds each harness. Each reads csrc/fuzz/seeds/<harness>/ too when it exists
 # (hand-made inputs, such as valid compressed frames, that random bytes rarely find).
 FUZZ_SECONDS ?= 60
 fuzz:
 	@mkdir -p build/fuzz
-	@for h in session http deflate; do \
+	@for h in session http deflate utf8; do \
 	  clang -g -O1 -Icsrc -fsanitize=fuzzer,address,undefined $(PROTOCOL_SRCS) csrc/fuzz/fuzz_$$h.c -o build/fuzz/fuzz_$$h -lz || exit 1; \
 	  mkdir -p build/fuzz/corpus_$$h; \
 	  build/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus_$$h \

@@ -49,6 +49,14 @@ def pytest_addoption(parser: Any) -> None:
     g.addoption("--echo-rounds", type=int, default=2,
                 help="rounds; each round runs every server once, interleaved (default 2)")
     g.addoption("--echo-text", action="store_true", help="text messages instead of binary")
+    g.addoption("--echo-mixed", action="store_true",
+                help="text messages of mixed-script UTF-8 (1- to 4-byte sequences) instead "
+                     "of binary or ASCII (loadgen --mixed)")
+    g.addoption("--echo-workloads", default="",
+                help="several workloads in one run, comma-separated CONNSxINFLIGHT:SIZE:PAYLOAD "
+                     "(PAYLOAD binary, ascii or mixed), e.g. 8x4:65536:binary,4x2:1048576:ascii,"
+                     "4x2:1048576:mixed,1x1:32:binary (the last: a 1-connection ping-pong); "
+                     "overrides --echo-size/-conns/-inflight/-text/-mixed")
     g.addoption("--echo-baseline", default="",
                 help="a directory holding another build of the pyws package (DIR/pyws, e.g. "
                      "an older commit's `python build_ffi.py --outdir DIR` plus its pyws/*.py): "
@@ -234,17 +242,26 @@ def _kernel_tables(kernels: Dict[str, Any]) -> List[str]:
 
 def _echo_tables(runs: List[Dict[str, Any]]) -> List[str]:
     out: List[str] = []
-    sizes = sorted({r["size"] for r in runs})
+
+    def key(r: Dict[str, Any]) -> Any:
+        return (r["size"], r["conns"], r["inflight"], r.get("payload", r["opcode"]))
+    workloads: List[Any] = []
+    for r in runs:
+        if key(r) not in workloads:
+            workloads.append(key(r))
     servers: List[str] = []
     for r in runs:
         if r["server"] not in servers:
             servers.append(r["server"])
-    for size in sizes:
-        rs = [r for r in runs if r["size"] == size]
+    for wk in workloads:
+        size = wk[0]
+        rs = [r for r in runs if key(r) == wk]
         cfg = rs[0]
+        kind = cfg["opcode"] if cfg.get("payload", "binary") == "binary" else \
+            f"{cfg['opcode']} ({cfg['payload']})"
         out.append("")
         out.append(f"echo, {cfg['conns']} connections x {cfg['inflight']} in flight, "
-                   f"{size} B {cfg['opcode']} messages, {cfg['duration_s']:.1f} s per run; "
+                   f"{size} B {kind} messages, {cfg['duration_s']:.1f} s per run; "
                    f"best of {max(r['round'] for r in rs)} interleaved round(s)")
         out.append(f"  {'server':<11}{'msgs/s':>10}{'MB/s':>8}{'p50 ms':>9}{'p99 ms':>9}"
                    f"{'srv CPU':>9}{'msgs/CPU-s':>11}{'cli CPU':>9}{'pyws/peer':>11}  "
@@ -279,6 +296,9 @@ def _echo_tables(runs: List[Dict[str, Any]]) -> List[str]:
                        f"{','.join(rr)}")
         out += _ratio_lines(rs, "msgs_per_s", [("pyws-gen", "pyws"), ("pyws-gen", "picows")],
                             "generator App")
+        out += _ratio_lines(rs, "msgs_per_s", [("pyws", "pyws-gen"), ("pyws", "pyws-base"),
+                                               ("pyws", "picows-utf8"),
+                                               ("pyws-gen", "picows-utf8")], "ratio")
         out += _banners(rs)
     return out
 

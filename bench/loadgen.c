@@ -6,6 +6,7 @@
  *     cc -O2 -o loadgen bench/loadgen.c -lssl -lcrypto
  *     cc -O2 -DLOADGEN_NO_TLS -o loadgen bench/loadgen.c      (no OpenSSL: --tls refused)
  *     ./loadgen --port 9001 [-c 64] [-k 16] [-s 64] [-d 3] [-w 0.5] [--text] [--pid SERVER_PID]
+ *     ./loadgen --port 9001 --mixed ...      (text of mixed-script UTF-8 instead of ASCII)
  *     ./loadgen --port 9001 --tls [--ca CA.pem] [-c 64] [-k 16] [-s 64] ...    (wss://)
  *     ./loadgen --port 9001 --broadcast [-c 500] [-k 16] [-s 64] [-d 3] [-w 0.5] [--pid PID]
  *
@@ -17,7 +18,12 @@
  * flight on each of -c connections: every echo received is checked (opcode, length, payload
  * bytes) and immediately replaced by a new message. Echoes come back in order on a
  * connection, so a ring of -k send timestamps per connection gives each message's round-trip
- * time (send -> echo received).
+ * time (send -> echo received). Payloads: binary and --text are the ASCII letters a..z over
+ * and over; --mixed (implies --text) is mixed-script UTF-8, the sentence in MIXED_TEXT below
+ * (Latin, accented Latin, Greek, Cyrillic, CJK, emoji: 1- to 4-byte sequences) over and over,
+ * cut at a character boundary and padded with ASCII spaces to exactly -s bytes, so a server
+ * that validates UTF-8 sees every sequence length. -c 1 -k 1 is a ping-pong: one message in
+ * flight on one connection, the latency of a round trip.
  *
  * Broadcast mode (--broadcast): -c subscriber connections that only listen, plus one publisher
  * connection. The server under test must send every text message starting with "B:" unchanged
@@ -238,6 +244,28 @@ static double g_drain_timeout = 5.0;
 static int g_epfd, g_phase = PH_CONNECT;
 static conn_t *g_c, *g_pub;
 static uint8_t *g_frame, *g_payload;  /* the masked frame we send; the payload we expect back */
+static int g_mixed;                     /* --mixed: mixed-script UTF-8 text payload */
+/* --mixed's text, repeated: 1-byte (ASCII), 2-byte (é, Greek, Cyrillic), 3-byte (CJK, €) and
+ * 4-byte (emoji) UTF-8 sequences */
+static const char MIXED_TEXT[] =
+    "Hello, caf\xc3\xa9 \xce\xba\xce\xb1\xce\xbb\xce\xb7\xce\xbc\xce\xad\xcf\x81\xce\xb1 "
+    "\xd0\xbf\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82 \xe4\xbd\xa0\xe5\xa5\xbd\xe4\xb8\x96"
+    "\xe7\x95\x8c \xe2\x82\xac" "5 \xf0\x9f\x98\x80\xf0\x9f\x8c\x8d! ";
+
+/* Fill p[0..n) with MIXED_TEXT repeated, never cutting a UTF-8 sequence: spaces pad the end. */
+static void fill_mixed(uint8_t *p, size_t n) {
+    const size_t tl = sizeof MIXED_TEXT - 1;
+    size_t i = 0, t = 0;
+    while (i < n) {
+        uint8_t b = (uint8_t)MIXED_TEXT[t];
+        size_t seq = b < 0x80 ? 1 : b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : 2;
+        if (i + seq > n) break;
+        memcpy(p + i, MIXED_TEXT + t, seq);
+        i += seq;
+        t = (t + seq) % tl;
+    }
+    while (i < n) p[i++] = ' ';
+}
 static size_t g_frame_len, g_hdr_len; /* g_hdr_len: frame header + mask key */
 static uint64_t g_now, g_last_rx;
 static uint64_t m_msgs, m_bytes;      /* counted during the measurement only */
@@ -799,7 +827,7 @@ static void die_incomplete(void) {
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen --port P [-c CONNS] [-k INFLIGHT] [-s SIZE] [-d SECONDS] "
-            "[-w SECONDS] [--text] [--pid SERVER_PID] [--connect-timeout S] [--stall S] "
+            "[-w SECONDS] [--text | --mixed] [--pid SERVER_PID] [--connect-timeout S] [--stall S] "
             "[--connect-window N] [--tls [--ca CA.pem]]\n"
             "       loadgen --port P --broadcast [-c SUBSCRIBERS] [-k INFLIGHT] [-s SIZE>=36] "
             "[-d S] [-w S] [--drain-timeout S] [--pid SERVER_PID] [--port2 P2] ...\n"
@@ -814,6 +842,7 @@ int main(int argc, char **argv) {
         {"inflight", required_argument, 0, 'k'},  {"size", required_argument, 0, 's'},
         {"duration", required_argument, 0, 'd'},  {"warmup", required_argument, 0, 'w'},
         {"text", no_argument, 0, 't'},            {"pid", required_argument, 0, 'P'},
+        {"mixed", no_argument, 0, 'M'},
         {"connect-timeout", required_argument, 0, 'C'}, {"stall", required_argument, 0, 'S'},
         {"broadcast", no_argument, 0, 'B'},       {"drain-timeout", required_argument, 0, 'D'},
         {"connect-window", required_argument, 0, 'W'},
@@ -830,6 +859,7 @@ int main(int argc, char **argv) {
         case 'd': g_duration = atof(optarg); break;
         case 'w': g_warmup = atof(optarg); break;
         case 't': g_opcode = 1; break;
+        case 'M': g_opcode = 1; g_mixed = 1; break;
         case 'P': g_pid = atoi(optarg); break;
         case 'C': g_connect_timeout = atof(optarg); break;
         case 'S': g_stall = atof(optarg); break;
@@ -877,7 +907,10 @@ int main(int argc, char **argv) {
     g_frame_len = hl + 4 + g_size;
     g_frame = malloc(g_frame_len);
     if (!g_payload || !g_frame) die(EXIT_CONN, "out of memory");
-    for (size_t i = 0; i < g_size; i++) g_payload[i] = (uint8_t)('a' + i % 26);
+    if (g_mixed && !g_bcast)
+        fill_mixed(g_payload, g_size);
+    else
+        for (size_t i = 0; i < g_size; i++) g_payload[i] = (uint8_t)('a' + i % 26);
     g_frame[0] = (uint8_t)(0x80 | g_opcode);
     if (hl == 2) {
         g_frame[1] = (uint8_t)(0x80 | g_size);
@@ -1026,12 +1059,13 @@ int main(int argc, char **argv) {
         return 0;
     }
     printf("{\"conns\": %d, \"inflight\": %d, \"size\": %zu, \"opcode\": \"%s\", "
-           "\"duration_s\": %.3f, \"messages\": %llu, \"msgs_per_s\": %.1f, \"mb_per_s\": %.3f, "
+           "\"payload\": \"%s\", \"duration_s\": %.3f, \"messages\": %llu, \"msgs_per_s\": %.1f, \"mb_per_s\": %.3f, "
            "\"lat_mean_us\": %.1f, \"p50_us\": %.1f, \"p90_us\": %.1f, \"p99_us\": %.1f, "
            "\"p999_us\": %.1f, \"max_us\": %.1f, \"client_cpu_pct\": %.1f, "
            "\"server_cpu_pct\": %.1f, \"unclean_close\": %d, \"tls\": %s%s%s, "
            "\"tls_verified\": %s}\n",
-           g_conns, g_inflight, g_size, g_opcode == 1 ? "text" : "binary", secs,
+           g_conns, g_inflight, g_size, g_opcode == 1 ? "text" : "binary",
+           g_mixed ? "mixed" : g_opcode == 1 ? "ascii" : "binary", secs,
            (unsigned long long)m_msgs, (double)m_msgs / secs, (double)m_bytes / secs / 1e6,
            hist_mean_us(&g_hist), hist_pct_us(&g_hist, 0.50), hist_pct_us(&g_hist, 0.90),
            hist_pct_us(&g_hist, 0.99), hist_pct_us(&g_hist, 0.999),

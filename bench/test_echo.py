@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 
@@ -48,32 +48,72 @@ SERVERS: Dict[str, Callable[[], List[str]]] = {
     # the callback echo in worker processes sharing the port (pyws.run_workers, SO_REUSEPORT)
     "pyws-w1": lambda: [os.path.join(HERE, "servers", "pyws_workers_echo.py"), "--workers", "1"],
     "pyws-w2": lambda: [os.path.join(HERE, "servers", "pyws_workers_echo.py"), "--workers", "2"],
+    # blocking handlers (pyws's thread pool) and their threaded peer, websockets.sync
+    "pyws-thread": lambda: [os.path.join(HERE, "servers", "pyws_thread_echo.py")],
+    "websockets-sync": lambda: [os.path.join(HERE, "servers", "websockets_sync_echo.py")],
     "picows": lambda: [os.path.join(HERE, "servers", "picows_echo.py")],
+    # picows checking text frames are UTF-8 in Python (bytes.decode), as pyws does in C
+    "picows-utf8": lambda: [os.path.join(HERE, "servers", "picows_echo.py"), "--validate"],
     "websockets": lambda: [os.path.join(HERE, "servers", "websockets_echo.py")],
     "aiohttp": lambda: [os.path.join(HERE, "servers", "aiohttp_echo.py")],
 }
 # the module each server needs, to skip (not fail) a server whose package is missing
 REQUIRES = {"pyws": "pyws", "pyws-gen": "pyws", "pyws-base": "pyws", "picows": "picows",
-            "pyws-async": "pyws", "pyws-w1": "pyws", "pyws-w2": "pyws", "pyws-async-uv": "uvloop", "pyws-async-base": "pyws",
-            "websockets": "websockets", "aiohttp": "aiohttp"}
+            "picows-utf8": "picows",
+            "pyws-async": "pyws", "pyws-async-uv": "uvloop", "pyws-async-base": "pyws",
+            "websockets": "websockets", "aiohttp": "aiohttp", "pyws-thread": "pyws",
+            "websockets-sync": "websockets", "pyws-w1": "pyws", "pyws-w2": "pyws"}
 
 
 def _split(opt: str) -> List[str]:
     return [x.strip() for x in opt.split(",") if x.strip()]
 
 
+PAYLOADS = ("binary", "ascii", "mixed")
+
+
+def parse_workloads(spec: str) -> List[Tuple[int, int, int, str]]:
+    """--echo-workloads: comma-separated ``CONNSxINFLIGHT:SIZE:PAYLOAD`` (PAYLOAD binary,
+    ascii or mixed), e.g. ``8x4:65536:binary,1x1:32:binary`` -> [(8, 4, 65536, "binary"),
+    (1, 1, 32, "binary")]."""
+    out = []
+    for item in _split(spec):
+        try:
+            ck, size, payload = item.split(":")
+            conns, inflight = (int(x) for x in ck.lower().split("x"))
+            w = (conns, inflight, int(size), payload)
+        except ValueError:
+            raise pytest.UsageError(f"--echo-workloads: {item!r} is not CONNSxINFLIGHT:SIZE:"
+                                    f"PAYLOAD (e.g. 8x4:65536:binary)") from None
+        if payload not in PAYLOADS:
+            raise pytest.UsageError(f"--echo-workloads: payload {payload!r} is not one of "
+                                    f"{PAYLOADS}")
+        out.append(w)
+    return out
+
+
 def parametrize_echo(metafunc: Any, fixture: str, servers_option: str) -> None:
-    """Parametrize ``fixture`` with (round, size, server) for the servers named by
-    ``servers_option`` and the --echo-size / --echo-rounds options, rounds interleaved."""
+    """Parametrize ``fixture`` with (round, size, server, workload) for the servers named by
+    ``servers_option`` and the --echo-size / --echo-rounds options (or --echo-workloads),
+    rounds interleaved. ``workload`` is (conns, inflight, size, payload), or None when the
+    --echo-conns / --echo-inflight / --echo-text / --echo-mixed options apply."""
     cfg = metafunc.config
     servers = _split(cfg.getoption(servers_option))
     unknown = [s for s in servers if s not in SERVERS]
     if unknown:
         raise pytest.UsageError(f"{servers_option}: unknown {unknown}; known: {list(SERVERS)}")
-    sizes = [int(s) for s in _split(cfg.getoption("--echo-size"))]
     rounds = max(1, cfg.getoption("--echo-rounds"))
-    cases = [(r, size, s) for size in sizes for r in range(1, rounds + 1) for s in servers]
-    metafunc.parametrize(fixture, cases, ids=[f"{size}B-r{r}-{s}" for r, size, s in cases])
+    workloads = parse_workloads(cfg.getoption("--echo-workloads") or "")
+    if workloads:
+        cases: List[Any] = [(r, w[2], s, w) for w in workloads for r in range(1, rounds + 1)
+                            for s in servers]
+        ids = [f"{w[0]}x{w[1]}-{w[2]}B-{w[3]}-r{r}-{s}" for r, _, s, w in cases]
+    else:
+        sizes = [int(s) for s in _split(cfg.getoption("--echo-size"))]
+        cases = [(r, size, s, None) for size in sizes for r in range(1, rounds + 1)
+                 for s in servers]
+        ids = [f"{size}B-r{r}-{s}" for r, size, s, _ in cases]
+    metafunc.parametrize(fixture, cases, ids=ids)
 
 
 def pytest_generate_tests(metafunc: Any) -> None:
@@ -90,7 +130,7 @@ def run_echo(benchmark: Any, loadgen: str, case: Any, pytestconfig: Any) -> Dict
     """One run: start the server ``case = (round, size, name)`` names, drive it with loadgen
     under the --echo-* options, return loadgen's result (one JSON object) with the server's
     name, round, start line and script. Shared with bench/test_async.py."""
-    rnd, size, name = case
+    rnd, size, name, workload = case if len(case) == 4 else (*case, None)
     try:
         __import__(REQUIRES[name])
     except ImportError:
@@ -99,6 +139,9 @@ def run_echo(benchmark: Any, loadgen: str, case: Any, pytestconfig: Any) -> Dict
     conns, inflight = opt("--echo-conns"), opt("--echo-inflight")
     duration, warmup = opt("--echo-duration"), opt("--echo-warmup")
     text, pin = opt("--echo-text"), opt("--echo-pin")
+    payload = "mixed" if opt("--echo-mixed") else "ascii" if text else "binary"
+    if workload is not None:
+        conns, inflight, size, payload = workload
     benchmark.group = f"echo {size}B"
     os.makedirs(BUILD, exist_ok=True)
     log_path = os.path.join(BUILD, f"server-{name}.log")
@@ -113,7 +156,9 @@ def run_echo(benchmark: Any, loadgen: str, case: Any, pytestconfig: Any) -> Dict
                 ) as (proc, port, banner):
         cmd = [loadgen, "--port", str(port), "-c", str(conns), "-k", str(inflight),
                "-s", str(size), "-d", str(duration), "-w", str(warmup), "--pid", str(proc.pid)]
-        if text:
+        if payload == "mixed":
+            cmd.append("--mixed")
+        elif payload == "ascii":
             cmd.append("--text")
         cs = cpus()
         pre = (lambda: os.sched_setaffinity(0, {cs[0]})) if pin and len(cs) >= 2 else None

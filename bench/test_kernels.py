@@ -17,6 +17,8 @@ What each entry measures (read the numbers with this in mind):
                         fallback (bytes.translate per key byte).
   bytes.decode          data.decode("utf-8"): how websockets, aiohttp and picows validate a text
                         message (CPython's decoder; builds the str too).
+  websocket-client      websocket._utils.validate_utf8(data): websocket-client's validator
+                        (its wsaccel C speedup when installed, else a pure-Python DFA).
   floor-memmove         ffi.memmove(dst, src, n) between two preallocated buffers: one cffi call
                         that reads and writes n bytes. The floor for an in-place pyws kernel.
   floor-bytes-copy      bytes(bytearray): allocate + copy; the floor for websockets-C's API.
@@ -35,7 +37,7 @@ KEY = b"\x37\xfa\x21\x3d"
 
 KERNELS: List[Tuple[str, int]] = [
     (name, getattr(lib, "PYWS_IMPL_" + name.upper()))
-    for name in ("scalar", "sse2", "avx2", "neon")
+    for name in ("scalar", "sse2", "sse4", "avx2", "avx512", "neon")
     if lib.pyws_impl_available(getattr(lib, "PYWS_IMPL_" + name.upper()))
 ]
 BEST = lib.pyws_impl_best()
@@ -133,13 +135,22 @@ def test_mask(benchmark: Any, record_kernel: Any, size: int, impl: str) -> None:
 
 # ----------------------------------------------------------------------------- UTF-8
 
-_MIXED = "Hello, мир! Grüße — こんにちは世界 🌍🚀 ok; "  # 1-, 2-, 3- and 4-byte sequences
-_ASCII = "The quick brown fox jumps over the lazy dog; 0123456789. "
+_TEXTS = {
+    "ascii": "The quick brown fox jumps over the lazy dog; 0123456789. ",
+    # French and German: mostly ASCII with 2-byte accented letters
+    "latin": "Ça s'est passé à Noël, près de la forêt; Größe, Übermaß und Bärenstärke. ",
+    # Chinese and Japanese: 3-byte characters, a few ASCII/CJK punctuation marks
+    "cjk": "中华人民共和国的首都是北京。日本語の文章も、ひらがなとカタカナで書かれています。",
+    # emoji: 4-byte sequences, with joiners and variation selectors (3-byte) between them
+    "emoji": "😀🎉🚀🌍 👍🏽❤️‍🔥🧑‍💻🐍 ",
+    # everything in one line: 1-, 2-, 3- and 4-byte sequences
+    "mixed": "Hello, мир! Grüße — こんにちは世界 🌍🚀 ok; ",
+}
 
 
 def _utf8_data(kind: str, n: int) -> bytes:
     """Exactly n bytes of valid UTF-8 ending on a code point boundary."""
-    text = _ASCII if kind == "ascii" else _MIXED
+    text = _TEXTS[kind]
     enc = (text * (n // len(text.encode()) + 2)).encode()[:n]
     while True:  # cut back to a boundary, pad with ASCII
         try:
@@ -150,10 +161,24 @@ def _utf8_data(kind: str, n: int) -> bytes:
     return enc + b"." * (n - len(enc))
 
 
-UTF8_KINDS = ["ascii", "mixed"]
+def _utf8_peers() -> Dict[str, Callable[[bytes], Callable[[], Any]]]:
+    """name -> factory(data) -> zero-argument callable that validates data."""
+    peers: Dict[str, Callable[[bytes], Callable[[], Any]]] = {
+        "bytes.decode": lambda d: (lambda: d.decode("utf-8")),
+    }
+    try:
+        from websocket._utils import validate_utf8 as wsc
+        peers["websocket-client"] = lambda d: (lambda: wsc(d))
+    except ImportError:  # pragma: no cover - depends on the venv
+        pass
+    return peers
+
+
+UTF8_PEERS = _utf8_peers()
+UTF8_KINDS = list(_TEXTS)
 UTF8_CASES = (
     [(kind, n, _kernel_label(k, i)) for kind in UTF8_KINDS for n in SIZES for k, i in KERNELS]
-    + [(kind, n, "bytes.decode") for kind in UTF8_KINDS for n in SIZES]
+    + [(kind, n, p) for kind in UTF8_KINDS for n in SIZES for p in UTF8_PEERS]
     + [(kind, n, "floor-memmove") for kind in UTF8_KINDS for n in SIZES]
 )
 
@@ -181,8 +206,10 @@ def test_utf8(benchmark: Any, record_kernel: Any, kind: str, size: int, impl: st
         assert fn(kernel, w, ffi.from_buffer(bad), size, ffi.NULL) == lib.PYWS_UTF8_INVALID
         benchmark(fn, kernel, v, buf, size, ffi.NULL)
         assert v.state == 0
-    elif impl == "bytes.decode":
-        benchmark(data.decode, "utf-8")
+    elif impl in UTF8_PEERS:
+        fn = UTF8_PEERS[impl](data)
+        assert fn() in (True, data.decode("utf-8"))     # sanity: it says valid
+        benchmark(fn)
     else:
         benchmark(_floors(size)[impl])
     record_kernel(benchmark, f"utf8-{kind}", size, impl)

@@ -183,15 +183,38 @@ void pw_conn_mark(pyws_loop *loop, pyws_conn *c, uint32_t flag)
 
 /* ------------------------------------------------------------------ write queue */
 
+/* A cached large block that fits need without wasting more than a quarter of it; -1 if none. */
+static int big_fit(const pyws_loop *loop, size_t need)
+{
+    int best = -1;
+    for (int i = 0; i < loop->nbig_cache; i++) {
+        size_t cap = loop->big_cache[i]->cap;
+        if (cap >= need && cap - need <= need / 4 + 4096 &&
+            (best < 0 || cap < loop->big_cache[best]->cap))
+            best = i;
+    }
+    return best;
+}
+
 pyws_blob *pw_blob_alloc(pyws_loop *loop, size_t need)
 {
     pyws_blob *b;
-    if (need <= PYWS_BLOB_SIZE && loop->nblob_cache) {
+    int big = need > PYWS_BLOB_SIZE ? big_fit(loop, need) : -1;
+    if (big >= 0) {
+        b = loop->big_cache[big];
+        loop->big_cache[big] = loop->big_cache[--loop->nbig_cache];
+        loop->big_cache_bytes -= b->cap;
+        if (loop->nbig_cache < loop->big_cache_low)
+            loop->big_cache_low = loop->nbig_cache;
+    } else if (need <= PYWS_BLOB_SIZE && loop->nblob_cache) {
         b = loop->blob_cache[--loop->nblob_cache];
         if (loop->nblob_cache < loop->blob_cache_low)
             loop->blob_cache_low = loop->nblob_cache;
     } else {
-        size_t cap = need <= PYWS_BLOB_SIZE ? PYWS_BLOB_SIZE : need;
+        /* large ones in whole pages, so that the next message of about the size reuses it */
+        size_t cap = need <= PYWS_BLOB_SIZE ? PYWS_BLOB_SIZE : (need + 4095) & ~(size_t)4095;
+        if (cap < need)
+            return NULL; /* need near SIZE_MAX */
         b = malloc(sizeof(*b) + cap);
         if (!b)
             return NULL;
@@ -212,6 +235,14 @@ void pw_blob_trim(pyws_loop *loop)
     for (int i = 0; i < drop && loop->nblob_cache > 0; i++)
         free(loop->blob_cache[--loop->nblob_cache]);
     loop->blob_cache_low = loop->nblob_cache;
+    idle = loop->big_cache_low;
+    drop = idle > 4 ? idle / 4 : (loop->nbig_cache > 0 && idle == loop->nbig_cache ? 1 : 0);
+    for (int i = 0; i < drop && loop->nbig_cache > 0; i++) {
+        pyws_blob *b = loop->big_cache[--loop->nbig_cache];
+        loop->big_cache_bytes -= b->cap;
+        free(b);
+    }
+    loop->big_cache_low = loop->nbig_cache;
 }
 
 void pw_blob_put(pyws_loop *loop, pyws_blob *b)
@@ -230,6 +261,12 @@ void pw_blob_put(pyws_loop *loop, pyws_blob *b)
             loop->blob_cache_cap = nc;
         }
         loop->blob_cache[loop->nblob_cache++] = b;
+        return;
+    }
+    if (b->cap > PYWS_BLOB_SIZE && loop->nbig_cache < PYWS_BIG_CACHE_MAX &&
+        loop->big_cache_bytes + b->cap <= PYWS_BIG_CACHE_BYTES) {
+        loop->big_cache[loop->nbig_cache++] = b;
+        loop->big_cache_bytes += b->cap;
         return;
     }
     free(b);

@@ -25,6 +25,10 @@
 #define PYWS_RECV_MIN (4u << 10)       /* below this much arena room, reading waits a turn */
 #define PYWS_BLOB_SIZE (16u << 10)     /* write-queue block for small frames */
 #define PYWS_BLOB_CACHE_MAX 1024       /* free blocks the loop may keep for reuse (16 MiB) */
+#define PYWS_BIG_CACHE_MAX 64          /* free larger blocks (one frame each) kept for reuse ... */
+#define PYWS_BIG_CACHE_BYTES (32u << 20) /* ... up to this many bytes in all: without them every
+                                          large message was a malloc the allocator gave back to
+                                          the OS at free, and page faults on the next copy */
 #define PYWS_KEEP_MSG_BUF (64u << 10)  /* a message buffer above this is freed when idle */
 #define PYWS_ACCEPT_BATCH 64           /* accepts per listener per iteration */
 #define PYWS_PONG_QUEUE_MAX (16u << 10) /* queued bytes past which a ping's pong waits (a newer
@@ -251,6 +255,10 @@ struct pyws_loop {
     int nblob_cache;
     int blob_cache_cap;
     int blob_cache_low;              /* fewest cached since the last trim: blocks not needed */
+    pyws_blob *big_cache[PYWS_BIG_CACHE_MAX]; /* free blocks larger than PYWS_BLOB_SIZE */
+    int nbig_cache;
+    int big_cache_low;               /* fewest cached since the last trim */
+    size_t big_cache_bytes;
 
     pyws_timers timers;
 

@@ -2,16 +2,20 @@
  * cpu.c — run-time CPU feature detection and the choice behind PYWS_IMPL_AUTO.
  *
  * AUTO resolves once, on first use, to the fastest kernel this CPU runs:
- *   x86-64: AVX2 if the CPU and the OS (saved YMM state) support it, else SSE2 (baseline);
- *   i386:   AVX2, else SSE2 if present, else scalar;
+ *   x86:    AVX-512 (F+BW) if the CPU and the OS (saved ZMM state) support it, else AVX2 (with
+ *           saved YMM state), else SSE4 (SSSE3 + SSE4.1), else SSE2, else scalar;
  *   arm64:  NEON (baseline);
  *   other:  scalar.
+ * On x86 the kernels form a ladder, SSE2 < SSE4 < AVX2 < AVX512: for masking SSE4 is the SSE2
+ * kernel and AVX512 the AVX2 one; for UTF-8 SSE4, AVX2 and AVX512 are the lookup-table
+ * validator (utf8_lookup.h) and SSE2 only skips ASCII.
  *
  * The environment variable PYWS_FORCE_IMPL (read once, at that first use) caps the choice, so
  * tests and benchmarks can run the slower paths through the ordinary entry points:
  *   scalar  always the portable kernel;
- *   sse2    SSE2 if available, else scalar;
- *   avx2    AVX2 if available, else SSE2 if available, else scalar (i.e. no cap on x86);
+ *   sse2, sse4, avx2, avx512
+ *           that rung of the x86 ladder if available, else the best available one below it,
+ *           else scalar (avx512 is therefore no cap on x86);
  *   neon    NEON if available, else scalar;
  *   auto, empty or anything else: no cap.
  * It never enables a kernel the CPU lacks. pyws_impl_available() ignores it.
@@ -55,9 +59,16 @@ static int cpu_has(int impl)
         __builtin_cpu_init();
         return __builtin_cpu_supports("sse2") ? 1 : 0;
 #endif
+    case PYWS_IMPL_SSE4:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("ssse3") && __builtin_cpu_supports("sse4.1") ? 1 : 0;
     case PYWS_IMPL_AVX2:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx2") ? 1 : 0;
+    case PYWS_IMPL_AVX512:
+        /* GCC's and clang's probes report AVX-512 only when XCR0 shows the OS saves ZMM state */
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? 1 : 0;
 #endif
 #if PYWS_HAVE_NEON_KERNELS
     case PYWS_IMPL_NEON:
@@ -97,16 +108,24 @@ static int forced_impl(void)
         return PYWS_IMPL_SCALAR;
     if (strcmp(s, "sse2") == 0)
         return PYWS_IMPL_SSE2;
+    if (strcmp(s, "sse4") == 0)
+        return PYWS_IMPL_SSE4;
     if (strcmp(s, "avx2") == 0)
         return PYWS_IMPL_AVX2;
+    if (strcmp(s, "avx512") == 0)
+        return PYWS_IMPL_AVX512;
     if (strcmp(s, "neon") == 0)
         return PYWS_IMPL_NEON;
     return PYWS_IMPL_AUTO;
 }
 
+/* The x86 kernels, best first. */
+static const int x86_ladder[] = {PYWS_IMPL_AVX512, PYWS_IMPL_AVX2, PYWS_IMPL_SSE4, PYWS_IMPL_SSE2};
+
 static int resolve(void)
 {
     int cap = forced_impl();
+    int below_cap = cap == PYWS_IMPL_AUTO;
 
     if (cap == PYWS_IMPL_SCALAR)
         return PYWS_IMPL_SCALAR;
@@ -116,10 +135,12 @@ static int resolve(void)
         if (cap == PYWS_IMPL_NEON)
             return PYWS_IMPL_SCALAR;
     }
-    if ((cap == PYWS_IMPL_AVX2 || cap == PYWS_IMPL_AUTO) && pyws_impl_available(PYWS_IMPL_AVX2))
-        return PYWS_IMPL_AVX2;
-    if (pyws_impl_available(PYWS_IMPL_SSE2))
-        return PYWS_IMPL_SSE2;
+    for (size_t k = 0; k < sizeof x86_ladder / sizeof x86_ladder[0]; k++) {
+        if (x86_ladder[k] == cap)
+            below_cap = 1;
+        if (below_cap && pyws_impl_available(x86_ladder[k]))
+            return x86_ladder[k];
+    }
     return PYWS_IMPL_SCALAR;
 }
 

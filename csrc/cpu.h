@@ -29,7 +29,7 @@
 #define PYWS_HAVE_NEON_KERNELS 0
 #endif
 
-/* Number of PYWS_IMPL_* kernels (SCALAR..NEON): the size of the dispatch tables. */
-#define PYWS_IMPL_COUNT 4
+/* Number of PYWS_IMPL_* kernels (SCALAR..AVX512): the size of the dispatch tables. */
+#define PYWS_IMPL_COUNT 6
 
 #endif /* PYWS_CPU_H */

@@ -63,6 +63,44 @@ const uint8_t *pyws_arena(pyws_loop *loop, size_t *size)
     return loop->arena;
 }
 
+int pyws_view_keep(pyws_loop *loop, uint64_t id, const void *data, size_t len, void **block)
+{
+    *block = NULL;
+    if (loop->in_poll)
+        return pw_set_error(loop, PYWS_ERR_STATE, "pyws_view_keep: called inside a poll");
+    const uint8_t *p = data;
+    uintptr_t a = (uintptr_t)p, base = (uintptr_t)loop->arena;
+    if (a >= base && a - base <= PYWS_ARENA_SIZE && len <= PYWS_ARENA_SIZE - (a - base)) {
+        uint8_t *fresh = malloc(PYWS_ARENA_SIZE);
+        if (!fresh)
+            return pw_set_error(loop, PYWS_ERR_NOMEM, "no memory for a fresh receive arena");
+        *block = loop->arena;
+        loop->arena = fresh;
+        loop->arena_used = 0;
+        return PYWS_OK;
+    }
+    for (size_t i = 0; i < loop->nretired; i++) {
+        if (loop->retired[i] == data) { /* message views start where their block starts */
+            *block = loop->retired[i];
+            loop->retired[i] = loop->retired[--loop->nretired];
+            return PYWS_OK;
+        }
+    }
+    pyws_conn *c = pw_conn_get(loop, id);
+    if (c && c->kind == PYWS_KIND_CONN && c->sess && c->sess->held && c->sess->buf &&
+        a >= (uintptr_t)c->sess->buf && a - (uintptr_t)c->sess->buf <= c->sess->buf_len &&
+        len <= c->sess->buf_len - (a - (uintptr_t)c->sess->buf)) {
+        *block = pyws_session_take_held(c->sess);
+        return PYWS_OK;
+    }
+    return pw_set_error(loop, PYWS_ERR_ARG, "pyws_view_keep: not a view of the last batch");
+}
+
+void pyws_block_free(void *block)
+{
+    free(block);
+}
+
 const char *pyws_backend(void)
 {
     return pw_poller_name();
@@ -313,6 +351,8 @@ void pyws_loop_free(pyws_loop *loop)
     for (int i = 0; i < loop->nblob_cache; i++)
         free(loop->blob_cache[i]);
     free(loop->blob_cache);
+    for (int i = 0; i < loop->nbig_cache; i++)
+        free(loop->big_cache[i]);
     pw_timers_free(&loop->timers);
     pyws_wake_close(loop); /* no producer is left waiting on what is freed below */
     for (size_t i = 0; i < loop->wake_n; i++)

@@ -62,6 +62,8 @@ static const pyws_mask_fn mask_kernels[PYWS_IMPL_COUNT] = {
     pw_mask_sse2,   /* PYWS_IMPL_SSE2 */
     pw_mask_avx2,   /* PYWS_IMPL_AVX2 */
     pw_mask_neon,   /* PYWS_IMPL_NEON */
+    pw_mask_sse2,   /* PYWS_IMPL_SSE4: SSE4 adds nothing a XOR needs */
+    pw_mask_avx2,   /* PYWS_IMPL_AVX512: the AVX2 kernel (AVX-512 masking not written yet) */
 };
 
 /* Below this many bytes the vector kernels would only pass the work on to the scalar one. */

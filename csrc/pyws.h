@@ -89,10 +89,12 @@ extern "C" {
 #define PYWS_IMPL_SSE2 1
 #define PYWS_IMPL_AVX2 2
 #define PYWS_IMPL_NEON 3
+#define PYWS_IMPL_SSE4 4    /* x86 SSSE3 + SSE4.1 (pshufb): UTF-8 lookup kernel; masking as SSE2 */
+#define PYWS_IMPL_AVX512 5  /* x86 AVX-512 F+BW: UTF-8 lookup kernel; masking as AVX2 */
 
 /* 1 when kernel `impl` is compiled in and this CPU runs it, else 0. AUTO and SCALAR are always 1. */
 int pyws_impl_available(int impl);
-/* The kernel AUTO resolves to on this CPU (one of PYWS_IMPL_SCALAR..NEON). */
+/* The kernel AUTO resolves to on this CPU (one of PYWS_IMPL_SCALAR..AVX512). */
 int pyws_impl_best(void);
 
 /* ---------------------------------------------------------------------------------------------
@@ -903,9 +905,24 @@ void pyws_wake_pending(pyws_loop *loop, size_t *items, size_t *bytes);
 void pyws_wake_close(pyws_loop *loop);
 
 /* The receive arena: EV_WS_MSG views of messages that arrived whole in one read point into
- * it. Its base and size never change during the loop's life, so a binding may map it once and
- * slice payloads out of it rather than wrap each view. */
+ * it. Its size never changes; its base changes only when pyws_view_keep hands the arena to the
+ * caller, so a binding may map it once, slice payloads out of it rather than wrap each view,
+ * and map it again after such a call. */
 const uint8_t *pyws_arena(pyws_loop *loop, size_t *size);
+
+/* Call between polls only. An EV_WS_MSG view (data[0..len) of connection id, delivered by the
+ * last pyws_poll) is still in use after the binding's lifetime for it ended: hand the caller
+ * the heap block holding it, so that the loop neither frees nor reuses that memory. The caller
+ * owns *block from then on and frees it with pyws_block_free once no view into it is left.
+ * The block is one of: the receive arena (the loop takes a fresh one; pyws_arena reports the
+ * new base), a block retired for the next poll (an assembled, inflated or deferred message),
+ * or the connection's held assembly buffer (the session starts a fresh one). Other views of
+ * the same batch inside that block stay valid, now in the caller's block.
+ * Returns PYWS_OK; PYWS_ERR_STATE inside a poll; PYWS_ERR_NOMEM (no fresh arena: nothing
+ * changed, call again later); PYWS_ERR_ARG if data is in none of those blocks. */
+int pyws_view_keep(pyws_loop *loop, uint64_t id, const void *data, size_t len, void **block);
+/* Free a block handed over by pyws_view_keep. NULL is ignored. */
+void pyws_block_free(void *block);
 
 /* Statistics for tests and benchmarks: bytes of heap held by a connection's buffers. */
 int64_t pyws_conn_memory(pyws_loop *loop, uint64_t id);

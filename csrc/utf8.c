@@ -28,8 +28,10 @@
  * at least four bytes left, a complete valid sequence is recognised in one go with a few
  * compares (whole_sequence) and skipped; anything it does not accept is handed to the table,
  * so the two can never disagree. Runs of ASCII are skipped 16 bytes at a time here (two 64-bit
- * words), 64 at a time in the SIMD kernels (utf8_sse2.c, utf8_avx2.c, utf8_neon.c), which share
- * pw_utf8_advance() for everything that is not ASCII.
+ * words), 64 at a time in utf8_sse2.c, which uses pw_utf8_advance() for everything that is not
+ * ASCII. The lookup-table kernels (utf8_sse4.c, utf8_avx2.c, utf8_avx512.c, utf8_neon.c; see
+ * utf8.h) check everything in vectors and call the automaton only at the edges, through
+ * pw_utf8_lookup_enter() and pw_utf8_lookup_resume() below.
  */
 #include "utf8.h"
 
@@ -224,6 +226,8 @@ static const pyws_utf8_fn utf8_kernels[PYWS_IMPL_COUNT] = {
     pw_utf8_sse2,   /* PYWS_IMPL_SSE2 */
     pw_utf8_avx2,   /* PYWS_IMPL_AVX2 */
     pw_utf8_neon,   /* PYWS_IMPL_NEON */
+    pw_utf8_sse4,   /* PYWS_IMPL_SSE4 */
+    pw_utf8_avx512, /* PYWS_IMPL_AVX512 */
 };
 
 /*
@@ -284,14 +288,22 @@ static inline int feed(pyws_utf8_fn kernel, pyws_utf8 *v, const uint8_t *p, size
     return r;
 }
 
-/* Below this many bytes the vector kernels would only pass the work on to the scalar one. */
+/* Below this many bytes the scalar kernel is as fast or faster: the SSE2 kernel would only pass
+ * the work on to it, and the SSE4/AVX2/NEON lookup kernels copy a short input into a padded
+ * block first (12-13 ns, where scalar ASCII takes 8-10). The AVX-512 kernel reads a short input
+ * with one masked load and beats the scalar one from the first byte (8-9 ns at 16..63 bytes,
+ * ASCII or not), so it takes every length. */
 #define SMALL 64
+
+static inline pyws_utf8_fn kernel_for(size_t len)
+{
+    const int best = pyws_impl_best();
+    return len < SMALL && best != PYWS_IMPL_AVX512 ? pw_utf8_scalar : utf8_kernels[best];
+}
 
 int pyws_utf8_feed(pyws_utf8 *v, const uint8_t *p, size_t len, size_t *bad_offset)
 {
-    if (len < SMALL)
-        return feed(pw_utf8_scalar, v, p, len, bad_offset);
-    return feed(utf8_kernels[pyws_impl_best()], v, p, len, bad_offset);
+    return feed(kernel_for(len), v, p, len, bad_offset);
 }
 
 int pyws_utf8_feed_with(int impl, pyws_utf8 *v, const uint8_t *p, size_t len, size_t *bad_offset)
@@ -310,9 +322,7 @@ int pyws_utf8_valid(const uint8_t *p, size_t len)
 
     if (len == 0)
         return 1;
-    if (len < SMALL)
-        return pw_utf8_scalar(&s, p, len, &bad) == PYWS_UTF8_OK;
-    return utf8_kernels[pyws_impl_best()](&s, p, len, &bad) == PYWS_UTF8_OK;
+    return kernel_for(len)(&s, p, len, &bad) == PYWS_UTF8_OK;
 }
 
 int pw_utf8_finish(uint32_t *state, uint32_t s, const uint8_t *p, size_t i, size_t len,
@@ -333,4 +343,42 @@ int pw_utf8_finish(uint32_t *state, uint32_t s, const uint8_t *p, size_t i, size
     }
     *state = s;
     return s == PYWS_UTF8_S_BOUNDARY ? PYWS_UTF8_OK : PYWS_UTF8_PARTIAL;
+}
+
+size_t pw_utf8_lookup_enter(uint32_t *state, const uint8_t *p, size_t len, size_t *bad, int *ret)
+{
+    uint32_t s = *state;
+    size_t i;
+
+    if (s == S_OK)
+        return 0;
+    /* stop = 0: run until the first boundary */
+    i = advance(&s, p, 0, 0, len);
+    if (s == S_OK)
+        return i;
+    *state = s;
+    if (s == S_BAD) {
+        *bad = i;
+        *ret = PYWS_UTF8_INVALID;
+    } else {
+        *ret = PYWS_UTF8_PARTIAL; /* i == len: the input ended inside the code point */
+    }
+    return SIZE_MAX;
+}
+
+int pw_utf8_lookup_resume(uint32_t *state, const uint8_t *p, size_t lo, size_t f, size_t len,
+                          size_t *bad)
+{
+    size_t k = f < len ? f : len, conts = 0;
+
+    /* The code point around f - 1: up to three continuation bytes back, then its lead. */
+    while (k > lo && conts < 3 && is_cont(p[k - 1])) {
+        k--;
+        conts++;
+    }
+    if (k > lo && p[k - 1] >= 0xC0u)
+        k--;
+    else if (conts > 0 && k > lo)
+        k = lo; /* no lead where one must be: the tables missed an error; redo it all */
+    return pw_utf8_finish(state, S_OK, p, k, len, bad);
 }

@@ -1,11 +1,10 @@
 /*
- * utf8_avx2.c — UTF-8 validation with an AVX2 ASCII fast path.
+ * utf8_avx2.c — the lookup-table UTF-8 validator (see utf8.h) with AVX2: 64 bytes a step as two
+ * 32-byte vectors.
  *
- * At a code point boundary, 64 bytes are tested at once (two 32-byte vectors OR-ed, one
- * movemask): all ASCII means all valid, skip them. Otherwise jump to the first non-ASCII byte and
- * let the shared scalar path (pw_utf8_advance) validate from there for NEAR_MIN..NEAR_MAX
- * bytes, up to the next boundary, then try 64 at a time again. The last < 64 bytes go to the
- * scalar kernel, so every answer is the scalar automaton's.
+ * vpshufb looks up within each 128-bit lane, so the three tables are repeated in both lanes, and
+ * the bytes before a vector (prev1..prev3) are formed per lane with vpalignr from the vector and
+ * a copy of it moved up one lane with the previous vector's high lane below (vperm2i128).
  */
 #include "cpu.h"
 #include "utf8.h"
@@ -13,43 +12,93 @@
 #if PYWS_HAVE_X86_KERNELS
 
 #include <immintrin.h>
+#include <string.h>
 
-/* How far the scalar path runs past a non-ASCII byte before the vectors are tried again: from
- * NEAR_MIN, doubling up to NEAR_MAX while the text stays dense with non-ASCII (the next one is
- * within NEAR_MIN bytes when the vectors look), back to NEAR_MIN after an all-ASCII stretch. */
-#define NEAR_MIN PYWS_UTF8_NEAR_MIN
+#define TARGET __attribute__((target("avx2")))
 
-__attribute__((target("avx2")))
+/* Error bytes (nonzero = error) for the 32 bytes `cur`, whose 32 predecessors are `prev`. */
+static TARGET inline __m256i check(__m256i cur, __m256i prev)
+{
+    const __m256i prev1_high = _mm256_setr_epi8(PW_UTF8_LUT_PREV1_HIGH, PW_UTF8_LUT_PREV1_HIGH);
+    const __m256i prev1_low = _mm256_setr_epi8(PW_UTF8_LUT_PREV1_LOW, PW_UTF8_LUT_PREV1_LOW);
+    const __m256i cur_high = _mm256_setr_epi8(PW_UTF8_LUT_CUR_HIGH, PW_UTF8_LUT_CUR_HIGH);
+    const __m256i nib = _mm256_set1_epi8(0x0F);
+    /* [prev's high lane, cur's low lane]: what comes before each lane of cur */
+    const __m256i before = _mm256_permute2x128_si256(prev, cur, 0x21);
+    const __m256i p1 = _mm256_alignr_epi8(cur, before, 15);
+    const __m256i p2 = _mm256_alignr_epi8(cur, before, 14);
+    const __m256i p3 = _mm256_alignr_epi8(cur, before, 13);
+    const __m256i t1 = _mm256_shuffle_epi8(prev1_high, _mm256_and_si256(_mm256_srli_epi16(p1, 4), nib));
+    const __m256i t2 = _mm256_shuffle_epi8(prev1_low, _mm256_and_si256(p1, nib));
+    const __m256i t3 = _mm256_shuffle_epi8(cur_high, _mm256_and_si256(_mm256_srli_epi16(cur, 4), nib));
+    const __m256i special = _mm256_and_si256(_mm256_and_si256(t1, t2), t3);
+    const __m256i must23 = _mm256_or_si256(_mm256_subs_epu8(p2, _mm256_set1_epi8(0x60)),
+                                           _mm256_subs_epu8(p3, _mm256_set1_epi8(0x70)));
+    return _mm256_xor_si256(special, _mm256_and_si256(must23, _mm256_set1_epi8((char)0x80)));
+}
+
+/* Nonzero bytes where v's last bytes leave a code point unfinished (>= C0 last, >= E0 second to
+ * last, >= F0 third to last). */
+static TARGET inline __m256i incomplete(__m256i v)
+{
+    const __m256i max = _mm256_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                         -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                         -1, (char)0xEF, (char)0xDF, (char)0xBF);
+    return _mm256_subs_epu8(v, max);
+}
+
+static TARGET inline uint64_t nonzero_bytes(__m256i a, __m256i b)
+{
+    const __m256i z = _mm256_setzero_si256();
+    const uint32_t za = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(a, z));
+    const uint32_t zb = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, z));
+    return ~((uint64_t)za | (uint64_t)zb << 32);
+}
+
+/* Checks the 64 bytes at q after `*prev` (the 32 bytes before them). Returns 64 when they hold no
+ * error, else the offset in q of the first error byte; *prev becomes their last 32 bytes. */
+static TARGET inline size_t block(const uint8_t *q, __m256i *prev)
+{
+    const __m256i a = _mm256_loadu_si256((const void *)q);
+    const __m256i b = _mm256_loadu_si256((const void *)(q + 32));
+    const __m256i before = *prev;
+
+    *prev = b;
+    if (_mm256_movemask_epi8(_mm256_or_si256(a, b)) == 0) /* ASCII */
+        return _mm256_testz_si256(incomplete(before), incomplete(before)) ? 64 : 0;
+    const __m256i ea = check(a, before);
+    const __m256i eb = check(b, a);
+    const __m256i e = _mm256_or_si256(ea, eb);
+    if (_mm256_testz_si256(e, e))
+        return 64;
+    return (size_t)__builtin_ctzll(nonzero_bytes(ea, eb));
+}
+
+TARGET
 int pw_utf8_avx2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
 {
-    uint32_t s = *state;
-    size_t i = 0, near = NEAR_MIN, skip;
+    int ret = PYWS_UTF8_OK;
+    const size_t lo = pw_utf8_lookup_enter(state, p, len, bad, &ret);
+    __m256i prev = _mm256_setzero_si256();
+    uint8_t last[64];
+    size_t i, e;
 
-    while (i < len) {
-        if (s == PYWS_UTF8_S_BOUNDARY) {
-            unsigned ma, mb;
-            if (len - i < 64)
-                break;
-            const __m256i a = _mm256_loadu_si256((const void *)(p + i));
-            const __m256i b = _mm256_loadu_si256((const void *)(p + i + 32));
-            if (_mm256_movemask_epi8(_mm256_or_si256(a, b)) == 0) {
-                i += 64;
-                near = NEAR_MIN;
-                continue;
-            }
-            ma = (unsigned)_mm256_movemask_epi8(a);
-            mb = (unsigned)_mm256_movemask_epi8(b);
-            skip = (size_t)__builtin_ctzll((uint64_t)ma | (uint64_t)mb << 32);
-            if (pyws_utf8_near_run(&s, p, &i, skip, &near, len))
-                break;
-            continue;
-        }
-        /* mid-character: let the automaton reach the next boundary */
-        i = pw_utf8_advance(&s, p, i, len - i > near ? i + near : len, len);
-        if (s == PYWS_UTF8_S_BAD)
-            break;
+    if (lo == SIZE_MAX)
+        return ret;
+    for (i = lo; len - i >= 64; i += 64) {
+        e = block(p + i, &prev);
+        if (e < 64)
+            return pw_utf8_lookup_resume(state, p, lo, i + e, len, bad);
     }
-    return pw_utf8_finish(state, s, p, i, len, bad);
+    /* the last 0..63 bytes, followed by zeros: an unfinished code point fails in the padding */
+    memset(last, 0, sizeof last);
+    if (len > i)
+        memcpy(last, p + i, len - i);
+    e = block(last, &prev);
+    if (e < 64)
+        return pw_utf8_lookup_resume(state, p, lo, i + e, len, bad);
+    *state = PYWS_UTF8_S_BOUNDARY;
+    return PYWS_UTF8_OK;
 }
 
 #else

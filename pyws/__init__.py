@@ -62,12 +62,13 @@ from .app import App, Route
 from .client import ClientConnection, connect
 from .compression import Deflate
 from .manager import DEFAULT_OPTIONS, LOOP_OPTIONS, Listener, Manager, Timer
-from .message import Headers, HttpMessage, Message, WebSocketMessage, WsMessage
+from .message import Headers, HttpMessage, Message, MessageView, WebSocketMessage, WsMessage
 from .request import Request, Response
 from .stats import ConnStats, ServerStats
 from . import metrics
 from .tls import TlsError, TlsOpts
 from .websocket import WebSocket
+from .threaded import ThreadedWebSocket
 from .asyncws import AsyncWebSocket, WSMessage
 from .aclient import aconnect
 from .aio import attach
@@ -84,8 +85,10 @@ def backend() -> str:
 
 __all__ = [
     "Manager", "Listener", "Timer", "Connection", "HttpMessage", "WsMessage", "Message",
+    "MessageView",
     "WebSocketMessage",
     "Headers", "App", "Route", "WebSocket", "Request", "Response", "connect",
+    "ThreadedWebSocket",
     "ClientConnection", "AsyncWebSocket", "WSMessage", "aconnect", "attach", "TlsOpts", "TlsError", "Deflate",
     "PyWSError", "ConnectionClosed", "ProtocolError", "HandshakeError", "WrongThreadError",
     "LimitExceeded", "QueueFull", "Opcode", "CloseCode", "State", "WSMsgType", "WSCloseCode",

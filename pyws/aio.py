@@ -502,6 +502,8 @@ async def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, *,
     try:
         await asyncio.get_running_loop().create_future()  # until cancelled
     finally:
+        if hasattr(app, "_threads"):
+            app._threads.going_away()  # blocking handlers: recv() gives None now
         try:
             await asyncio.shield(b.shutdown(shutdown_timeout))
         finally:

@@ -1,16 +1,18 @@
-"""The generator-style API: an App with WebSocket routes whose handlers are generators, plain
-HTTP routes on the same port, topics, connection limits, and a run loop (or listen + poll in
-your own loop). Everything runs on one thread, driven by the C poll loop; no asyncio."""
+"""The App: WebSocket routes whose handlers are generators (on the loop's thread), ``async def``
+(inside asyncio, pyws.aio) or plain functions (blocking, in a bounded thread pool:
+pyws.threaded), plain HTTP routes on the same port (patterns and signatures: pyws.routing),
+topics, connection limits, and a run loop (or listen + poll in your own loop). The loop itself
+runs on one thread, driven by the C poll loop."""
 from __future__ import annotations
 
 import inspect
 import logging
 import mimetypes
 import os
-import re
 import signal
 import threading
-from typing import (Any, Callable, Dict, Iterable, List, Optional, Pattern, Sequence, Set, Tuple,
+import time
+from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple,
                     Union)
 from urllib.parse import unquote
 
@@ -24,6 +26,8 @@ from .manager import Listener, Manager, refuse_upgrade
 from .message import HttpMessage
 from .options import resolve_options
 from .request import Request, Response, to_response
+from .routing import Route, bind_handler
+from .threaded import DEFAULT_THREADS, ThreadedWebSocket, ThreadPool
 from .tls import TlsOpts
 from .websocket import Driver, WebSocket
 from . import aio, metrics
@@ -34,48 +38,9 @@ log = logging.getLogger("pyws")
 WsHandler = Callable[[WebSocket], Any]
 HttpHandler = Callable[[Request], Any]
 
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path))?\}")
-_CONVERT: Dict[str, Tuple[str, Callable[[str], Any]]] = {
-    "str": (r"[^/]+", str),
-    "int": (r"-?[0-9]+", int),
-    "path": (r".+", str),
-}
-
-
-class Route:
-    """A path pattern like ``/rooms/{room}``, ``/items/{id:int}`` or ``/files/{rest:path}``."""
-
-    __slots__ = ("pattern", "regex", "converters", "handler", "methods")
-
-    def __init__(self, pattern: str, handler: Callable[..., Any],
-                 methods: Optional[Sequence[str]] = None) -> None:
-        if not pattern.startswith("/"):
-            raise ValueError(f"route {pattern!r} must start with '/'")
-        self.pattern = pattern
-        self.handler = handler
-        self.methods = {m.upper() for m in methods} if methods else None
-        self.converters: Dict[str, Callable[[str], Any]] = {}
-        regex, pos = "", 0
-        for m in _PARAM.finditer(pattern):
-            regex += re.escape(pattern[pos:m.start()])
-            rx, conv = _CONVERT[m.group(2) or "str"]
-            regex += f"(?P<{m.group(1)}>{rx})"
-            self.converters[m.group(1)] = conv
-            pos = m.end()
-        regex += re.escape(pattern[pos:])
-        self.regex: Pattern[str] = re.compile(f"^{regex}$")
-
-    def match(self, path: str) -> Optional[Dict[str, Any]]:
-        m = self.regex.match(path)
-        if m is None:
-            return None
-        # the pattern matched the raw path (so an encoded "/" stays inside one parameter);
-        # the values handed to the handler are percent-decoded
-        return {k: self.converters[k](unquote(v)) for k, v in m.groupdict().items()}
-
-
 #: App(...)'s own keyword arguments, besides the Manager options.
-_APP_OPTIONS = ("max_connections", "max_connections_per_ip", "unknown_websocket", "max_queue")
+_APP_OPTIONS = ("max_connections", "max_connections_per_ip", "unknown_websocket", "max_queue",
+                "threads", "thread_queue", "thread_queue_timeout")
 
 
 class App:
@@ -92,6 +57,11 @@ class App:
       accepted and closed with 1001; ``"404"`` answers it with a plain 404 instead.
     - ``max_queue`` (1024): messages held for a handler that is not receiving; past it reading
       from that connection pauses (TCP backpressure) until the handler catches up.
+    - ``threads`` (128): blocking handlers (plain ``def``, no ``yield``) running at once, one
+      thread each for the connection's whole life; threads start on demand.
+    - ``thread_queue`` (= ``threads``): connections waiting for a free thread (not yet
+      accepted); past it a new one gets 503 and a log line.
+    - ``thread_queue_timeout`` (10.0 s): how long one may wait there; then 503 and a log line.
 
     The Manager option ``max_sockets`` (None = derived from RLIMIT_NOFILE) caps every open
     TCP connection of the loop, HTTP or WebSocket, below the descriptor limit: past it a new
@@ -101,7 +71,8 @@ class App:
     def __init__(self, *, max_connections: Optional[int] = None,
                  max_connections_per_ip: Optional[int] = None,
                  unknown_websocket: str = "close", max_queue: int = 1024,
-                 **options: Any) -> None:
+                 threads: int = DEFAULT_THREADS, thread_queue: Optional[int] = None,
+                 thread_queue_timeout: float = 10.0, **options: Any) -> None:
         if unknown_websocket not in ("close", "404"):
             raise ValueError('unknown_websocket is "close" (accept, then close 1001) or "404"')
         broker = options.pop("broker", None)
@@ -110,6 +81,8 @@ class App:
         self._broker_hooks: List[Callable[[BrokerEvent], Any]] = []
         self._mgr_args: Tuple[Optional[str], Optional[Dict[str, Any]], Dict[str, Any]] = (
             broker, broker_options, dict(options))
+        self._threads = ThreadPool(self, threads, threads if thread_queue is None
+                                   else thread_queue, thread_queue_timeout, max_queue)
         self.mgr = Manager(self._on_event, broker=broker, broker_options=broker_options,
                            **options)
         self.max_connections = max_connections
@@ -122,6 +95,8 @@ class App:
         self._per_ip: Dict[str, int] = {}
         self._accepted = 0                            # server-side WebSockets (capacity)
         self._driver = Driver(self, max_queue)
+        self.mgr._close_hooks.append(self._threads.close)
+        self._threads.high_water = int(self.mgr._options["write_high_water"])
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ registration
@@ -129,11 +104,21 @@ class App:
                   subprotocol_required: bool = False,
                   allowed_origins: Optional[Iterable[Optional[str]]] = None,
                   allow_no_origin: bool = True) -> Callable[[WsHandler], WsHandler]:
-        """Decorator: ``@app.websocket("/ws/rooms/{room}")`` registers a handler
-        ``def handler(ws)``, a generator (``msg = yield ws.recv()``) or a plain function that
-        runs once, or ``async def handler(ws)`` (``msg = await ws.recv()``: a
-        :class:`pyws.AsyncWebSocket`, run by ``await app.serve(...)`` inside asyncio). Path
-        parameters arrive in ``ws.params``.
+        """Decorator: ``@app.websocket("/ws/rooms/{room}")`` (or ``"/ws/rooms/<room>"``)
+        registers a handler, run by the driver its kind asks for:
+
+        - a generator (``msg = yield ws.recv()``): on the loop's thread, thousands at once;
+        - ``async def`` (``msg = await ws.recv()``, a :class:`pyws.AsyncWebSocket`): run by
+          ``await app.serve(...)`` inside asyncio;
+        - a plain function (``msg = ws.recv()`` blocks): in the App's thread pool (``threads``)
+          with a :class:`pyws.ThreadedWebSocket`.
+
+        The first parameter is the ws. Path parameters are in ``ws.params`` and are passed by
+        keyword to parameters of the same name (``def upload(ws, upload_id)``); a parameter
+        named ``request`` (or ``req``, or annotated :class:`pyws.Request`) gets the upgrade
+        request. The pattern and the signature are checked here: a malformed pattern raises
+        ValueError, a parameter that nothing would fill TypeError, each saying what to write
+        instead (see :mod:`pyws.routing`).
 
         ``subprotocols=["chat.v2", "chat.v1"]``: the first of this list the client offered is
         selected at accept (``ws.subprotocol``; none in common: no subprotocol, or ``400``
@@ -143,15 +128,40 @@ class App:
         ``app.listen``/``app.run``/``app.serve`` apply to every route of that listener (a
         route's subprotocols replace the listener's; both origin lists must pass). See
         :mod:`pyws.handshake`."""
+        Route(path, _no_handler)  # a bad pattern fails here, before the decorator runs
         policy = UpgradePolicy.make(f"@app.websocket({path!r})", subprotocols,
                                     subprotocol_required, allowed_origins, allow_no_origin)
 
         def register(fn: WsHandler) -> WsHandler:
-            if inspect.isasyncgenfunction(fn):
-                raise TypeError(f"{fn.__name__} is an async generator: a handler is a plain "
-                                "generator (def, `msg = yield ws.recv()`) or `async def` "
-                                "(`msg = await ws.recv()`)")
+            target = inspect.unwrap(fn)
+            name = getattr(fn, "__name__", repr(fn))
+            if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(target):
+                raise TypeError(f"{name} is an async generator: a handler is a plain function "
+                                "(blocking, `msg = ws.recv()`), a generator (`msg = yield "
+                                "ws.recv()`) or `async def` (`msg = await ws.recv()`)")
+            if not callable(fn):
+                raise TypeError(f"@app.websocket({path!r}) decorates a function, not "
+                                f"{type(fn).__name__}")
             route = Route(path, fn)
+            route.kwargs = bind_handler(path, fn, route.names, "ws")
+            # what decides the driver: the function, what it wraps (functools.wraps), or the
+            # __call__ of a callable object
+            looks = [fn, target]
+            if not inspect.isroutine(target) and not isinstance(target, type):
+                looks.append(getattr(type(target), "__call__", None))
+            if aio.is_async(fn) or any(inspect.iscoroutinefunction(f) for f in looks):
+                route.driver = "async"
+            elif any(inspect.isgeneratorfunction(f) for f in looks):
+                route.driver = "generator"
+            else:
+                route.driver = "thread"
+            for r in self._ws_routes:
+                if r.same_as(route):
+                    raise ValueError(
+                        f"@app.websocket({path!r}): {r.pattern!r} already has the handler "
+                        f"{getattr(r.handler, '__name__', r.handler)!r} and matches the same "
+                        "paths, so this one would never run; remove one of them or change "
+                        "its path")
             self._ws_routes.append(route)
             if policy is not None:
                 self._ws_policies[route] = policy
@@ -160,14 +170,32 @@ class App:
 
     def route(self, path: str, methods: Optional[Sequence[str]] = None
               ) -> Callable[[HttpHandler], HttpHandler]:
-        """Decorator: ``@app.route("/items/{id:int}", methods=["GET", "POST"])`` registers
-        ``def view(request)`` returning bytes, str (HTML), dict/list (JSON), None (204), a
-        ``(body, status)`` tuple or a :class:`pyws.Response`. ``methods`` defaults to GET
-        (HEAD is answered for GET routes)."""
+        """Decorator: ``@app.route("/items/{id:int}", methods=["GET", "POST"])`` (or
+        ``"/items/<int:id>"``) registers ``def view(request)`` returning bytes, str (HTML),
+        dict/list (JSON), None (204), a ``(body, status)`` tuple or a :class:`pyws.Response`.
+        ``methods`` defaults to GET (HEAD is answered for GET routes). Path parameters are in
+        ``request.params`` and passed by keyword to parameters of the same name
+        (``def item(request, id)``); the pattern and signature are checked here, as for
+        :meth:`websocket`."""
+        Route(path, _no_handler)  # a bad pattern fails here, before the decorator runs
+
         def register(fn: HttpHandler) -> HttpHandler:
-            self._http_routes.append(Route(path, fn, methods or ["GET"]))
+            self._add_http(Route(path, fn, methods or ["GET"]), check=True)
             return fn
         return register
+
+    def _add_http(self, route: Route, check: bool = False) -> None:
+        if check:
+            route.kwargs = bind_handler(route.pattern, route.handler, route.names, "request")
+        for r in self._http_routes:
+            both = (r.methods or {"GET"}) & (route.methods or {"GET"})
+            if both and r.same_as(route):
+                raise ValueError(
+                    f"route {route.pattern!r} ({', '.join(sorted(both))}) already has the "
+                    f"handler {getattr(r.handler, '__name__', r.handler)!r} for the same "
+                    "paths, so this one would never run; remove one of them, change its path "
+                    "or its methods")
+        self._http_routes.append(route)
 
     def get(self, path: str) -> Callable[[HttpHandler], HttpHandler]:
         """``@app.get(path)`` = ``@app.route(path, methods=["GET"])``."""
@@ -203,10 +231,10 @@ class App:
                 ctype += "; charset=utf-8"
             return Response(body, 200, content_type=ctype)
 
-        self._http_routes.append(Route(prefix.rstrip("/") + "/{path:path}", serve, ["GET"]))
-        self._http_routes.append(Route(prefix if prefix != "/" else "/", serve, ["GET"]))
+        self._add_http(Route(prefix.rstrip("/") + "/{path:path}", serve, ["GET"]))
+        self._add_http(Route(prefix if prefix != "/" else "/", serve, ["GET"]))
         if prefix != "/":  # "/static/" serves the index too
-            self._http_routes.append(Route(prefix + "/", serve, ["GET"]))
+            self._add_http(Route(prefix + "/", serve, ["GET"]))
 
     # ------------------------------------------------------------------ topics
     def publish(self, topic: Union[str, bytes], data: Sendable,
@@ -217,18 +245,28 @@ class App:
         (``binary=True``/``False`` overrides; see :meth:`WebSocket.send`). Framed once in C; a
         subscriber past its ``write_limit`` is closed with 1008 instead of stalling the
         others. Returns how many connections it was queued on. ``compress``: see
-        :meth:`Manager.publish`."""
+        :meth:`Manager.publish`. From a blocking handler's thread it is handed to the loop's
+        thread and returns once queued; from other threads it raises WrongThreadError."""
+        if self._threads.is_handler_thread():
+            return int(self._threads.call(self.publish, (topic, data, exclude, compress,
+                                                         binary)))
         conn = exclude.conn if isinstance(exclude, WebSocket) else exclude
         return self.mgr.publish(topic, data, conn, binary, compress)
 
     def broadcast(self, data: Sendable, exclude: Optional[Union[WebSocket, Connection]] = None,
                   compress: Optional[bool] = None, binary: Optional[bool] = None) -> int:
-        """Send ``data`` to every open WebSocket (framed once, see :meth:`publish`)."""
+        """Send ``data`` to every open WebSocket (framed once, see :meth:`publish`); from a
+        blocking handler's thread too, as :meth:`publish`."""
+        if self._threads.is_handler_thread():
+            return int(self._threads.call(self.broadcast, (data, exclude, compress, binary)))
         conn = exclude.conn if isinstance(exclude, WebSocket) else exclude
         return self.mgr.broadcast(data, conn, binary, compress)
 
     def subscribers(self, topic: Union[str, bytes]) -> int:
-        """How many connections are subscribed to ``topic``."""
+        """How many connections are subscribed to ``topic`` (from a blocking handler's
+        thread too)."""
+        if self._threads.is_handler_thread():
+            return int(self._threads.call(self.subscribers, (topic,)))
         return self.mgr.subscribers(topic)
 
     @property
@@ -282,7 +320,9 @@ class App:
         """Serve :meth:`stats` at ``path`` (a GET route) in the Prometheus text format 0.0.4
         (see :mod:`pyws.metrics`)."""
         def scrape(request: Request) -> Response:
-            return Response(metrics.render(self.mgr.stats()), 200,
+            broker = self.mgr.broker
+            return Response(metrics.render(self.mgr.stats(), broker=broker.stats()
+                                           if broker is not None else None), 200,
                             content_type=metrics.CONTENT_TYPE)
         self.route(path, ["GET"])(scrape)
 
@@ -291,8 +331,9 @@ class App:
                 protocols: Optional[List[str]] = None, origin: Optional[str] = None,
                 tls: Optional[TlsOpts] = None, **options: Any) -> Connection:
         """Open a client WebSocket to ``url`` from this App's loop and run ``handler(ws)`` (a
-        generator, as for server routes) once it is open; ``ws.request`` is then the server's
-        101 response. If the connect or handshake fails, the handler is called with a ``ws``
+        generator, as for server routes; a plain function runs once, on the loop's thread:
+        the blocking thread-pool driver is for server routes) once it is open;
+        ``ws.request`` is then the server's 101 response. If the connect or handshake fails, the handler is called with a ``ws``
         whose ``connected`` is False and ``ws.error`` tells why, so it can log or retry
         (``yield ws.sleep(1)`` is not possible then: schedule a new ``app.connect``).
         Returns the underlying :class:`Connection`."""
@@ -345,7 +386,7 @@ class App:
         under a supervisor that restarts a worker that dies and, on SIGTERM/SIGINT, stops them
         all gracefully; see :mod:`pyws.workers`. Topics span workers only with ``broker=``."""
         for r in self._ws_routes + self._http_routes:
-            if aio.is_async(r.handler):
+            if r.driver == "async" or aio.is_async(r.handler):
                 raise TypeError(f"{r.pattern}: {r.handler.__name__} is async def; run the App "
                                 "inside asyncio with `await app.serve(host, port)`")
         if workers != 1:
@@ -382,7 +423,7 @@ class App:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
-            self.mgr.shutdown(shutdown_timeout)
+            self.shutdown(shutdown_timeout)
 
     def _fresh_loop(self) -> None:
         """In a forked worker: a loop of its own (the parent's epoll set and wakeup fd are
@@ -418,11 +459,22 @@ class App:
                 pass  # closed meanwhile, or a full queue: the loop is awake either way
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop accepting, close every WebSocket with 1001, flush (see Manager.shutdown)."""
+        """Stop accepting, close every WebSocket with 1001, flush (see Manager.shutdown), and
+        wait for the blocking handlers to return (their ``ws.recv()`` gives None, then raises
+        ConnectionClosed), polling meanwhile: all within ``timeout`` seconds. Handlers still
+        running then are logged; :meth:`close` stops what is left."""
+        deadline = time.monotonic() + timeout
+        self._threads.going_away()
         self.mgr.shutdown(timeout)
+        if not self._threads.wait_idle(deadline, lambda: self.mgr.poll(20)):
+            log.warning("pyws: %d blocking handler(s) still running %g s after shutdown began; "
+                        "close() tells them (their ws calls raise ConnectionClosed) and joins "
+                        "them for at most 1 s", self._threads.busy, timeout)
 
     def close(self) -> None:
-        """Free the loop at once (after :meth:`shutdown` for a graceful stop)."""
+        """Free the loop at once (after :meth:`shutdown` for a graceful stop). Blocking
+        handlers are told (their waits and ws calls raise ConnectionClosed(1001)) and their
+        threads joined for at most 1 s."""
         self.mgr.close()
 
     def __enter__(self) -> "App":
@@ -489,17 +541,32 @@ class App:
                        {"Retry-After": "5"})
             conn.drain()
             return
+        fn: Callable[[Any], Any] = route.handler
+        if route.kwargs is not None:
+            fn = _with_kwargs(route.handler, route.kwargs(None, params, request))
+        driver = route.driver or ("async" if aio.is_async(route.handler) else "generator")
+        if driver == "thread":
+            if not self._threads.has_room():
+                self._threads.refuse(conn, request.path, request.remote_addr)
+                return
+            tws = ThreadedWebSocket(self, conn, request, self._threads)
+            self._admit(tws, ip)
+            self._threads.start(tws, fn)
+            return
         ws = WebSocket(self, conn, request)
-        self._sockets[conn.id] = ws
+        self._admit(ws, ip)
         self._driver.bind(ws)
-        self._accepted += 1
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-        if aio.is_async(route.handler):
-            aio.start_handler(self, ws, route.handler)
+        if driver == "async":
+            aio.start_handler(self, ws, fn)
         else:
-            self._driver.start(ws, route.handler)
+            self._driver.start(ws, fn)
         if ws.rejected:
             self._forget(ws)
+
+    def _admit(self, ws: WebSocket, ip: str) -> None:
+        self._sockets[ws.conn.id] = ws
+        self._accepted += 1
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
 
     def _closed(self, ws: WebSocket) -> None:
         self._forget(ws)
@@ -545,7 +612,10 @@ class App:
                     params: Dict[str, Any], head: bool) -> None:
         request = Request(hm, params, conn.remote_addr)
         try:
-            result = route.handler(request)
+            if route.kwargs is not None:
+                result = route.handler(request, **route.kwargs(request, params, request))
+            else:
+                result = route.handler(request)
             if inspect.iscoroutine(result):  # an async def route: answered by its task
                 aio.finish_route(self, conn, hm, result, head, route.pattern)
                 return
@@ -561,6 +631,20 @@ class App:
         connection = (hm.header("connection") or "").lower()
         if hm.version == "HTTP/1.0" and "keep-alive" not in connection or "close" in connection:
             conn.drain()
+
+
+def _with_kwargs(handler: Callable[..., Any], kw: Dict[str, Any]) -> Callable[[Any], Any]:
+    """``handler`` called as ``handler(ws, **kw)`` (the path parameters and request it asks
+    for), under its own name (for logs)."""
+    def call(ws: Any) -> Any:
+        return handler(ws, **kw)
+    call.__name__ = getattr(handler, "__name__", "handler")
+    call.__qualname__ = getattr(handler, "__qualname__", call.__name__)
+    return call
+
+
+def _no_handler(*_: Any) -> None:
+    """The handler of the routes App builds only to check a pattern."""
 
 
 __all__ = ["App", "Route", "WebSocket", "Request", "Response"]

@@ -281,7 +281,7 @@ class AsyncWebSocket:
 
     def _on_event(self, conn: Connection, ev: int, data: Any) -> None:
         if ev == EV_WS_MSG:  # only if delivered through the handler, not the sink
-            self._on_message(data.data, data.opcode, data.compressed)
+            self._on_message(bytes(data.data), data.opcode, data.compressed)
         elif ev == EV_DRAIN:
             self._wake_drains(None)
         elif ev == EV_WS_CTL:

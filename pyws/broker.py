@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ._lib import ffi, lib
 from .constants import EV_BROKER, EV_CLOSE, EV_DATA, EV_ERROR, OP_BINARY, OP_TEXT
+from .errors import ConnectionClosed, PyWSError
 from .tls import TlsOpts
 
 if TYPE_CHECKING:
@@ -313,9 +314,16 @@ class _Link:
         if not self.setup:
             self._ready()
 
-    def send(self, cmd: Tuple[bytes, ...]) -> None:
-        if self.conn is not None:
+    def send(self, cmd: Tuple[bytes, ...]) -> bool:
+        """Queue a command; False if the connection is already ending (its EV_CLOSE is on
+        the way: the caller keeps what it wanted to send)."""
+        if self.conn is None:
+            return False
+        try:
             self.conn.send_raw(_hiredis.pack_command(cmd))
+        except (PyWSError, ConnectionClosed):
+            return False
+        return True
 
     def close(self, flush: bool) -> None:
         conn, self.conn = self.conn, None
@@ -396,6 +404,7 @@ class _Shard:
         self.probe_token: Optional[bytes] = None
         self.probe_sent = 0.0
         self.gone = False             # no longer a master of the cluster
+        self.confirmed: Set[bytes] = set()  # channels Redis confirmed on the subscribed link
 
     @property
     def up(self) -> bool:
@@ -515,7 +524,8 @@ class Broker:
     def stats(self) -> Dict[str, Any]:
         """The broker's counters and state: ``state``, ``url`` (without the password),
         ``node_id``, ``shards`` (Redis nodes in use: 1, or the cluster's masters),
-        ``topics`` (channels subscribed for local subscribers), ``queued`` /
+        ``topics`` (topics with local subscribers), ``confirmed`` (their channels Redis has
+        confirmed subscribing: equal to ``topics`` once every SUBSCRIBE is answered), ``queued`` /
         ``queued_bytes`` (publishes waiting for Redis now), ``inflight`` (written, not
         answered), and since the start: ``published`` (publishes handed to the broker),
         ``sent`` (PUBLISHes written), ``queued_total``, ``dropped`` (did not fit the queue),
@@ -527,8 +537,11 @@ class Broker:
         (cluster), ``down_for`` (s, 0 when up) and ``last_error``."""
         st: Dict[str, Any] = dict(self.counters)
         links = [ln for sh in self.shards.values() for ln in (sh.sub, sh.pub)]
+        confirmed = sum(1 for sh in self.shards.values() for ch in sh.confirmed
+                        if ch != sh.probe_ch and ch != self.bcast)
         st.update(state=self.state, url=self.url.safe, node_id=self.node_id.hex(),
-                  shards=len(self.shards), topics=len(self.wanted), queued=self._queued,
+                  shards=len(self.shards), topics=len(self.wanted), confirmed=confirmed,
+                  queued=self._queued,
                   queued_bytes=self._queued_bytes,
                   inflight=sum(len(sh.pub.expect) for sh in self.shards.values()),
                   down_for=(time.monotonic() - self._down_since) if self._down_since else 0.0,
@@ -574,8 +587,8 @@ class Broker:
         self.counters["published"] += 1
         sh = self.route(ch)
         if sh is not None and sh.pub.up and not sh.queue and \
-                len(sh.pub.expect) < self.options["max_inflight"]:
-            sh.pub.send((self._pub_cmd, ch, msg))
+                len(sh.pub.expect) < self.options["max_inflight"] and \
+                sh.pub.send((self._pub_cmd, ch, msg)):
             sh.pub.expect.append((topic, ch, msg))
             self.counters["sent"] += 1
             return
@@ -607,10 +620,12 @@ class Broker:
         pub = sh.pub
         limit = self.options["max_inflight"]
         while sh.queue and pub.up and len(pub.expect) < limit:
-            topic, ch, msg = sh.queue.popleft()
+            topic, ch, msg = sh.queue[0]
+            if not pub.send((self._pub_cmd, ch, msg)):
+                return  # ending: the queue waits for the next connection
+            sh.queue.popleft()
             self._queued -= 1
             self._queued_bytes -= len(msg)
-            pub.send((self._pub_cmd, ch, msg))
             pub.expect.append((topic, ch, msg))
             self.counters["sent"] += 1
 
@@ -639,6 +654,8 @@ class Broker:
                 link.restart(f"Redis refused the set-up: {r}")
                 return
             if not isinstance(r, list) or r[:1] in ([b"subscribe"], [b"ssubscribe"]):
+                if isinstance(r, list) and len(r) == 3:
+                    link.shard.confirmed.add(r[1])
                 link.setup -= 1
                 if link.setup == 0:
                     link._ready()
@@ -658,10 +675,15 @@ class Broker:
             if kind == self._msg_kind:
                 self._message(link.shard, r[1], r[2])
                 return
-            if kind in (b"subscribe", b"unsubscribe", b"ssubscribe"):
+            if kind in (b"subscribe", b"ssubscribe"):
+                link.shard.confirmed.add(r[1])
+                return
+            if kind == b"unsubscribe":
+                link.shard.confirmed.discard(r[1])
                 return
             if kind == b"sunsubscribe":
                 ch = r[1]
+                link.shard.confirmed.discard(ch)
                 t = ch[self._plen:]
                 if ch.startswith(self.prefix) and t in self.wanted and \
                         self.route(ch) is link.shard:
@@ -918,6 +940,8 @@ class Broker:
 
     def link_down(self, link: _Link, why: str, was_up: bool, retry_in: float) -> None:
         sh = link.shard
+        if link.role == "sub":
+            sh.confirmed.clear()
         if link.role == "pub" and link.expect:
             for entry in link.expect:
                 if isinstance(entry, tuple):

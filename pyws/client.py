@@ -56,7 +56,7 @@ class ClientConnection:
     # ------------------------------------------------------------------ plumbing
     def _on_event(self, conn: Connection, ev: int, data: Any) -> None:
         if ev == EV_WS_MSG:
-            self._queue.append(data)
+            self._queue.append(data.detach())  # read after poll() returns: own the payload
         elif ev == EV_CLOSE:
             self._closed = True
 

@@ -243,6 +243,16 @@ class Connection:
         if type(data) is str:
             data = data.encode()
         elif type(data) is not bytes:
+            if type(data) is memoryview and data.c_contiguous and op != OP_CLOSE:
+                # a MessageView's payload (or any contiguous view): framed from where it is,
+                # no bytes object in between; C copies it into the write queue
+                n = data.nbytes
+                rc = lib.pyws_send(loop, self.id, op, ffi.from_buffer(data), n,
+                                   (1 if fin else 0) if compress is None
+                                   else (1 if fin else 0) | send_flags(compress))
+                if rc:
+                    self._fail(rc, "ws_send")
+                return
             data = encode_payload(data)
         flags = 1 if fin else 0
         if compress is not None:

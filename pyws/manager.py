@@ -6,8 +6,10 @@ import itertools
 import logging
 import math
 import struct
+import sys
 import threading
 import time
+import weakref
 from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence,
                     Tuple, Union)
 from urllib.parse import urlsplit
@@ -22,7 +24,7 @@ from .connection import Connection, _topic
 from .dial import dial
 from .errors import HandshakeError, PyWSError, QueueFull, WrongThreadError
 from .handshake import UpgradePolicy
-from .message import HttpMessage, WsMessage
+from .message import HttpMessage, MessageView, WsMessage
 from .options import DEFAULT_OPTIONS, LOOP_OPTIONS, fill_opts, resolve_options
 from .stats import ServerCounters, ServerStats
 from .tls import TlsError, TlsOpts
@@ -43,6 +45,50 @@ _EV_UNPACK = struct.Struct(_EV_FORMAT).iter_unpack if (
 ) else None
 
 Handler = Callable[[Any, int, Any], Any]
+
+_getrefcount = sys.getrefcount
+# a MessageView's exporter (the cffi buffer over the C memory) once its view is released and
+# the message let go of it: referenced by _end_view's local and getrefcount's argument, plus
+# one while any view derived from it (a slice, a cast, memoryview(view)) is alive
+_EXP_REFS = 2
+
+
+class _Kept:
+    """A C block handed over by ``pyws_view_keep`` because views into it outlived their
+    handler: freed once the last of them is gone, between polls (never while a batch whose
+    views may point into it is being dispatched)."""
+
+    __slots__ = ("block", "lo", "hi", "refs", "owner")
+
+    def __init__(self, block: Any, lo: int, hi: int, owner: "_Keeper") -> None:
+        self.block = block
+        self.lo = lo
+        self.hi = hi
+        self.refs = 0
+        self.owner = owner
+
+    def died(self) -> None:
+        self.refs -= 1
+        if self.refs == 0:
+            self.owner.dead.append(self.block)
+            if self.owner.closed:
+                self.owner.free()
+
+
+class _Keeper:
+    """The blocks a Manager keeps for views that outlived their handler."""
+
+    __slots__ = ("dead", "closed", "batch", "warned")
+
+    def __init__(self) -> None:
+        self.dead: List[Any] = []
+        self.closed = False
+        self.batch: List[_Kept] = []  # blocks kept during the batch being dispatched
+        self.warned = False
+
+    def free(self) -> None:
+        while self.dead:
+            lib.pyws_block_free(self.dead.pop())
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -157,6 +203,11 @@ class Manager:
         self._arena = ffi.buffer(base, size[0])
         self._arena_base = int(ffi.cast("uintptr_t", base))
         self._arena_size = int(size[0])
+        # EV_WS_MSG payloads of at least this many bytes are handed over as MessageView
+        vt = limits["view_threshold"]
+        self._view_min = vt if vt > 0 else 1 << 62
+        self._keeper = _Keeper()
+        self._live: Optional[Tuple[MessageView, int, int, int]] = None  # the view in a handler
         self._conns: Dict[int, Connection] = {}
         self._listeners: Dict[int, Listener] = {}
         self._timers: Dict[int, Timer] = {}
@@ -294,6 +345,8 @@ class Manager:
         try:
             for hook in self._poll_hooks:  # the broker's topic interest, before any wait
                 hook()
+            if self._keeper.dead:  # kept blocks whose last view died since the last batch
+                self._keeper.free()
             n = lib.pyws_poll(loop, int(timeout_ms), self._evp)
             if n < 0:
                 raise PyWSError(f"poll failed: {last_error(loop)}")
@@ -305,8 +358,8 @@ class Manager:
 
     def _dispatch_batch(self, evs: Any, n: int) -> None:
         if _EV_UNPACK is None:  # pragma: no cover - 32-bit or unusual ABI
-            rows: Any = ((e.type, e.opcode, e.code, e.id, 0, e.len, 0, e.len2, e.aux)
-                         for e in (evs[i] for i in range(n)))
+            rows: Any = ((e.type, e.opcode, e.code, e.id, int(ffi.cast("uintptr_t", e.data)),
+                          e.len, 0, e.len2, e.aux) for e in (evs[i] for i in range(n)))
         else:
             rows = _EV_UNPACK(ffi.buffer(evs, n * _EV_SIZE))
         conns = self._conns
@@ -315,6 +368,21 @@ class Manager:
         arena = self._arena
         base = self._arena_base
         asize = self._arena_size
+        vmin = self._view_min
+        try:
+            self._dispatch_rows(rows, evs, conns, buf, default, arena, base, asize, vmin)
+        finally:
+            if self._keeper.batch:  # the arena may have been handed over: map the new one
+                self._keeper.batch.clear()
+                size = ffi.new("size_t *")
+                nb = lib.pyws_arena(self._loop, size) if self._loop is not None else None
+                if nb is not None:
+                    self._arena = ffi.buffer(nb, size[0])
+                    self._arena_base = int(ffi.cast("uintptr_t", nb))
+
+    def _dispatch_rows(self, rows: Any, evs: Any, conns: Dict[int, Connection], buf: Any,
+                       default: Optional[Handler], arena: Any, base: int, asize: int,
+                       vmin: int) -> None:
         i = -1
         for t, op, code, cid, dptr, ln, _d2, ln2, aux in rows:
             i += 1
@@ -322,12 +390,30 @@ class Manager:
                 c = conns.get(cid)
                 if c is None:
                     continue
+                sink = c._msg_sink
+                if ln >= vmin and sink is None:
+                    # a large message: a view of the C buffer, no copy; released (and made to
+                    # raise) once the handler returns
+                    h = c.handler or default
+                    if h is None:
+                        continue
+                    exp = buf(evs[i].data, ln)
+                    msg = MessageView(memoryview(exp).toreadonly(), op, aux == 1, exp)
+                    del exp
+                    self._live = (msg, cid, dptr, ln)
+                    try:
+                        h(c, t, msg)
+                    except Exception:
+                        self._handler_failed(c, t)
+                    self._end_view(msg, cid, dptr, ln)
+                    if self._loop is None:
+                        break
+                    continue
                 off = dptr - base
                 if 0 <= off <= asize - ln:
                     data = arena[off:off + ln]
                 else:
                     data = buf(evs[i].data, ln)[:] if ln else b""
-                sink = c._msg_sink
                 if sink is not None:  # the async driver: straight to its queue
                     try:
                         sink(data, op, aux == 1)
@@ -455,6 +541,55 @@ class Manager:
                         self._deliver(c, t, buf(evs[i].data, ln)[:])
             if self._loop is None:
                 break  # a handler closed the manager: the batch is gone
+
+    def _end_view(self, msg: MessageView, cid: int, dptr: int, ln: int) -> None:
+        """The handler that got ``msg`` returned: release its view, so that using it raises,
+        and if a view derived from it is still alive, keep the memory under it for it."""
+        self._live = None
+        view = msg._view
+        msg._view = None
+        escaped = False
+        if view is not None:
+            try:
+                view.release()
+            except BufferError:  # something holds the view's own buffer (an export)
+                escaped = True
+            del view
+        exp = msg._exp
+        msg._exp = None
+        if exp is None or not (escaped or _getrefcount(exp) > _EXP_REFS):
+            return
+        self._keep(exp, cid, dptr, ln)
+
+    def _keep(self, exp: Any, cid: int, dptr: int, ln: int) -> None:
+        """A view of ``dptr[0..ln)`` outlives its handler: make sure C neither frees nor reuses
+        that memory until it is gone (``exp``, the exporter every derived view refers to,
+        dies with the last of them)."""
+        keeper = self._keeper
+        if not keeper.warned:
+            keeper.warned = True
+            log.warning("pyws: a view of a received message (a slice or cast of msg.data) "
+                        "outlived its handler; pyws keeps the memory under it alive. Copy what "
+                        "you keep: bytes(msg.data[a:b]) or msg.detach()")
+        kept = next((k for k in keeper.batch if k.lo <= dptr and dptr + ln <= k.hi), None)
+        if kept is None:
+            loop = self._loop
+            if loop is None:  # pragma: no cover - close() keeps views before freeing
+                raise PyWSError("the manager is closed")
+            old_base = self._arena_base
+            blk = ffi.new("void **")
+            rc = lib.pyws_view_keep(loop, cid, ffi.cast("void *", dptr), ln, blk)
+            if rc < 0:
+                # never reuse memory under a live view: stop this loop rather than risk it
+                raise MemoryError("pyws: cannot keep the memory of a view that outlived its "
+                                  f"handler ({last_error(loop)})")
+            if old_base <= dptr < old_base + self._arena_size:
+                kept = _Kept(blk[0], old_base, old_base + self._arena_size, keeper)
+            else:
+                kept = _Kept(blk[0], dptr, dptr + ln, keeper)
+            keeper.batch.append(kept)
+        kept.refs += 1
+        weakref.finalize(exp, kept.died).atexit = False
 
     def _deliver(self, c: Connection, ev: int, data: Any) -> None:
         h = c.handler or self.handler
@@ -840,6 +975,9 @@ class Manager:
                 log.exception("pyws: close(): %r failed", hook)
         if self._loop is None:  # a hook closed it
             return
+        live = self._live
+        if live is not None:  # closed from inside a handler holding a view: keep it safe
+            self._end_view(*live)
         loop, self._loop = self._loop, None  # no new producer gets in
         # wake the producers waiting for room (they raise "the manager is closed"), then let
         # every one that already holds the loop pointer leave the C call before freeing it
@@ -854,6 +992,8 @@ class Manager:
         self._listeners.clear()
         self._timers.clear()
         self._soon.clear()
+        self._keeper.closed = True  # kept blocks are no batch's any more: free them at once
+        self._keeper.free()
         if left:
             lib.pyws_loop_free(loop)
         else:  # pragma: no cover - a producer stuck inside the C call: leak, never free under it

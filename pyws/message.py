@@ -223,16 +223,18 @@ class _TextOrFactory:
         if instance is None:
             return lambda text: owner(text.encode("utf-8") if isinstance(text, str) else text,
                                       OP_TEXT)
-        return instance.data.decode("utf-8", "replace" if instance.opcode != OP_TEXT
-                                    else "strict")
+        # str(x, ...) decodes bytes and a message view alike, without copying the view first
+        return str(instance.data, "utf-8", "replace" if instance.opcode != OP_TEXT else "strict")
 
 
 class Message:
     """One whole WebSocket message (or control frame); Cello's name for it,
     ``pyws.WebSocketMessage``, is the same class.
 
-    ``data`` is the payload as bytes; ``text`` decodes it (text messages are already checked to
-    be valid UTF-8); ``opcode`` (alias ``flags``, mongoose's name) is ``OP_TEXT``/``OP_BINARY``,
+    ``data`` is the payload: bytes, or for a large received message (see
+    :class:`MessageView`) a read-only memoryview valid only while the handler runs; ``text``
+    decodes it, on first use only (text messages are already checked to be valid UTF-8);
+    ``bytes(msg)`` is the payload as bytes and ``msg.detach()`` a Message that owns it; ``opcode`` (alias ``flags``, mongoose's name) is ``OP_TEXT``/``OP_BINARY``,
     or for control events ``OP_PING``/``OP_PONG``/``OP_CLOSE``; ``type`` (aiohttp's name) is
     the same as a :class:`pyws.WSMsgType`, which also compares equal to ``"text"``,
     ``"binary"``/``"bytes"`` ...; ``msg_type`` (Cello's) is that name as a str. ``is_text()``,
@@ -302,7 +304,17 @@ class Message:
 
     def json(self) -> Any:
         """The payload parsed as JSON."""
-        return json.loads(self.data)
+        data = self.data
+        return json.loads(data if type(data) is bytes else bytes(data))
+
+    def __bytes__(self) -> bytes:
+        return bytes(self.data)
+
+    def detach(self) -> "Message":
+        """A Message that owns its payload, to keep after the handler returns. A Message whose
+        ``data`` is bytes already owns it: this returns it as it is. See
+        :class:`MessageView`."""
+        return self
 
     def is_text(self) -> bool:
         """True for a text message."""
@@ -333,11 +345,69 @@ class Message:
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash((self.opcode, self.data))
+        data = self.data
+        return hash((self.opcode, data if type(data) is bytes else bytes(data)))
 
     def __repr__(self) -> str:
-        shown = self.data[:40]
-        return f"<Message opcode={self.opcode} len={len(self.data)} data={shown!r}>"
+        try:
+            data = self.data
+        except ValueError:
+            return f"<{type(self).__name__} opcode={self.opcode} (expired)>"
+        shown = bytes(data[:40])
+        return f"<{type(self).__name__} opcode={self.opcode} len={len(data)} data={shown!r}>"
+
+
+#: What using a :class:`MessageView` after its handler returned raises, and says.
+EXPIRED = ("this message's payload was a view of pyws's receive buffer, valid only while the "
+           "handler that received it ran; call msg.detach() (or bytes(msg), or msg.text) "
+           "inside the handler to keep it")
+
+
+class MessageView(Message):
+    """A large received message whose payload pyws does not copy out of its receive buffer.
+
+    Messages of at least ``view_threshold`` bytes (a ``Manager``/``App`` option, default
+    16 KiB; ``None`` turns views off) reach handlers as a MessageView: ``data`` is a read-only
+    ``memoryview`` over the C loop's buffer, no copy made. Echoing or forwarding it, with
+    ``ws.send(msg)``, ``conn.send(msg)`` or ``conn.ws_send(msg.data, msg.opcode)``, queues
+    the frame straight from that buffer. ``msg.text`` decodes it to str when read.
+
+    Lifetime: the view is valid while the handler call that received it runs (a callback
+    handler: until it returns; a generator handler: until it next waits, ``yield
+    ws.recv()``). To keep the payload, call ``msg.detach()`` (a :class:`Message` owning a
+    copy), ``bytes(msg)`` or ``msg.text`` inside the handler. After the call, ``msg.data``,
+    ``bytes(msg)`` and ``msg.text`` raise ``ValueError`` saying so, and a memoryview taken
+    from ``msg.data`` raises ``ValueError`` (a released memoryview) on any use: none of them
+    ever reads memory pyws has freed or reused. A slice of the view (``msg.data[:4]``) kept
+    past the call stays readable: pyws notices it and leaves that memory to it (logging a
+    warning once), so copy slices you keep (``bytes(msg.data[:4])``).
+    """
+
+    __slots__ = ("_view", "_exp")
+
+    def __init__(self, view: memoryview, opcode: int, compressed: bool = False,
+                 exporter: Any = None) -> None:  # pylint: disable=super-init-not-called
+        self._view: Optional[memoryview] = view
+        self._exp = exporter
+        self.opcode = opcode
+        self.compressed = compressed
+
+    @property
+    def data(self) -> memoryview:  # type: ignore[override]
+        """The payload, a read-only memoryview valid while the handler runs."""
+        v = self._view
+        if v is None:
+            raise ValueError(EXPIRED)
+        return v
+
+    def detach(self) -> Message:
+        """A :class:`Message` owning a copy of the payload, valid after the handler returns."""
+        return Message(self.data.tobytes(), self.opcode, self.compressed)
+
+    @property
+    def expired(self) -> bool:
+        """True once the handler call that received it has returned."""
+        return self._view is None
 
 
 _MSG_TYPES = {op: WSMsgType(op) for op in (OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE,

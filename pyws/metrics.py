@@ -14,7 +14,7 @@ read them with ``conn.stats()`` and ``mgr.topics()``.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .stats import ServerStats
 
@@ -64,9 +64,27 @@ class _Writer:
         self.family(name, kind, help_text, [({label: k}, v) for k, v in values.items()])
 
 
-def render(stats: ServerStats, prefix: str = "pyws") -> str:
+_BROKER_COUNTERS = (
+    ("published", "Publishes handed to the broker."),
+    ("sent", "PUBLISH commands written to Redis."),
+    ("dropped", "Publishes that did not reach Redis (queue full, or an error answer)."),
+    ("unconfirmed", "PUBLISHes written but not answered when a connection broke."),
+    ("received", "Messages that arrived from Redis."),
+    ("delivered", "Local deliveries of messages from Redis."),
+    ("echoes", "This node's own messages coming back from Redis (dropped)."),
+    ("bad_messages", "Messages from Redis dropped as malformed."),
+    ("oversize", "Messages from Redis dropped as larger than max_message."),
+    ("reconnects", "Redis connections lost after being up."),
+    ("probe_failures", "Probes of the subscription that did not come back."),
+)
+
+
+def render(stats: ServerStats, prefix: str = "pyws",
+           broker: Optional[Mapping[str, Any]] = None) -> str:
     """``stats`` (from ``mgr.stats()`` / ``app.stats()``) as Prometheus text, every metric
-    name starting with ``prefix`` + ``_``. Serve it with :data:`CONTENT_TYPE`."""
+    name starting with ``prefix`` + ``_``; with ``broker`` (``mgr.broker.stats()``) also the
+    broker's state, queue and counters (``pyws_broker_*``). Serve it with
+    :data:`CONTENT_TYPE`."""
     w = _Writer(prefix)
     w.labelled("connections", "gauge", "Live connections by state (connecting: HTTP or not "
                "open yet; open; closing).", "state", stats["connections"])
@@ -113,4 +131,12 @@ def render(stats: ServerStats, prefix: str = "pyws") -> str:
           "failure.", stats["accept_pauses"])
     w.one("accepts_paused", "gauge", "1 while the listeners are unwatched.",
           stats["accepts_paused"])
+    if broker is not None:
+        w.one("broker_up", "gauge", "1 while every Redis connection of the broker is ready.",
+              1 if broker["state"] == "up" else 0)
+        w.one("broker_queued", "gauge", "Publishes waiting for Redis.", broker["queued"])
+        w.one("broker_topics", "gauge", "Topics subscribed through the broker.",
+              broker["topics"])
+        for key, text in _BROKER_COUNTERS:
+            w.one(f"broker_{key}_total", "counter", text, broker[key])
     return "\n".join(w.lines) + "\n"

@@ -49,6 +49,10 @@ LOOP_OPTIONS: Dict[str, Any] = {
     "wakeup_queue_items": 65536,            # items (wakeups + callbacks) waiting; then producers wait
     "wakeup_queue_bytes": 64 * 1024 * 1024,  # bytes of wakeup() data waiting; then producers wait
     "wakeup_batch": 1024,                   # items one poll() runs at most; the rest run next poll
+    # received messages of at least this many bytes reach handlers as a pyws.MessageView (a
+    # read-only view of the receive buffer, valid while the handler runs; no copy); smaller
+    # ones as bytes. None: always bytes.
+    "view_threshold": 16 * 1024,
 }
 
 
@@ -95,11 +99,18 @@ def resolve_options(options: Mapping[str, Any], where: str, *,
     if "max_sockets" in options:
         max_sockets(options["max_sockets"])
     if loop_wide:
-        loop = {k: loop.get(k, v) for k, v in LOOP_OPTIONS.items()}
+        loop = {k: loop.get(k, _loop_option(k, v)) for k, v in LOOP_OPTIONS.items()}
     return conn, loop
 
 
 def _loop_option(name: str, value: Any) -> int:
+    if name == "view_threshold":
+        if value is None:
+            return 0  # never
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"view_threshold must be None (always bytes) or a positive int "
+                             f"(bytes), not {value!r}")
+        return value
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, not {value!r}")
     if name == "wakeup_batch" and value > 0xFFFFFFFF:

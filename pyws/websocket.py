@@ -479,7 +479,8 @@ class Driver:
             return
         if ws._gen is None:
             return  # the handler has finished: nobody will read it
-        ws._queue.append(msg)
+        # read later, after this batch: a large message's view would have expired by then
+        ws._queue.append(msg.detach())
         if len(ws._queue) >= self.max_queue and not ws._paused:
             ws._paused = True
             ws.conn.pause_reading()

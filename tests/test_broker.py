@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import queue
+import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -18,7 +16,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
-from conftest import PKG_PARENT
+from _procs import Program
 from _redis import RedisServer, free_port
 
 websockets = pytest.importorskip("websockets")
@@ -28,51 +26,26 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 NO_PROBE = {"probe_interval": 600.0}
 
 
-class Node:
+class Node(Program):
     """tests/_broker_node.py in a subprocess (an App with ``broker=url``)."""
+
+    PORT = re.compile(r"^PORT (\d+) (\d+)")
 
     def __init__(self, url: str, options: Optional[Dict[str, Any]] = None,
                  extra: Optional[List[str]] = None, expect_ports: int = 1) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = PKG_PARENT + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "_broker_node.py"), url,
-             json.dumps(options or {})] + (extra or []),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        self.lines: "queue.Queue[str]" = queue.Queue()
-        self.output: List[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
+        super().__init__([os.path.join(HERE, "_broker_node.py"), url,
+                          json.dumps(options or {})] + (extra or []))
         self.ports: List[int] = []
         self.pids: List[int] = []
         try:
             for _ in range(expect_ports):
-                self.wait_port_line()
+                m = self.expect(self.PORT)
+                self.ports.append(int(m.group(1)))
+                self.pids.append(int(m.group(2)))
         except BaseException:
             self.stop()  # never leave a node process behind
             raise
         self.port = self.ports[0]
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-            self.lines.put(line)
-
-    def wait_port_line(self, timeout: float = 15.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            if line.startswith("PORT "):
-                _, port, pid = line.split()
-                self.ports.append(int(port))
-                self.pids.append(int(pid))
-                return int(pid)
-        raise AssertionError("node did not start:\n" + "".join(self.output))
 
     def stats(self) -> Dict[str, Any]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=5) as r:
@@ -87,15 +60,6 @@ class Node:
                 return st
             time.sleep(0.02)
         raise AssertionError(f"timed out waiting for {what}: {st}\n" + "".join(self.output))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 @pytest.fixture
@@ -285,6 +249,7 @@ def test_redis_paused_with_sigstop_does_not_stall_the_loop(
                 t0 = time.monotonic()
                 await s[0].send(f"m{n}")
                 assert await asyncio.wait_for(s[1].recv(), 5) == f"m{n}"
+                assert await asyncio.wait_for(s[0].recv(), 5) == f"m{n}"  # the sender's copy
                 worst = max(worst, time.monotonic() - t0)
                 n += 1
                 await asyncio.sleep(0.005)

@@ -131,3 +131,24 @@ def test_bad_broker_urls_say_what_to_write() -> None:
             pyws.Manager(broker=url)
     with pytest.raises(TypeError, match="unknown broker option"):
         pyws.Manager(broker="redis://127.0.0.1:1/0", broker_options={"nope": 1})
+
+
+def test_metrics_carry_the_broker() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+    r = RedisServer()
+    pair = Pair(r.url, probe_interval=600)
+    try:
+        pair.wait(lambda: all(m.broker.state == "up" for m in pair.mgrs))
+        exchange(pair)
+        m = pair.mgrs[0]
+        out: dict = {}
+        m.call_soon_threadsafe(lambda: out.update(
+            text=pyws.metrics.render(m.stats(), broker=m.broker.stats())))  # the loop's thread
+        pair.wait(lambda: "text" in out)
+        fams = {f.name: f for f in text_string_to_metric_families(out["text"])}
+        assert fams["pyws_broker_up"].samples[0].value == 1
+        assert fams["pyws_broker_published"].samples[0].value == 1  # the _total suffix is cut
+        assert fams["pyws_broker_echoes"].samples[0].value == 1
+    finally:
+        pair.close()
+        r.close()

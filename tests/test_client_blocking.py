@@ -84,7 +84,7 @@ class Recorder:
             if self.on_open:
                 self.on_open(conn)
         elif ev == EV_WS_MSG:
-            self.messages.append(data)
+            self.messages.append(data.detach())  # kept past the handler
             if self.on_msg:
                 self.on_msg(conn, data)
             else:

@@ -155,6 +155,7 @@ class Recorder:
                 conn.subscribe("room")
             self.conns.append(conn)
         elif ev == EV_WS_MSG:
+            data = data.detach()  # kept past the handler (a large message is a MessageView)
             self.received.append((data.opcode, data.data, data.compressed))
             self._answer(conn, data)
         elif ev == EV_CLOSE:

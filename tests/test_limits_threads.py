@@ -461,7 +461,8 @@ def test_loop_options_are_checked_and_only_taken_by_the_manager() -> None:
             mgr.ws_connect("ws://127.0.0.1:1/", wakeup_queue_items=5)
     finally:
         mgr.close()
-    assert set(pyws.LOOP_OPTIONS) == {"wakeup_queue_items", "wakeup_queue_bytes", "wakeup_batch"}
+    assert set(pyws.LOOP_OPTIONS) == {"wakeup_queue_items", "wakeup_queue_bytes", "wakeup_batch",
+                                      "view_threshold"}
 
 
 def test_app_takes_the_loop_options_and_stop_never_blocks() -> None:

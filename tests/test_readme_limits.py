@@ -10,7 +10,7 @@ from pyws.manager import LOOP_OPTIONS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # options that are switches or negotiation settings, not limits a peer can cross
-NOT_LIMITS = {"control_events", "reuse_port", "compression"}
+NOT_LIMITS = {"control_events", "reuse_port", "compression", "view_threshold"}
 
 
 def limits_table() -> str:

@@ -175,10 +175,6 @@ def api(serve: Callable[..., AppServer]) -> AppServer:
     def first(req: Request) -> str:
         return "first"
 
-    @app.route("/first")
-    def second(req: Request) -> str:  # never reached: the first match wins
-        return "second"
-
     @app.websocket("/chat")
     def chat(ws: pyws.WebSocket) -> Any:
         msg = yield ws.recv()

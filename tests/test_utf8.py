@@ -21,7 +21,8 @@ PARTIAL = lib.PYWS_UTF8_PARTIAL
 INVALID = lib.PYWS_UTF8_INVALID
 
 ALL_IMPLS = {"scalar": lib.PYWS_IMPL_SCALAR, "sse2": lib.PYWS_IMPL_SSE2,
-             "avx2": lib.PYWS_IMPL_AVX2, "neon": lib.PYWS_IMPL_NEON}
+             "sse4": lib.PYWS_IMPL_SSE4, "avx2": lib.PYWS_IMPL_AVX2,
+             "avx512": lib.PYWS_IMPL_AVX512, "neon": lib.PYWS_IMPL_NEON}
 AVAILABLE = {name: i for name, i in ALL_IMPLS.items() if lib.pyws_impl_available(i) == 1}
 # "auto" goes through pyws_utf8_feed (the dispatch every other caller uses)
 IMPLS = [pytest.param(i, id=name) for name, i in AVAILABLE.items()] + [
@@ -143,6 +144,38 @@ def test_invalid_class_and_offset(impl: Optional[int], seq: bytes, bad_at: int) 
             assert Validator(impl).feed(data) == (INVALID, len(prefix) + bad_at)
             # without anything after it
             assert Validator(impl).feed(prefix + seq)[0] == INVALID
+
+
+def _mixed_prefix(n: int) -> bytes:
+    """n bytes of mixed-script text ending on a character boundary (padded with ASCII)."""
+    chars = "Ça-ва 語😀ß€ "
+    out = b""
+    for i in range(n):
+        c = chars[i % len(chars)].encode()
+        if len(out) + len(c) > n:
+            break
+        out += c
+    return out + b"." * (n - len(out))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_invalid_classes_at_every_offset_of_two_blocks(impl: Optional[int]) -> None:
+    """The vector kernels check 64-byte blocks against the last bytes of the block before: every
+    class at every offset of the first two blocks of mixed text, fed whole and cut just before,
+    inside and just after it, against Python's decoder."""
+    tail = _mixed_prefix(70)
+    for _, seq, bad_at in INVALID_CLASSES:
+        for off in range(0, 131):
+            data = _mixed_prefix(off) + seq + tail
+            want = (INVALID, off + bad_at)
+            assert oracle(data) == want
+            assert Validator(impl).feed(data) == want, (seq, off)
+            for cut in (off, off + 1, off + len(seq)):
+                check_pieces(impl, data, [cut])
+    for _, seq, _ in TRUNCATED:                 # unfinished at the end: PARTIAL
+        for off in range(0, 131):
+            data = _mixed_prefix(off) + seq
+            assert Validator(impl).feed(data) == (PARTIAL, None), (seq, off)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -336,7 +369,7 @@ def test_unavailable_impls_are_refused() -> None:
     assert lib.pyws_impl_available(lib.PYWS_IMPL_SCALAR) == 1
     assert lib.pyws_impl_available(lib.PYWS_IMPL_AUTO) == 1
     assert lib.pyws_impl_best() in AVAILABLE.values()
-    for impl in list(ALL_IMPLS.values()) + [4, 17, -2]:
+    for impl in list(ALL_IMPLS.values()) + [6, 17, -2]:
         lib.pyws_utf8_init(v)
         r = lib.pyws_utf8_feed_with(impl, v, data, 3, bad)
         if impl in AVAILABLE.values():

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from typing import Any, Iterator, List
 
 import pytest
 
 from conftest import PKG_PARENT
+from _procs import Program
 from _redis import RedisServer, free_port
 
 websockets = pytest.importorskip("websockets")
@@ -27,22 +26,15 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-class Supervised:
+class Supervised(Program):
     """A supervisor process; ``pids`` are its workers as they announce themselves."""
 
     def __init__(self, argv: List[str], expect: int, pattern: str = r"^PORT (\d+) (\d+)",
                  cwd: str = HERE, pid_group: int = 2) -> None:
-        self.pid_group = pid_group
-        env = dict(os.environ)
-        env["PYTHONPATH"] = PKG_PARENT + os.pathsep + HERE + os.pathsep + \
-            env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen([sys.executable] + argv, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
+        super().__init__(argv, cwd)
         self.pattern = re.compile(pattern)
-        self.lines: "queue.Queue[str]" = queue.Queue()
-        self.output: List[str] = []
+        self.pid_group = pid_group
         self.pids: List[int] = []
-        threading.Thread(target=self._pump, daemon=True).start()
         try:
             for _ in range(expect):
                 self.next_worker()
@@ -50,36 +42,10 @@ class Supervised:
             self.stop()  # never leave a supervisor (and its workers) behind
             raise
 
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-            self.lines.put(line)
-
     def next_worker(self, timeout: float = 15.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            m = self.pattern.search(line)
-            if m:
-                pid = int(m.group(self.pid_group))
-                self.pids.append(pid)
-                return pid
-        raise AssertionError("no worker announced itself:\n" + "".join(self.output))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        pid = int(self.expect(self.pattern, timeout).group(self.pid_group))
+        self.pids.append(pid)
+        return pid
 
 
 @pytest.fixture

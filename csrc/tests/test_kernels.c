@@ -19,8 +19,8 @@
 
 #include "check.h"
 
-static const int all_impls[] = {PYWS_IMPL_SCALAR, PYWS_IMPL_SSE2, PYWS_IMPL_AVX2, PYWS_IMPL_NEON,
-                                PYWS_IMPL_AUTO};
+static const int all_impls[] = {PYWS_IMPL_SCALAR, PYWS_IMPL_SSE2,   PYWS_IMPL_SSE4, PYWS_IMPL_AVX2,
+                                PYWS_IMPL_AVX512, PYWS_IMPL_NEON, PYWS_IMPL_AUTO};
 #define N_ALL_IMPLS (sizeof all_impls / sizeof all_impls[0])
 
 static int impls[N_ALL_IMPLS]; /* the available ones */
@@ -32,7 +32,9 @@ static const char *impl_name(int impl)
     case PYWS_IMPL_AUTO: return "auto";
     case PYWS_IMPL_SCALAR: return "scalar";
     case PYWS_IMPL_SSE2: return "sse2";
+    case PYWS_IMPL_SSE4: return "sse4";
     case PYWS_IMPL_AVX2: return "avx2";
+    case PYWS_IMPL_AVX512: return "avx512";
     case PYWS_IMPL_NEON: return "neon";
     default: return "?";
     }
@@ -77,10 +79,10 @@ static void test_selection(void)
 
     CHECK(pyws_impl_available(PYWS_IMPL_AUTO) == 1, "AUTO always available");
     CHECK(pyws_impl_available(PYWS_IMPL_SCALAR) == 1, "SCALAR always available");
-    CHECK(pyws_impl_available(-2) == 0 && pyws_impl_available(4) == 0 &&
+    CHECK(pyws_impl_available(-2) == 0 && pyws_impl_available(6) == 0 &&
               pyws_impl_available(1000) == 0,
           "unknown kernels are unavailable");
-    CHECK(best >= PYWS_IMPL_SCALAR && best <= PYWS_IMPL_NEON && pyws_impl_available(best),
+    CHECK(best >= PYWS_IMPL_SCALAR && best <= PYWS_IMPL_AVX512 && pyws_impl_available(best),
           "best %d is a concrete available kernel", best);
     CHECK(pyws_impl_best() == best, "best is stable");
     {
@@ -94,7 +96,8 @@ static void test_selection(void)
 #endif
 #if defined(__aarch64__)
     CHECK(pyws_impl_available(PYWS_IMPL_NEON) == 1, "NEON is baseline on arm64");
-    CHECK(!pyws_impl_available(PYWS_IMPL_SSE2) && !pyws_impl_available(PYWS_IMPL_AVX2),
+    CHECK(!pyws_impl_available(PYWS_IMPL_SSE2) && !pyws_impl_available(PYWS_IMPL_AVX2) &&
+              !pyws_impl_available(PYWS_IMPL_SSE4) && !pyws_impl_available(PYWS_IMPL_AVX512),
           "no x86 kernels on arm64");
 #endif
 

@@ -44,7 +44,7 @@ def main() -> int:
     lines: List[str] = [
         BEGIN,
         "| role | transport | cases | OK | NON-STRICT | INFORMATIONAL | FAILED | close behaviour "
-        "| wall time | run (UTC) |",
+        "| wall time | finished (UTC) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |",
     ]
     informational: Dict[str, List[str]] = {}
@@ -58,12 +58,14 @@ def main() -> int:
                 missing.append(f"{name}{' (TLS)' if tls else ''}")
                 continue
             s = json.loads(f.read_text())
-            when = datetime.datetime.fromtimestamp(f.stat().st_mtime, datetime.timezone.utc)
-            lines.append(row(name, what, tls, s, when.strftime("%Y-%m-%d %H:%M")))
+            label = f"{name}{' (TLS)' if tls else ''}"
+            when = s.get("finished") or datetime.datetime.fromtimestamp(
+                f.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+            lines.append(row(name, what, tls, s, when))
             key = " ".join(s.get("informational", []))
-            informational.setdefault(key, []).append(s["agent"])
+            informational.setdefault(key, []).append(label)
             bad = bad or bool(s["not_ok"])
-            trees.setdefault(s.get("pyws", "?"), []).append(s["agent"])
+            trees.setdefault(s.get("pyws", "?"), []).append(label)
             if s["not_ok"]:
                 lines.append(f"| ↳ not OK | | | | | | | {' '.join(s['not_ok'])} | | |")
     lines.append("")

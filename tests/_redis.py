@@ -102,9 +102,22 @@ class RedisServer:
                 out[name] = int(fields["calls"])
         return out
 
-    def numsub(self, *channels: str) -> dict:
-        r = self.command("PUBSUB", "NUMSUB", *channels)
+    def numsub(self, *channels: str, shard: bool = False) -> dict:
+        """Subscribers per channel: ``PUBSUB NUMSUB`` (``shard``: ``SHARDNUMSUB``)."""
+        r = self.command("PUBSUB", "SHARDNUMSUB" if shard else "NUMSUB", *channels)
         return {r[i].decode(): int(r[i + 1]) for i in range(0, len(r), 2)}
+
+    def wait_numsub(self, expected: dict, timeout: float = 5.0, shard: bool = False) -> None:
+        """Until :meth:`numsub` of ``expected``'s channels is ``expected`` (the nodes send
+        their SUBSCRIBE/UNSUBSCRIBE at their next poll); AssertionError with what Redis
+        says after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.numsub(*expected, shard=shard)
+            if got == expected:
+                return
+            assert time.monotonic() < deadline, f"Redis has {got}, expected {expected}"
+            time.sleep(0.01)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -4,7 +4,6 @@ with one master restarted in the middle."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Dict, Iterator, List
 
 import pytest
@@ -59,13 +58,7 @@ def test_topics_spread_over_a_cluster_and_survive_a_master_restart(
                 mine = [t for t in TOPICS if cluster.owner(key_slot(f"pyws:{t}".encode()))
                         is r]
                 assert mine, "the 30 topics should spread over the 3 masters"
-                deadline = time.monotonic() + 5
-                while True:
-                    counts = r.command("PUBSUB", "SHARDNUMSUB", *[f"pyws:{t}" for t in mine])
-                    if all(int(counts[i]) == 2 for i in range(1, len(counts), 2)):
-                        break
-                    assert time.monotonic() < deadline, counts
-                    await asyncio.sleep(0.02)
+                r.wait_numsub({f"pyws:{t}": 2 for t in mine}, shard=True)
             before = spublish_calls(cluster)
             await exchange(a_conns, b_conns, "first")
             after = spublish_calls(cluster)
@@ -85,13 +78,7 @@ def test_topics_spread_over_a_cluster_and_survive_a_master_restart(
             # subscriptions on the restarted master come back
             mine = [t for t in TOPICS if cluster.owner(key_slot(f"pyws:{t}".encode()))
                     is victim]
-            deadline = time.monotonic() + 5
-            while True:
-                counts = victim.command("PUBSUB", "SHARDNUMSUB", *[f"pyws:{t}" for t in mine])
-                if all(int(counts[i]) == 2 for i in range(1, len(counts), 2)):
-                    break
-                assert time.monotonic() < deadline, counts
-                await asyncio.sleep(0.02)
+            victim.wait_numsub({f"pyws:{t}": 2 for t in mine}, shard=True)
             await exchange(a_conns, b_conns, "second")
             for ws in list(a_conns.values()) + list(b_conns.values()):
                 await ws.close()

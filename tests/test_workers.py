@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from typing import Any, Iterator, List
 
 import pytest
@@ -64,15 +63,6 @@ async def clients(port: int, n: int, path: str = "/") -> List[Any]:
     return list(await asyncio.gather(*[one() for _ in range(n)]))
 
 
-async def wait_subscribed(redis: RedisServer, channel: str, n: int) -> None:
-    """Until n workers are subscribed to channel in Redis (a worker subscribes at the poll
-    after its first local subscriber joined, once its broker connection is up)."""
-    deadline = time.monotonic() + 10
-    while redis.numsub(channel)[channel] != n:
-        assert time.monotonic() < deadline, redis.numsub(channel)
-        await asyncio.sleep(0.02)
-
-
 async def expect_close(ws: Any, code: int) -> None:
     with pytest.raises(ConnectionClosed):
         while True:
@@ -90,7 +80,7 @@ def test_app_workers_2_share_port_and_topics_restart_and_stop(redis: RedisServer
             conns = await clients(port, 16, "/sub/all")
             pids = {c.pid for c in conns}
             assert pids == set(sup.pids), "connections landed on one worker only"
-            await wait_subscribed(redis, "pyws:all", 2)
+            redis.wait_numsub({"pyws:all": 2}, timeout=10)  # both workers
             await conns[0].send("to everyone")
             got = await asyncio.gather(*[asyncio.wait_for(c.recv(), 5) for c in conns])
             assert got == ["to everyone"] * 16  # both workers, through Redis
@@ -162,7 +152,7 @@ def test_python_m_pyws_runs_an_app_with_workers_and_a_broker(redis: RedisServer)
         async def main() -> None:
             conns = await clients(port, 16)
             assert len({c.pid for c in conns}) == 2
-            await wait_subscribed(redis, "pyws:all", 2)
+            redis.wait_numsub({"pyws:all": 2}, timeout=10)  # both workers
             await conns[-1].send("hi all")
             got = await asyncio.gather(*[asyncio.wait_for(c.recv(), 5) for c in conns])
             assert got == ["hi all"] * 16

@@ -27,16 +27,9 @@
 #include "pyws.h"
 
 #include "check.h"
+#define RNG_SEED 0x2545F4914F6CDD1Dull
+#include "rng.h"
 
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-
-static uint64_t rnd(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1Dull;
-}
 
 /* A message of n bytes: kind 0 random, 1 repetitive text, 2 zeros, 3 JSON-like. */
 static uint8_t *make_msg(size_t n, int kind)

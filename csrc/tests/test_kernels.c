@@ -18,6 +18,8 @@
 #include "pyws.h"
 
 #include "check.h"
+#define RNG_SEED 0x9E3779B97F4A7C15ull
+#include "rng.h"
 
 static const int all_impls[] = {PYWS_IMPL_SCALAR, PYWS_IMPL_SSE2,   PYWS_IMPL_SSE4, PYWS_IMPL_AVX2,
                                 PYWS_IMPL_AVX512, PYWS_IMPL_NEON, PYWS_IMPL_AUTO};
@@ -40,31 +42,6 @@ static const char *impl_name(int impl)
     }
 }
 
-/* xorshift64*: fixed seed, so every run tests the same inputs. */
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static uint64_t rnd(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1Dull;
-}
-
-static size_t rnd_below(size_t n)
-{
-    return n == 0 ? 0 : (size_t)(rnd() % n);
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n == 0 ? 1 : n);
-    if (p == NULL) {
-        printf("out of memory\n");
-        exit(2);
-    }
-    return p;
-}
 
 /* ------------------------------------------------------------------------------------------- */
 /* Kernel selection                                                                            */

@@ -27,6 +27,8 @@
 #include "pyws.h"
 
 #include "check.h"
+#define RNG_SEED 0xD1B54A32D192ED03ull
+#include "rng.h"
 
 static const struct {
     int impl;
@@ -41,30 +43,6 @@ static int impls[N_KERNELS + 1]; /* the available ones but scalar, and AUTO (pyw
 static const char *impl_names[N_KERNELS + 1];
 static size_t n_impls;
 
-static uint64_t rng_state = 0xD1B54A32D192ED03ull;
-
-static uint64_t rnd(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1Dull;
-}
-
-static size_t rnd_below(size_t n)
-{
-    return n == 0 ? 0 : (size_t)(rnd() % n);
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n == 0 ? 1 : n);
-    if (p == NULL) {
-        printf("out of memory\n");
-        exit(2);
-    }
-    return p;
-}
 
 /* ------------------------------------------------------------------------------------------- */
 /* Feeding the same pieces to a kernel and to the scalar one                                   */

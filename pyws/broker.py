@@ -38,7 +38,7 @@ import sys
 import time
 from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Set, Tuple,
                     Union)
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from ._lib import ffi, lib
 from .constants import EV_BROKER, EV_CLOSE, EV_DATA, EV_ERROR, OP_BINARY, OP_TEXT

@@ -10,7 +10,7 @@ from pyws.manager import LOOP_OPTIONS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # options that are switches or negotiation settings, not limits a peer can cross
-NOT_LIMITS = {"control_events", "reuse_port", "compression", "view_threshold"}
+NOT_LIMITS = {"control_events", "reuse_port", "compression"}
 
 
 def limits_table() -> str:
@@ -52,3 +52,23 @@ def test_the_table_states_the_defaults() -> None:
     assert LOOP_OPTIONS["wakeup_queue_bytes"] == 64 << 20
     assert rows["wakeup_queue_bytes"].startswith("64 MiB")
     assert LOOP_OPTIONS["wakeup_batch"] == 1024 and rows["wakeup_batch"].startswith("1,024")
+
+
+def test_the_table_states_the_broker_bounds() -> None:
+    table = limits_table()
+    rows = {m.group(1): m.group(2) for m in re.finditer(
+        r'^\| `broker_options\["([a-z_]+)"\][^|]*\| ([^|]+) \|', table, flags=re.M)}
+    b = pyws.BROKER_DEFAULTS
+    assert b["queue_items"] == 10_000 and rows["queue_items"].startswith("10,000")
+    assert b["queue_bytes"] == 16 << 20 and rows["queue_bytes"].startswith("16 MiB")
+    assert b["max_inflight"] == 10_000 and rows["max_inflight"].startswith("10,000")
+    assert b["max_message"] == 16 << 20 and rows["max_message"].startswith("16 MiB")
+    assert b["connect_timeout"] == 3.0 and rows["connect_timeout"].startswith("3 s")
+    assert b["probe_interval"] == 5.0 and b["probe_timeout"] == 3.0
+    assert rows["probe_interval"].startswith("a probe after 5 s") and "3 s" in \
+        rows["probe_interval"]
+    assert b["topology_interval"] == 5.0 and rows["topology_interval"].startswith("5 s")
+    assert b["backoff_min"] == 0.05 and b["backoff_max"] == 1.0
+    assert re.search(r'connect_timeout.*50 ms doubling to 1 s', table)
+    assert pyws.DEFAULT_OPTIONS.get("view_threshold", LOOP_OPTIONS.get("view_threshold")) \
+        == 16 * 1024

@@ -716,6 +716,15 @@ void pw_conn_timeout(pyws_loop *loop, pyws_conn *c)
 {
     uint64_t now = loop->now;
     c->timer_at = 0;
+    if ((c->flags & CF_CLOSE_TOLD) && c->pending_code && c->deadline_close &&
+        now >= c->deadline_close) {
+        uint64_t id = c->id;
+        pw_ws_hold_expired(loop, c); /* the application did not release it in time */
+        c = pw_conn_get(loop, id);
+        if (c && c->deadline_close)
+            pw_conn_deadline(loop, c, c->deadline_close);
+        return;
+    }
     if (c->deadline_close && now >= c->deadline_close) {
         loop->closes[PYWS_WHY_CLOSE_TIMEOUT]++;
         pw_conn_close(loop, c, c->close_code ? c->close_code : PYWS_CLOSE_ABNORMAL);

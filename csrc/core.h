@@ -67,9 +67,10 @@ enum {
 #define CF_PENDING 0x0004u      /* in the loop's pending list: deferred work at next poll */
 #define CF_HELD 0x0008u         /* in the loop's held list: views to release at next poll */
 #define CF_ABOVE_HW 0x0010u     /* write queue went above the high-water mark */
-/* 0x0020, 0x0040: free (were CLOSE_SENT / PEER_CLOSED: now states, see state.h) */
+#define CF_CLOSE_TOLD 0x0040u   /* EV_CLOSE_HELD was pushed for the close held now */
 #define CF_REQ_DONE 0x0080u     /* an HTTP request was delivered; its bytes drop next poll */
-/* 0x0100: free (was HS_STORED: now the state HTTP_REQUEST) */
+#define CF_CLOSE_HOLD 0x0100u   /* closes wait for the application (pyws_hold_closes): its
+                                   replies to earlier messages go out first */
 #define CF_EOF 0x0200u          /* the peer shut down its side (a socket fact: state.h) */
 #define CF_CTL_EVENTS 0x0400u   /* deliver control frames as EV_WS_CTL */
 #define CF_SEND_FRAG 0x0800u    /* an outgoing fragmented message is in progress */
@@ -406,6 +407,7 @@ void pw_http_pending(pyws_loop *loop, pyws_conn *c);
 void pw_ws_start(pyws_loop *loop, pyws_conn *c, int role);
 void pw_ws_input(pyws_loop *loop, pyws_conn *c, uint8_t *data, size_t len);
 void pw_ws_pending(pyws_loop *loop, pyws_conn *c);
+void pw_ws_hold_expired(pyws_loop *loop, pyws_conn *c);
 void pw_ws_timeout(pyws_loop *loop, pyws_conn *c);
 /* Queue the pong a ping is owed, if pw_ws_pong_may_queue (1: queued). */
 int pw_ws_send_pong(pyws_loop *loop, pyws_conn *c);

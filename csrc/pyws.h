@@ -589,6 +589,9 @@ typedef struct pyws_loop pyws_loop;
                                 data: close reason (UTF-8); aux: 1 if it was a WebSocket */
 #define PYWS_EV_HTTP_RESP 11 /* client: a non-101 HTTP response to our upgrade; data: head */
 #define PYWS_EV_DATA 12      /* a stream (pyws_stream_connect): data: the bytes one read gave */
+/* 13 is taken by Python (EV_BROKER) */
+#define PYWS_EV_CLOSE_HELD 14 /* pyws_hold_closes: a close frame (our echo of the peer's, or a
+                                 failure's) is ready and waits for pyws_hold_closes(id, 0) */
 
 typedef struct pyws_event {
     int type;                 /* PYWS_EV_* */
@@ -789,6 +792,14 @@ int pyws_timer_cancel(pyws_loop *loop, uint64_t timer_id);
 /* Pause (on = 0) or resume (on = 1) reading from a connection: while paused nothing is read,
  * so TCP pushes back on the peer. Pongs are not answered while paused either. */
 int pyws_set_reading(pyws_loop *loop, uint64_t id, int on);
+
+/* Hold (on = 1) the connection's close frames until released (on = 0). For applications that
+ * answer messages from other threads: a close that becomes due (the echo of the peer's close,
+ * or the failure of a bad frame) would otherwise go out at the next poll, before the replies to
+ * the messages that came ahead of it. While held, the loop reports EV_CLOSE_HELD once and
+ * sends the close frame when released (at once, from inside this call) or close_timeout after
+ * it became due, whichever is first. Releasing also stops holding later closes. */
+int pyws_hold_closes(pyws_loop *loop, uint64_t id, int on);
 
 /* ---------------------------------------------------------------------------------------------
  * Topics (topics.c): publish/subscribe with the fan-out in C. A publish frames the message once

@@ -357,10 +357,29 @@ void pw_ws_overflow(pyws_loop *loop, pyws_conn *c)
     pw_conn_close(loop, c, PYWS_CLOSE_POLICY);
 }
 
+/* The application holds closes (pyws_hold_closes): tell it once, and bound the wait by
+ * close_timeout. Returns 0 if held, -1 if the close must go out now (no room for the event). */
+static int hold_close(pyws_loop *loop, pyws_conn *c)
+{
+    if (c->flags & CF_CLOSE_TOLD)
+        return 0;
+    pyws_event *e = pw_event_push(loop, PYWS_EV_CLOSE_HELD, c->id);
+    if (!e)
+        return -1;
+    c->flags |= CF_CLOSE_TOLD;
+    if (!c->deadline_close) { /* bounds the hold and the handshake after it together */
+        c->deadline_close = loop->now + c->opts.close_timeout;
+        pw_conn_deadline(loop, c, c->deadline_close);
+    }
+    return 0;
+}
+
 void pw_ws_pending(pyws_loop *loop, pyws_conn *c)
 {
     int code = c->pending_code;
     if (!code)
+        return;
+    if ((c->flags & CF_CLOSE_HOLD) && pyws_st_may_send(c->state) && hold_close(loop, c) == 0)
         return;
     c->pending_code = 0;
     if (!pyws_st_may_send(c->state))
@@ -372,6 +391,31 @@ void pw_ws_pending(pyws_loop *loop, pyws_conn *c)
         close_exchanged(loop, c);
     else
         pw_conn_finish(loop, c); /* failing: do not wait for the peer */
+}
+
+int pyws_hold_closes(pyws_loop *loop, uint64_t id, int on)
+{
+    pyws_conn *c = pw_conn_get(loop, id);
+    if (!c || c->kind != PYWS_KIND_CONN)
+        return PYWS_ERR_BADID;
+    if (on) {
+        c->flags |= CF_CLOSE_HOLD;
+        return PYWS_OK;
+    }
+    int held = (c->flags & CF_CLOSE_TOLD) != 0;
+    c->flags &= ~(CF_CLOSE_HOLD | CF_CLOSE_TOLD);
+    if (held && c->pending_code)
+        pw_ws_pending(loop, c);
+    return PYWS_OK;
+}
+
+/* close_timeout passed while a close was held: it goes out now, with close_timeout again for
+ * the handshake after it. */
+void pw_ws_hold_expired(pyws_loop *loop, pyws_conn *c)
+{
+    c->flags &= ~(CF_CLOSE_HOLD | CF_CLOSE_TOLD);
+    c->deadline_close = loop->now + c->opts.close_timeout;
+    pw_ws_pending(loop, c);
 }
 
 void pw_ws_timeout(pyws_loop *loop, pyws_conn *c)

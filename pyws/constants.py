@@ -46,6 +46,7 @@ EV_CLOSE = 10
 EV_HTTP_RESP = 11  # internal: a client's upgrade got another answer than 101
 EV_DATA = 12
 EV_BROKER = 13  # raised by pyws.broker (Python), never by the C loop
+EV_CLOSE_HELD = 14  # internal: a held close is due (pyws_hold_closes; the blocking driver)
 
 OP_CONTINUATION = 0
 OP_TEXT = 1

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 from ._lib import failure, ffi, lib, last_error, raise_for
 from ._send import Sendable, outgoing
 from .compression import send_flags
-from .constants import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EV_DRAIN, EV_ERROR,
-                        EV_HTTP_MSG, EV_HTTP_RESP, EV_TIMER, EV_WAKEUP, EV_WS_CTL, EV_WS_MSG,
-                        EV_WS_OPEN)
+from .constants import (EV_ACCEPT, EV_CLOSE, EV_CLOSE_HELD, EV_CONNECT, EV_DATA, EV_DRAIN,
+                        EV_ERROR, EV_HTTP_MSG, EV_HTTP_RESP, EV_TIMER, EV_WAKEUP, EV_WS_CTL,
+                        EV_WS_MSG, EV_WS_OPEN)
 from .connection import Connection, _topic
 from .dial import dial
 from .errors import HandshakeError, PyWSError, QueueFull, WrongThreadError
@@ -528,6 +528,10 @@ class Manager:
                     continue
                 self._deliver(c, t, text)
             elif t == EV_CONNECT:
+                c = conns.get(cid)
+                if c is not None:
+                    self._deliver(c, t, None)
+            elif t == EV_CLOSE_HELD:  # only for connections that asked (pyws_hold_closes)
                 c = conns.get(cid)
                 if c is not None:
                     self._deliver(c, t, None)

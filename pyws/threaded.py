@@ -31,7 +31,7 @@ from ._lib import lib
 from ._send import Sendable, outgoing
 from .compression import send_flags
 from .connection import Connection
-from .constants import EV_CLOSE, EV_DRAIN, EV_WS_MSG, OP_BINARY, OP_TEXT, State
+from .constants import EV_CLOSE, EV_CLOSE_HELD, EV_DRAIN, EV_WS_MSG, OP_BINARY, OP_TEXT, State
 from .errors import ConnectionClosed, PyWSError, QueueFull, closed_error
 from .message import Message
 from .request import Request
@@ -93,7 +93,7 @@ class ThreadedWebSocket(WebSocket):
     """
 
     __slots__ = ("_cond", "_pool", "_drains", "_resume_pending", "_stopped", "_call_fn",
-                 "_unsent", "_above")
+                 "_unsent", "_above", "_busy", "_close_held")
 
     def __init__(self, app: "App", conn: Connection, request: Request,
                  pool: "ThreadPool") -> None:
@@ -108,6 +108,12 @@ class ThreadedWebSocket(WebSocket):
         # the write buffer above write_high_water (EV_DRAIN clears it)
         self._unsent = 0
         self._above = False
+        # The C loop holds this connection's close frames (pyws_hold_closes) so that the
+        # replies to the messages before a close (the peer's, or a bad frame's) go out first.
+        # _busy: the thread holds a message it may still answer (from recv() returning it
+        # until it waits again or the handler returns); _close_held: a close waits for that.
+        self._busy = False
+        self._close_held = False
 
     # ------------------------------------------------------------------ plumbing
     def _on_loop(self) -> bool:
@@ -132,6 +138,20 @@ class ThreadedWebSocket(WebSocket):
         return PyWSError(f"ws.{what}() of a blocking handler's WebSocket was called on the "
                          "loop's thread, where it would stop every connection; only its "
                          "handler thread (or another thread) may wait on it")
+
+    def _idle(self) -> None:
+        """This thread answered every message it took (called with _cond held, queue empty
+        or about to be read): a close the loop holds for it may go out, after the sends
+        handed over before this (the loop runs them in order)."""
+        self._busy = False
+        if self._close_held and not self._queue:
+            self._close_held = False
+            self._pool.post(self._release_close)
+
+    def _release_close(self) -> None:  # loop thread
+        loop = self.app.mgr._loop
+        if loop is not None and not self.conn.closed:
+            lib.pyws_hold_closes(loop, self.conn.id, 0)
 
     def _wake(self) -> None:
         with self._cond:
@@ -165,6 +185,7 @@ class ThreadedWebSocket(WebSocket):
         cond = self._cond
         deadline = None if timeout is None else time.monotonic() + timeout
         with cond:
+            self._idle()
             while not q:
                 if self._gone():
                     if not self._told_none:
@@ -180,6 +201,7 @@ class ThreadedWebSocket(WebSocket):
                         raise TimeoutError(f"no message within {timeout} s")
                     cond.wait(left)
             msg = q.popleft()
+            self._busy = True
             resume = self._paused and not self._resume_pending and \
                 len(q) <= self._pool.max_queue // 2
             if resume:
@@ -216,6 +238,8 @@ class ThreadedWebSocket(WebSocket):
             raise self._not_here("sleep")
         deadline = time.monotonic() + max(0.0, seconds)
         with self._cond:
+            if not self._queue:
+                self._idle()
             while not self._gone():
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -534,11 +558,20 @@ class ThreadPool:
                     ws._drains += 1
                     ws._above = False
                     cond.notify_all()
+            elif ev == EV_CLOSE_HELD:
+                with cond:
+                    release = not ws._busy and not q
+                    ws._close_held = not release
+                if release:
+                    ws._release_close()
             elif ev == EV_CLOSE:
                 self._closed(ws)
 
         conn.handler = on_event
         conn._msg_sink = sink
+        loop = self.app.mgr._loop
+        if loop is not None:
+            lib.pyws_hold_closes(loop, conn.id, 1)
 
     def _closed(self, ws: ThreadedWebSocket) -> None:  # loop thread
         if ws.conn.close_code is not None:  # code and reason of one frame, never a mix
@@ -607,6 +640,8 @@ class ThreadPool:
         self._live.discard(ws)
         with ws._cond:
             ws._queue.clear()
+            ws._busy = ws._close_held = False
+        ws._release_close()  # a close held for the handler's replies goes out now
         if self._going and exc is None and ws._accepted and not ws.conn.closed:
             # it returned because the App is going away: the client hears 1001, not 1000
             ws.conn.close(*_SHUTDOWN)

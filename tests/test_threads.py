@@ -24,7 +24,8 @@ import websockets
 
 import pyws
 
-from _rawws import handshake_request
+from _frames import OP_CLOSE, OP_TEXT, RSV1, close_payload, frame
+from _rawws import RawWS, handshake_request
 from conftest import AppServer, serving
 from test_app import recv_close, wait_for
 
@@ -457,6 +458,63 @@ def test_200_concurrent_threaded_connections_while_the_loop_keeps_serving(
     assert max(loaded) < 2.0
     probe.close()
     wait_for(lambda: srv.call(lambda: app._threads.busy) == 0, timeout=10)
+
+
+@pytest.mark.parametrize("then", ["bad frame", "close"])
+def test_replies_to_earlier_messages_go_out_before_the_close(
+        serve: Callable[..., AppServer], then: str) -> None:
+    """A message, then (in the same TCP segment) a bad frame or a close: the thread's echo of
+    the message goes out before the close frame (1002 for the bad frame, the echo of 1000),
+    as on the loop-thread drivers (Autobahn 3.2-3.4, 4.1.3-4.2.4, 5.15). The handler takes
+    0.2 s to answer, so the close is due long before its reply."""
+    app = pyws.App()
+
+    @app.websocket("/slow")
+    def slow(ws: Any) -> None:
+        for msg in ws:
+            time.sleep(0.2)
+            ws.send(msg)
+
+    srv = serve(app)
+    raw = RawWS(srv.port)
+    raw.handshake("/slow")
+    bad = frame(OP_TEXT, b"bad", rsv=RSV1, mask=b"abcd") if then == "bad frame" else \
+        frame(OP_CLOSE, close_payload(1000, b"bye"), mask=b"abcd")
+    raw.send(frame(OP_TEXT, b"first", mask=b"abcd") + bad)
+    assert raw.recv_frame() == (OP_TEXT, True, b"first")
+    op, fin, payload = raw.recv_frame()
+    assert op == OP_CLOSE
+    assert int.from_bytes(payload[:2], "big") == (1002 if then == "bad frame" else 1000)
+    assert raw.is_eof(5)
+
+
+def test_a_held_close_waits_at_most_close_timeout(serve: Callable[..., AppServer]) -> None:
+    """A handler that took a message and never comes back for the next one does not keep the
+    peer's close waiting for ever: the echo goes out close_timeout (here 0.5 s) after it was
+    due, and the handler hears of it."""
+    app = pyws.App(close_timeout=0.5)
+    ended = threading.Event()
+
+    @app.websocket("/stuck")
+    def stuck(ws: Any) -> None:
+        ws.recv()
+        deadline = time.monotonic() + 10
+        while ws.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        ended.set()
+
+    srv = serve(app)
+    raw = RawWS(srv.port)
+    raw.handshake("/stuck")
+    raw.send(frame(OP_TEXT, b"x", mask=b"abcd"))
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    raw.send_frame(close_payload(1000), OP_CLOSE)
+    op, _, payload = raw.recv_frame()
+    took = time.monotonic() - t0
+    assert op == OP_CLOSE and int.from_bytes(payload[:2], "big") == 1000
+    assert 0.3 < took < 3, took
+    assert ended.wait(5)
 
 
 def test_a_sleeping_handler_does_not_delay_the_loop(serve: Callable[..., AppServer]) -> None:

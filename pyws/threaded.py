@@ -720,10 +720,21 @@ class ThreadPool:
     def going_away(self) -> None:
         """The App is shutting down (loop thread): every running handler is told at once, so
         its ``recv()`` gives None (then raises ConnectionClosed(1001)) without waiting for the
-        close handshake; connections still waiting for a thread are not started."""
+        close handshake; connections still waiting for a thread are not started: they are
+        answered 503 (with Retry-After), as when the queue is full."""
         self._going = True
         with self._lock:
+            waiting = list(self._jobs)
             self._jobs.clear()
+        for ws in waiting:
+            self._live.discard(ws)
+            self.refused += 1
+            if ws._accepted is None and not ws.conn.closed:
+                ws.reject(503, "server shutting down: try again later\n", {"Retry-After": "5"})
+            self.app._closed(ws)
+        if waiting:
+            log.warning("pyws: shutting down: answered 503 to %d upgrade(s) still waiting for "
+                        "a handler thread", len(waiting))
         for ws in list(self._live):
             if ws.close_code is None:
                 ws.close_code, ws.close_reason = _SHUTDOWN

@@ -655,6 +655,34 @@ def test_shutdown_tells_waiting_threads_and_joins_them(caplog: Any) -> None:
     stuck_c.close()
 
 
+def test_shutdown_answers_503_to_upgrades_waiting_for_a_thread(caplog: Any) -> None:
+    """A connection queued for a handler thread when the App shuts down is told so (503 with
+    Retry-After), not dropped without an answer."""
+    app = pyws.App(threads=1, thread_queue=4)
+    started = threading.Event()
+
+    @app.websocket("/busy")
+    def busy(ws: Any) -> None:
+        started.set()
+        for _ in ws:
+            pass
+
+    lt = LoopThread(app)
+    first = websocket.create_connection(f"ws://127.0.0.1:{lt.port}/busy", timeout=5)
+    assert started.wait(5)
+    queued = raw_upgrade(lt.port, "/busy")
+    wait_for(lambda: len(app._threads._jobs) == 1)
+    with caplog.at_level(logging.WARNING, logger="pyws"):
+        lt.finish()
+    head = read_head(queued, 5)
+    assert head.startswith(b"HTTP/1.1 503 "), head
+    assert b"retry-after: 5" in head.lower()
+    assert "answered 503 to 1 upgrade(s) still waiting" in caplog.text
+    assert recv_close(first)[0] == 1001
+    first.close()
+    queued.close()
+
+
 def test_close_without_shutdown_raises_connection_closed_in_threads() -> None:
     app = pyws.App()
     events: "queue.Queue[Any]" = queue.Queue()

@@ -563,7 +563,12 @@ class ThreadPool:
                     release = not ws._busy and not q
                     ws._close_held = not release
                 if release:
-                    ws._release_close()
+                    # queued behind what the thread handed over before it went idle (its
+                    # last sends may still wait in the loop's queue): they go out first
+                    try:
+                        self.app.mgr.call_soon_threadsafe(ws._release_close)
+                    except Exception:
+                        ws._release_close()
             elif ev == EV_CLOSE:
                 self._closed(ws)
 

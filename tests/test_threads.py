@@ -488,6 +488,31 @@ def test_replies_to_earlier_messages_go_out_before_the_close(
     assert raw.is_eof(5)
 
 
+def test_a_fast_handler_s_reply_is_not_overtaken_by_the_close(
+        serve: Callable[..., AppServer]) -> None:
+    """The race Autobahn 4.1.3 found: the thread answers at once and is back in recv() when the
+    held close is reported, but its reply still waits in the loop's queue; the close must be
+    queued behind it. 60 connections, the bad frame in the same write as the message or
+    0-1 ms after it."""
+    app = pyws.App()
+    thread_echo(app, "/fast")
+    srv = serve(app)
+    for i in range(60):
+        raw = RawWS(srv.port)
+        raw.handshake("/fast")
+        msg, bad = frame(OP_TEXT, b"hello %d" % i, mask=b"abcd"), frame(5, b"", mask=b"abcd")
+        if i % 3 == 0:
+            raw.send(msg + bad)  # bad: a reserved opcode
+        else:
+            raw.send(msg)
+            time.sleep((i % 3 - 1) / 1000)
+            raw.send(bad)
+        assert raw.recv_frame() == (OP_TEXT, True, b"hello %d" % i), i
+        op, _, payload = raw.recv_frame()
+        assert op == OP_CLOSE and int.from_bytes(payload[:2], "big") == 1002
+        raw.sock.close()
+
+
 def test_a_held_close_waits_at_most_close_timeout(serve: Callable[..., AppServer]) -> None:
     """A handler that took a message and never comes back for the next one does not keep the
     peer's close waiting for ever: the echo goes out close_timeout (here 0.5 s) after it was

@@ -297,7 +297,8 @@ def _echo_tables(runs: List[Dict[str, Any]]) -> List[str]:
         out += _ratio_lines(rs, "msgs_per_s", [("pyws-gen", "pyws"), ("pyws-gen", "picows")],
                             "generator App")
         out += _ratio_lines(rs, "msgs_per_s", [("pyws", "c-echo"), ("pyws-gen", "c-echo"),
-                                               ("pyws-base", "c-echo"), ("pyws", "picows"),
+                                               ("pyws-base", "c-echo"), ("pyws-raw", "c-echo"),
+                                               ("pyws", "pyws-raw"), ("pyws", "picows"),
                                                ("pyws", "pyws-gen"), ("pyws", "pyws-base"),
                                                ("pyws", "picows-utf8"),
                                                ("pyws-gen", "picows-utf8")], "ratio")

@@ -61,6 +61,9 @@ SERVERS: Dict[str, Callable[[], List[str]]] = {
     # pyws's C engine driven from C (bench/servers/c_echo.c, built into build/bench/c_echo):
     # the same loop, framing and UTF-8 kernels as pyws, without Python
     "c-echo": lambda: [_c_echo()],
+    # the same engine under the least Python a driver can have (lib.pyws_poll, unpack,
+    # lib.pyws_send): the floor for any Python layer, between c-echo and pyws
+    "pyws-raw": lambda: [os.path.join(HERE, "servers", "pyws_raw_echo.py")],
 }
 # servers that are programs of their own, run without the interpreter
 NATIVE = {"c-echo"}
@@ -70,7 +73,7 @@ REQUIRES = {"pyws": "pyws", "pyws-gen": "pyws", "pyws-base": "pyws", "picows": "
             "pyws-async": "pyws", "pyws-async-uv": "uvloop", "pyws-async-base": "pyws",
             "websockets": "websockets", "aiohttp": "aiohttp", "pyws-thread": "pyws",
             "websockets-sync": "websockets", "pyws-w1": "pyws", "pyws-w2": "pyws",
-            "c-echo": None}
+            "c-echo": None, "pyws-raw": "pyws"}
 
 
 def _c_echo() -> str:

@@ -471,12 +471,12 @@ class Manager:
                     continue
                 h = c.handler or default
                 if h is not None:
-                    msg = _new_message(WsMessage)  # Message(data, op, aux == 1), one call less
-                    msg.data = data
-                    msg.opcode = op
-                    msg.compressed = aux == 1
+                    wm = _new_message(WsMessage)  # Message(data, op, aux == 1), one call less
+                    wm.data = data
+                    wm.opcode = op
+                    wm.compressed = aux == 1
                     try:
-                        h(c, t, msg)
+                        h(c, t, wm)
                     except Exception:
                         self._handler_failed(c, t)
             elif t == EV_ACCEPT:

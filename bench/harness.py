@@ -3,6 +3,7 @@ scripts: building bench/loadgen.c, starting a server subprocess on a free 127.0.
 stopping it. Not a test module."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -71,9 +72,12 @@ def build_c_echo() -> str:
     Raises HarnessError if there is no compiler or the build fails."""
     exe = C_ECHO_EXE
     csrc = os.path.join(ROOT, "csrc")
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    import build_ffi  # the one place that knows how csrc/ is compiled
+    # build_ffi.py, the one place that knows how csrc/ is compiled, loaded from its file: the
+    # repository root on sys.path would shadow the built pyws package with its sources
+    spec = importlib.util.spec_from_file_location("build_ffi", os.path.join(ROOT, "build_ffi.py"))
+    assert spec is not None and spec.loader is not None
+    build_ffi = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_ffi)
     sources = build_ffi._sources(absolute=True)
     deps = [C_ECHO_SRC, os.path.join(ROOT, "build_ffi.py"), *sources,
             *(os.path.join(csrc, f) for f in os.listdir(csrc) if f.endswith(".h"))]

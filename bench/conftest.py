@@ -296,7 +296,10 @@ def _echo_tables(runs: List[Dict[str, Any]]) -> List[str]:
                        f"{','.join(rr)}")
         out += _ratio_lines(rs, "msgs_per_s", [("pyws-gen", "pyws"), ("pyws-gen", "picows")],
                             "generator App")
-        out += _ratio_lines(rs, "msgs_per_s", [("pyws", "pyws-gen"), ("pyws", "pyws-base"),
+        out += _ratio_lines(rs, "msgs_per_s", [("pyws", "c-echo"), ("pyws-gen", "c-echo"),
+                                               ("pyws-base", "c-echo"), ("pyws-raw", "c-echo"),
+                                               ("pyws", "pyws-raw"), ("pyws", "picows"),
+                                               ("pyws", "pyws-gen"), ("pyws", "pyws-base"),
                                                ("pyws", "picows-utf8"),
                                                ("pyws-gen", "picows-utf8")], "ratio")
         out += _banners(rs)

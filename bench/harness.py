@@ -3,6 +3,7 @@ scripts: building bench/loadgen.c, starting a server subprocess on a free 127.0.
 stopping it. Not a test module."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -18,6 +19,8 @@ ROOT = os.path.dirname(HERE)
 BUILD = os.path.join(ROOT, "build", "bench")
 LOADGEN_SRC = os.path.join(HERE, "loadgen.c")
 LOADGEN_EXE = os.path.join(BUILD, "loadgen")
+C_ECHO_SRC = os.path.join(HERE, "servers", "c_echo.c")
+C_ECHO_EXE = os.path.join(BUILD, "c_echo")
 
 
 class HarnessError(RuntimeError):
@@ -56,6 +59,42 @@ def build_loadgen() -> str:
         if r2.returncode != 0:
             raise HarnessError(f"building loadgen failed:\n{r2.stdout}{r2.stderr}\n"
                                f"(with OpenSSL:\n{r.stdout}{r.stderr})")
+    os.replace(tmp, exe)
+    return exe
+
+
+def build_c_echo() -> str:
+    """bench/servers/c_echo.c linked with every csrc/*.c into build/bench/c_echo: pyws's C
+    engine without Python, compiled with build_ffi.py's flags (its -O3 and warnings, the poller
+    PYWS_POLLER names, and the -DNDEBUG -fwrapv that Python's own CFLAGS add to the extension
+    module) and linked with the same libraries; bench/servers/c_echo.c itself is clean under
+    plain -Wall -Wextra. Rebuilt when c_echo.c or any csrc file is newer.
+    Raises HarnessError if there is no compiler or the build fails."""
+    exe = C_ECHO_EXE
+    csrc = os.path.join(ROOT, "csrc")
+    # build_ffi.py, the one place that knows how csrc/ is compiled, loaded from its file: the
+    # repository root on sys.path would shadow the built pyws package with its sources
+    spec = importlib.util.spec_from_file_location("build_ffi", os.path.join(ROOT, "build_ffi.py"))
+    assert spec is not None and spec.loader is not None
+    build_ffi = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_ffi)
+    sources = build_ffi._sources(absolute=True)
+    deps = [C_ECHO_SRC, os.path.join(ROOT, "build_ffi.py"), *sources,
+            *(os.path.join(csrc, f) for f in os.listdir(csrc) if f.endswith(".h"))]
+    if os.path.exists(exe) and os.path.getmtime(exe) >= max(map(os.path.getmtime, deps)):
+        return exe
+    cc = find_cc()
+    if not cc:
+        raise HarnessError("no C compiler (cc) to build bench/servers/c_echo.c")
+    cflags, ldflags, macros = build_ffi._flags()
+    os.makedirs(BUILD, exist_ok=True)
+    tmp = exe + f".tmp{os.getpid()}"
+    cmd = [cc, *cflags, "-DNDEBUG", "-fwrapv", *(f"-D{k}={v}" for k, v in macros),
+           "-I" + csrc, "-o", tmp, C_ECHO_SRC, *sources, *ldflags,
+           "-lssl", "-lcrypto", "-lz", "-lpthread"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise HarnessError(f"building c_echo failed:\n{r.stdout}{r.stderr}")
     os.replace(tmp, exe)
     return exe
 
@@ -101,16 +140,19 @@ def _listening(port: int) -> bool:
 @contextmanager
 def server(name: str, argv: Sequence[str], log_path: str, pin: bool = False,
            start_timeout: float = 20.0, fail: Callable[[str], NoReturn] = _raise,
-           pythonpath: str = "") -> Iterator[Tuple["subprocess.Popen[bytes]", int, str]]:
+           pythonpath: str = "", native: bool = False
+           ) -> Iterator[Tuple["subprocess.Popen[bytes]", int, str]]:
     """Start ``python argv... --host 127.0.0.1 --port PORT`` (PORT: a free one) in its own
     session, its output to log_path; yield (process, port, first line printed). Ready once its
     first line, mentioning the URL it serves ("ws://" or "http://"), is printed; a server that
     prints nothing for 3 s is probed with a TCP connect instead. SIGTERM (then SIGKILL) at the
     end. A server that does not start is reported with ``fail(message)`` (default: raise
     HarnessError; the tests pass ``pytest.fail``). ``pythonpath`` goes first on its
-    PYTHONPATH. "wss://" and "https://" count as URLs too."""
+    PYTHONPATH. "wss://" and "https://" count as URLs too. ``native=True``: argv[0] is a
+    program of its own (the C echo, build/bench/c_echo), run without the interpreter."""
     port = free_port()
-    cmd = [sys.executable, *argv, "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [*([] if native else [sys.executable]), *argv, "--host", "127.0.0.1",
+           "--port", str(port)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if pythonpath:  # another build of a package first (the echo benchmark's pyws-base)
         env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")

@@ -1,6 +1,8 @@
 """End-to-end echo benchmark: pyws (callback API, examples/echo_server.py), pyws-gen (the
 generator-style App), picows, websockets and aiohttp echo servers driven by the same C load
-client (bench/loadgen.c) in the same pytest run.
+client (bench/loadgen.c) in the same pytest run; and c-echo, the same echo written in C against
+pyws's engine without Python (bench/servers/c_echo.c): the ceiling for what the Python layer
+costs per message.
 
 Each server runs as its own single-process, single-threaded subprocess on a free 127.0.0.1
 port; the load client opens --echo-conns connections, keeps --echo-inflight messages of
@@ -22,7 +24,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 
-from harness import BUILD, HERE, ROOT, cpus, server, tail
+from harness import BUILD, HERE, ROOT, HarnessError, build_c_echo, cpus, find_cc, server, tail
 
 
 def _generator_echo() -> List[str]:
@@ -56,13 +58,32 @@ SERVERS: Dict[str, Callable[[], List[str]]] = {
     "picows-utf8": lambda: [os.path.join(HERE, "servers", "picows_echo.py"), "--validate"],
     "websockets": lambda: [os.path.join(HERE, "servers", "websockets_echo.py")],
     "aiohttp": lambda: [os.path.join(HERE, "servers", "aiohttp_echo.py")],
+    # pyws's C engine driven from C (bench/servers/c_echo.c, built into build/bench/c_echo):
+    # the same loop, framing and UTF-8 kernels as pyws, without Python
+    "c-echo": lambda: [_c_echo()],
+    # the same engine under the least Python a driver can have (lib.pyws_poll, unpack,
+    # lib.pyws_send): the floor for any Python layer, between c-echo and pyws
+    "pyws-raw": lambda: [os.path.join(HERE, "servers", "pyws_raw_echo.py")],
 }
+# servers that are programs of their own, run without the interpreter
+NATIVE = {"c-echo"}
 # the module each server needs, to skip (not fail) a server whose package is missing
 REQUIRES = {"pyws": "pyws", "pyws-gen": "pyws", "pyws-base": "pyws", "picows": "picows",
             "picows-utf8": "picows",
             "pyws-async": "pyws", "pyws-async-uv": "uvloop", "pyws-async-base": "pyws",
             "websockets": "websockets", "aiohttp": "aiohttp", "pyws-thread": "pyws",
-            "websockets-sync": "websockets", "pyws-w1": "pyws", "pyws-w2": "pyws"}
+            "websockets-sync": "websockets", "pyws-w1": "pyws", "pyws-w2": "pyws",
+            "c-echo": None, "pyws-raw": "pyws"}
+
+
+def _c_echo() -> str:
+    """build/bench/c_echo, built first if needed (skipped where there is no C compiler)."""
+    try:
+        return build_c_echo()
+    except HarnessError as e:
+        if not find_cc():
+            pytest.skip(str(e))
+        pytest.fail(str(e))
 
 
 def _split(opt: str) -> List[str]:
@@ -131,10 +152,12 @@ def run_echo(benchmark: Any, loadgen: str, case: Any, pytestconfig: Any) -> Dict
     under the --echo-* options, return loadgen's result (one JSON object) with the server's
     name, round, start line and script. Shared with bench/test_async.py."""
     rnd, size, name, workload = case if len(case) == 4 else (*case, None)
+    module = REQUIRES[name]
     try:
-        __import__(REQUIRES[name])
+        if module is not None:
+            __import__(module)
     except ImportError:
-        pytest.skip(f"{REQUIRES[name]} is not installed")
+        pytest.skip(f"{module} is not installed")
     opt = pytestconfig.getoption
     conns, inflight = opt("--echo-conns"), opt("--echo-inflight")
     duration, warmup = opt("--echo-duration"), opt("--echo-warmup")
@@ -152,7 +175,7 @@ def run_echo(benchmark: Any, loadgen: str, case: Any, pytestconfig: Any) -> Dict
     if base and not baseline:
         pytest.skip(f"{name} needs --echo-baseline DIR")
     with server(name, argv, log_path, pin, fail=pytest.fail,
-                pythonpath=os.path.abspath(baseline) if base else ""
+                pythonpath=os.path.abspath(baseline) if base else "", native=name in NATIVE
                 ) as (proc, port, banner):
         cmd = [loadgen, "--port", str(port), "-c", str(conns), "-k", str(inflight),
                "-s", str(size), "-d", str(duration), "-w", str(warmup), "--pid", str(proc.pid)]

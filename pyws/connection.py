@@ -28,6 +28,9 @@ _REASONS = {
 
 __all__ = ["Connection", "Payload"]
 
+# ws_send's C call, looked up once (an attribute of cffi's lib is a dictionary lookup per use)
+_pyws_send = lib.pyws_send
+
 
 def _topic(topic: Union[str, bytes]) -> bytes:
     if isinstance(topic, str):
@@ -257,7 +260,7 @@ class Connection:
         flags = 1 if fin else 0
         if compress is not None:
             flags |= send_flags(compress)
-        rc = lib.pyws_send(loop, self.id, op, data, len(data), flags)
+        rc = _pyws_send(loop, self.id, op, data, len(data), flags)
         if rc:
             if op == OP_CLOSE:  # mongoose's ws_send(payload, WEBSOCKET_OP_CLOSE)
                 code, reason = parse_close_payload(data)

@@ -43,6 +43,12 @@ _EV_UNPACK = struct.Struct(_EV_FORMAT).iter_unpack if (
     struct.calcsize(_EV_FORMAT) == _EV_SIZE and ffi.sizeof("void *") == 8
     and [ffi.offsetof("pyws_event", f) for f in _EV_FIELDS] == [0, 4, 8, 16, 24, 32, 40, 48, 56]
 ) else None
+# a batch of one event (a ping-pong's every poll): its fields in one call, from a buffer kept
+# over the array's first event until the array moves (see Manager.poll)
+_EV_UNPACK1 = struct.Struct(_EV_FORMAT).unpack_from if _EV_UNPACK is not None else None
+_pyws_poll = lib.pyws_poll
+# a received message is built without a call to Message.__init__ (a Python frame per message)
+_new_message = object.__new__
 
 Handler = Callable[[Any, int, Any], Any]
 
@@ -198,6 +204,11 @@ class Manager:
         # under a producer
         self._inside: List[int] = []
         self._evp = ffi.new("pyws_event **")
+        # poll()'s one-event path: the address pyws_poll stored in *_evp, as an int, and a
+        # buffer over the first event at _ev1_at (remade when the array is somewhere else)
+        self._ev_addr = ffi.cast("uintptr_t *", self._evp)
+        self._ev1_at = 0
+        self._ev1: Any = None
         size = ffi.new("size_t *")
         base = lib.pyws_arena(loop, size)
         self._arena = ffi.buffer(base, size[0])
@@ -330,7 +341,7 @@ class Manager:
         Items from other threads (:meth:`wakeup`, :meth:`call_soon_threadsafe`) run in the
         order they were queued, at most ``wakeup_batch`` per call; when more are waiting, the
         next call does not wait but runs the next batch."""
-        ident = threading.get_ident()
+        ident = self._get_ident()
         if self._owner != ident:
             if self._in_poll:
                 raise WrongThreadError("poll() is already running on another thread")
@@ -343,18 +354,56 @@ class Manager:
                             "instead")
         self._in_poll = True
         try:
-            for hook in self._poll_hooks:  # the broker's topic interest, before any wait
-                hook()
+            if self._poll_hooks:  # the broker's topic interest, before any wait
+                for hook in self._poll_hooks:
+                    hook()
             if self._keeper.dead:  # kept blocks whose last view died since the last batch
                 self._keeper.free()
-            n = lib.pyws_poll(loop, int(timeout_ms), self._evp)
-            if n < 0:
-                raise PyWSError(f"poll failed: {last_error(loop)}")
-            if n:
+            n: int = _pyws_poll(loop, timeout_ms if type(timeout_ms) is int else int(timeout_ms),
+                                self._evp)
+            if n == 1 and _EV_UNPACK1 is not None:
+                # One event, the steady state of a ping-pong: a small message is handed to its
+                # handler here, without the batch machinery (a buffer and an iterator over the
+                # array, two more frames); every other event goes the batch's way. This path
+                # is a round trip's whole Python cost, so it is kept short.
+                at = self._ev_addr[0]
+                if at != self._ev1_at:  # the array moved (or the first poll): a new buffer
+                    self._ev1 = ffi.buffer(self._evp[0], _EV_SIZE)
+                    self._ev1_at = at
+                t, op, _code, cid, dptr, ln, _d2, _l2, aux = _EV_UNPACK1(self._ev1)
+                c = self._conns.get(cid) if t == EV_WS_MSG and ln < self._view_min else None
+                if c is None:
+                    self._dispatch_batch(self._evp[0], 1)
+                else:
+                    off = dptr - self._arena_base
+                    if 0 <= off <= self._arena_size - ln:
+                        data = self._arena[off:off + ln]
+                    else:
+                        data = ffi.buffer(self._evp[0].data, ln)[:] if ln else b""
+                    sink = c._msg_sink
+                    if sink is not None:  # the async driver: straight to its queue
+                        try:
+                            sink(data, op, aux == 1)
+                        except Exception:
+                            self._handler_failed(c, t)
+                    else:
+                        h = c.handler or self.handler
+                        if h is not None:
+                            msg = _new_message(WsMessage)
+                            msg.data = data
+                            msg.opcode = op
+                            msg.compressed = aux == 1
+                            try:
+                                h(c, t, msg)
+                            except Exception:
+                                self._handler_failed(c, t)
+            elif n:
+                if n < 0:
+                    raise PyWSError(f"poll failed: {last_error(loop)}")
                 self._dispatch_batch(self._evp[0], n)
         finally:
             self._in_poll = False
-        return int(n)
+        return n
 
     def _dispatch_batch(self, evs: Any, n: int) -> None:
         if _EV_UNPACK is None:  # pragma: no cover - 32-bit or unusual ABI
@@ -422,8 +471,12 @@ class Manager:
                     continue
                 h = c.handler or default
                 if h is not None:
+                    wm = _new_message(WsMessage)  # Message(data, op, aux == 1), one call less
+                    wm.data = data
+                    wm.opcode = op
+                    wm.compressed = aux == 1
                     try:
-                        h(c, t, WsMessage(data, op, aux == 1))
+                        h(c, t, wm)
                     except Exception:
                         self._handler_failed(c, t)
             elif t == EV_ACCEPT:

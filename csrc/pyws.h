@@ -262,6 +262,10 @@ typedef struct pyws_session {
     size_t buf_len;
     size_t buf_cap;
     uint8_t held;
+    /* where fresh assembly buffers come from and idle ones go (pyws_session_set_pool) */
+    uint8_t *(*pool_get)(void *ctx, size_t need, size_t want, size_t *cap);
+    void (*pool_put)(void *ctx, uint8_t *buf, size_t cap);
+    void *pool_ctx;
 } pyws_session;
 
 void pyws_session_init(pyws_session *s, int role, uint64_t max_message);
@@ -280,6 +284,28 @@ int pyws_session_feed(pyws_session *s, uint8_t *buf, size_t len, size_t *consume
 /* The views of earlier events are no longer used: the assembly buffer may be reused; buffers
  * larger than keep_bytes are freed (idle connections hold no large buffers). */
 void pyws_session_release(pyws_session *s, size_t keep_bytes);
+
+/* Reading a large frame's payload straight into the assembly buffer. When the session is
+ * inside the payload of an uncompressed data frame with at least min_left bytes still to come,
+ * returns where the next payload bytes go (inside the assembly buffer, grown for them
+ * geometrically, never by more than what has arrived and min_left together) and stores in
+ * *room how many may be written there (1..the frame's remaining bytes); otherwise (a header
+ * next, a control frame, a compressed message, a failed or closed session, no memory) NULL.
+ * A held buffer is handed to *retired first, as pyws_session_feed does. The driver writes n
+ * received bytes (n <= *room, still masked) there and feeds exactly them with
+ * pyws_session_feed(s, ptr, n, ...): they are unmasked, checked and kept in place, not
+ * copied. */
+uint8_t *pyws_session_payload_room(pyws_session *s, size_t min_left, size_t *room,
+                                   uint8_t **retired);
+
+/* Where assembly buffers come from: get(ctx, need, want, &cap) may return a buffer of cap >=
+ * need bytes (want: the message's size as far as its frame headers tell, a hint), allocated
+ * with malloc, or NULL (the session then uses malloc); put(ctx, buf, cap) takes a buffer
+ * pyws_session_release would have freed. The session owns what get returned, and the pool
+ * what put was given. Either may be NULL. */
+void pyws_session_set_pool(pyws_session *s,
+                           uint8_t *(*get)(void *ctx, size_t need, size_t want, size_t *cap),
+                           void (*put)(void *ctx, uint8_t *buf, size_t cap), void *ctx);
 
 /* Set the limits after init: max_message bytes (0 = unlimited; the same as init's argument)
  * and max_fragments, the frames one data message may take (0 = unlimited; init sets 0). A

@@ -244,8 +244,13 @@ void pw_blob_trim(pyws_loop *loop)
         free(b);
     }
     loop->big_cache_low = loop->nbig_cache;
+    /* message buffers: per second, not per poll (a poll that only writes would drop one a
+     * message needs a moment later: a 1 MiB free and malloc, page faults, per message) */
+    if (loop->now < loop->msgbuf_trim_at)
+        return;
+    loop->msgbuf_trim_at = loop->now + PYWS_MSGBUF_TRIM_MS;
     idle = loop->msgbuf_low;
-    drop = idle > 4 ? idle / 4 : (loop->nmsgbuf > 0 && idle == loop->nmsgbuf ? 1 : 0);
+    drop = idle > 4 ? idle / 4 : (loop->nmsgbuf > 0 && idle > 0 ? 1 : 0);
     for (int i = 0; i < drop && loop->nmsgbuf > 0; i++) {
         loop->nmsgbuf--;
         loop->msgbuf_bytes -= loop->msgbuf_cache[loop->nmsgbuf].cap;

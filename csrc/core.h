@@ -34,10 +34,11 @@
 #define PYWS_DIRECT_MIN (64u << 10)    /* a frame payload with at least this much still to come
                                           is read straight into the message buffer */
 #define PYWS_MSGBUF_CACHE_MAX 32       /* message buffers (> PYWS_KEEP_MSG_BUF) kept for reuse ... */
-#define PYWS_MSGBUF_CACHE_BYTES (32u << 20) /* ... up to this many bytes in all; a quarter of
-                                          those unused through a whole poll is freed at each
-                                          poll. Without it every large message was a malloc
-                                          that glibc served with mmap, and page faults. */
+#define PYWS_MSGBUF_CACHE_BYTES (32u << 20) /* ... up to this many bytes in all; each second a
+                                          quarter of those unused through that second (at least
+                                          one) is freed. Without it every large message was a
+                                          malloc that glibc served with mmap, and page faults. */
+#define PYWS_MSGBUF_TRIM_MS 1000
 #define PYWS_ACCEPT_BATCH 64           /* accepts per listener per iteration */
 #define PYWS_PONG_QUEUE_MAX (16u << 10) /* queued bytes past which a ping's pong waits (a newer
                                           ping replaces it): see pw_ws_send_pong */
@@ -273,6 +274,7 @@ struct pyws_loop {
     int nmsgbuf;
     int msgbuf_low;                  /* fewest cached since the last trim */
     size_t msgbuf_bytes;
+    uint64_t msgbuf_trim_at;         /* ms on the loop clock: the next trim */
     pyws_blob *big_cache[PYWS_BIG_CACHE_MAX]; /* free blocks larger than PYWS_BLOB_SIZE */
     int nbig_cache;
     int big_cache_low;               /* fewest cached since the last trim */

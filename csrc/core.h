@@ -271,6 +271,7 @@ struct pyws_loop {
         uint8_t *p;
         size_t cap;
     } msgbuf_cache[PYWS_MSGBUF_CACHE_MAX];  /* idle message buffers (malloc'd, raw) */
+    pyws_bufpool msgbuf_pool;        /* the sessions' view of it: pw_msgbuf_get/put, the loop */
     int nmsgbuf;
     int msgbuf_low;                  /* fewest cached since the last trim */
     size_t msgbuf_bytes;

@@ -279,6 +279,9 @@ pyws_loop *pyws_loop_new(void)
     if (!loop)
         return NULL;
     loop->wake_fd_r = loop->wake_fd_w = -1;
+    loop->msgbuf_pool.get = pw_msgbuf_get;
+    loop->msgbuf_pool.put = pw_msgbuf_put;
+    loop->msgbuf_pool.ctx = loop;
     loop->poller = pw_poller_new();
     loop->arena = malloc(PYWS_ARENA_SIZE);
     if (!loop->poller || !loop->arena)

@@ -255,18 +255,28 @@ typedef struct pyws_session {
     uint8_t msg_compressed;   /* the message in progress had RSV1 on its first frame */
     uint8_t failed;           /* an ERROR was reported: all later input is ignored */
     uint8_t closed;           /* a CLOSE was reported: all later input is ignored */
+    uint8_t held;             /* a MESSAGE view into buf is still in use */
     uint8_t ctl_len;
     uint8_t ctl[128];         /* control frame payload being assembled */
-    /* message assembly buffer; `held` means a MESSAGE view into it is still in use */
+    /* message assembly buffer (`held`: a MESSAGE view into it is still in use) */
     uint8_t *buf;
     size_t buf_len;
     size_t buf_cap;
-    uint8_t held;
-    /* where fresh assembly buffers come from and idle ones go (pyws_session_set_pool) */
-    uint8_t *(*pool_get)(void *ctx, size_t need, size_t want, size_t *cap);
-    void (*pool_put)(void *ctx, uint8_t *buf, size_t cap);
-    void *pool_ctx;
+    const struct pyws_bufpool *pool; /* where fresh buffers come from (set_pool), or NULL */
 } pyws_session;
+
+/* A pool of assembly buffers (pyws_session_set_pool): get(ctx, need, want, &cap) may return a
+ * buffer of cap >= need bytes (want: the message's size as far as its frame headers tell, a
+ * hint), allocated with malloc, or NULL (the session then uses malloc); put(ctx, buf, cap)
+ * takes a buffer pyws_session_release would have freed. The session owns what get returned,
+ * and the pool what put was given. */
+typedef uint8_t *pyws_bufpool_get(void *ctx, size_t need, size_t want, size_t *cap);
+typedef void pyws_bufpool_put(void *ctx, uint8_t *buf, size_t cap);
+typedef struct pyws_bufpool {
+    pyws_bufpool_get *get;
+    pyws_bufpool_put *put;
+    void *ctx;
+} pyws_bufpool;
 
 void pyws_session_init(pyws_session *s, int role, uint64_t max_message);
 /* Free the assembly buffer. */
@@ -298,14 +308,9 @@ void pyws_session_release(pyws_session *s, size_t keep_bytes);
 uint8_t *pyws_session_payload_room(pyws_session *s, size_t min_left, size_t *room,
                                    uint8_t **retired);
 
-/* Where assembly buffers come from: get(ctx, need, want, &cap) may return a buffer of cap >=
- * need bytes (want: the message's size as far as its frame headers tell, a hint), allocated
- * with malloc, or NULL (the session then uses malloc); put(ctx, buf, cap) takes a buffer
- * pyws_session_release would have freed. The session owns what get returned, and the pool
- * what put was given. Either may be NULL. */
-void pyws_session_set_pool(pyws_session *s,
-                           uint8_t *(*get)(void *ctx, size_t need, size_t want, size_t *cap),
-                           void (*put)(void *ctx, uint8_t *buf, size_t cap), void *ctx);
+/* Where assembly buffers come from and idle ones go (pyws_bufpool, above; NULL: malloc and
+ * free). The pool must outlive the session. */
+void pyws_session_set_pool(pyws_session *s, const pyws_bufpool *pool);
 
 /* Set the limits after init: max_message bytes (0 = unlimited; the same as init's argument)
  * and max_fragments, the frames one data message may take (0 = unlimited; init sets 0). A

@@ -71,13 +71,9 @@ uint8_t *pyws_session_take_held(pyws_session *s)
     return b;
 }
 
-void pyws_session_set_pool(pyws_session *s,
-                           uint8_t *(*get)(void *ctx, size_t need, size_t want, size_t *cap),
-                           void (*put)(void *ctx, uint8_t *buf, size_t cap), void *ctx)
+void pyws_session_set_pool(pyws_session *s, const pyws_bufpool *pool)
 {
-    s->pool_get = get;
-    s->pool_put = put;
-    s->pool_ctx = ctx;
+    s->pool = pool;
 }
 
 /* Make room for `extra` more bytes in the assembly buffer. It grows geometrically with the bytes
@@ -99,9 +95,9 @@ static int reserve(pyws_session *s, size_t extra, uint64_t want, uint8_t **retir
     size_t need = s->buf_len + extra;
     if (need <= s->buf_cap)
         return 0;
-    if (!s->buf && s->pool_get) {
+    if (!s->buf && s->pool && s->pool->get) {
         size_t got = 0;
-        uint8_t *pb = s->pool_get(s->pool_ctx, need, want > need && want <= SIZE_MAX
+        uint8_t *pb = s->pool->get(s->pool->ctx, need, want > need && want <= SIZE_MAX
                                   ? (size_t)want : need, &got);
         if (pb && got >= need) {
             s->buf = pb;
@@ -301,8 +297,8 @@ void pyws_session_release(pyws_session *s, size_t keep_bytes)
         s->buf_len = 0;
     }
     if (s->msg_opcode == 0 && s->buf_cap > keep_bytes) {
-        if (s->pool_put)
-            s->pool_put(s->pool_ctx, s->buf, s->buf_cap);
+        if (s->pool && s->pool->put)
+            s->pool->put(s->pool->ctx, s->buf, s->buf_cap);
         else
             free(s->buf);
         s->buf = NULL;

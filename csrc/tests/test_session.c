@@ -650,8 +650,9 @@ static void run_direct(const limits *lim, const wstream *w, int how, size_t size
     memset(st, 0, sizeof *st);
     pyws_session_init(&r.s, lim->role, lim->max_message);
     r.s.max_fragments = lim->max_fragments;
+    pyws_bufpool pool = {pool_get, pool_put, tp};
     if (tp)
-        pyws_session_set_pool(&r.s, pool_get, pool_put, tp);
+        pyws_session_set_pool(&r.s, &pool);
     r.policy = HOLD_PIECE;
     contract_broken = NULL;
     memset(t, 0, sizeof *t);

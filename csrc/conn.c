@@ -773,6 +773,12 @@ void pw_conn_read(pyws_loop *loop, pyws_conn *c)
         }
         dst = loop->arena + loop->arena_used;
         arena = 1;
+        /* after a large message a large one is likely next: read its header with little of
+         * its payload here, so that the rest goes straight into its buffer (above), not
+         * through the arena and a copy */
+        if (c->sess && c->sess->msg_opcode == 0 && c->sess->msg_len >= PYWS_DIRECT_AFTER &&
+            room > PYWS_RECV_MIN)
+            room = PYWS_RECV_MIN;
     }
     if (room > PYWS_RECV_MAX)
         room = PYWS_RECV_MAX;

@@ -33,6 +33,9 @@
                                           (for the message-buffer cache, or freed) */
 #define PYWS_DIRECT_MIN (64u << 10)    /* a frame payload with at least this much still to come
                                           is read straight into the message buffer */
+#define PYWS_DIRECT_AFTER (256u << 10) /* after a message this large, the next read into the
+                                          arena takes PYWS_RECV_MIN bytes at most (the next
+                                          message's header; its payload then goes direct) */
 #define PYWS_MSGBUF_CACHE_MAX 32       /* message buffers (> PYWS_KEEP_MSG_BUF) kept for reuse ... */
 #define PYWS_MSGBUF_CACHE_BYTES (32u << 20) /* ... up to this many bytes in all; each second a
                                           quarter of those unused through that second (at least

@@ -531,15 +531,24 @@ class ViewEcho:
     def __init__(self) -> None:
         self.bad: List[str] = []
         self.views = 0
+        self.copied: List[int] = []  # sizes of the large echoes the queue holds a copy of
+        self.checked = 0
 
     def __call__(self, conn: pyws.Connection, ev: int, data: Any) -> None:
         if ev == EV_HTTP_MSG:
             conn.ws_upgrade(data)
         elif ev == EV_WS_MSG:
             before = hashlib.sha256(data.data).digest()
+            queued = conn.write_buffer_size
             conn.ws_send(data.data, data.opcode)
             if isinstance(data, pyws.MessageView):
                 self.views += 1
+            n = len(data)
+            if n >= 256 * KIB and queued == 0:
+                self.checked += 1
+                if conn.memory > n * 3 // 2 + 64 * KIB:
+                    # both the session's buffer and a queued copy: not handed over
+                    self.copied.append(n)
             if hashlib.sha256(data.data).digest() != before:
                 self.bad.append(f"the view of {len(data)} bytes changed after the send")
 
@@ -644,6 +653,7 @@ def test_an_echoed_view_then_the_next_messages_reuse_its_memory(peer_factory: An
 
     assert p.run(script) == [True] * len(msgs)
     assert handler.bad == []
+    assert handler.checked > 0 and handler.copied == []  # the buffers went to the queue
     assert handler.views == len(msgs)
     for _ in range(3):
         p.mgr.poll(0)

@@ -222,6 +222,7 @@ pyws_blob *pw_blob_alloc(pyws_loop *loop, size_t need)
     }
     b->refs = 1;
     b->len = 0;
+    b->ext = NULL;
     return b;
 }
 
@@ -243,12 +244,76 @@ void pw_blob_trim(pyws_loop *loop)
         free(b);
     }
     loop->big_cache_low = loop->nbig_cache;
+    /* message buffers: per second, not per poll (a poll that only writes would drop one a
+     * message needs a moment later: a 1 MiB free and malloc, page faults, per message) */
+    if (loop->now < loop->msgbuf_trim_at)
+        return;
+    loop->msgbuf_trim_at = loop->now + PYWS_MSGBUF_TRIM_MS;
+    idle = loop->msgbuf_low;
+    drop = idle > 4 ? idle / 4 : (loop->nmsgbuf > 0 && idle > 0 ? 1 : 0);
+    for (int i = 0; i < drop && loop->nmsgbuf > 0; i++) {
+        loop->nmsgbuf--;
+        loop->msgbuf_bytes -= loop->msgbuf_cache[loop->nmsgbuf].cap;
+        free(loop->msgbuf_cache[loop->nmsgbuf].p);
+    }
+    loop->msgbuf_low = loop->nmsgbuf;
+}
+
+/* ------------------------------------------------------------------ message-buffer cache */
+
+/* A cached buffer for a message of about `want` bytes (at least need): the smallest that holds
+ * want, not more than four times it; NULL if none (the session then uses malloc). */
+uint8_t *pw_msgbuf_get(void *ctx, size_t need, size_t want, size_t *cap)
+{
+    pyws_loop *loop = ctx;
+    int best = -1;
+    size_t lim = want > SIZE_MAX / 8 ? SIZE_MAX : want * 4 + 65536;
+    for (int i = 0; i < loop->nmsgbuf; i++) {
+        size_t c = loop->msgbuf_cache[i].cap;
+        if (c >= need && c >= want && c <= lim &&
+            (best < 0 || c < loop->msgbuf_cache[best].cap))
+            best = i;
+    }
+    if (best < 0)
+        return NULL;
+    uint8_t *p = loop->msgbuf_cache[best].p;
+    *cap = loop->msgbuf_cache[best].cap;
+    loop->msgbuf_bytes -= *cap;
+    loop->msgbuf_cache[best] = loop->msgbuf_cache[--loop->nmsgbuf];
+    if (loop->nmsgbuf < loop->msgbuf_low)
+        loop->msgbuf_low = loop->nmsgbuf;
+    return p;
+}
+
+/* Only between a batch's views and the next: the caller guarantees nothing reads buf. */
+void pw_msgbuf_put(void *ctx, uint8_t *buf, size_t cap)
+{
+    pyws_loop *loop = ctx;
+    if (cap > PYWS_KEEP_MSG_BUF && loop->nmsgbuf < PYWS_MSGBUF_CACHE_MAX &&
+        loop->msgbuf_bytes + cap <= PYWS_MSGBUF_CACHE_BYTES) {
+        loop->msgbuf_cache[loop->nmsgbuf].p = buf;
+        loop->msgbuf_cache[loop->nmsgbuf].cap = cap;
+        loop->nmsgbuf++;
+        loop->msgbuf_bytes += cap;
+        return;
+    }
+    free(buf);
 }
 
 void pw_blob_put(pyws_loop *loop, pyws_blob *b)
 {
     if (--b->refs)
         return;
+    if (b->ext) {
+        /* a message buffer the queue took over: views of the batch that delivered it may
+         * still read it until the next poll begins (pw_retire); inside a poll none can */
+        if (loop->in_poll)
+            pw_msgbuf_put(loop, b->ext, b->cap);
+        else
+            (void)pw_retire(loop, b->ext); /* if it cannot be recorded, leak, never free */
+        free(b);
+        return;
+    }
     if (b->cap == PYWS_BLOB_SIZE && loop->nblob_cache < PYWS_BLOB_CACHE_MAX) {
         if (loop->nblob_cache == loop->blob_cache_cap) {
             int nc = loop->blob_cache_cap ? loop->blob_cache_cap * 2 : 64;
@@ -272,10 +337,13 @@ void pw_blob_put(pyws_loop *loop, pyws_blob *b)
     free(b);
 }
 
-static int wq_push(pyws_conn *c, pyws_blob *b, size_t off, size_t len)
+/* Room for `more` segments in the ring. */
+static int wq_room(pyws_conn *c, uint32_t more)
 {
-    if (c->wq_n == c->wq_cap) {
+    if (c->wq_n + more > c->wq_cap) {
         uint32_t nc = c->wq_cap ? c->wq_cap * 2 : 4;
+        while (nc < c->wq_n + more)
+            nc *= 2;
         pyws_wseg *nw = malloc(nc * sizeof(*nw));
         if (!nw)
             return -1;
@@ -286,6 +354,13 @@ static int wq_push(pyws_conn *c, pyws_blob *b, size_t off, size_t len)
         c->wq_head = 0;
         c->wq_cap = nc;
     }
+    return 0;
+}
+
+static int wq_push(pyws_conn *c, pyws_blob *b, size_t off, size_t len)
+{
+    if (wq_room(c, 1) < 0)
+        return -1;
     pyws_wseg *s = &c->wq[(c->wq_head + c->wq_n) % c->wq_cap];
     s->blob = b;
     s->off = off;
@@ -341,7 +416,8 @@ int pw_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen,
     if (c->wq_n) {
         pyws_wseg *t = &c->wq[(c->wq_head + c->wq_n - 1) % c->wq_cap];
         pyws_blob *bl = t->blob;
-        if (bl->refs == 1 && t->off + t->len == bl->len && bl->cap - bl->len >= total) {
+        if (bl->refs == 1 && !bl->ext && t->off + t->len == bl->len &&
+            bl->cap - bl->len >= total) {
             if (alen)
                 memcpy(bl->data + bl->len, a, alen);
             if (blen)
@@ -365,6 +441,63 @@ int pw_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen,
     }
 queued:
     queued(loop, c, total);
+    return PYWS_OK;
+}
+
+int pw_conn_queue_held(pyws_loop *loop, pyws_conn *c, const uint8_t *hdr, size_t hlen,
+                         size_t off, size_t len)
+{
+    pyws_session *sess = c->sess;
+    if (!sess || !sess->held || !sess->buf || off > sess->buf_len || len > sess->buf_len - off)
+        return PYWS_ERR_ARG;
+    pyws_blob *w = malloc(sizeof(*w));
+    if (!w || wq_room(c, 2) < 0) {
+        free(w);
+        return PYWS_ERR_NOMEM;
+    }
+    int rc = pw_conn_queue(loop, c, hdr, hlen, NULL, 0); /* uses at most one of the two */
+    if (rc != PYWS_OK) {
+        free(w);
+        return rc;
+    }
+    w->refs = 1;
+    w->len = sess->buf_len;
+    w->cap = sess->buf_cap;
+    w->ext = pyws_session_take_held(sess); /* the session starts a fresh buffer */
+    (void)wq_push(c, w, off, len); /* cannot fail: room was made above */
+    queued(loop, c, len);
+    return PYWS_OK;
+}
+
+int pw_wq_unshare(pyws_loop *loop, pyws_conn *c, const uint8_t *p, size_t len, void **block)
+{
+    uintptr_t a = (uintptr_t)p;
+    pyws_blob *w = NULL;
+    for (uint32_t i = 0; i < c->wq_n && !w; i++) {
+        pyws_blob *b = c->wq[(c->wq_head + i) % c->wq_cap].blob;
+        if (b->ext && a >= (uintptr_t)b->ext && a - (uintptr_t)b->ext <= b->len &&
+            len <= b->len - (a - (uintptr_t)b->ext))
+            w = b;
+    }
+    if (!w)
+        return 1;
+    /* the queue's segments of it get a copy of their bytes; the buffer goes to the caller */
+    for (uint32_t i = 0; i < c->wq_n; i++) {
+        pyws_wseg *s = &c->wq[(c->wq_head + i) % c->wq_cap];
+        if (s->blob != w)
+            continue;
+        pyws_blob *n = pw_blob_alloc(loop, s->len);
+        if (!n)
+            return PYWS_ERR_NOMEM; /* segments moved so far stay moved: all still valid */
+        memcpy(n->data, w->ext + s->off, s->len);
+        n->len = s->len;
+        s->blob = n;
+        s->off = 0;
+        if (--w->refs == 0)
+            break;
+    }
+    *block = w->ext;
+    free(w);
     return PYWS_OK;
 }
 
@@ -477,7 +610,7 @@ again:
         int cnt = 0;
         for (uint32_t i = 0; i < c->wq_n && cnt < PYWS_TR_IOV_MAX; i++, cnt++) {
             pyws_wseg *s = &c->wq[(c->wq_head + i) % c->wq_cap];
-            iov[cnt].iov_base = s->blob->data + s->off;
+            iov[cnt].iov_base = (s->blob->ext ? s->blob->ext : s->blob->data) + s->off;
             iov[cnt].iov_len = s->len;
         }
         ssize_t n = c->tr->writev(loop, c, iov, cnt);
@@ -592,6 +725,7 @@ void pw_conn_read(pyws_loop *loop, pyws_conn *c)
 {
     uint8_t *dst;
     size_t room;
+    int arena = 0;
     int http = pyws_st_http(c->state) || c->state == PYWS_ST_CLIENT_HS;
     if (c->flags & (CF_EOF | CF_PAUSED))
         return;
@@ -619,6 +753,15 @@ void pw_conn_read(pyws_loop *loop, pyws_conn *c)
             pw_conn_watch(loop, c);
             return;
         }
+        if (c->sess && pyws_st_ws_input(c->state) && !(c->tr_flags & PYWS_TR_HANDSHAKING)) {
+            /* the rest of a large frame: straight into the message buffer, no copy after */
+            uint8_t *retired = NULL;
+            dst = pyws_session_payload_room(c->sess, PYWS_DIRECT_MIN, &room, &retired);
+            if (retired) /* if it cannot be recorded, leaking it beats freeing it under a view */
+                (void)pw_retire(loop, retired);
+            if (dst)
+                goto read;
+        }
         room = PYWS_ARENA_SIZE - loop->arena_used;
         if (room < PYWS_RECV_MIN) {
             /* the arena is spent for this turn: this connection is read first at the next
@@ -629,9 +772,17 @@ void pw_conn_read(pyws_loop *loop, pyws_conn *c)
             return;
         }
         dst = loop->arena + loop->arena_used;
+        arena = 1;
+        /* after a large message a large one is likely next: read its header with little of
+         * its payload here, so that the rest goes straight into its buffer (above), not
+         * through the arena and a copy */
+        if (c->sess && c->sess->msg_opcode == 0 && c->sess->msg_len >= PYWS_DIRECT_AFTER &&
+            room > PYWS_RECV_MIN)
+            room = PYWS_RECV_MIN;
     }
     if (room > PYWS_RECV_MAX)
         room = PYWS_RECV_MAX;
+read:
     if (c->tr_flags & PYWS_TR_HANDSHAKING) {
         uint64_t id = c->id;
         int r = c->tr->handshake(loop, c);
@@ -675,7 +826,8 @@ void pw_conn_read(pyws_loop *loop, pyws_conn *c)
             pw_http_input(loop, c);
         return;
     }
-    loop->arena_used += (size_t)n;
+    if (arena)
+        loop->arena_used += (size_t)n;
     if (pyws_st_ws_input(c->state)) {
         pw_ws_input(loop, c, dst, (size_t)n);
     } else if (c->state == PYWS_ST_STREAM) {

@@ -29,7 +29,19 @@
 #define PYWS_BIG_CACHE_BYTES (32u << 20) /* ... up to this many bytes in all: without them every
                                           large message was a malloc the allocator gave back to
                                           the OS at free, and page faults on the next copy */
-#define PYWS_KEEP_MSG_BUF (64u << 10)  /* a message buffer above this is freed when idle */
+#define PYWS_KEEP_MSG_BUF (64u << 10)  /* a message buffer above this leaves its idle session
+                                          (for the message-buffer cache, or freed) */
+#define PYWS_DIRECT_MIN (64u << 10)    /* a frame payload with at least this much still to come
+                                          is read straight into the message buffer */
+#define PYWS_DIRECT_AFTER (256u << 10) /* after a message this large, the next read into the
+                                          arena takes PYWS_RECV_MIN bytes at most (the next
+                                          message's header; its payload then goes direct) */
+#define PYWS_MSGBUF_CACHE_MAX 32       /* message buffers (> PYWS_KEEP_MSG_BUF) kept for reuse ... */
+#define PYWS_MSGBUF_CACHE_BYTES (32u << 20) /* ... up to this many bytes in all; each second a
+                                          quarter of those unused through that second (at least
+                                          one) is freed. Without it every large message was a
+                                          malloc that glibc served with mmap, and page faults. */
+#define PYWS_MSGBUF_TRIM_MS 1000
 #define PYWS_ACCEPT_BATCH 64           /* accepts per listener per iteration */
 #define PYWS_PONG_QUEUE_MAX (16u << 10) /* queued bytes past which a ping's pong waits (a newer
                                           ping replaces it): see pw_ws_send_pong */
@@ -40,8 +52,10 @@
 /* ------------------------------------------------------------------ write queue */
 typedef struct pyws_blob {
     uint32_t refs;     /* segments (on any connection) that point into this block */
-    size_t len;        /* bytes written into data */
-    size_t cap;
+    size_t len;        /* bytes written into data (ext: the bytes of ext) */
+    size_t cap;        /* ext: ext's size; never appended to */
+    uint8_t *ext;      /* NULL, or the bytes live here, not in data: a message buffer the
+                          queue took over (pw_conn_queue_owned); freed with the block */
     uint8_t data[];
 } pyws_blob;
 
@@ -256,6 +270,15 @@ struct pyws_loop {
     int nblob_cache;
     int blob_cache_cap;
     int blob_cache_low;              /* fewest cached since the last trim: blocks not needed */
+    struct {
+        uint8_t *p;
+        size_t cap;
+    } msgbuf_cache[PYWS_MSGBUF_CACHE_MAX];  /* idle message buffers (malloc'd, raw) */
+    pyws_bufpool msgbuf_pool;        /* the sessions' view of it: pw_msgbuf_get/put, the loop */
+    int nmsgbuf;
+    int msgbuf_low;                  /* fewest cached since the last trim */
+    size_t msgbuf_bytes;
+    uint64_t msgbuf_trim_at;         /* ms on the loop clock: the next trim */
     pyws_blob *big_cache[PYWS_BIG_CACHE_MAX]; /* free blocks larger than PYWS_BLOB_SIZE */
     int nbig_cache;
     int big_cache_low;               /* fewest cached since the last trim */
@@ -346,6 +369,17 @@ void pw_conn_close(pyws_loop *loop, pyws_conn *c, int code); /* close now + EV_C
 int pw_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen,
                     const uint8_t *b, size_t blen);
 int pw_conn_flush(pyws_loop *loop, pyws_conn *c);            /* < 0: the conn was closed */
+/* Queue a frame whose payload is buf[off..off+len) of the message buffer c's session holds
+ * (a view the application got): the queue takes the buffer over instead of copying it (the
+ * session starts a fresh one) and gives it back to the message-buffer cache once written, or,
+ * outside a poll, to pw_retire. hdr is copied. PYWS_ERR_ARG if the session holds no such
+ * buffer, PYWS_ERR_NOMEM: nothing was queued and the session still holds it. */
+int pw_conn_queue_held(pyws_loop *loop, pyws_conn *c, const uint8_t *hdr, size_t hlen,
+                         size_t off, size_t len);
+/* data[0..len) is in a message buffer c's write queue took over: hand the buffer to *block
+ * (the caller frees it) and give the queue a copy of the bytes it still has to write. PYWS_OK;
+ * 1 if no queued buffer holds it; PYWS_ERR_NOMEM (nothing the caller sees changed). */
+int pw_wq_unshare(pyws_loop *loop, pyws_conn *c, const uint8_t *data, size_t len, void **block);
 void pw_conn_mark(pyws_loop *loop, pyws_conn *c, uint32_t flag); /* dirty/pending/held */
 void pw_conn_watch(pyws_loop *loop, pyws_conn *c);           /* sync poller interest */
 void pw_conn_finish(pyws_loop *loop, pyws_conn *c);          /* flush then linger-close */
@@ -353,6 +387,9 @@ void pw_conn_deadline(pyws_loop *loop, pyws_conn *c, uint64_t when);
 void pw_conn_read(pyws_loop *loop, pyws_conn *c);
 void pw_conn_timeout(pyws_loop *loop, pyws_conn *c);
 void pw_blob_put(pyws_loop *loop, pyws_blob *b);
+/* The message-buffer cache (a session's pool: pyws_session_set_pool), ctx is the loop. */
+uint8_t *pw_msgbuf_get(void *loop, size_t need, size_t want, size_t *cap);
+void pw_msgbuf_put(void *loop, uint8_t *buf, size_t cap);
 void pw_blob_trim(pyws_loop *loop);
 
 /* topics.c */

@@ -87,6 +87,14 @@ int pyws_view_keep(pyws_loop *loop, uint64_t id, const void *data, size_t len, v
         }
     }
     pyws_conn *c = pw_conn_get(loop, id);
+    if (c && c->kind == PYWS_KIND_CONN) {
+        /* a message buffer the write queue took over (an echo of the view: ws.c) */
+        int rc = pw_wq_unshare(loop, c, p, len, block);
+        if (rc == PYWS_ERR_NOMEM)
+            return pw_set_error(loop, rc, "no memory to copy a queued frame's payload");
+        if (rc == PYWS_OK)
+            return PYWS_OK;
+    }
     if (c && c->kind == PYWS_KIND_CONN && c->sess && c->sess->held && c->sess->buf &&
         a >= (uintptr_t)c->sess->buf && a - (uintptr_t)c->sess->buf <= c->sess->buf_len &&
         len <= c->sess->buf_len - (a - (uintptr_t)c->sess->buf)) {
@@ -271,6 +279,9 @@ pyws_loop *pyws_loop_new(void)
     if (!loop)
         return NULL;
     loop->wake_fd_r = loop->wake_fd_w = -1;
+    loop->msgbuf_pool.get = pw_msgbuf_get;
+    loop->msgbuf_pool.put = pw_msgbuf_put;
+    loop->msgbuf_pool.ctx = loop;
     loop->poller = pw_poller_new();
     loop->arena = malloc(PYWS_ARENA_SIZE);
     if (!loop->poller || !loop->arena)
@@ -353,6 +364,8 @@ void pyws_loop_free(pyws_loop *loop)
     free(loop->blob_cache);
     for (int i = 0; i < loop->nbig_cache; i++)
         free(loop->big_cache[i]);
+    for (int i = 0; i < loop->nmsgbuf; i++)
+        free(loop->msgbuf_cache[i].p);
     pw_timers_free(&loop->timers);
     pyws_wake_close(loop); /* no producer is left waiting on what is freed below */
     for (size_t i = 0; i < loop->wake_n; i++)

@@ -255,14 +255,28 @@ typedef struct pyws_session {
     uint8_t msg_compressed;   /* the message in progress had RSV1 on its first frame */
     uint8_t failed;           /* an ERROR was reported: all later input is ignored */
     uint8_t closed;           /* a CLOSE was reported: all later input is ignored */
+    uint8_t held;             /* a MESSAGE view into buf is still in use */
     uint8_t ctl_len;
     uint8_t ctl[128];         /* control frame payload being assembled */
-    /* message assembly buffer; `held` means a MESSAGE view into it is still in use */
+    /* message assembly buffer (`held`: a MESSAGE view into it is still in use) */
     uint8_t *buf;
     size_t buf_len;
     size_t buf_cap;
-    uint8_t held;
+    const struct pyws_bufpool *pool; /* where fresh buffers come from (set_pool), or NULL */
 } pyws_session;
+
+/* A pool of assembly buffers (pyws_session_set_pool): get(ctx, need, want, &cap) may return a
+ * buffer of cap >= need bytes (want: the message's size as far as its frame headers tell, a
+ * hint), allocated with malloc, or NULL (the session then uses malloc); put(ctx, buf, cap)
+ * takes a buffer pyws_session_release would have freed. The session owns what get returned,
+ * and the pool what put was given. */
+typedef uint8_t *pyws_bufpool_get(void *ctx, size_t need, size_t want, size_t *cap);
+typedef void pyws_bufpool_put(void *ctx, uint8_t *buf, size_t cap);
+typedef struct pyws_bufpool {
+    pyws_bufpool_get *get;
+    pyws_bufpool_put *put;
+    void *ctx;
+} pyws_bufpool;
 
 void pyws_session_init(pyws_session *s, int role, uint64_t max_message);
 /* Free the assembly buffer. */
@@ -280,6 +294,23 @@ int pyws_session_feed(pyws_session *s, uint8_t *buf, size_t len, size_t *consume
 /* The views of earlier events are no longer used: the assembly buffer may be reused; buffers
  * larger than keep_bytes are freed (idle connections hold no large buffers). */
 void pyws_session_release(pyws_session *s, size_t keep_bytes);
+
+/* Reading a large frame's payload straight into the assembly buffer. When the session is
+ * inside the payload of an uncompressed data frame with at least min_left bytes still to come,
+ * returns where the next payload bytes go (inside the assembly buffer, grown for them
+ * geometrically, never by more than what has arrived and min_left together) and stores in
+ * *room how many may be written there (1..the frame's remaining bytes); otherwise (a header
+ * next, a control frame, a compressed message, a failed or closed session, no memory) NULL.
+ * A held buffer is handed to *retired first, as pyws_session_feed does. The driver writes n
+ * received bytes (n <= *room, still masked) there and feeds exactly them with
+ * pyws_session_feed(s, ptr, n, ...): they are unmasked, checked and kept in place, not
+ * copied. */
+uint8_t *pyws_session_payload_room(pyws_session *s, size_t min_left, size_t *room,
+                                   uint8_t **retired);
+
+/* Where assembly buffers come from and idle ones go (pyws_bufpool, above; NULL: malloc and
+ * free). The pool must outlive the session. */
+void pyws_session_set_pool(pyws_session *s, const pyws_bufpool *pool);
 
 /* Set the limits after init: max_message bytes (0 = unlimited; the same as init's argument)
  * and max_fragments, the frames one data message may take (0 = unlimited; init sets 0). A

@@ -71,10 +71,17 @@ uint8_t *pyws_session_take_held(pyws_session *s)
     return b;
 }
 
+void pyws_session_set_pool(pyws_session *s, const pyws_bufpool *pool)
+{
+    s->pool = pool;
+}
+
 /* Make room for `extra` more bytes in the assembly buffer. It grows geometrically with the bytes
  * that have arrived, never by the length a frame header claims: a peer that announces a large
- * frame and stalls holds only what it sent (amortised, each byte is copied about twice). */
-static int reserve(pyws_session *s, size_t extra, uint8_t **retired)
+ * frame and stalls holds only what it sent (amortised, each byte is copied about twice). Only
+ * a buffer the pool already holds may be taken at the size the headers announce (want): that
+ * memory is spent already. */
+static int reserve(pyws_session *s, size_t extra, uint64_t want, uint8_t **retired)
 {
     if (s->held) {
         /* The buffer still backs a delivered message: start a fresh one. */
@@ -88,6 +95,17 @@ static int reserve(pyws_session *s, size_t extra, uint8_t **retired)
     size_t need = s->buf_len + extra;
     if (need <= s->buf_cap)
         return 0;
+    if (!s->buf && s->pool && s->pool->get) {
+        size_t got = 0;
+        uint8_t *pb = s->pool->get(s->pool->ctx, need, want > need && want <= SIZE_MAX
+                                  ? (size_t)want : need, &got);
+        if (pb && got >= need) {
+            s->buf = pb;
+            s->buf_cap = got;
+            return 0;
+        }
+        free(pb); /* a pool that broke its word: never write past what it gave */
+    }
     size_t cap = s->buf_cap ? s->buf_cap : 4096;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
@@ -200,7 +218,10 @@ int pyws_session_feed(pyws_session *s, uint8_t *buf, size_t len, size_t *consume
                 if (pyws_utf8_feed(&s->utf8, fe.data, fe.len, &bad) == PYWS_UTF8_INVALID)
                     return fail(s, ev, PYWS_CLOSE_INVALID_DATA, "invalid UTF-8 in a text message");
             }
-            if (s->parser.fin && s->parser.opcode != PYWS_OP_CONTINUATION &&
+            /* bytes the driver read straight into the buffer's free tail are kept there */
+            int direct = s->buf && !s->held && s->buf_len < s->buf_cap &&
+                         fe.data == s->buf + s->buf_len;
+            if (!direct && s->parser.fin && s->parser.opcode != PYWS_OP_CONTINUATION &&
                 fe.len == s->parser.length) {
                 /* A whole single-frame message in one piece: deliver it in place. */
                 s->msg_len = fe.len;
@@ -208,7 +229,12 @@ int pyws_session_feed(pyws_session *s, uint8_t *buf, size_t len, size_t *consume
                 ev->len = fe.len;
                 break;
             }
-            if (reserve(s, fe.len, retired) < 0)
+            if (direct) { /* read into place by the driver (pyws_session_payload_room) */
+                s->buf_len += fe.len;
+                s->msg_len += fe.len;
+                break;
+            }
+            if (reserve(s, fe.len, s->msg_len + fe.len + s->parser.remaining, retired) < 0)
                 return fail(s, ev, PYWS_CLOSE_INTERNAL_ERROR, "out of memory");
             memcpy(s->buf + s->buf_len, fe.data, fe.len);
             s->buf_len += fe.len;
@@ -242,6 +268,28 @@ int pyws_session_feed(pyws_session *s, uint8_t *buf, size_t len, size_t *consume
     }
 }
 
+uint8_t *pyws_session_payload_room(pyws_session *s, size_t min_left, size_t *room,
+                                   uint8_t **retired)
+{
+    *room = 0;
+    /* remaining > 0 only inside a frame's payload (the parser zeroes it as a frame ends) */
+    uint64_t left = s->parser.remaining;
+    if (s->failed || s->closed || left == 0 || left < min_left || (s->parser.opcode & 8) ||
+        s->msg_opcode == 0 || s->msg_compressed)
+        return NULL;
+    /* grow by what has arrived (at least min_left), as reserve() does */
+    uint64_t extra = s->buf_len > min_left ? s->buf_len : min_left;
+    if (extra > left)
+        extra = left;
+    if (extra > SIZE_MAX / 4)
+        extra = SIZE_MAX / 4;
+    if (reserve(s, (size_t)extra, s->msg_len + left, retired) < 0)
+        return NULL; /* the ordinary path reports it */
+    size_t r = s->buf_cap - s->buf_len;
+    *room = (uint64_t)r > left ? (size_t)left : r;
+    return s->buf + s->buf_len;
+}
+
 void pyws_session_release(pyws_session *s, size_t keep_bytes)
 {
     if (s->held) {
@@ -249,7 +297,10 @@ void pyws_session_release(pyws_session *s, size_t keep_bytes)
         s->buf_len = 0;
     }
     if (s->msg_opcode == 0 && s->buf_cap > keep_bytes) {
-        free(s->buf);
+        if (s->pool && s->pool->put)
+            s->pool->put(s->pool->ctx, s->buf, s->buf_cap);
+        else
+            free(s->buf);
         s->buf = NULL;
         s->buf_cap = 0;
         s->buf_len = 0;

@@ -20,6 +20,7 @@ void pw_ws_start(pyws_loop *loop, pyws_conn *c, int role)
         return;
     pyws_session_init(c->sess, role, c->opts.max_message_size);
     pyws_session_set_limits(c->sess, c->opts.max_message_size, c->opts.max_fragments);
+    pyws_session_set_pool(c->sess, &loop->msgbuf_pool);
     c->role = role;
     pw_conn_set_state(loop, c, PYWS_ST_WS_OPEN);
     c->flags |= CF_WAS_WS;
@@ -488,6 +489,21 @@ int pw_ws_send_frame(pyws_loop *loop, pyws_conn *c, int fin, int opcode, const u
             c->cnt.zout_wire += len;
             if (opcode != PYWS_OP_CONTINUATION)
                 rsv = 0x40; /* RSV1 on the first frame only */
+        }
+    }
+    pyws_session *s = c->sess;
+    if (len >= PYWS_DIRECT_MIN && c->role == PYWS_ROLE_SERVER && s && s->held && s->buf &&
+        s->buf_cap > PYWS_KEEP_MSG_BUF) {
+        /* the payload is (part of) the message this connection delivered last, in the buffer
+         * its session holds until the next poll (an echo of a view): the queue takes the
+         * buffer over instead of copying it. A server's frames are not masked, so the bytes
+         * the application may still read through its view do not change. */
+        uintptr_t a = (uintptr_t)data, b = (uintptr_t)s->buf;
+        if (a >= b && a - b <= s->buf_len && len <= s->buf_len - (a - b)) {
+            uint8_t hdr[14];
+            size_t hlen = pyws_frame_header(hdr, fin, rsv, opcode, len, NULL);
+            if (pw_conn_queue_held(loop, c, hdr, hlen, a - b, len) == PYWS_OK)
+                return PYWS_OK;
         }
     }
     return pw_ws_queue_frame_rsv(loop, c, fin, rsv, opcode, data, len);

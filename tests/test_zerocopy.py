@@ -9,12 +9,22 @@ control):
   (pyws kept that memory), in the arena, an assembled (fragmented) message's buffer and an
   inflated (permessage-deflate) one;
 - that the callback path makes no Python copy of a large payload (tracemalloc);
-- detach(), bytes(msg), .text, .json() and the queues that keep messages past a batch.
+- detach(), bytes(msg), .text, .json() and the queues that keep messages past a batch;
+- large messages: the rest of a large frame is read straight into the message buffer (frames
+  cut at every kind of boundary, fragmented, over plain TCP and TLS), and echoing a view hands
+  that buffer to the write queue instead of copying it: the view still reads its own bytes
+  after the send (and after an abort), the next messages reuse the memory without disturbing
+  the echo, and a slice kept past the handler gets the buffer back from the queue.
 """
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
+import os
+import socket
+import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -232,11 +242,13 @@ def test_a_view_used_after_its_handler_raises_after_more_polls(peer_factory: Any
     assert "expired" in repr(msg)
 
 
-@pytest.mark.parametrize("how", ["arena", "assembled", "inflated"])
+@pytest.mark.parametrize("how", ["arena", "assembled", "inflated", "handed-over"])
 def test_a_kept_slice_never_reads_reused_memory(how: str, caplog: Any) -> None:
     """A slice of the view kept past the handler: its bytes stay those of its message while
     later messages refill the arena / assembly buffers, and the memory is freed once the slice
-    is gone. Peer: the websockets sync client (fragments, permessage-deflate)."""
+    is gone. Peer: the websockets sync client (fragments, permessage-deflate). handed-over: a
+    1 MiB message, whose buffer the echo gave to the write queue: the slice takes it back (the
+    queue writes a copy)."""
     from websockets.sync.client import connect
 
     kept: List[memoryview] = []
@@ -252,7 +264,7 @@ def test_a_kept_slice_never_reads_reused_memory(how: str, caplog: Any) -> None:
 
     mgr = pyws.Manager(handler, compression="deflate" if how == "inflated" else None)
     port = mgr.listen("http://127.0.0.1:0").port
-    n = 64 * KIB
+    n = 1024 * KIB if how == "handed-over" else 64 * KIB
     first = pattern(n, 1)
     step = threading.Event()
     done = threading.Event()
@@ -470,3 +482,257 @@ def test_blocking_client_keeps_large_messages(peer_factory: Any) -> None:
         p.mgr.poll(5)
     t.join(1)
     assert [bytes(m.data) if hasattr(m, "data") else m for m in out] == [big, big[:100]]
+
+
+# ------------------------------------------------------------------------------ large messages
+
+
+def _masked_frame(op: int, payload: bytes, fin: bool = True, seed: int = 0) -> bytes:
+    """A client frame (masked), built here: header and masked payload."""
+    n = len(payload)
+    b0 = (0x80 if fin else 0) | op
+    if n < 126:
+        head = struct.pack("!BB", b0, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", b0, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", b0, 0x80 | 127, n)
+    key = bytes([(seed * 37 + i * 11 + 1) & 0xFF for i in range(4)])
+    mask = (key * (n // 4 + 1))[:n]
+    body = (int.from_bytes(payload, "little") ^ int.from_bytes(mask, "little")).to_bytes(
+        n, "little") if n else b""
+    return head + key + body
+
+
+def _recv_exact(sock: Any, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = sock.recv(min(n - len(out), 1 << 20))
+        if not chunk:
+            raise EOFError(f"EOF after {len(out)} of {n} bytes")
+        out += chunk
+    return bytes(out)
+
+
+def _recv_frame(sock: Any) -> Any:
+    b0, b1 = _recv_exact(sock, 2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", _recv_exact(sock, 2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", _recv_exact(sock, 8))[0]
+    return b0 & 0x0F, _recv_exact(sock, n)
+
+
+class ViewEcho:
+    """Echo each message's view with conn.ws_send, then check that the view still reads the
+    bytes it had before the send (the write queue took its buffer over)."""
+
+    def __init__(self) -> None:
+        self.bad: List[str] = []
+        self.views = 0
+        self.copied: List[int] = []  # sizes of the large echoes the queue holds a copy of
+        self.checked = 0
+        # set while one message at a time is in flight: with two, the next message's first
+        # bytes may come in the read that ends this one, and then its buffer is retired (the
+        # session starts the next one in a fresh buffer) and the echo copies it
+        self.check = threading.Event()
+
+    def __call__(self, conn: pyws.Connection, ev: int, data: Any) -> None:
+        if ev == EV_HTTP_MSG:
+            conn.ws_upgrade(data)
+        elif ev == EV_WS_MSG:
+            before = hashlib.sha256(data.data).digest()
+            mem = conn.memory
+            conn.ws_send(data.data, data.opcode)
+            if isinstance(data, pyws.MessageView):
+                self.views += 1
+            n = len(data)
+            if n >= 256 * KIB and self.check.is_set():
+                self.checked += 1
+                if conn.memory - mem >= n // 2:
+                    # the queue holds a copy besides the session's buffer: not handed over
+                    self.copied.append(n)
+            if hashlib.sha256(data.data).digest() != before:
+                self.bad.append(f"the view of {len(data)} bytes changed after the send")
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_large_frames_cut_at_every_kind_of_boundary(tls: bool, tmp_path: Any) -> None:
+    """Large masked frames arriving in pieces (a header cut in two, a header alone, payload
+    pieces of odd sizes, the last piece carrying the next frame's header), fragmented ones with
+    a ping between the fragments, text cut inside characters, and two messages in one write:
+    every echo right, over plain TCP and over TLS (where reads go through OpenSSL)."""
+    handler = ViewEcho()
+    mgr = pyws.Manager(handler, max_message_size=8 << 20)
+    ctx: Optional[ssl.SSLContext] = None
+    if tls:
+        from _pki import make_pki
+
+        pki = make_pki(tmp_path)
+        port = mgr.listen("https://127.0.0.1:0",
+                          tls=pyws.TlsOpts(cert=pki.server_cert, key=pki.server_key)).port
+        ctx = ssl.create_default_context(cafile=pki.ca_cert)
+    else:
+        port = mgr.listen("http://127.0.0.1:0").port
+    big = pattern(700 * KIB + 3, 5)
+    text = ("zé€😀" * 70000).encode()  # 280000 bytes, characters of 1 to 4 bytes
+    # (pieces to write, each followed by a pause; the messages they make)
+    f1 = _masked_frame(2, big, seed=1)
+    f2 = _masked_frame(1, text, seed=2)
+    frag = [_masked_frame(1, text[:100001], fin=False, seed=3),
+            _masked_frame(9, b"ping between", seed=4),
+            _masked_frame(0, text[100001:100003], fin=False, seed=5),
+            _masked_frame(0, text[100003:], seed=6)]
+    f3 = _masked_frame(2, big[:300000], seed=7)
+    f4 = _masked_frame(2, big[300000:], seed=8)
+    writes = [f1[:1], f1[1:5], f1[5:14], f1[14:1014], f1[1014:70000], f1[70000:] + f2[:3],
+              f2[3:14], f2[14:200001], f2[200001:],
+              frag[0][:14], frag[0][14:] + frag[1] + frag[2][:7], frag[2][7:] + frag[3][:99],
+              frag[3][99:],
+              f3 + f4]
+    expect = [(2, big), (1, text), (10, None), (1, text), (2, big[:300000]), (2, big[300000:])]
+    got: List[Any] = []
+    errors: List[BaseException] = []
+
+    def client() -> None:
+        try:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock: Any = ctx.wrap_socket(raw, server_hostname="localhost") if ctx else raw
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         b"Sec-WebSocket-Version: 13\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(1)
+            assert head.startswith(b"HTTP/1.1 101"), head
+            for w in writes:
+                sock.sendall(w)
+                time.sleep(0.01)
+            for _ in expect:
+                got.append(_recv_frame(sock))
+            sock.close()
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=client)
+    t.start()
+    end = time.monotonic() + 30
+    try:
+        while t.is_alive() and time.monotonic() < end:
+            mgr.poll(5)
+        t.join(1)
+    finally:
+        mgr.close()
+    assert not errors, errors
+    # the pong goes out as the ping is read: maybe ahead of the echo of a message before it
+    assert (10, b"ping between") in got
+    data = [(op, payload) for op, payload in got if op != 10]
+    assert [op for op, _ in data] == [op for op, want in expect if want is not None]
+    for (op, payload), want in zip(data, [w for _, w in expect if w is not None]):
+        assert payload == want
+    assert handler.bad == []
+    assert handler.views == 5
+
+
+def test_an_echoed_view_then_the_next_messages_reuse_its_memory(peer_factory: Any) -> None:
+    """Messages of several large sizes, two in flight: each echo's buffer goes to the write
+    queue, comes back to the loop's cache once written, and the next messages are assembled in
+    it; every echo has its own bytes, and an idle connection keeps no large buffer."""
+    handler = ViewEcho()
+    p = peer_factory(lambda c, e, d: handler(c, e, d), max_message_size=8 << 20)
+    p.connect()
+    sizes = [1024 * KIB, 1024 * KIB, 200 * KIB, 3072 * KIB, 70 * KIB, 1024 * KIB, 65 * KIB,
+             2048 * KIB]
+    msgs = [pattern(n, i) for i, n in enumerate(sizes * 2)]
+
+    def script(ws: websocket.WebSocket) -> List[bool]:
+        ok = []
+        for a, b in zip(msgs[::2], msgs[1::2]):
+            ws.send_binary(a)
+            ws.send_binary(b)
+            ok.append(ws.recv() == a)
+            ok.append(ws.recv() == b)
+        handler.check.set()
+        for m in msgs[:len(sizes)]:
+            ws.send_binary(m)
+            ok.append(ws.recv() == m)
+        return ok
+
+    assert p.run(script) == [True] * (len(msgs) + len(sizes))
+    assert handler.bad == []
+    assert handler.checked == 5 and handler.copied == []  # the buffers went to the queue
+    assert handler.views == len(msgs) + len(sizes)
+    for _ in range(3):
+        p.mgr.poll(0)
+    conn = next(iter(p.mgr._conns.values()))
+    assert conn.memory < 256 * KIB, conn.memory
+
+
+def test_a_view_reads_its_bytes_after_the_connection_is_aborted(peer_factory: Any) -> None:
+    """The echo gave the buffer to the write queue and the handler then aborts the connection
+    (freeing its queue): the view still reads its own bytes until the handler returns."""
+    seen: List[bool] = []
+    payload = pattern(1024 * KIB, 3)
+
+    def handler(conn: pyws.Connection, ev: int, data: Any) -> None:
+        if ev == EV_WS_MSG:
+            conn.ws_send(data.data, data.opcode)
+            conn.abort()
+            seen.append(bytes(data.data) == payload)
+
+    p = peer_factory(handler, max_message_size=8 << 20)
+    p.connect()
+
+    def script(ws: websocket.WebSocket) -> None:
+        ws.send_binary(payload)
+        try:
+            ws.recv()
+        except Exception:
+            pass
+
+    p.run(script)
+    for _ in range(3):
+        p.mgr.poll(0)
+    assert seen == [True]
+
+
+def test_generator_echo_of_large_views() -> None:
+    """The generator App's ws.send(msg) hands the buffer over too; the message still reads its
+    own bytes after the send."""
+    app = pyws.App(max_message_size=8 << 20)
+    bad: List[int] = []
+
+    @app.websocket("/")
+    def echo(ws: pyws.WebSocket) -> Any:
+        while True:
+            msg = yield ws.recv()
+            if msg is None:
+                return
+            before = hashlib.sha256(msg.data).digest()
+            ws.send(msg)
+            if hashlib.sha256(msg.data).digest() != before:
+                bad.append(len(msg))
+
+    port = app.listen("127.0.0.1", 0).port
+    msgs = [pattern(n, i) for i, n in enumerate([1024 * KIB, 300 * KIB, 1024 * KIB, 2048 * KIB])]
+    text = "é✓" * 200000
+    out: List[Any] = []
+
+    def client() -> None:
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/", timeout=10)
+        for m in msgs:
+            ws.send_binary(m)
+        ws.send(text)
+        out.extend(ws.recv() for _ in range(len(msgs) + 1))
+        ws.close()
+
+    t = threading.Thread(target=client)
+    t.start()
+    end = time.monotonic() + 20
+    while t.is_alive() and time.monotonic() < end:
+        app.poll(5)
+    t.join(1)
+    app.mgr.close()
+    assert out == msgs + [text]
+    assert bad == []

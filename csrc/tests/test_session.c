@@ -19,6 +19,13 @@
  * keep every MESSAGE view of a piece until the piece is done (so messages assembled while an
  * earlier one is held go to a fresh buffer and the held one comes back through *retired).
  *
+ * Then large messages (single-frame, fragmented with pings between, invalid UTF-8 deep inside,
+ * over max_message) are fed as the loop feeds them: the rest of a large frame's payload is read
+ * straight into the assembly buffer (pyws_session_payload_room), in reads of fixed sizes (1 byte
+ * to 4 MiB), of random sizes, or ending at every frame and payload boundary, with views
+ * released after each read or held across reads, with and without a buffer pool that scribbles
+ * over what it takes back; the events must be the same.
+ *
  * Run under ASan+UBSan by `make test-c`, also with PYWS_FORCE_IMPL=scalar (the unmasking and
  * UTF-8 kernels). Prints "N passed, M failed"; exits 1 on any failure.
  */
@@ -564,6 +571,307 @@ static void test_errors(void)
     run_case("max_fragments 3: three pass (pings do not count), four do not", &few, &w, &want);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Reading straight into the assembly buffer (pyws_session_payload_room), as the loop does     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A pool of assembly buffers (pyws_session_set_pool), as the loop's cache: what it takes back
+ * is scribbled over, so a view the session handed out and still used after it gave the buffer
+ * back would read garbage (and a double hand-back is an ASan double free at the end). */
+#define POOL_MAX 8
+typedef struct test_pool {
+    uint8_t *p[POOL_MAX];
+    size_t cap[POOL_MAX];
+    int n;
+    unsigned gets, puts;
+} test_pool;
+
+static uint8_t *pool_get(void *ctx, size_t need, size_t want, size_t *cap)
+{
+    test_pool *tp = ctx;
+    if (want < need)
+        broken("pool asked for less than it needs");
+    for (int i = 0; i < tp->n; i++) {
+        if (tp->cap[i] >= need) {
+            uint8_t *b = tp->p[i];
+            *cap = tp->cap[i];
+            tp->n--;
+            tp->p[i] = tp->p[tp->n];
+            tp->cap[i] = tp->cap[tp->n];
+            tp->gets++;
+            return b;
+        }
+    }
+    return NULL;
+}
+
+static void pool_put(void *ctx, uint8_t *buf, size_t cap)
+{
+    test_pool *tp = ctx;
+    memset(buf, 0xA5, cap);
+    tp->puts++;
+    if (tp->n < POOL_MAX) {
+        tp->p[tp->n] = buf;
+        tp->cap[tp->n] = cap;
+        tp->n++;
+        return;
+    }
+    free(buf);
+}
+
+static void pool_free(test_pool *tp)
+{
+    for (int i = 0; i < tp->n; i++)
+        free(tp->p[i]);
+    tp->n = 0;
+}
+
+enum { READ_FIXED, READ_RANDOM, READ_MARKS };
+
+typedef struct direct_stats {
+    size_t direct_bytes;       /* bytes that went straight into the assembly buffer */
+    size_t direct_reads;
+    size_t room_retired;       /* held buffers payload_room handed to *retired */
+} direct_stats;
+
+/* Feed the stream as the loop does: whenever the session offers room in its assembly buffer,
+ * "read" there (copy the next bytes of the stream into it, still masked) and feed exactly
+ * those; otherwise read into a heap block of its own ("the arena"). Reads are `size` bytes
+ * (READ_FIXED), random sizes (READ_RANDOM), or end at every frame and payload boundary
+ * (READ_MARKS: a header alone, then its whole payload straight into the buffer). Views are
+ * released after every `hold` reads (1: at each, like a poll; 3: a view is still held when the
+ * session is asked for room, so that buffer comes back through *retired). */
+static void run_direct(const limits *lim, const wstream *w, int how, size_t size,
+                       size_t min_left, int hold, test_pool *tp, trace *t, direct_stats *st)
+{
+    static run_state r;
+    static uint64_t seed = 0x9E3779B97F4A7C15ull;
+    memset(&r, 0, sizeof r);
+    memset(st, 0, sizeof *st);
+    pyws_session_init(&r.s, lim->role, lim->max_message);
+    r.s.max_fragments = lim->max_fragments;
+    pyws_bufpool pool = {pool_get, pool_put, tp};
+    if (tp)
+        pyws_session_set_pool(&r.s, &pool);
+    r.policy = HOLD_PIECE;
+    contract_broken = NULL;
+    memset(t, 0, sizeof *t);
+    size_t at = 0, mark = 0;
+    int reads = 0;
+    uint8_t *pieces[4];
+    int npieces = 0;
+    while (at < w->len) {
+        size_t n = size;
+        if (how == READ_RANDOM) {
+            seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+            n = 1 + (size_t)(seed % (seed & 1 ? 300000 : 5000));
+        } else if (how == READ_MARKS) {
+            while (mark < w->nmarks && w->marks[mark] <= at)
+                mark++;
+            n = mark < w->nmarks ? w->marks[mark] - at : w->len - at;
+        }
+        if (n > w->len - at)
+            n = w->len - at;
+        size_t room = 0;
+        uint8_t *retired = NULL;
+        uint8_t *dst = r.ended ? NULL : pyws_session_payload_room(&r.s, min_left, &room, &retired);
+        if (retired != NULL) {
+            st->room_retired++;
+            if (r.nretired < MAX_HELD)
+                r.retired[r.nretired++] = retired;
+            else
+                broken("too many retired buffers");
+        }
+        if (dst != NULL) {
+            if (room == 0)
+                broken("room offered with 0 bytes");
+            if (r.s.msg_compressed || (r.s.parser.opcode & 8))
+                broken("room offered for a compressed message or a control frame");
+            if (n > room)
+                n = room;
+            memcpy(dst, w->b + at, n);
+            st->direct_bytes += n;
+            st->direct_reads++;
+            size_t used = 0;
+            pyws_sess_event ev;
+            uint8_t *ret2 = NULL;
+            int kind = pyws_session_feed(&r.s, dst, n, &used, &ev, &ret2);
+            if (used != n)
+                broken("a direct read not consumed whole");
+            if (ret2 != NULL)
+                broken("a direct read retired a buffer");
+            if (kind != PYWS_SESS_NONE && kind != PYWS_SESS_MESSAGE && kind != PYWS_SESS_ERROR)
+                broken("a direct read gave a control event");
+            if (kind != PYWS_SESS_NONE) {
+                if (kind == PYWS_SESS_MESSAGE && ev.data != r.s.buf)
+                    broken("a message read in place is not the assembly buffer");
+                record(t, &ev, kind, &r);
+                if (kind == PYWS_SESS_ERROR)
+                    r.ended = 1;
+            }
+        } else {
+            /* the arena: a heap block of exactly the read's size */
+            uint8_t *piece = xmalloc(n);
+            memcpy(piece, w->b + at, n);
+            size_t p = 0;
+            for (int rounds = 0; rounds < 100000; rounds++) {
+                pyws_sess_event ev;
+                size_t used = 0;
+                uint8_t *ret2 = NULL;
+                int kind = pyws_session_feed(&r.s, piece + p, n - p, &used, &ev, &ret2);
+                if (ret2 != NULL && r.nretired < MAX_HELD)
+                    r.retired[r.nretired++] = ret2;
+                p += used;
+                if (kind == PYWS_SESS_NONE)
+                    break;
+                if (r.ended)
+                    broken("an event after CLOSE or ERROR");
+                record(t, &ev, kind, &r);
+                if (kind == PYWS_SESS_CLOSE || kind == PYWS_SESS_ERROR)
+                    r.ended = 1;
+            }
+            pieces[npieces++] = piece; /* views into it live until the release below */
+        }
+        at += n;
+        if (++reads >= hold) {
+            end_of_piece(&r, t);
+            for (int i = 0; i < npieces; i++)
+                free(pieces[i]);
+            npieces = 0;
+            reads = 0;
+        }
+    }
+    end_of_piece(&r, t);
+    for (int i = 0; i < npieces; i++)
+        free(pieces[i]);
+    pyws_session_free(&r.s);
+}
+
+static void run_direct_case(const char *name, const limits *lim, wstream *w, trace *want,
+                            int expect_direct)
+{
+    static const size_t sizes[] = {1, 7, 4096, 65539, 262144, 4u << 20};
+    static const size_t min_lefts[] = {1, 65536};
+    current = name;
+    trace got;
+    size_t where;
+    direct_stats st;
+    size_t direct_total = 0, retired_total = 0;
+    for (int how = READ_FIXED; how <= READ_MARKS; how++) {
+        size_t nsizes = how == READ_FIXED ? sizeof sizes / sizeof sizes[0] : 1;
+        for (size_t si = 0; si < nsizes; si++) {
+            for (size_t mi = 0; mi < 2; mi++) {
+                for (int hold = 1; hold <= 3; hold += 2) {
+                    for (int pooled = 0; pooled <= 1; pooled++) {
+                        test_pool tp = {0};
+                        size_t sz = sizes[si];
+                        run_direct(lim, w, how, sz, min_lefts[mi], hold, pooled ? &tp : NULL,
+                                   &got, &st);
+                        direct_total += st.direct_bytes;
+                        retired_total += st.room_retired;
+                        CHECK(contract_broken == NULL,
+                              "reads %s%zu, min_left %zu, hold %d, pool %d: %s",
+                              how == READ_FIXED ? "of " : how == READ_RANDOM ? "random" : "to marks",
+                              how == READ_FIXED ? sz : 0, min_lefts[mi], hold, pooled,
+                              contract_broken);
+                        CHECK(tr_same(&got, want, &where),
+                              "reads %s%zu, min_left %zu, hold %d, pool %d: %zu events, "
+                              "expected %zu; first difference at event %zu",
+                              how == READ_FIXED ? "of " : how == READ_RANDOM ? "random" : "to marks",
+                              how == READ_FIXED ? sz : 0, min_lefts[mi], hold, pooled, got.n,
+                              want->n, where);
+                        tr_free(&got);
+                        pool_free(&tp);
+                    }
+                }
+            }
+        }
+    }
+    if (expect_direct > 1)
+        CHECK(retired_total > 0, "a held buffer was retired when room was asked for");
+    if (expect_direct)
+        CHECK(direct_total > 0, "some payload was read straight into the assembly buffer");
+    else
+        CHECK(direct_total == 0, "nothing was read straight into the assembly buffer");
+    tr_free(want);
+    ws_free(w);
+}
+
+static void test_direct(void)
+{
+    static char name[160];
+    for (int role = PYWS_ROLE_SERVER; role <= PYWS_ROLE_CLIENT; role++) {
+        int m = role == PYWS_ROLE_SERVER;
+        const char *who = m ? "masked" : "unmasked";
+        limits lim = {role, 0, 0};
+        uint8_t *big = binary_payload(300001, 77);
+        uint8_t *txt = text_payload(200003);
+        wstream w;
+        trace want = {0};
+
+        /* single-frame messages, one right behind the other, then a small one */
+        ws_init(&w);
+        ws_frame(&w, 1, 0, PYWS_OP_BINARY, big, 300001, m);
+        expect_message(&want, PYWS_OP_BINARY, big, 300001);
+        ws_frame(&w, 1, 0, PYWS_OP_TEXT, txt, 200003, m);
+        expect_message(&want, PYWS_OP_TEXT, txt, 200003);
+        ws_frame(&w, 1, 0, PYWS_OP_BINARY, big + 7, 70000, m);
+        expect_message(&want, PYWS_OP_BINARY, big + 7, 70000);
+        ws_frame(&w, 1, 0, PYWS_OP_TEXT, "small", 5, m);
+        expect_message(&want, PYWS_OP_TEXT, "small", 5);
+        snprintf(name, sizeof name, "direct: %s large messages back to back", who);
+        run_direct_case(name, &lim, &w, &want, 2);
+
+        /* a fragmented text message (characters cut across frames) with control frames
+         * between the fragments, then a fragmented binary one */
+        ws_init(&w);
+        ws_frame(&w, 0, 0, PYWS_OP_TEXT, txt, 100001, m);
+        control(&w, &want, PYWS_OP_PING, "between", 7, m);
+        ws_frame(&w, 0, 0, PYWS_OP_CONTINUATION, txt + 100001, 2, m);
+        ws_frame(&w, 0, 0, PYWS_OP_CONTINUATION, txt + 100003, 0, m);
+        control(&w, &want, PYWS_OP_PONG, "", 0, m);
+        ws_frame(&w, 1, 0, PYWS_OP_CONTINUATION, txt + 100003, 100000, m);
+        expect_message(&want, PYWS_OP_TEXT, txt, 200003);
+        ws_frame(&w, 0, 0, PYWS_OP_BINARY, big, 5, m);
+        ws_frame(&w, 0, 0, PYWS_OP_CONTINUATION, big + 5, 200000, m);
+        ws_frame(&w, 1, 0, PYWS_OP_CONTINUATION, big + 200005, 99996, m);
+        expect_message(&want, PYWS_OP_BINARY, big, 300001);
+        snprintf(name, sizeof name, "direct: %s fragmented large messages, pings between", who);
+        run_direct_case(name, &lim, &w, &want, 1);
+
+        /* invalid UTF-8 deep inside a large text frame: 1007, whichever way it arrives */
+        uint8_t *bad = text_payload(150000);
+        bad[140000] = 0xFF;
+        ws_init(&w);
+        ws_frame(&w, 1, 0, PYWS_OP_BINARY, big, 100000, m);
+        expect_message(&want, PYWS_OP_BINARY, big, 100000);
+        ws_frame(&w, 1, 0, PYWS_OP_TEXT, bad, 150000, m);
+        expect_error(&want, 1007);
+        snprintf(name, sizeof name, "direct: %s invalid UTF-8 in a large text frame", who);
+        run_direct_case(name, &lim, &w, &want, 1);
+        free(bad);
+
+        /* too big: refused at the header, before any room is offered */
+        limits tight = {role, 100000, 0};
+        ws_init(&w);
+        ws_frame(&w, 1, 0, PYWS_OP_BINARY, big, 100000, m);
+        expect_message(&want, PYWS_OP_BINARY, big, 100000);
+        ws_frame(&w, 1, 0, PYWS_OP_BINARY, big, 100001, m);
+        expect_error(&want, 1009);
+        snprintf(name, sizeof name, "direct: %s message over max_message", who);
+        run_direct_case(name, &tight, &w, &want, 1);
+
+        /* a large control-sized stream (pings only) never gets room */
+        ws_init(&w);
+        for (int i = 0; i < 40; i++)
+            control(&w, &want, PYWS_OP_PING, big + i, 125, m);
+        snprintf(name, sizeof name, "direct: %s control frames only", who);
+        run_direct_case(name, &lim, &w, &want, 0);
+        free(big);
+        free(txt);
+    }
+}
+
 int main(void)
 {
     current = "the guard page faults";
@@ -584,6 +892,7 @@ int main(void)
     test_fragments();
     test_close();
     test_errors();
+    test_direct();
     guard_free();
 
     printf("%lu passed, %lu failed\n", passed, failed);

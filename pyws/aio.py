@@ -55,6 +55,29 @@ log = logging.getLogger("pyws")
 _BRIDGES: Dict[int, "Bridge"] = {}
 
 
+
+def _unwatch(loop: asyncio.AbstractEventLoop, fd: int, ev: int) -> None:
+    """Stop watching ``fd`` for ``ev`` (PYWS_WATCH_IN / _OUT bits). The C loop may have closed
+    the fd already (its connection ended in the last poll). asyncio's selector loops then fail
+    when one of two interests goes (the kernel registration they modify is gone with the fd:
+    EBADF), so a registration that cannot be changed is dropped whole."""
+    try:
+        if ev & lib.PYWS_WATCH_IN:
+            loop.remove_reader(fd)
+        if ev & lib.PYWS_WATCH_OUT:
+            loop.remove_writer(fd)
+    except OSError:
+        selector = getattr(loop, "_selector", None)  # asyncio's selector event loops
+        if selector is None:
+            raise
+        try:
+            key = selector.unregister(fd)  # tolerates a closed fd
+        except (KeyError, ValueError):
+            return
+        for handle in key.data or ():
+            if handle is not None:
+                handle.cancel()
+
 class Bridge:
     """Runs one :class:`pyws.Manager`'s C loop inside one asyncio loop. Made by
     :func:`attach`; :meth:`close` (or :func:`detach`) unregisters it, after which the Manager
@@ -201,10 +224,7 @@ class Bridge:
             if now == (ev, cid):
                 continue
             keep = 0 if now is None or now[1] != cid else now[0]  # a reused fd: all anew
-            if ev & lib.PYWS_WATCH_IN and not keep & lib.PYWS_WATCH_IN:
-                loop.remove_reader(fd)
-            if ev & lib.PYWS_WATCH_OUT and not keep & lib.PYWS_WATCH_OUT:
-                loop.remove_writer(fd)
+            _unwatch(loop, fd, ev & ~keep)
         for fd, (ev, cid) in new.items():
             was = old.get(fd)
             if was == (ev, cid):
@@ -218,10 +238,7 @@ class Bridge:
 
     def _unwatch_all(self) -> None:
         for fd, (ev, _cid) in self._watched.items():
-            if ev & lib.PYWS_WATCH_IN:
-                self.loop.remove_reader(fd)
-            if ev & lib.PYWS_WATCH_OUT:
-                self.loop.remove_writer(fd)
+            _unwatch(self.loop, fd, ev)
         self._watched = {}
 
     # ------------------------------------------------------------------ lifecycle

@@ -580,11 +580,7 @@ class Manager:
                             log.exception("pyws: handler raised on EV_ERROR")
                     continue
                 self._deliver(c, t, text)
-            elif t == EV_CONNECT:
-                c = conns.get(cid)
-                if c is not None:
-                    self._deliver(c, t, None)
-            elif t == EV_CLOSE_HELD:  # only for connections that asked (pyws_hold_closes)
+            elif t == EV_CONNECT or t == EV_CLOSE_HELD:  # CLOSE_HELD: pyws_hold_closes
                 c = conns.get(cid)
                 if c is not None:
                     self._deliver(c, t, None)

@@ -583,6 +583,18 @@ static void wq_consume(pyws_loop *loop, pyws_conn *c, size_t n)
     }
 }
 
+/* the head of the write queue as it is, at most PYWS_TR_IOV_MAX segments */
+static int wq_iov(const pyws_conn *c, struct iovec *iov)
+{
+    int cnt = 0;
+    for (uint32_t i = 0; i < c->wq_n && cnt < PYWS_TR_IOV_MAX; i++, cnt++) {
+        const pyws_wseg *s = &c->wq[(c->wq_head + i) % c->wq_cap];
+        iov[cnt].iov_base = (s->blob->ext ? s->blob->ext : s->blob->data) + s->off;
+        iov[cnt].iov_len = s->len;
+    }
+    return cnt;
+}
+
 int pw_conn_flush(pyws_loop *loop, pyws_conn *c)
 {
     if (c->state == PYWS_ST_CONNECTING)
@@ -607,13 +619,7 @@ again:
         /* the head of the queue, as it is: the transport takes what it can (tls.c: one record,
          * small frames coalesced) and leaves the rest for the next round or the next poll */
         struct iovec iov[PYWS_TR_IOV_MAX];
-        int cnt = 0;
-        for (uint32_t i = 0; i < c->wq_n && cnt < PYWS_TR_IOV_MAX; i++, cnt++) {
-            pyws_wseg *s = &c->wq[(c->wq_head + i) % c->wq_cap];
-            iov[cnt].iov_base = (s->blob->ext ? s->blob->ext : s->blob->data) + s->off;
-            iov[cnt].iov_len = s->len;
-        }
-        ssize_t n = c->tr->writev(loop, c, iov, cnt);
+        ssize_t n = c->tr->writev(loop, c, iov, wq_iov(c, iov));
         if (n == PYWS_TR_AGAIN)
             break; /* the socket (or, under TLS, the peer) must move first */
         if (n < 0) {
@@ -647,6 +653,25 @@ again:
     if (c->wq_n == 0 && (c->state == PYWS_ST_FLUSHING || c->state == PYWS_ST_WS_CLOSE_FLUSH))
         linger_start(loop, c);
     return 0;
+}
+
+/* Between polls, after a poll that returned a lone event: write the reply its handler just
+ * queued, instead of at the next poll. A request-reply round trip (one connection, one message
+ * in flight) then does not wait for the Python that runs after the handler and the start of the
+ * next poll. Only the socket write happens here: an error, a partial write or EAGAIN is left for
+ * the next poll's flush (the connection stays CF_DIRTY), which also does the bookkeeping (the
+ * watch, EV_DRAIN, linger); nothing is closed or freed outside a poll on this path. */
+void pw_conn_write_now(pyws_loop *loop, pyws_conn *c)
+{
+    if (!c->wq_n || c->wq_bytes > PYWS_WRITE_NOW_MAX || c->state == PYWS_ST_CONNECTING ||
+        (c->tr_flags & PYWS_TR_HANDSHAKING) || (c->flags & CF_PONG_DUE))
+        return;
+    struct iovec iov[PYWS_TR_IOV_MAX];
+    ssize_t n = c->tr->writev(loop, c, iov, wq_iov(c, iov));
+    if (n > 0) {
+        c->last_activity = loop->now;
+        wq_consume(loop, c, (size_t)n);
+    }
 }
 
 /* Write what is queued, then end TCP: FLUSHING (then LINGER), or, for a server whose close

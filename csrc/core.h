@@ -31,6 +31,7 @@
                                           the OS at free, and page faults on the next copy */
 #define PYWS_KEEP_MSG_BUF (64u << 10)  /* a message buffer above this leaves its idle session
                                           (for the message-buffer cache, or freed) */
+#define PYWS_WRITE_NOW_MAX (16u << 10) /* pw_conn_write_now: a queue this small at most */
 #define PYWS_DIRECT_MIN (64u << 10)    /* a frame payload with at least this much still to come
                                           is read straight into the message buffer */
 #define PYWS_DIRECT_AFTER (256u << 10) /* after a message this large, the next read into the
@@ -304,6 +305,8 @@ struct pyws_loop {
     int wake_signalled;              /* guarded by wake_lock */
 
     int in_poll;                     /* inside pyws_poll: events go to the batch */
+    int write_now;                   /* the last poll returned one event: its handler's first
+                                      * small send is written at once (pw_conn_write_now) */
     int self_wake;                   /* pyws_loop_self_wake: signal work queued between polls */
     int self_woken;                  /* signalled (or covered by the host's next check) */
     void **deferred_blocks;          /* heap copies behind deferred events' views */
@@ -369,6 +372,7 @@ void pw_conn_close(pyws_loop *loop, pyws_conn *c, int code); /* close now + EV_C
 int pw_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen,
                     const uint8_t *b, size_t blen);
 int pw_conn_flush(pyws_loop *loop, pyws_conn *c);            /* < 0: the conn was closed */
+void pw_conn_write_now(pyws_loop *loop, pyws_conn *c);
 /* Queue a frame whose payload is buf[off..off+len) of the message buffer c's session holds
  * (a view the application got): the queue takes the buffer over instead of copying it (the
  * session starts a fresh one) and gives it back to the message-buffer cache once written, or,

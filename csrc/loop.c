@@ -523,6 +523,7 @@ int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events)
     pyws_ready ready[PYWS_MAX_READY];
     pw_wake_note_thread(loop);
     loop->in_poll = 1;
+    loop->write_now = 0;
     release_views(loop);
     pw_blob_trim(loop);
     loop->now = pw_now_ms();
@@ -586,6 +587,7 @@ int pyws_poll(pyws_loop *loop, int timeout_ms, pyws_event **events)
     run_dirty(loop);
 
     loop->self_woken = 1; /* the host asks pyws_next_timeout after the batch */
+    loop->write_now = loop->nevents == 1;
     loop->in_poll = 0;
     *events = loop->events;
     return loop->nevents;

@@ -556,6 +556,10 @@ int pyws_send(pyws_loop *loop, uint64_t id, int opcode, const uint8_t *data, siz
     } else if (opcode == PYWS_OP_CONTINUATION && fin) {
         c->flags &= ~CF_SEND_FRAG;
     }
+    if (loop->write_now && !loop->in_poll) {
+        loop->write_now = 0; /* the first send after a lone event only: later ones coalesce */
+        pw_conn_write_now(loop, c);
+    }
     return (flags & PYWS_SEND_REPORT_HW) && (c->flags & CF_ABOVE_HW) ? 1 : PYWS_OK;
 }
 

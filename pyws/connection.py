@@ -231,7 +231,8 @@ class Connection:
         it reaches the threshold; ``compress=False`` sends this one uncompressed and
         ``compress=True`` compresses it even if short (given on a message's first frame).
 
-        The frame is queued and written at the next ``poll()``. Raises
+        The frame is queued and written at the next ``poll()`` (the first send after a poll
+        that returned a single event is written at once: a reply does not wait). Raises
         :class:`pyws.ConnectionClosed` once the connection is closing, and
         :class:`pyws.LimitExceeded` (after closing the connection with 1008) if the queue
         would pass ``write_limit``.

@@ -162,3 +162,42 @@ def test_a_lone_message_goes_to_a_message_sink(one: Any) -> None:
     o.poll_until(lambda: sunk)
     assert o.polls[-1] == 1
     assert sunk == [(b"to the sink", OP_BINARY, False)] and o.got == []
+
+
+def _readable_now(sock: Any) -> bytes:
+    """What the client socket holds right now, without waiting."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(65536)
+    except BlockingIOError:
+        return b""
+    finally:
+        sock.settimeout(5.0)
+
+
+def test_the_reply_to_a_lone_message_is_written_before_the_handler_returns(one: Any) -> None:
+    # the round trip's reply does not wait for the next poll: the first send after a poll
+    # that returned one event goes to the socket at once; a second one in the same handler
+    # waits for the poll, so a handler that sends several frames still has them coalesced
+    seen: List[Tuple[bytes, bytes]] = []
+    holder: List[RawWS] = []
+
+    def on_message(conn: pyws.Connection, msg: Any) -> None:
+        conn.ws_send(b"first", OP_TEXT)
+        at_once = _readable_now(holder[0].sock)
+        conn.ws_send(b"second", OP_TEXT)
+        seen.append((at_once, _readable_now(holder[0].sock)))
+
+    o = one(on_message)
+    r = o.client()
+    holder.append(r)
+    for i in range(3):
+        r.send_frame(b"ping %d" % i, OP_TEXT, mask=True)
+        n = len(seen)
+        o.poll_until(lambda: len(seen) > n)
+        assert o.polls[-1] == 1  # the lone-event poll
+        at_once, after_second = seen[-1]
+        assert at_once == frame(OP_TEXT, b"first"), at_once
+        assert after_second == b""  # coalesced: it goes out at the next poll
+        o.mgr.poll(10)
+        assert r.recv_frame() == (OP_TEXT, True, b"second")

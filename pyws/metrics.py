@@ -125,6 +125,11 @@ def render(stats: ServerStats, prefix: str = "pyws",
                stats["handshake_failures"])
     w.labelled("drops_total", "counter", "What the server dropped, by kind (refused: "
                "connections past max_sockets).", "reason", stats["drops"])
+    caches = stats["caches"]
+    w.family("cached_blocks", "gauge", "Idle blocks the loop keeps for reuse, by cache.",
+             [({"cache": name}, c["blocks"]) for name, c in caches.items()])
+    w.family("cached_bytes", "gauge", "Bytes of those idle blocks, by cache.",
+             [({"cache": name}, c["bytes"]) for name, c in caches.items()])
     w.one("accept_failures_total", "counter", "accept() failures for want of descriptors or "
           "memory.", stats["accept_failures"])
     w.one("accept_pauses_total", "counter", "Times the listeners were unwatched after such a "

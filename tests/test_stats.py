@@ -498,3 +498,34 @@ def test_rates_are_per_second_over_the_samples(server_factory: Callable[..., Ser
         assert st["rates"]["bytes_out"] == pytest.approx(100 / w, rel=0.05)
     finally:
         cl.close()
+
+
+def test_block_caches_are_counted_and_empty_when_traffic_stops(
+        server_factory: Callable[..., ServerThread]) -> None:
+    # the loop's idle-block caches are memory the server holds: stats() shows them, within
+    # their bounds, and they are given back once the traffic stops
+    srv = server_factory(recording_echo([]))
+
+    def caches() -> Dict[str, Dict[str, int]]:
+        st = srv.call(srv.mgr.stats)  # type: ignore[union-attr]
+        return st["caches"]  # type: ignore[no-any-return]
+
+    assert set(caches()) == {"write_blocks", "large_write_blocks", "message_buffers"}
+    cl = websocket.create_connection(srv.url + "/ws", timeout=5)
+    try:
+        big = os.urandom(1 << 20)
+        cl.send_binary(big)
+        assert cl.recv_data()[1] == big  # the echo hands its buffer over and gets it back
+        for i in range(20):
+            cl.send_binary(b"%d" % i)
+            assert cl.recv_data()[1] == b"%d" % i
+        held = wait_for(lambda: (lambda c: c if c["message_buffers"]["blocks"] else None)(
+            caches()), what="a message buffer in the cache")
+        assert held["message_buffers"]["bytes"] >= 1 << 20
+        for c in held.values():
+            assert c["bytes"] <= 32 << 20 and c["blocks"] <= 1024
+        assert held["write_blocks"]["bytes"] == held["write_blocks"]["blocks"] * 16384
+        wait_for(lambda: all(c["blocks"] == 0 for c in caches().values()), timeout=10,
+                 what="the caches emptied after the traffic stopped")
+    finally:
+        cl.close()

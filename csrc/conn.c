@@ -183,46 +183,45 @@ void pw_conn_mark(pyws_loop *loop, pyws_conn *c, uint32_t flag)
 
 /* ------------------------------------------------------------------ write queue */
 
-/* A cached large block that fits need without wasting more than a quarter of it; -1 if none. */
-static int big_fit(const pyws_loop *loop, size_t need)
-{
-    int best = -1;
-    for (int i = 0; i < loop->nbig_cache; i++) {
-        size_t cap = loop->big_cache[i]->cap;
-        if (cap >= need && cap - need <= need / 4 + 4096 &&
-            (best < 0 || cap < loop->big_cache[best]->cap))
-            best = i;
-    }
-    return best;
-}
-
+/* A block of at least need bytes. Small ones (PYWS_BLOB_SIZE, the bytes inline) come from the
+ * loop's cache of small blocks; a large one is a header and a buffer from the loop's cache of
+ * large buffers, the one message buffers use too (pw_msgbuf_get), or a fresh buffer in whole
+ * pages, so that the next frame of about the size reuses it. */
 pyws_blob *pw_blob_alloc(pyws_loop *loop, size_t need)
 {
     pyws_blob *b;
-    int big = need > PYWS_BLOB_SIZE ? big_fit(loop, need) : -1;
-    if (big >= 0) {
-        b = loop->big_cache[big];
-        loop->big_cache[big] = loop->big_cache[--loop->nbig_cache];
-        loop->big_cache_bytes -= b->cap;
-        if (loop->nbig_cache < loop->big_cache_low)
-            loop->big_cache_low = loop->nbig_cache;
-    } else if (need <= PYWS_BLOB_SIZE && loop->nblob_cache) {
-        b = loop->blob_cache[--loop->nblob_cache];
-        if (loop->nblob_cache < loop->blob_cache_low)
-            loop->blob_cache_low = loop->nblob_cache;
+    if (need <= PYWS_BLOB_SIZE) {
+        if (loop->nblob_cache) {
+            b = loop->blob_cache[--loop->nblob_cache];
+            if (loop->nblob_cache < loop->blob_cache_low)
+                loop->blob_cache_low = loop->nblob_cache;
+        } else {
+            b = malloc(sizeof(*b) + PYWS_BLOB_SIZE);
+            if (!b)
+                return NULL;
+        }
+        b->cap = PYWS_BLOB_SIZE;
+        b->ext = NULL;
     } else {
-        /* large ones in whole pages, so that the next message of about the size reuses it */
-        size_t cap = need <= PYWS_BLOB_SIZE ? PYWS_BLOB_SIZE : (need + 4095) & ~(size_t)4095;
+        size_t cap = (need + 4095) & ~(size_t)4095;
         if (cap < need)
             return NULL; /* need near SIZE_MAX */
-        b = malloc(sizeof(*b) + cap);
+        b = malloc(sizeof(*b));
         if (!b)
             return NULL;
-        b->cap = cap;
+        b->ext = pw_msgbuf_get(loop, need, need, &b->cap);
+        if (!b->ext) {
+            b->ext = malloc(cap);
+            b->cap = cap;
+        }
+        if (!b->ext) {
+            free(b);
+            return NULL;
+        }
     }
     b->refs = 1;
+    b->held = 0;
     b->len = 0;
-    b->ext = NULL;
     return b;
 }
 
@@ -236,15 +235,7 @@ void pw_blob_trim(pyws_loop *loop)
     for (int i = 0; i < drop && loop->nblob_cache > 0; i++)
         free(loop->blob_cache[--loop->nblob_cache]);
     loop->blob_cache_low = loop->nblob_cache;
-    idle = loop->big_cache_low;
-    drop = idle > 4 ? idle / 4 : (loop->nbig_cache > 0 && idle == loop->nbig_cache ? 1 : 0);
-    for (int i = 0; i < drop && loop->nbig_cache > 0; i++) {
-        pyws_blob *b = loop->big_cache[--loop->nbig_cache];
-        loop->big_cache_bytes -= b->cap;
-        free(b);
-    }
-    loop->big_cache_low = loop->nbig_cache;
-    /* message buffers: per second, not per poll (a poll that only writes would drop one a
+    /* large buffers: per second, not per poll (a poll that only writes would drop one a
      * message needs a moment later: a 1 MiB free and malloc, page faults, per message) */
     if (loop->now < loop->msgbuf_trim_at)
         return;
@@ -259,10 +250,11 @@ void pw_blob_trim(pyws_loop *loop)
     loop->msgbuf_low = loop->nmsgbuf;
 }
 
-/* ------------------------------------------------------------------ message-buffer cache */
+/* ------------------------------------------------------------------ large-buffer cache */
 
-/* A cached buffer for a message of about `want` bytes (at least need): the smallest that holds
- * want, not more than four times it; NULL if none (the session then uses malloc). */
+/* A cached buffer for about `want` bytes (at least need): the smallest that holds want, not
+ * more than four times it; NULL if none (the caller then uses malloc). The sessions' message
+ * buffers and the write queue's large blocks both come from here and go back here. */
 uint8_t *pw_msgbuf_get(void *ctx, size_t need, size_t want, size_t *cap)
 {
     pyws_loop *loop = ctx;
@@ -285,11 +277,12 @@ uint8_t *pw_msgbuf_get(void *ctx, size_t need, size_t want, size_t *cap)
     return p;
 }
 
-/* Only between a batch's views and the next: the caller guarantees nothing reads buf. */
+/* The caller guarantees nothing reads buf any more (a message buffer: only between a batch's
+ * views and the next). */
 void pw_msgbuf_put(void *ctx, uint8_t *buf, size_t cap)
 {
     pyws_loop *loop = ctx;
-    if (cap > PYWS_KEEP_MSG_BUF && loop->nmsgbuf < PYWS_MSGBUF_CACHE_MAX &&
+    if (cap > PYWS_BLOB_SIZE && loop->nmsgbuf < PYWS_MSGBUF_CACHE_MAX &&
         loop->msgbuf_bytes + cap <= PYWS_MSGBUF_CACHE_BYTES) {
         loop->msgbuf_cache[loop->nmsgbuf].p = buf;
         loop->msgbuf_cache[loop->nmsgbuf].cap = cap;
@@ -306,15 +299,16 @@ void pw_blob_put(pyws_loop *loop, pyws_blob *b)
         return;
     if (b->ext) {
         /* a message buffer the queue took over: views of the batch that delivered it may
-         * still read it until the next poll begins (pw_retire); inside a poll none can */
-        if (loop->in_poll)
+         * still read it until the next poll begins (pw_retire); inside a poll none can. A
+         * large block's own buffer no view sees: back to the cache at once. */
+        if (!b->held || loop->in_poll)
             pw_msgbuf_put(loop, b->ext, b->cap);
         else
             (void)pw_retire(loop, b->ext); /* if it cannot be recorded, leak, never free */
         free(b);
         return;
     }
-    if (b->cap == PYWS_BLOB_SIZE && loop->nblob_cache < PYWS_BLOB_CACHE_MAX) {
+    if (loop->nblob_cache < PYWS_BLOB_CACHE_MAX) {
         if (loop->nblob_cache == loop->blob_cache_cap) {
             int nc = loop->blob_cache_cap ? loop->blob_cache_cap * 2 : 64;
             pyws_blob **ncache = realloc(loop->blob_cache, (size_t)nc * sizeof(*ncache));
@@ -326,12 +320,6 @@ void pw_blob_put(pyws_loop *loop, pyws_blob *b)
             loop->blob_cache_cap = nc;
         }
         loop->blob_cache[loop->nblob_cache++] = b;
-        return;
-    }
-    if (b->cap > PYWS_BLOB_SIZE && loop->nbig_cache < PYWS_BIG_CACHE_MAX &&
-        loop->big_cache_bytes + b->cap <= PYWS_BIG_CACHE_BYTES) {
-        loop->big_cache[loop->nbig_cache++] = b;
-        loop->big_cache_bytes += b->cap;
         return;
     }
     free(b);
@@ -416,12 +404,13 @@ int pw_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen,
     if (c->wq_n) {
         pyws_wseg *t = &c->wq[(c->wq_head + c->wq_n - 1) % c->wq_cap];
         pyws_blob *bl = t->blob;
-        if (bl->refs == 1 && !bl->ext && t->off + t->len == bl->len &&
+        if (bl->refs == 1 && !bl->held && t->off + t->len == bl->len &&
             bl->cap - bl->len >= total) {
+            uint8_t *at = pw_blob_bytes(bl) + bl->len;
             if (alen)
-                memcpy(bl->data + bl->len, a, alen);
+                memcpy(at, a, alen);
             if (blen)
-                memcpy(bl->data + bl->len + alen, b, blen);
+                memcpy(at + alen, b, blen);
             bl->len += total;
             t->len += total;
             goto queued;
@@ -431,9 +420,9 @@ int pw_conn_queue(pyws_loop *loop, pyws_conn *c, const uint8_t *a, size_t alen,
     if (!bl)
         return PYWS_ERR_NOMEM;
     if (alen)
-        memcpy(bl->data, a, alen);
+        memcpy(pw_blob_bytes(bl), a, alen);
     if (blen)
-        memcpy(bl->data + alen, b, blen);
+        memcpy(pw_blob_bytes(bl) + alen, b, blen);
     bl->len = total;
     if (wq_push(c, bl, 0, total) < 0) {
         pw_blob_put(loop, bl);
@@ -461,6 +450,7 @@ int pw_conn_queue_held(pyws_loop *loop, pyws_conn *c, const uint8_t *hdr, size_t
         return rc;
     }
     w->refs = 1;
+    w->held = 1;
     w->len = sess->buf_len;
     w->cap = sess->buf_cap;
     w->ext = pyws_session_take_held(sess); /* the session starts a fresh buffer */
@@ -475,7 +465,7 @@ int pw_wq_unshare(pyws_loop *loop, pyws_conn *c, const uint8_t *p, size_t len, v
     pyws_blob *w = NULL;
     for (uint32_t i = 0; i < c->wq_n && !w; i++) {
         pyws_blob *b = c->wq[(c->wq_head + i) % c->wq_cap].blob;
-        if (b->ext && a >= (uintptr_t)b->ext && a - (uintptr_t)b->ext <= b->len &&
+        if (b->held && a >= (uintptr_t)b->ext && a - (uintptr_t)b->ext <= b->len &&
             len <= b->len - (a - (uintptr_t)b->ext))
             w = b;
     }
@@ -489,7 +479,7 @@ int pw_wq_unshare(pyws_loop *loop, pyws_conn *c, const uint8_t *p, size_t len, v
         pyws_blob *n = pw_blob_alloc(loop, s->len);
         if (!n)
             return PYWS_ERR_NOMEM; /* segments moved so far stay moved: all still valid */
-        memcpy(n->data, w->ext + s->off, s->len);
+        memcpy(pw_blob_bytes(n), w->ext + s->off, s->len);
         n->len = s->len;
         s->blob = n;
         s->off = 0;
@@ -589,7 +579,7 @@ static int wq_iov(const pyws_conn *c, struct iovec *iov)
     int cnt = 0;
     for (uint32_t i = 0; i < c->wq_n && cnt < PYWS_TR_IOV_MAX; i++, cnt++) {
         const pyws_wseg *s = &c->wq[(c->wq_head + i) % c->wq_cap];
-        iov[cnt].iov_base = (s->blob->ext ? s->blob->ext : s->blob->data) + s->off;
+        iov[cnt].iov_base = pw_blob_bytes(s->blob) + s->off;
         iov[cnt].iov_len = s->len;
     }
     return cnt;

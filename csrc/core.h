@@ -25,10 +25,6 @@
 #define PYWS_RECV_MIN (4u << 10)       /* below this much arena room, reading waits a turn */
 #define PYWS_BLOB_SIZE (16u << 10)     /* write-queue block for small frames */
 #define PYWS_BLOB_CACHE_MAX 1024       /* free blocks the loop may keep for reuse (16 MiB) */
-#define PYWS_BIG_CACHE_MAX 64          /* free larger blocks (one frame each) kept for reuse ... */
-#define PYWS_BIG_CACHE_BYTES (32u << 20) /* ... up to this many bytes in all: without them every
-                                          large message was a malloc the allocator gave back to
-                                          the OS at free, and page faults on the next copy */
 #define PYWS_KEEP_MSG_BUF (64u << 10)  /* a message buffer above this leaves its idle session
                                           (for the message-buffer cache, or freed) */
 #define PYWS_WRITE_NOW_MAX (16u << 10) /* pw_conn_write_now: a queue this small at most */
@@ -37,8 +33,10 @@
 #define PYWS_DIRECT_AFTER (256u << 10) /* after a message this large, the next read into the
                                           arena takes PYWS_RECV_MIN bytes at most (the next
                                           message's header; its payload then goes direct) */
-#define PYWS_MSGBUF_CACHE_MAX 32       /* message buffers (> PYWS_KEEP_MSG_BUF) kept for reuse ... */
-#define PYWS_MSGBUF_CACHE_BYTES (32u << 20) /* ... up to this many bytes in all; each second a
+#define PYWS_MSGBUF_CACHE_MAX 64       /* large buffers kept for reuse (pw_msgbuf_get/put): the
+                                          sessions' message buffers over PYWS_KEEP_MSG_BUF and
+                                          the write queue's blocks over PYWS_BLOB_SIZE ... */
+#define PYWS_MSGBUF_CACHE_BYTES (64u << 20) /* ... up to this many bytes in all; each second a
                                           quarter of those unused through that second (at least
                                           one) is freed. Without it every large message was a
                                           malloc that glibc served with mmap, and page faults. */
@@ -53,12 +51,21 @@
 /* ------------------------------------------------------------------ write queue */
 typedef struct pyws_blob {
     uint32_t refs;     /* segments (on any connection) that point into this block */
-    size_t len;        /* bytes written into data (ext: the bytes of ext) */
-    size_t cap;        /* ext: ext's size; never appended to */
-    uint8_t *ext;      /* NULL, or the bytes live here, not in data: a message buffer the
-                          queue took over (pw_conn_queue_owned); freed with the block */
+    uint32_t held;     /* ext is a message buffer the queue took over from a session
+                          (pw_conn_queue_held): the batch's views may read it; never appended */
+    size_t len;        /* bytes written (into ext when there is one, else into data) */
+    size_t cap;        /* room: ext's size, or data's */
+    uint8_t *ext;      /* NULL (a small block: the bytes are in data), or the bytes live here:
+                          a large block's buffer from the loop's cache of large buffers, or a
+                          held message buffer; given back to that cache with the block */
     uint8_t data[];
 } pyws_blob;
+
+/* Where a block's bytes are. */
+static inline uint8_t *pw_blob_bytes(pyws_blob *b)
+{
+    return b->ext ? b->ext : b->data;
+}
 
 typedef struct pyws_wseg {
     pyws_blob *blob;
@@ -274,16 +281,13 @@ struct pyws_loop {
     struct {
         uint8_t *p;
         size_t cap;
-    } msgbuf_cache[PYWS_MSGBUF_CACHE_MAX];  /* idle message buffers (malloc'd, raw) */
+    } msgbuf_cache[PYWS_MSGBUF_CACHE_MAX];  /* idle large buffers (malloc'd, raw): message
+                                             buffers and large write blocks' bytes */
     pyws_bufpool msgbuf_pool;        /* the sessions' view of it: pw_msgbuf_get/put, the loop */
     int nmsgbuf;
     int msgbuf_low;                  /* fewest cached since the last trim */
     size_t msgbuf_bytes;
     uint64_t msgbuf_trim_at;         /* ms on the loop clock: the next trim */
-    pyws_blob *big_cache[PYWS_BIG_CACHE_MAX]; /* free blocks larger than PYWS_BLOB_SIZE */
-    int nbig_cache;
-    int big_cache_low;               /* fewest cached since the last trim */
-    size_t big_cache_bytes;
 
     pyws_timers timers;
 

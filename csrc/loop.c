@@ -362,8 +362,6 @@ void pyws_loop_free(pyws_loop *loop)
     for (int i = 0; i < loop->nblob_cache; i++)
         free(loop->blob_cache[i]);
     free(loop->blob_cache);
-    for (int i = 0; i < loop->nbig_cache; i++)
-        free(loop->big_cache[i]);
     for (int i = 0; i < loop->nmsgbuf; i++)
         free(loop->msgbuf_cache[i].p);
     pw_timers_free(&loop->timers);

@@ -1085,10 +1085,11 @@ typedef struct pyws_loop_stats {
                                     the middle of sending a fragmented message */
     uint64_t pongs_replaced;     /* pongs dropped unsent: a newer ping from the same peer came
                                     while its pong waited (RFC 6455 §5.5.3) */
-    /* memory the loop keeps in its idle block caches for reuse (README, limits): small write
-     * blocks, large write blocks, message buffers over 64 KiB; a count and bytes each */
-    uint64_t cached_blocks[3];
-    uint64_t cached_bytes[3];
+    /* memory the loop keeps in its idle block caches for reuse (README, limits): [0] the
+     * 16 KiB blocks of small frames, [1] large buffers (messages over 64 KiB, frames over
+     * 16 KiB); a count and bytes each */
+    uint64_t cached_blocks[2];
+    uint64_t cached_bytes[2];
 } pyws_loop_stats;
 
 /* Fill *out (O(connections): call it when asked, not per event). Descriptor-limit counters

@@ -309,9 +309,9 @@ static pyws_blob *frame_blob(pyws_loop *loop, int rsv, int opcode, const uint8_t
     pyws_blob *b = pw_blob_alloc(loop, hlen + len);
     if (!b)
         return NULL;
-    memcpy(b->data, hdr, hlen);
+    memcpy(pw_blob_bytes(b), hdr, hlen);
     if (len)
-        memcpy(b->data + hlen, data, len);
+        memcpy(pw_blob_bytes(b) + hlen, data, len);
     b->len = hlen + len;
     return b;
 }

@@ -82,7 +82,7 @@ int pw_ws_queue_frame_rsv(pyws_loop *loop, pyws_conn *c, int fin, int rsv, int o
     if (rc == 0 && client && len) {
         /* the payload is the last len bytes of the tail segment */
         pyws_wseg *t = &c->wq[(c->wq_head + c->wq_n - 1) % c->wq_cap];
-        pyws_mask(t->blob->data + t->off + t->len - len, len, key, 0);
+        pyws_mask(pw_blob_bytes(t->blob) + t->off + t->len - len, len, key, 0);
     }
     return rc;
 }

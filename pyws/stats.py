@@ -171,11 +171,11 @@ class ServerStats(TypedDict):
       for a connection that had closed).
 
     Memory: ``caches``: what the loop keeps in its idle block caches for reuse, by cache
-    (``"write_blocks"``: 16 KiB blocks of small frames, at most 1,024; ``"large_write_blocks"``:
-    blocks of one large frame, at most 64 and 32 MiB; ``"message_buffers"``: buffers of
-    messages over 64 KiB, at most 32 and 32 MiB), each ``{"blocks": n, "bytes": n}``. A quarter
-    of the blocks unused since the last trim is freed each poll (each second for message
-    buffers), so they empty when the traffic stops.
+    (``"write_blocks"``: the 16 KiB blocks small frames are queued in, at most 1,024;
+    ``"large_buffers"``: buffers of messages over 64 KiB and of frames over 16 KiB, at most 64
+    and 64 MiB), each ``{"blocks": n, "bytes": n}``. A quarter of the blocks unused since the
+    last trim is freed each poll (each second for large buffers), so they empty when the
+    traffic stops.
     """
 
     open_sockets: int
@@ -210,7 +210,7 @@ class ServerStats(TypedDict):
 
 
 #: the names of ``ServerStats["caches"]``, in pyws_loop_stats.cached_blocks[] order
-CACHE_NAMES = ("write_blocks", "large_write_blocks", "message_buffers")
+CACHE_NAMES = ("write_blocks", "large_buffers")
 
 _RATED = ("messages_in", "messages_out", "bytes_in", "bytes_out")
 

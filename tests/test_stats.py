@@ -510,7 +510,7 @@ def test_block_caches_are_counted_and_empty_when_traffic_stops(
         st = srv.call(srv.mgr.stats)  # type: ignore[union-attr]
         return st["caches"]  # type: ignore[no-any-return]
 
-    assert set(caches()) == {"write_blocks", "large_write_blocks", "message_buffers"}
+    assert set(caches()) == {"write_blocks", "large_buffers"}
     cl = websocket.create_connection(srv.url + "/ws", timeout=5)
     try:
         big = os.urandom(1 << 20)
@@ -519,11 +519,11 @@ def test_block_caches_are_counted_and_empty_when_traffic_stops(
         for i in range(20):
             cl.send_binary(b"%d" % i)
             assert cl.recv_data()[1] == b"%d" % i
-        held = wait_for(lambda: (lambda c: c if c["message_buffers"]["blocks"] else None)(
+        held = wait_for(lambda: (lambda c: c if c["large_buffers"]["blocks"] else None)(
             caches()), what="a message buffer in the cache")
-        assert held["message_buffers"]["bytes"] >= 1 << 20
-        for c in held.values():
-            assert c["bytes"] <= 32 << 20 and c["blocks"] <= 1024
+        assert held["large_buffers"]["bytes"] >= 1 << 20
+        assert held["large_buffers"]["blocks"] <= 64 and held["large_buffers"]["bytes"] <= 64 << 20
+        assert held["write_blocks"]["blocks"] <= 1024
         assert held["write_blocks"]["bytes"] == held["write_blocks"]["blocks"] * 16384
         wait_for(lambda: all(c["blocks"] == 0 for c in caches().values()), timeout=10,
                  what="the caches emptied after the traffic stopped")

@@ -16,18 +16,14 @@
 
 #define TARGET __attribute__((target("avx2")))
 
-/* Error bytes (nonzero = error) for the 32 bytes `cur`, whose 32 predecessors are `prev`. */
-static TARGET inline __m256i check(__m256i cur, __m256i prev)
+/* Error bytes (nonzero = error) for the 32 bytes `cur`, whose 1st, 2nd and 3rd predecessors
+ * are p1, p2, p3 (cur moved up by one, two, three bytes). */
+static TARGET inline __m256i check3(__m256i cur, __m256i p1, __m256i p2, __m256i p3)
 {
     const __m256i prev1_high = _mm256_setr_epi8(PW_UTF8_LUT_PREV1_HIGH, PW_UTF8_LUT_PREV1_HIGH);
     const __m256i prev1_low = _mm256_setr_epi8(PW_UTF8_LUT_PREV1_LOW, PW_UTF8_LUT_PREV1_LOW);
     const __m256i cur_high = _mm256_setr_epi8(PW_UTF8_LUT_CUR_HIGH, PW_UTF8_LUT_CUR_HIGH);
     const __m256i nib = _mm256_set1_epi8(0x0F);
-    /* [prev's high lane, cur's low lane]: what comes before each lane of cur */
-    const __m256i before = _mm256_permute2x128_si256(prev, cur, 0x21);
-    const __m256i p1 = _mm256_alignr_epi8(cur, before, 15);
-    const __m256i p2 = _mm256_alignr_epi8(cur, before, 14);
-    const __m256i p3 = _mm256_alignr_epi8(cur, before, 13);
     const __m256i t1 = _mm256_shuffle_epi8(prev1_high, _mm256_and_si256(_mm256_srli_epi16(p1, 4), nib));
     const __m256i t2 = _mm256_shuffle_epi8(prev1_low, _mm256_and_si256(p1, nib));
     const __m256i t3 = _mm256_shuffle_epi8(cur_high, _mm256_and_si256(_mm256_srli_epi16(cur, 4), nib));
@@ -35,6 +31,24 @@ static TARGET inline __m256i check(__m256i cur, __m256i prev)
     const __m256i must23 = _mm256_or_si256(_mm256_subs_epu8(p2, _mm256_set1_epi8(0x60)),
                                            _mm256_subs_epu8(p3, _mm256_set1_epi8(0x70)));
     return _mm256_xor_si256(special, _mm256_and_si256(must23, _mm256_set1_epi8((char)0x80)));
+}
+
+/* Error bytes for the 32 bytes `cur`, whose 32 predecessors are `prev`. */
+static TARGET inline __m256i check(__m256i cur, __m256i prev)
+{
+    /* [prev's high lane, cur's low lane]: what comes before each lane of cur */
+    const __m256i before = _mm256_permute2x128_si256(prev, cur, 0x21);
+    return check3(cur, _mm256_alignr_epi8(cur, before, 15), _mm256_alignr_epi8(cur, before, 14),
+                  _mm256_alignr_epi8(cur, before, 13));
+}
+
+/* check() of the 32 bytes at q, whose predecessors are in memory too: loaded (the load ports
+ * are idle) instead of assembled with four shuffles on the port the table lookups need. */
+static TARGET inline __m256i check_at(const uint8_t *q, __m256i cur)
+{
+    return check3(cur, _mm256_loadu_si256((const void *)(q - 1)),
+                  _mm256_loadu_si256((const void *)(q - 2)),
+                  _mm256_loadu_si256((const void *)(q - 3)));
 }
 
 /* Nonzero bytes where v's last bytes leave a code point unfinished (>= C0 last, >= E0 second to
@@ -57,7 +71,7 @@ static TARGET inline uint64_t nonzero_bytes(__m256i a, __m256i b)
 
 /* Checks the 64 bytes at q after `*prev` (the 32 bytes before them). Returns 64 when they hold no
  * error, else the offset in q of the first error byte; *prev becomes their last 32 bytes. */
-static TARGET inline size_t block(const uint8_t *q, __m256i *prev)
+static TARGET inline size_t block(const uint8_t *q, __m256i *prev, int in_memory)
 {
     const __m256i a = _mm256_loadu_si256((const void *)q);
     const __m256i b = _mm256_loadu_si256((const void *)(q + 32));
@@ -66,8 +80,9 @@ static TARGET inline size_t block(const uint8_t *q, __m256i *prev)
     *prev = b;
     if (_mm256_movemask_epi8(_mm256_or_si256(a, b)) == 0) /* ASCII */
         return _mm256_testz_si256(incomplete(before), incomplete(before)) ? 64 : 0;
-    const __m256i ea = check(a, before);
-    const __m256i eb = check(b, a);
+    /* in_memory: the 3 bytes before q are this run's too (not the first block, not the copy) */
+    const __m256i ea = in_memory ? check_at(q, a) : check(a, before);
+    const __m256i eb = in_memory ? check_at(q + 32, b) : check(b, a);
     const __m256i e = _mm256_or_si256(ea, eb);
     if (_mm256_testz_si256(e, e))
         return 64;
@@ -86,7 +101,8 @@ int pw_utf8_avx2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
     if (lo == SIZE_MAX)
         return ret;
     for (i = lo; len - i >= 64; i += 64) {
-        e = block(p + i, &prev);
+        /* the bytes before lo are not this run's: the first block sees zeros there, from prev */
+        e = block(p + i, &prev, i != lo);
         if (e < 64)
             return pw_utf8_lookup_resume(state, p, lo, i + e, len, bad);
     }
@@ -94,7 +110,7 @@ int pw_utf8_avx2(uint32_t *state, const uint8_t *p, size_t len, size_t *bad)
     memset(last, 0, sizeof last);
     if (len > i)
         memcpy(last, p + i, len - i);
-    e = block(last, &prev);
+    e = block(last, &prev, 0);
     if (e < 64)
         return pw_utf8_lookup_resume(state, p, lo, i + e, len, bad);
     *state = PYWS_UTF8_S_BOUNDARY;

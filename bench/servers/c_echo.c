@@ -11,6 +11,10 @@
  * build/bench/c_echo. The options are examples/echo_server.py's: messages up to 64 MiB by
  * default, write_limit max(4 x max-size, 64 MiB), the other limits pyws's defaults. A request
  * that is not a WebSocket upgrade gets a short text page. SIGTERM or SIGINT stops it.
+ *
+ * PYWS_C_ECHO_SPIN_NS=N in the environment makes it spin N ns before each echo: a stand-in for
+ * the work a driver does between the poll and the send (docs/performance.md uses it to measure
+ * what a microsecond there costs a ping-pong round trip).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <signal.h>
@@ -18,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pyws.h"
 
@@ -58,6 +63,17 @@ static void usage(const char *argv0)
     exit(2);
 }
 
+static long spin_ns; /* PYWS_C_ECHO_SPIN_NS */
+
+static void spin(void)
+{
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &b);
+    while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < spin_ns);
+}
+
 /* One batch: upgrade WebSocket requests, echo messages, answer plain HTTP. */
 static void handle(pyws_loop *loop, const pyws_event *evs, int n)
 {
@@ -67,6 +83,8 @@ static void handle(pyws_loop *loop, const pyws_event *evs, int n)
         const pyws_event *ev = &evs[i];
         switch (ev->type) {
         case PYWS_EV_WS_MSG:
+            if (spin_ns > 0)
+                spin();
             /* PYWS_ERR_CLOSED / PYWS_ERR_LIMIT: the core is closing it already */
             (void)pyws_send(loop, ev->id, ev->opcode, ev->data, ev->len, PYWS_SEND_FIN);
             break;
@@ -100,6 +118,9 @@ int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1";
     uint64_t port = 9001, max_size = 64u << 20;
+    const char *spin_env = getenv("PYWS_C_ECHO_SPIN_NS");
+    if (spin_env)
+        spin_ns = atol(spin_env);
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc)
             usage(argv[0]);
@@ -140,8 +161,11 @@ int main(int argc, char **argv)
         pyws_loop_free(loop);
         return 1;
     }
-    printf("echo server on ws://%s:%d/ (%s, C engine without Python, UTF-8 kernel %s)\n", host,
+    printf("echo server on ws://%s:%d/ (%s, C engine without Python, UTF-8 kernel %s", host,
            pyws_local_port(loop, lid), pyws_backend(), impl_name(pyws_impl_best()));
+    if (spin_ns > 0)
+        printf(", spinning %ld ns before each echo", spin_ns);
+    printf(")\n");
     fflush(stdout);
 
     int rc = 0;

@@ -285,6 +285,47 @@ static size_t g_frame_len, g_hdr_len; /* g_hdr_len: frame header + mask key */
  * are copied into c->out, so that many of them go out in one send (one TLS record). */
 #define DIRECT_MIN 16384
 static int g_direct;
+/* g_payload repeats with period g_period (the alphabet, MIXED_TEXT) up to g_per_end (the end,
+ * or --mixed's padding): an echo's bytes there are compared with the first g_period + (one
+ * read) bytes of g_payload, which stay in cache, instead of with all of it. */
+static size_t g_period = 1, g_per_end;
+
+/* The direct frame, in pieces of at most SEG_MAX bytes: its masked payload repeats too (period
+ * g_frame_period = lcm(g_period, 4), the mask's), so up to g_per_end each piece is read from
+ * the first g_frame_period + SEG_MAX payload bytes of g_frame (in cache) by the kernel's copy. */
+#define SEG_MAX 65536
+static size_t g_frame_period = 4;
+
+/* The piece of g_frame's bytes that starts at frame offset off (< g_frame_len): its length,
+ * and in *p where the same bytes are. */
+static size_t frame_seg(size_t off, const uint8_t **p) {
+    if (off < g_hdr_len) {
+        *p = g_frame + off;
+        return g_hdr_len - off;
+    }
+    size_t po = off - g_hdr_len;
+    if (po < g_per_end) {
+        size_t n = g_per_end - po < SEG_MAX ? g_per_end - po : SEG_MAX;
+        *p = g_frame + g_hdr_len + po % g_frame_period;  /* + n <= po + n <= g_per_end */
+        return n;
+    }
+    *p = g_frame + off;
+    return g_frame_len - off;
+}
+
+/* p[0..k) == g_payload[pos..pos+k)? (pos + k <= g_size) */
+static int payload_matches(const uint8_t *p, size_t pos, size_t k) {
+    if (pos < g_per_end) {
+        size_t m = g_per_end - pos < k ? g_per_end - pos : k;
+        /* g_payload[j] == g_payload[j % g_period] for every j < g_per_end, and
+         * pos % g_period + m <= pos + m <= g_per_end: in bounds */
+        if (memcmp(p, g_payload + pos % g_period, m) != 0) return 0;
+        p += m;
+        pos += m;
+        k -= m;
+    }
+    return k == 0 || memcmp(p, g_payload + pos, k) == 0;
+}
 static uint64_t g_now, g_last_rx;
 static uint64_t m_msgs, m_bytes;      /* counted during the measurement only */
 static uint64_t g_published, m_published, m_acks, g_delivered; /* broadcast */
@@ -365,10 +406,29 @@ static void consume_output(conn_t *c, size_t n) {
     c->foff = n % g_frame_len;
 }
 
+#define IOV_N 64
+
+/* Append to iov[k..IOV_N) the pieces of g_frame from *off on; *off: where it stopped (0 when
+ * the frame went in whole). Returns the new k. */
+static int frame_iov(struct iovec *iov, int k, size_t *off) {
+    while (k < IOV_N) {
+        const uint8_t *p;
+        size_t n = frame_seg(*off, &p);
+        iov[k].iov_base = (void *)p;
+        iov[k++].iov_len = n;
+        if ((*off += n) == g_frame_len) {
+            *off = 0;
+            break;
+        }
+    }
+    return k;
+}
+
 /* Write what is queued; register for EPOLLOUT while something is left. With TLS, everything
  * queued in c->out goes to one SSL_write (OpenSSL cuts it into records of at most 16 KiB; with
  * SSL_MODE_ENABLE_PARTIAL_WRITE each call returns after a record, hence the loop); a direct
- * frame is given to SSL_write from g_frame, the rest of one frame per call. */
+ * frame is given to SSL_write from g_frame, one piece (frame_seg) per call. Without TLS, one
+ * sendmsg takes c->out and the direct frames together. */
 static void conn_flush(conn_t *c) {
     while (has_output(c)) {
 #ifndef LOADGEN_NO_TLS
@@ -377,8 +437,9 @@ static void conn_flush(conn_t *c) {
              * that wanted to write is repeated with the same bytes (OpenSSL's rule) */
             int seg = c->tls_pend ? c->tls_pend
                       : c->foff > 0 || c->out.off == c->out.len ? SEG_FRAME : SEG_OUT;
-            const uint8_t *p = seg == SEG_OUT ? c->out.p + c->out.off : g_frame + c->foff;
-            size_t left = seg == SEG_OUT ? c->out.len - c->out.off : g_frame_len - c->foff;
+            const uint8_t *p = c->out.p + c->out.off;
+            size_t left = c->out.len - c->out.off;
+            if (seg == SEG_FRAME) left = frame_seg(c->foff, &p);  /* same foff: same piece */
             ERR_clear_error();
             int r = SSL_write(c->ssl, p, left > (1u << 30) ? (1 << 30) : (int)left);
             if (r > 0) {
@@ -412,22 +473,21 @@ static void conn_flush(conn_t *c) {
         if (c->owed == 0) {
             n = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
         } else {
-            struct iovec iov[64];
+            /* [rest of the current frame] [c->out] [owed frames], in pieces (frame_seg);
+             * nothing after a frame that does not fit whole */
+            struct iovec iov[IOV_N];
             int k = 0;
             uint64_t whole = c->owed;
-            if (c->foff > 0) {
-                iov[k].iov_base = g_frame + c->foff;
-                iov[k++].iov_len = g_frame_len - c->foff;
+            size_t off = c->foff;
+            if (off > 0) {
+                k = frame_iov(iov, k, &off);
                 whole--;
             }
-            if (c->out.off < c->out.len) {
+            if (off == 0 && c->out.off < c->out.len && k < IOV_N) {
                 iov[k].iov_base = c->out.p + c->out.off;
                 iov[k++].iov_len = c->out.len - c->out.off;
             }
-            for (; whole > 0 && k < 64; whole--) {
-                iov[k].iov_base = g_frame;
-                iov[k++].iov_len = g_frame_len;
-            }
+            for (; off == 0 && whole > 0 && k < IOV_N; whole--) k = frame_iov(iov, k, &off);
             struct msghdr mh;
             memset(&mh, 0, sizeof mh);
             mh.msg_iov = iov;
@@ -607,7 +667,7 @@ static void parse_frames(conn_t *c) {
             size_t k = n < c->rx_left ? n : (size_t)c->rx_left;
             /* once closing, the echoes still in flight are dropped unchecked (their length was
              * then never compared with g_size either) */
-            if (c->state != ST_CLOSING && memcmp(p, g_payload + c->rx_pos, k) != 0) {
+            if (c->state != ST_CLOSING && !payload_matches(p, c->rx_pos, k)) {
                 size_t at = c->rx_pos;
                 while (p[at - c->rx_pos] == g_payload[at]) at++;
                 die(EXIT_PROTO, "connection %ld: echo differs from the message sent "
@@ -1028,6 +1088,12 @@ int main(int argc, char **argv) {
         fill_mixed(g_payload, g_size);
     else
         for (size_t i = 0; i < g_size; i++) g_payload[i] = (uint8_t)('a' + i % 26);
+    g_period = g_mixed && !g_bcast ? sizeof MIXED_TEXT - 1 : 26;
+    g_per_end = g_size < g_period ? g_size : g_period;  /* then checked, not assumed: */
+    while (g_per_end < g_size && g_payload[g_per_end] == g_payload[g_per_end - g_period])
+        g_per_end++;
+    g_frame_period = g_period % 4 == 0 ? g_period : g_period % 2 == 0 ? 2 * g_period
+                     : 4 * g_period;  /* lcm(g_period, 4) */
     g_frame[0] = (uint8_t)(0x80 | g_opcode);
     if (hl == 2) {
         g_frame[1] = (uint8_t)(0x80 | g_size);

@@ -283,8 +283,15 @@ static void fill_mixed(uint8_t *p, size_t n) {
 static size_t g_frame_len, g_hdr_len; /* g_hdr_len: frame header + mask key */
 /* Echo frames of at least DIRECT_MIN bytes are written from g_frame (no copy); smaller ones
  * are copied into c->out, so that many of them go out in one send (one TLS record). */
+#ifndef DIRECT_MIN
 #define DIRECT_MIN 16384
+#endif
 static int g_direct;
+/* ... and are read RECV_DIRECT bytes at a time (fewer recv calls, each chunk checked while it
+ * is still in cache) */
+#ifndef RECV_DIRECT
+#define RECV_DIRECT 262144
+#endif
 /* g_payload repeats with period g_period (the alphabet, MIXED_TEXT) up to g_per_end (the end,
  * or --mixed's padding): an echo's bytes there are compared with the first g_period + (one
  * read) bytes of g_payload, which stay in cache, instead of with all of it. */
@@ -892,7 +899,7 @@ static void on_readable(conn_t *c) {
         on_readable_tls(c);
         return;
     }
-    buf_reserve(&c->in, 65536);
+    buf_reserve(&c->in, g_direct ? RECV_DIRECT : 65536);
     ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;

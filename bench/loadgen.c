@@ -25,6 +25,15 @@
  * that validates UTF-8 sees every sequence length. -c 1 -k 1 is a ping-pong: one message in
  * flight on one connection, the latency of a round trip.
  *
+ * Cheap at large sizes, so that the server is what is measured: frames of 16 KiB and more are
+ * never copied per message (each connection counts the frames it owes and writes them
+ * straight from the one pre-masked frame with sendmsg, or SSL_write; pongs and the close frame
+ * go between whole frames), and an echo is checked as it arrives: the frame head once, then
+ * each chunk read (up to 256 KiB) compared with the expected bytes while it is in cache and
+ * dropped, the round trip taken when its last byte is in. The payloads repeat (the alphabet,
+ * MIXED_TEXT; the mask every 4 bytes), so both the compare and the kernel's copy on send read
+ * the same first period + 64 KiB of the payload and frame (in cache), not all of them.
+ *
  * Broadcast mode (--broadcast): -c subscriber connections that only listen, plus one publisher
  * connection. The server under test must send every text message starting with "B:" unchanged
  * to ALL its connected clients, the sender included. The publisher sends text messages of -s
@@ -45,7 +54,8 @@
  * TLS (--tls, echo mode only): wss://127.0.0.1:P/. Each connection does a non-blocking
  * SSL_connect driven by epoll (want-read / want-write), then the same WebSocket handshake and
  * echo protocol over SSL_read / SSL_write. Everything queued on a connection is handed to
- * SSL_write in one call (a flush of 16 small messages is one TLS record); reads use OpenSSL's
+ * SSL_write in one call (a flush of 16 small messages is one TLS record; messages of 16 KiB and
+ * more go from the frame itself, at most 64 KiB per call); reads use OpenSSL's
  * read-ahead with a 128 KiB buffer (one read() for many records). Without --ca the
  * server's certificate is NOT verified (a load client on 127.0.0.1: verification is no part of
  * what is measured); with --ca FILE the chain is checked against FILE and the certificate must

@@ -31,8 +31,8 @@
  * go between whole frames), and an echo is checked as it arrives: the frame head once, then
  * each chunk read (up to 256 KiB) compared with the expected bytes while it is in cache and
  * dropped, the round trip taken when its last byte is in. The payloads repeat (the alphabet,
- * MIXED_TEXT; the mask every 4 bytes), so both the compare and the kernel's copy on send read
- * the same first period + 64 KiB of the payload and frame (in cache), not all of them.
+ * MIXED_TEXT), so the compare reads the expected bytes from the first period + one read of
+ * the payload (in cache), not from all of it.
  *
  * Broadcast mode (--broadcast): -c subscriber connections that only listen, plus one publisher
  * connection. The server under test must send every text message starting with "B:" unchanged
@@ -55,7 +55,7 @@
  * SSL_connect driven by epoll (want-read / want-write), then the same WebSocket handshake and
  * echo protocol over SSL_read / SSL_write. Everything queued on a connection is handed to
  * SSL_write in one call (a flush of 16 small messages is one TLS record; messages of 16 KiB and
- * more go from the frame itself, at most 64 KiB per call); reads use OpenSSL's
+ * more go from the frame itself, the rest of one frame per call); reads use OpenSSL's
  * read-ahead with a 128 KiB buffer (one read() for many records). Without --ca the
  * server's certificate is NOT verified (a load client on 127.0.0.1: verification is no part of
  * what is measured); with --ca FILE the chain is checked against FILE and the certificate must
@@ -307,29 +307,6 @@ static int g_direct;
  * read) bytes of g_payload, which stay in cache, instead of with all of it. */
 static size_t g_period = 1, g_per_end;
 
-/* The direct frame, in pieces of at most SEG_MAX bytes: its masked payload repeats too (period
- * g_frame_period = lcm(g_period, 4), the mask's), so up to g_per_end each piece is read from
- * the first g_frame_period + SEG_MAX payload bytes of g_frame (in cache) by the kernel's copy. */
-#define SEG_MAX 65536
-static size_t g_frame_period = 4;
-
-/* The piece of g_frame's bytes that starts at frame offset off (< g_frame_len): its length,
- * and in *p where the same bytes are. */
-static size_t frame_seg(size_t off, const uint8_t **p) {
-    if (off < g_hdr_len) {
-        *p = g_frame + off;
-        return g_hdr_len - off;
-    }
-    size_t po = off - g_hdr_len;
-    if (po < g_per_end) {
-        size_t n = g_per_end - po < SEG_MAX ? g_per_end - po : SEG_MAX;
-        *p = g_frame + g_hdr_len + po % g_frame_period;  /* + n <= po + n <= g_per_end */
-        return n;
-    }
-    *p = g_frame + off;
-    return g_frame_len - off;
-}
-
 /* p[0..k) == g_payload[pos..pos+k)? (pos + k <= g_size) */
 static int payload_matches(const uint8_t *p, size_t pos, size_t k) {
     if (pos < g_per_end) {
@@ -423,28 +400,10 @@ static void consume_output(conn_t *c, size_t n) {
     c->foff = n % g_frame_len;
 }
 
-#define IOV_N 64
-
-/* Append to iov[k..IOV_N) the pieces of g_frame from *off on; *off: where it stopped (0 when
- * the frame went in whole). Returns the new k. */
-static int frame_iov(struct iovec *iov, int k, size_t *off) {
-    while (k < IOV_N) {
-        const uint8_t *p;
-        size_t n = frame_seg(*off, &p);
-        iov[k].iov_base = (void *)p;
-        iov[k++].iov_len = n;
-        if ((*off += n) == g_frame_len) {
-            *off = 0;
-            break;
-        }
-    }
-    return k;
-}
-
 /* Write what is queued; register for EPOLLOUT while something is left. With TLS, everything
  * queued in c->out goes to one SSL_write (OpenSSL cuts it into records of at most 16 KiB; with
  * SSL_MODE_ENABLE_PARTIAL_WRITE each call returns after a record, hence the loop); a direct
- * frame is given to SSL_write from g_frame, one piece (frame_seg) per call. Without TLS, one
+ * frame is given to SSL_write from g_frame, the rest of one frame per call. Without TLS, one
  * sendmsg takes c->out and the direct frames together. */
 static void conn_flush(conn_t *c) {
     while (has_output(c)) {
@@ -454,9 +413,8 @@ static void conn_flush(conn_t *c) {
              * that wanted to write is repeated with the same bytes (OpenSSL's rule) */
             int seg = c->tls_pend ? c->tls_pend
                       : c->foff > 0 || c->out.off == c->out.len ? SEG_FRAME : SEG_OUT;
-            const uint8_t *p = c->out.p + c->out.off;
-            size_t left = c->out.len - c->out.off;
-            if (seg == SEG_FRAME) left = frame_seg(c->foff, &p);  /* same foff: same piece */
+            const uint8_t *p = seg == SEG_OUT ? c->out.p + c->out.off : g_frame + c->foff;
+            size_t left = seg == SEG_OUT ? c->out.len - c->out.off : g_frame_len - c->foff;
             ERR_clear_error();
             int r = SSL_write(c->ssl, p, left > (1u << 30) ? (1 << 30) : (int)left);
             if (r > 0) {
@@ -490,21 +448,22 @@ static void conn_flush(conn_t *c) {
         if (c->owed == 0) {
             n = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
         } else {
-            /* [rest of the current frame] [c->out] [owed frames], in pieces (frame_seg);
-             * nothing after a frame that does not fit whole */
-            struct iovec iov[IOV_N];
+            struct iovec iov[64];  /* [rest of the current frame] [c->out] [owed frames] */
             int k = 0;
             uint64_t whole = c->owed;
-            size_t off = c->foff;
-            if (off > 0) {
-                k = frame_iov(iov, k, &off);
+            if (c->foff > 0) {
+                iov[k].iov_base = g_frame + c->foff;
+                iov[k++].iov_len = g_frame_len - c->foff;
                 whole--;
             }
-            if (off == 0 && c->out.off < c->out.len && k < IOV_N) {
+            if (c->out.off < c->out.len) {
                 iov[k].iov_base = c->out.p + c->out.off;
                 iov[k++].iov_len = c->out.len - c->out.off;
             }
-            for (; off == 0 && whole > 0 && k < IOV_N; whole--) k = frame_iov(iov, k, &off);
+            for (; whole > 0 && k < 64; whole--) {
+                iov[k].iov_base = g_frame;
+                iov[k++].iov_len = g_frame_len;
+            }
             struct msghdr mh;
             memset(&mh, 0, sizeof mh);
             mh.msg_iov = iov;
@@ -1109,8 +1068,6 @@ int main(int argc, char **argv) {
     g_per_end = g_size < g_period ? g_size : g_period;  /* then checked, not assumed: */
     while (g_per_end < g_size && g_payload[g_per_end] == g_payload[g_per_end - g_period])
         g_per_end++;
-    g_frame_period = g_period % 4 == 0 ? g_period : g_period % 2 == 0 ? 2 * g_period
-                     : 4 * g_period;  /* lcm(g_period, 4) */
     g_frame[0] = (uint8_t)(0x80 | g_opcode);
     if (hl == 2) {
         g_frame[1] = (uint8_t)(0x80 | g_size);

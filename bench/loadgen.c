@@ -25,6 +25,15 @@
  * that validates UTF-8 sees every sequence length. -c 1 -k 1 is a ping-pong: one message in
  * flight on one connection, the latency of a round trip.
  *
+ * Cheap at large sizes, so that the server is what is measured: frames of 16 KiB and more are
+ * never copied per message (each connection counts the frames it owes and writes them
+ * straight from the one pre-masked frame with sendmsg, or SSL_write; pongs and the close frame
+ * go between whole frames), and an echo is checked as it arrives: the frame head once, then
+ * each chunk read (up to 256 KiB) compared with the expected bytes while it is in cache and
+ * dropped, the round trip taken when its last byte is in. The payloads repeat (the alphabet,
+ * MIXED_TEXT), so the compare reads the expected bytes from the first period + one read of
+ * the payload (in cache), not from all of it.
+ *
  * Broadcast mode (--broadcast): -c subscriber connections that only listen, plus one publisher
  * connection. The server under test must send every text message starting with "B:" unchanged
  * to ALL its connected clients, the sender included. The publisher sends text messages of -s
@@ -45,7 +54,8 @@
  * TLS (--tls, echo mode only): wss://127.0.0.1:P/. Each connection does a non-blocking
  * SSL_connect driven by epoll (want-read / want-write), then the same WebSocket handshake and
  * echo protocol over SSL_read / SSL_write. Everything queued on a connection is handed to
- * SSL_write in one call (a flush of 16 small messages is one TLS record); reads use OpenSSL's
+ * SSL_write in one call (a flush of 16 small messages is one TLS record; messages of 16 KiB and
+ * more go from the frame itself, the rest of one frame per call); reads use OpenSSL's
  * read-ahead with a 128 KiB buffer (one read() for many records). Without --ca the
  * server's certificate is NOT verified (a load client on 127.0.0.1: verification is no part of
  * what is measured); with --ca FILE the chain is checked against FILE and the certificate must
@@ -87,6 +97,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -233,7 +244,20 @@ typedef struct {
     unsigned head, count;  /* echo and publisher: messages in flight */
     int role;
     uint64_t next_seq;  /* broadcast: the sequence number expected next (publisher: next ack) */
+    /* echo with large frames (g_direct): frames are written straight from g_frame, never
+     * copied. `owed` whole frames are still to be written, the first of them from byte `foff`
+     * on; c->out holds only control frames and the upgrade request, written between whole
+     * data frames (an iovec: [rest of the current frame] [c->out] [owed frames]). */
+    uint64_t owed;
+    size_t foff;
+    int tls_pend;       /* TLS: what the last SSL_write that wanted to write was given (SEG_) */
+    /* echo, receiving: the payload of the current data frame is checked as it arrives
+     * against g_payload[rx_pos..] and dropped; rx_left bytes of it are still to come */
+    uint64_t rx_left;
+    size_t rx_pos;
 } conn_t;
+
+enum { SEG_NONE, SEG_OUT, SEG_FRAME };
 
 static int g_port, g_conns = 64, g_inflight = 16, g_opcode = 2, g_pid = 0;
 static int g_bcast, g_nconn;          /* broadcast mode; connections in all (+1: publisher) */
@@ -267,6 +291,35 @@ static void fill_mixed(uint8_t *p, size_t n) {
     while (i < n) p[i++] = ' ';
 }
 static size_t g_frame_len, g_hdr_len; /* g_hdr_len: frame header + mask key */
+/* Echo frames of at least DIRECT_MIN bytes are written from g_frame (no copy); smaller ones
+ * are copied into c->out, so that many of them go out in one send (one TLS record). */
+#ifndef DIRECT_MIN
+#define DIRECT_MIN 16384
+#endif
+static int g_direct;
+/* ... and are read RECV_DIRECT bytes at a time (fewer recv calls, each chunk checked while it
+ * is still in cache) */
+#ifndef RECV_DIRECT
+#define RECV_DIRECT 262144
+#endif
+/* g_payload repeats with period g_period (the alphabet, MIXED_TEXT) up to g_per_end (the end,
+ * or --mixed's padding): an echo's bytes there are compared with the first g_period + (one
+ * read) bytes of g_payload, which stay in cache, instead of with all of it. */
+static size_t g_period = 1, g_per_end;
+
+/* p[0..k) == g_payload[pos..pos+k)? (pos + k <= g_size) */
+static int payload_matches(const uint8_t *p, size_t pos, size_t k) {
+    if (pos < g_per_end) {
+        size_t m = g_per_end - pos < k ? g_per_end - pos : k;
+        /* g_payload[j] == g_payload[j % g_period] for every j < g_per_end, and
+         * pos % g_period + m <= pos + m <= g_per_end: in bounds */
+        if (memcmp(p, g_payload + pos % g_period, m) != 0) return 0;
+        p += m;
+        pos += m;
+        k -= m;
+    }
+    return k == 0 || memcmp(p, g_payload + pos, k) == 0;
+}
 static uint64_t g_now, g_last_rx;
 static uint64_t m_msgs, m_bytes;      /* counted during the measurement only */
 static uint64_t g_published, m_published, m_acks, g_delivered; /* broadcast */
@@ -324,26 +377,65 @@ static void conn_finish(conn_t *c) {
     g_done++;
 }
 
+static int has_output(const conn_t *c) { return c->out.off < c->out.len || c->owed > 0; }
+
+/* n bytes of the iovec [rest of the current frame] [c->out] [owed frames] were written. */
+static void consume_output(conn_t *c, size_t n) {
+    if (c->foff > 0) {
+        size_t k = g_frame_len - c->foff;
+        if (n < k) { c->foff += n; return; }
+        n -= k;
+        c->foff = 0;
+        c->owed--;
+    }
+    size_t k = c->out.len - c->out.off;
+    if (n < k) { c->out.off += n; return; }
+    n -= k;
+    c->out.off = c->out.len = 0;
+    if (n == 0) return;
+    uint64_t whole = n / g_frame_len;
+    if (whole > c->owed || (whole == c->owed && n % g_frame_len))
+        die(EXIT_CONN, "internal: wrote more than was queued");
+    c->owed -= whole;
+    c->foff = n % g_frame_len;
+}
+
 /* Write what is queued; register for EPOLLOUT while something is left. With TLS, everything
- * queued goes to one SSL_write (OpenSSL cuts it into records of at most 16 KiB; with
- * SSL_MODE_ENABLE_PARTIAL_WRITE each call returns after a record, hence the loop). */
+ * queued in c->out goes to one SSL_write (OpenSSL cuts it into records of at most 16 KiB; with
+ * SSL_MODE_ENABLE_PARTIAL_WRITE each call returns after a record, hence the loop); a direct
+ * frame is given to SSL_write from g_frame, the rest of one frame per call. Without TLS, one
+ * sendmsg takes c->out and the direct frames together. */
 static void conn_flush(conn_t *c) {
-    while (c->out.off < c->out.len) {
+    while (has_output(c)) {
 #ifndef LOADGEN_NO_TLS
         if (c->ssl) {
-            size_t left = c->out.len - c->out.off;
+            /* the segment: the rest of a frame begun, else c->out, else the next frame; a call
+             * that wanted to write is repeated with the same bytes (OpenSSL's rule) */
+            int seg = c->tls_pend ? c->tls_pend
+                      : c->foff > 0 || c->out.off == c->out.len ? SEG_FRAME : SEG_OUT;
+            const uint8_t *p = seg == SEG_OUT ? c->out.p + c->out.off : g_frame + c->foff;
+            size_t left = seg == SEG_OUT ? c->out.len - c->out.off : g_frame_len - c->foff;
             ERR_clear_error();
-            int r = SSL_write(c->ssl, c->out.p + c->out.off, left > (1u << 30) ? (1 << 30) : (int)left);
+            int r = SSL_write(c->ssl, p, left > (1u << 30) ? (1 << 30) : (int)left);
             if (r > 0) {
-                c->out.off += (size_t)r;
+                c->tls_pend = SEG_NONE;
+                if (seg == SEG_OUT) {
+                    c->out.off += (size_t)r;
+                    if (c->out.off == c->out.len) c->out.off = c->out.len = 0;
+                } else if ((c->foff += (size_t)r) == g_frame_len) {
+                    c->foff = 0;
+                    c->owed--;
+                }
                 continue;
             }
             int e = SSL_get_error(c->ssl, r);
             if (e == SSL_ERROR_WANT_WRITE) {
+                c->tls_pend = seg;
                 if (!c->want_out) ep_mod(c, 1);
                 return;
             }
             if (e == SSL_ERROR_WANT_READ) {  /* the peer's bytes first: EPOLLIN retries */
+                c->tls_pend = seg;
                 if (c->want_out && !c->read_wants_out) ep_mod(c, 0);
                 return;
             }
@@ -352,9 +444,34 @@ static void conn_flush(conn_t *c) {
                 ssl_reason());
         }
 #endif
-        ssize_t n = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
+        ssize_t n;
+        if (c->owed == 0) {
+            n = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
+        } else {
+            struct iovec iov[64];  /* [rest of the current frame] [c->out] [owed frames] */
+            int k = 0;
+            uint64_t whole = c->owed;
+            if (c->foff > 0) {
+                iov[k].iov_base = g_frame + c->foff;
+                iov[k++].iov_len = g_frame_len - c->foff;
+                whole--;
+            }
+            if (c->out.off < c->out.len) {
+                iov[k].iov_base = c->out.p + c->out.off;
+                iov[k++].iov_len = c->out.len - c->out.off;
+            }
+            for (; whole > 0 && k < 64; whole--) {
+                iov[k].iov_base = g_frame;
+                iov[k++].iov_len = g_frame_len;
+            }
+            struct msghdr mh;
+            memset(&mh, 0, sizeof mh);
+            mh.msg_iov = iov;
+            mh.msg_iovlen = (size_t)k;
+            n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        }
         if (n > 0) {
-            c->out.off += (size_t)n;
+            consume_output(c, (size_t)n);
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
@@ -374,7 +491,8 @@ static void send_message(conn_t *c) {
     if (c->count >= (unsigned)g_inflight) die(EXIT_PROTO, "internal: ring overflow");
     c->ring[(c->head + c->count) % (unsigned)g_inflight] = g_now;
     c->count++;
-    buf_append(&c->out, g_frame, g_frame_len);
+    if (g_direct) c->owed++;  /* written from g_frame by conn_flush */
+    else buf_append(&c->out, g_frame, g_frame_len);
 }
 
 /* The publisher's next "B:<seq>:<time>:<filler>" text message: the template frame with its
@@ -498,12 +616,46 @@ static int parse_handshake(conn_t *c) {
     return 1;
 }
 
-/* Parse every complete frame in c->in. */
+/* An echo received whole (and checked): its round trip, and the next message. */
+static void echo_done(conn_t *c) {
+    uint64_t sent = c->ring[c->head];
+    c->head = (c->head + 1) % (unsigned)g_inflight;
+    c->count--;
+    g_last_rx = g_now;
+    if (g_phase == PH_MEASURE) {
+        hist_add(&g_hist, g_now - sent);
+        m_msgs++;
+        m_bytes += g_size;
+    }
+    if (g_phase == PH_WARMUP || g_phase == PH_MEASURE) send_message(c);
+}
+
+/* Parse the frames in c->in: control and broadcast frames once complete; an echo's payload
+ * piece by piece as it arrives (compared with g_payload while it is in cache, then dropped),
+ * so that c->in never holds more than a frame head and one read. */
 static void parse_frames(conn_t *c) {
     long idx = (long)(c - g_c);
     for (;;) {
         uint8_t *p = c->in.p + c->in.off;
         size_t n = c->in.len - c->in.off;
+        if (c->rx_left > 0) {  /* inside an echo's payload */
+            if (n == 0) break;
+            size_t k = n < c->rx_left ? n : (size_t)c->rx_left;
+            /* once closing, the echoes still in flight are dropped unchecked (their length was
+             * then never compared with g_size either) */
+            if (c->state != ST_CLOSING && !payload_matches(p, c->rx_pos, k)) {
+                size_t at = c->rx_pos;
+                while (p[at - c->rx_pos] == g_payload[at]) at++;
+                die(EXIT_PROTO, "connection %ld: echo differs from the message sent "
+                    "(%zu bytes, sent %zu; first difference at byte %zu)", idx, g_size, g_size,
+                    at);
+            }
+            c->in.off += k;
+            c->rx_pos += k;
+            c->rx_left -= k;
+            if (c->rx_left == 0 && c->state != ST_CLOSING) echo_done(c);
+            continue;
+        }
         if (n < 2) break;
         uint8_t b0 = p[0], b1 = p[1];
         if (b0 & 0x70) die(EXIT_PROTO, "connection %ld: RSV bits set (0x%02x)", idx, b0);
@@ -525,6 +677,24 @@ static void parse_frames(conn_t *c) {
         if (len > (uint64_t)g_size + 1024 && len > 125)
             die(EXIT_PROTO, "connection %ld: frame of %llu bytes, expected %zu", idx,
                 (unsigned long long)len, g_size);
+        if ((op == 1 || op == 2) && c->role == ROLE_ECHO) {
+            c->in.off += hl;
+            if (c->state != ST_CLOSING) {  /* once closing: echoes still in flight, dropped */
+                if (!fin) die(EXIT_PROTO, "connection %ld: fragmented echo (not supported)", idx);
+                if (op != g_opcode)
+                    die(EXIT_PROTO, "connection %ld: echo has opcode %d, sent %d", idx, op,
+                        g_opcode);
+                if (len != g_size)
+                    die(EXIT_PROTO, "connection %ld: echo differs from the message sent "
+                        "(%llu bytes, sent %zu)", idx, (unsigned long long)len, g_size);
+                if (c->count == 0)
+                    die(EXIT_PROTO, "connection %ld: echo with nothing in flight", idx);
+            }
+            c->rx_left = len;
+            c->rx_pos = 0;
+            if (len == 0 && c->state != ST_CLOSING) echo_done(c);
+            continue;  /* the payload: above, as it arrives */
+        }
         if (n < hl + len) {
             buf_reserve(&c->in, hl + (size_t)len);  /* room for the whole frame */
             break;
@@ -551,25 +721,6 @@ static void parse_frames(conn_t *c) {
                 }
                 if (g_phase == PH_WARMUP || g_phase == PH_MEASURE) send_publish(c);
             }
-        } else if (op == 1 || op == 2) {
-            if (c->state == ST_CLOSING) continue;  /* echoes still in flight when we closed */
-            if (!fin) die(EXIT_PROTO, "connection %ld: fragmented echo (not supported)", idx);
-            if (op != g_opcode)
-                die(EXIT_PROTO, "connection %ld: echo has opcode %d, sent %d", idx, op, g_opcode);
-            if (len != g_size || (len && memcmp(pl, g_payload, (size_t)len) != 0))
-                die(EXIT_PROTO, "connection %ld: echo differs from the message sent "
-                    "(%llu bytes, sent %zu)", idx, (unsigned long long)len, g_size);
-            if (c->count == 0) die(EXIT_PROTO, "connection %ld: echo with nothing in flight", idx);
-            uint64_t sent = c->ring[c->head];
-            c->head = (c->head + 1) % (unsigned)g_inflight;
-            c->count--;
-            g_last_rx = g_now;
-            if (g_phase == PH_MEASURE) {
-                hist_add(&g_hist, g_now - sent);
-                m_msgs++;
-                m_bytes += len;
-            }
-            if (g_phase == PH_WARMUP || g_phase == PH_MEASURE) send_message(c);
         } else if (op == 9) {
             if (len > 125 || !fin) die(EXIT_PROTO, "connection %ld: bad ping", idx);
             if (c->state == ST_OPEN) send_control(c, 10, pl, (size_t)len);
@@ -701,7 +852,7 @@ static void on_readable_tls(conn_t *c) {
             die(EXIT_PROTO, "connection %ld: server closed the TLS connection", idx);
         die(EXIT_PROTO, "connection %ld: SSL_read: %s", idx, ssl_reason());
     }
-    if (c->state != ST_DONE && c->out.len > c->out.off) conn_flush(c);
+    if (c->state != ST_DONE && has_output(c)) conn_flush(c);
 }
 #else
 static void tls_setup(void) {
@@ -717,7 +868,7 @@ static void on_readable(conn_t *c) {
         on_readable_tls(c);
         return;
     }
-    buf_reserve(&c->in, 65536);
+    buf_reserve(&c->in, g_direct ? RECV_DIRECT : 65536);
     ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
@@ -730,7 +881,7 @@ static void on_readable(conn_t *c) {
     }
     c->in.len += (size_t)n;
     if (!on_input(c)) return;
-    if (c->out.len > c->out.off) conn_flush(c);
+    if (has_output(c)) conn_flush(c);
 }
 
 static void on_connected(conn_t *c) {
@@ -799,6 +950,8 @@ static void begin_close(void) {
     for (int i = 0; i < g_nconn; i++) {
         conn_t *c = &g_c[i];
         if (c->state != ST_OPEN) continue;
+        /* the close frame follows the frame being written; frames not begun are dropped */
+        c->owed = c->foff > 0 || c->tls_pend == SEG_FRAME ? (c->owed > 0) : 0;
         send_control(c, 8, close_payload, 2);
         c->state = ST_CLOSING;
         conn_flush(c);
@@ -911,6 +1064,10 @@ int main(int argc, char **argv) {
         fill_mixed(g_payload, g_size);
     else
         for (size_t i = 0; i < g_size; i++) g_payload[i] = (uint8_t)('a' + i % 26);
+    g_period = g_mixed && !g_bcast ? sizeof MIXED_TEXT - 1 : 26;
+    g_per_end = g_size < g_period ? g_size : g_period;  /* then checked, not assumed: */
+    while (g_per_end < g_size && g_payload[g_per_end] == g_payload[g_per_end - g_period])
+        g_per_end++;
     g_frame[0] = (uint8_t)(0x80 | g_opcode);
     if (hl == 2) {
         g_frame[1] = (uint8_t)(0x80 | g_size);
@@ -923,6 +1080,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 8; i++) g_frame[2 + i] = (uint8_t)((uint64_t)g_size >> (56 - 8 * i));
     }
     memcpy(g_frame + hl, MASK_KEY, 4);
+    g_direct = !g_bcast && g_frame_len >= DIRECT_MIN;
     for (size_t i = 0; i < g_size; i++) g_frame[hl + 4 + i] = g_payload[i] ^ MASK_KEY[i & 3];
 
     g_epfd = epoll_create1(EPOLL_CLOEXEC);

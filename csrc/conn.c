@@ -185,7 +185,7 @@ void pw_conn_mark(pyws_loop *loop, pyws_conn *c, uint32_t flag)
 
 /* A block of at least need bytes. Small ones (PYWS_BLOB_SIZE, the bytes inline) come from the
  * loop's cache of small blocks; a large one is a header and a buffer from the loop's cache of
- * large buffers, the one message buffers use too (pw_msgbuf_get), or a fresh buffer in whole
+ * large buffers, the one message buffers use too (pw_bigbuf_get), or a fresh buffer in whole
  * pages, so that the next frame of about the size reuses it. */
 pyws_blob *pw_blob_alloc(pyws_loop *loop, size_t need)
 {
@@ -209,7 +209,7 @@ pyws_blob *pw_blob_alloc(pyws_loop *loop, size_t need)
         b = malloc(sizeof(*b));
         if (!b)
             return NULL;
-        b->ext = pw_msgbuf_get(loop, need, need, &b->cap);
+        b->ext = pw_bigbuf_get(loop, need, need, &b->cap);
         if (!b->ext) {
             b->ext = malloc(cap);
             b->cap = cap;
@@ -237,17 +237,17 @@ void pw_blob_trim(pyws_loop *loop)
     loop->blob_cache_low = loop->nblob_cache;
     /* large buffers: per second, not per poll (a poll that only writes would drop one a
      * message needs a moment later: a 1 MiB free and malloc, page faults, per message) */
-    if (loop->now < loop->msgbuf_trim_at)
+    if (loop->now < loop->bigbuf_trim_at)
         return;
-    loop->msgbuf_trim_at = loop->now + PYWS_MSGBUF_TRIM_MS;
-    idle = loop->msgbuf_low;
-    drop = idle > 4 ? idle / 4 : (loop->nmsgbuf > 0 && idle > 0 ? 1 : 0);
-    for (int i = 0; i < drop && loop->nmsgbuf > 0; i++) {
-        loop->nmsgbuf--;
-        loop->msgbuf_bytes -= loop->msgbuf_cache[loop->nmsgbuf].cap;
-        free(loop->msgbuf_cache[loop->nmsgbuf].p);
+    loop->bigbuf_trim_at = loop->now + PYWS_BIGBUF_TRIM_MS;
+    idle = loop->bigbuf_low;
+    drop = idle > 4 ? idle / 4 : (loop->nbigbuf > 0 && idle > 0 ? 1 : 0);
+    for (int i = 0; i < drop && loop->nbigbuf > 0; i++) {
+        loop->nbigbuf--;
+        loop->bigbuf_bytes -= loop->bigbuf_cache[loop->nbigbuf].cap;
+        free(loop->bigbuf_cache[loop->nbigbuf].p);
     }
-    loop->msgbuf_low = loop->nmsgbuf;
+    loop->bigbuf_low = loop->nbigbuf;
 }
 
 /* ------------------------------------------------------------------ large-buffer cache */
@@ -255,39 +255,39 @@ void pw_blob_trim(pyws_loop *loop)
 /* A cached buffer for about `want` bytes (at least need): the smallest that holds want, not
  * more than four times it; NULL if none (the caller then uses malloc). The sessions' message
  * buffers and the write queue's large blocks both come from here and go back here. */
-uint8_t *pw_msgbuf_get(void *ctx, size_t need, size_t want, size_t *cap)
+uint8_t *pw_bigbuf_get(void *ctx, size_t need, size_t want, size_t *cap)
 {
     pyws_loop *loop = ctx;
     int best = -1;
     size_t lim = want > SIZE_MAX / 8 ? SIZE_MAX : want * 4 + 65536;
-    for (int i = 0; i < loop->nmsgbuf; i++) {
-        size_t c = loop->msgbuf_cache[i].cap;
+    for (int i = 0; i < loop->nbigbuf; i++) {
+        size_t c = loop->bigbuf_cache[i].cap;
         if (c >= need && c >= want && c <= lim &&
-            (best < 0 || c < loop->msgbuf_cache[best].cap))
+            (best < 0 || c < loop->bigbuf_cache[best].cap))
             best = i;
     }
     if (best < 0)
         return NULL;
-    uint8_t *p = loop->msgbuf_cache[best].p;
-    *cap = loop->msgbuf_cache[best].cap;
-    loop->msgbuf_bytes -= *cap;
-    loop->msgbuf_cache[best] = loop->msgbuf_cache[--loop->nmsgbuf];
-    if (loop->nmsgbuf < loop->msgbuf_low)
-        loop->msgbuf_low = loop->nmsgbuf;
+    uint8_t *p = loop->bigbuf_cache[best].p;
+    *cap = loop->bigbuf_cache[best].cap;
+    loop->bigbuf_bytes -= *cap;
+    loop->bigbuf_cache[best] = loop->bigbuf_cache[--loop->nbigbuf];
+    if (loop->nbigbuf < loop->bigbuf_low)
+        loop->bigbuf_low = loop->nbigbuf;
     return p;
 }
 
 /* The caller guarantees nothing reads buf any more (a message buffer: only between a batch's
  * views and the next). */
-void pw_msgbuf_put(void *ctx, uint8_t *buf, size_t cap)
+void pw_bigbuf_put(void *ctx, uint8_t *buf, size_t cap)
 {
     pyws_loop *loop = ctx;
-    if (cap > PYWS_BLOB_SIZE && loop->nmsgbuf < PYWS_MSGBUF_CACHE_MAX &&
-        loop->msgbuf_bytes + cap <= PYWS_MSGBUF_CACHE_BYTES) {
-        loop->msgbuf_cache[loop->nmsgbuf].p = buf;
-        loop->msgbuf_cache[loop->nmsgbuf].cap = cap;
-        loop->nmsgbuf++;
-        loop->msgbuf_bytes += cap;
+    if (cap > PYWS_BLOB_SIZE && loop->nbigbuf < PYWS_BIGBUF_CACHE_MAX &&
+        loop->bigbuf_bytes + cap <= PYWS_BIGBUF_CACHE_BYTES) {
+        loop->bigbuf_cache[loop->nbigbuf].p = buf;
+        loop->bigbuf_cache[loop->nbigbuf].cap = cap;
+        loop->nbigbuf++;
+        loop->bigbuf_bytes += cap;
         return;
     }
     free(buf);
@@ -302,7 +302,7 @@ void pw_blob_put(pyws_loop *loop, pyws_blob *b)
          * still read it until the next poll begins (pw_retire); inside a poll none can. A
          * large block's own buffer no view sees: back to the cache at once. */
         if (!b->held || loop->in_poll)
-            pw_msgbuf_put(loop, b->ext, b->cap);
+            pw_bigbuf_put(loop, b->ext, b->cap);
         else
             (void)pw_retire(loop, b->ext); /* if it cannot be recorded, leak, never free */
         free(b);

@@ -26,21 +26,21 @@
 #define PYWS_BLOB_SIZE (16u << 10)     /* write-queue block for small frames */
 #define PYWS_BLOB_CACHE_MAX 1024       /* free blocks the loop may keep for reuse (16 MiB) */
 #define PYWS_KEEP_MSG_BUF (64u << 10)  /* a message buffer above this leaves its idle session
-                                          (for the message-buffer cache, or freed) */
+                                          (for the cache of large buffers, or freed) */
 #define PYWS_WRITE_NOW_MAX (16u << 10) /* pw_conn_write_now: a queue this small at most */
 #define PYWS_DIRECT_MIN (64u << 10)    /* a frame payload with at least this much still to come
                                           is read straight into the message buffer */
 #define PYWS_DIRECT_AFTER (256u << 10) /* after a message this large, the next read into the
                                           arena takes PYWS_RECV_MIN bytes at most (the next
                                           message's header; its payload then goes direct) */
-#define PYWS_MSGBUF_CACHE_MAX 64       /* large buffers kept for reuse (pw_msgbuf_get/put): the
+#define PYWS_BIGBUF_CACHE_MAX 64       /* large buffers kept for reuse (pw_bigbuf_get/put): the
                                           sessions' message buffers over PYWS_KEEP_MSG_BUF and
                                           the write queue's blocks over PYWS_BLOB_SIZE ... */
-#define PYWS_MSGBUF_CACHE_BYTES (64u << 20) /* ... up to this many bytes in all; each second a
+#define PYWS_BIGBUF_CACHE_BYTES (64u << 20) /* ... up to this many bytes in all; each second a
                                           quarter of those unused through that second (at least
                                           one) is freed. Without it every large message was a
                                           malloc that glibc served with mmap, and page faults. */
-#define PYWS_MSGBUF_TRIM_MS 1000
+#define PYWS_BIGBUF_TRIM_MS 1000
 #define PYWS_ACCEPT_BATCH 64           /* accepts per listener per iteration */
 #define PYWS_PONG_QUEUE_MAX (16u << 10) /* queued bytes past which a ping's pong waits (a newer
                                           ping replaces it): see pw_ws_send_pong */
@@ -281,13 +281,13 @@ struct pyws_loop {
     struct {
         uint8_t *p;
         size_t cap;
-    } msgbuf_cache[PYWS_MSGBUF_CACHE_MAX];  /* idle large buffers (malloc'd, raw): message
+    } bigbuf_cache[PYWS_BIGBUF_CACHE_MAX];  /* idle large buffers (malloc'd, raw): message
                                              buffers and large write blocks' bytes */
-    pyws_bufpool msgbuf_pool;        /* the sessions' view of it: pw_msgbuf_get/put, the loop */
-    int nmsgbuf;
-    int msgbuf_low;                  /* fewest cached since the last trim */
-    size_t msgbuf_bytes;
-    uint64_t msgbuf_trim_at;         /* ms on the loop clock: the next trim */
+    pyws_bufpool bigbuf_pool;        /* the sessions' view of it: pw_bigbuf_get/put, the loop */
+    int nbigbuf;
+    int bigbuf_low;                  /* fewest cached since the last trim */
+    size_t bigbuf_bytes;
+    uint64_t bigbuf_trim_at;         /* ms on the loop clock: the next trim */
 
     pyws_timers timers;
 
@@ -379,7 +379,7 @@ int pw_conn_flush(pyws_loop *loop, pyws_conn *c);            /* < 0: the conn wa
 void pw_conn_write_now(pyws_loop *loop, pyws_conn *c);
 /* Queue a frame whose payload is buf[off..off+len) of the message buffer c's session holds
  * (a view the application got): the queue takes the buffer over instead of copying it (the
- * session starts a fresh one) and gives it back to the message-buffer cache once written, or,
+ * session starts a fresh one) and gives it back to the cache of large buffers once written, or,
  * outside a poll, to pw_retire. hdr is copied. PYWS_ERR_ARG if the session holds no such
  * buffer, PYWS_ERR_NOMEM: nothing was queued and the session still holds it. */
 int pw_conn_queue_held(pyws_loop *loop, pyws_conn *c, const uint8_t *hdr, size_t hlen,
@@ -395,9 +395,10 @@ void pw_conn_deadline(pyws_loop *loop, pyws_conn *c, uint64_t when);
 void pw_conn_read(pyws_loop *loop, pyws_conn *c);
 void pw_conn_timeout(pyws_loop *loop, pyws_conn *c);
 void pw_blob_put(pyws_loop *loop, pyws_blob *b);
-/* The message-buffer cache (a session's pool: pyws_session_set_pool), ctx is the loop. */
-uint8_t *pw_msgbuf_get(void *loop, size_t need, size_t want, size_t *cap);
-void pw_msgbuf_put(void *loop, uint8_t *buf, size_t cap);
+/* The cache of large buffers: message buffers (a session's pool, pyws_session_set_pool) and
+ * large write blocks; ctx is the loop. */
+uint8_t *pw_bigbuf_get(void *loop, size_t need, size_t want, size_t *cap);
+void pw_bigbuf_put(void *loop, uint8_t *buf, size_t cap);
 void pw_blob_trim(pyws_loop *loop);
 
 /* topics.c */

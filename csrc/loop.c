@@ -279,9 +279,9 @@ pyws_loop *pyws_loop_new(void)
     if (!loop)
         return NULL;
     loop->wake_fd_r = loop->wake_fd_w = -1;
-    loop->msgbuf_pool.get = pw_msgbuf_get;
-    loop->msgbuf_pool.put = pw_msgbuf_put;
-    loop->msgbuf_pool.ctx = loop;
+    loop->bigbuf_pool.get = pw_bigbuf_get;
+    loop->bigbuf_pool.put = pw_bigbuf_put;
+    loop->bigbuf_pool.ctx = loop;
     loop->poller = pw_poller_new();
     loop->arena = malloc(PYWS_ARENA_SIZE);
     if (!loop->poller || !loop->arena)
@@ -362,8 +362,8 @@ void pyws_loop_free(pyws_loop *loop)
     for (int i = 0; i < loop->nblob_cache; i++)
         free(loop->blob_cache[i]);
     free(loop->blob_cache);
-    for (int i = 0; i < loop->nmsgbuf; i++)
-        free(loop->msgbuf_cache[i].p);
+    for (int i = 0; i < loop->nbigbuf; i++)
+        free(loop->bigbuf_cache[i].p);
     pw_timers_free(&loop->timers);
     pyws_wake_close(loop); /* no producer is left waiting on what is freed below */
     for (size_t i = 0; i < loop->wake_n; i++)

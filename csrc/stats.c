@@ -162,6 +162,6 @@ void pyws_loop_stats_get(pyws_loop *loop, pyws_loop_stats *out)
     out->pongs_replaced = loop->pongs_replaced;
     out->cached_blocks[0] = (uint64_t)loop->nblob_cache;
     out->cached_bytes[0] = (uint64_t)loop->nblob_cache * PYWS_BLOB_SIZE;
-    out->cached_blocks[1] = (uint64_t)loop->nmsgbuf;
-    out->cached_bytes[1] = loop->msgbuf_bytes;
+    out->cached_blocks[1] = (uint64_t)loop->nbigbuf;
+    out->cached_bytes[1] = loop->bigbuf_bytes;
 }

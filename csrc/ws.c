@@ -20,7 +20,7 @@ void pw_ws_start(pyws_loop *loop, pyws_conn *c, int role)
         return;
     pyws_session_init(c->sess, role, c->opts.max_message_size);
     pyws_session_set_limits(c->sess, c->opts.max_message_size, c->opts.max_fragments);
-    pyws_session_set_pool(c->sess, &loop->msgbuf_pool);
+    pyws_session_set_pool(c->sess, &loop->bigbuf_pool);
     c->role = role;
     pw_conn_set_state(loop, c, PYWS_ST_WS_OPEN);
     c->flags |= CF_WAS_WS;

@@ -55,7 +55,6 @@ log = logging.getLogger("pyws")
 _BRIDGES: Dict[int, "Bridge"] = {}
 
 
-
 def _unwatch(loop: asyncio.AbstractEventLoop, fd: int, ev: int) -> None:
     """Stop watching ``fd`` for ``ev`` (PYWS_WATCH_IN / _OUT bits). The C loop may have closed
     the fd already (its connection ended in the last poll). asyncio's selector loops then fail
@@ -77,6 +76,7 @@ def _unwatch(loop: asyncio.AbstractEventLoop, fd: int, ev: int) -> None:
         for handle in key.data or ():
             if handle is not None:
                 handle.cancel()
+
 
 class Bridge:
     """Runs one :class:`pyws.Manager`'s C loop inside one asyncio loop. Made by

@@ -420,6 +420,33 @@ def test_no_python_copy_of_a_large_payload() -> None:
     assert peaks[1] < size // 4, peaks
 
 
+def echoes_from_app(app: pyws.App, sends: List[Any], timeout: float) -> List[Any]:
+    """Send each of ``sends`` (bytes as binary, str as text) to ``app`` listening on a free
+    port, from a websocket-client peer on a thread, while this thread polls the App; return
+    the replies, one per message sent. The App is closed after."""
+    port = app.listen("127.0.0.1", 0).port
+    out: List[Any] = []
+
+    def client() -> None:
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/", timeout=10)
+        for m in sends:
+            if isinstance(m, bytes):
+                ws.send_binary(m)
+            else:
+                ws.send(m)
+        out.extend(ws.recv() for _ in sends)
+        ws.close()
+
+    t = threading.Thread(target=client)
+    t.start()
+    end = time.monotonic() + timeout
+    while t.is_alive() and time.monotonic() < end:
+        app.poll(5)
+    t.join(1)
+    app.mgr.close()
+    return out
+
+
 def test_generator_echo_and_queued_messages(peer_factory: Any) -> None:
     """The generator App: ws.send(msg) of a view, and messages that arrive while the handler
     is busy elsewhere (queued past the batch: detached, still right)."""
@@ -439,25 +466,8 @@ def test_generator_echo_and_queued_messages(peer_factory: Any) -> None:
             seen.append(type(msg))
             ws.send(msg)
 
-    port = app.listen("127.0.0.1", 0).port
     msgs = [pattern(40 * KIB, s) for s in range(4)]
-    out: List[Any] = []
-
-    def client() -> None:
-        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/", timeout=10)
-        for m in msgs:
-            ws.send_binary(m)
-        out.extend(ws.recv() for _ in msgs)
-        ws.close()
-
-    t = threading.Thread(target=client)
-    t.start()
-    end = time.monotonic() + 15
-    while t.is_alive() and time.monotonic() < end:
-        app.poll(5)
-    t.join(1)
-    app.mgr.close()
-    assert out == msgs
+    assert echoes_from_app(app, msgs, timeout=15) == msgs
     assert seen[0] is pyws.MessageView
     assert len(seen) == 4 and all(issubclass(k, pyws.Message) for k in seen)
 
@@ -714,25 +724,8 @@ def test_generator_echo_of_large_views() -> None:
             if hashlib.sha256(msg.data).digest() != before:
                 bad.append(len(msg))
 
-    port = app.listen("127.0.0.1", 0).port
-    msgs = [pattern(n, i) for i, n in enumerate([1024 * KIB, 300 * KIB, 1024 * KIB, 2048 * KIB])]
-    text = "é✓" * 200000
-    out: List[Any] = []
-
-    def client() -> None:
-        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/", timeout=10)
-        for m in msgs:
-            ws.send_binary(m)
-        ws.send(text)
-        out.extend(ws.recv() for _ in range(len(msgs) + 1))
-        ws.close()
-
-    t = threading.Thread(target=client)
-    t.start()
-    end = time.monotonic() + 20
-    while t.is_alive() and time.monotonic() < end:
-        app.poll(5)
-    t.join(1)
-    app.mgr.close()
-    assert out == msgs + [text]
+    msgs: List[Any] = [pattern(n, i) for i, n in
+                       enumerate([1024 * KIB, 300 * KIB, 1024 * KIB, 2048 * KIB])]
+    msgs.append("é✓" * 200000)
+    assert echoes_from_app(app, msgs, timeout=20) == msgs
     assert bad == []
